@@ -1,0 +1,395 @@
+//! `tempest`: run, inspect and benchmark Tempest topologies.
+//!
+//! Exit codes: 0 on success, 1 when a run fails or its check does not hold, 2 for bad input
+//! (unknown flags, invalid values, a topology or config that does not validate).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tempest_dsl::{BuildErrors, Guarantee, TopologyConfig};
+use tempest_examples::bench::{ResultLine, median, peak_rss_kb};
+use tempest_examples::wordcount::{self, WordCountOptions};
+use tempest_runtime::{LocalCluster, LocalOptions, RunReport, RunningTopology, RuntimeError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tempest",
+    version,
+    about = "Tempest: a stream-processing runtime in the model of Apache Storm"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a topology in this process.
+    Local {
+        #[command(subcommand)]
+        topology: LocalTopology,
+    },
+    /// Run a benchmark workload and print its RESULT line.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchWorkload,
+    },
+    /// Print a topology's plan, as text or as a Graphviz DOT graph.
+    Show {
+        /// The topology: wordcount.
+        #[arg(value_enum)]
+        topology: TopologyName,
+        /// Print Graphviz DOT instead of text.
+        #[arg(long)]
+        dot: bool,
+        /// Tasks per component.
+        #[arg(long, default_value_t = 2)]
+        parallelism: u32,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TopologyName {
+    Wordcount,
+}
+
+#[derive(Subcommand, Debug)]
+enum LocalTopology {
+    /// Count words of generated sentences; print the top words and the totals.
+    Wordcount(LocalWordcount),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWorkload {
+    /// W1: word count (sentences -> split -> count -> sink).
+    Wordcount(BenchWordcount),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Tasks per component.
+    #[arg(long, default_value_t = 2)]
+    parallelism: u32,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Delivery guarantee: at-most-once, at-least-once or exactly-once.
+    #[arg(long, default_value = "at-most-once")]
+    guarantee: Guarantee,
+    /// Tuples per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Most ack trees in flight per spout task (tracked guarantees).
+    #[arg(long)]
+    max_spout_pending: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct LocalWordcount {
+    /// Sentences to emit.
+    #[arg(long, default_value_t = 1_000_000)]
+    sentences: u64,
+    /// Run until Ctrl-C instead (which drains and stops it).
+    #[arg(long, conflicts_with = "sentences")]
+    endless: bool,
+    /// How many of the most frequent words to print.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct BenchWordcount {
+    /// Sentences to emit (10 words each).
+    #[arg(long, default_value_t = 3_000_000)]
+    sentences: u64,
+    /// Runs; the RESULT line gives medians, and each run prints a RUN line.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// A failure at the binary's edge, with its exit code.
+enum Failure {
+    /// Bad input: exit code 2.
+    Usage(String),
+    /// A failed run or check: exit code 1.
+    Run(anyhow::Error),
+}
+
+impl From<BuildErrors> for Failure {
+    fn from(errors: BuildErrors) -> Self {
+        Failure::Usage(format!("the topology is invalid:\n{errors}"))
+    }
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::Options { .. } | RuntimeError::Unsupported { .. } => {
+                Failure::Usage(err.to_string())
+            }
+            other => Failure::Run(other.into()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with code 0; usage errors exit with 2.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Local {
+            topology: LocalTopology::Wordcount(args),
+        } => local_wordcount(args),
+        Command::Bench {
+            workload: BenchWorkload::Wordcount(args),
+        } => bench_wordcount(args),
+        Command::Show {
+            topology: TopologyName::Wordcount,
+            dot,
+            parallelism,
+        } => {
+            let wc = wordcount::topology(&WordCountOptions {
+                parallelism,
+                ..WordCountOptions::default()
+            })?;
+            if dot {
+                print!("{}", wc.topology.to_dot());
+            } else {
+                print!("{}", wc.topology);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn options(common: &Common, sentences: Option<u64>) -> (WordCountOptions, LocalOptions) {
+    let mut config = TopologyConfig::default();
+    if let Some(b) = common.batch_size {
+        config.batch_size = b;
+    }
+    config.max_spout_pending = common.max_spout_pending;
+    let wc = WordCountOptions {
+        sentences,
+        parallelism: common.parallelism,
+        guarantee: common.guarantee,
+        config,
+    };
+    let mut local = LocalOptions::default();
+    if let Some(w) = common.workers {
+        local.workers = w;
+    }
+    (wc, local)
+}
+
+/// Waits for the run, drawing a progress bar on a terminal and draining on the first Ctrl-C
+/// (a second one exits at once).
+fn watch(running: RunningTopology, total: Option<u64>) -> Result<RunReport, RuntimeError> {
+    let (ctrl_c_tx, ctrl_c) = mpsc::channel();
+    let mut presses = 0u32;
+    // Fails only if a handler is already set, in which case Ctrl-C keeps its default meaning.
+    let _ = ctrlc::set_handler(move || {
+        let _ = ctrl_c_tx.send(());
+    });
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = match total {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = match total {
+            Some(_) => "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sentences ({per_sec})",
+            None => "{spinner} [{elapsed_precise}] {pos} sentences ({per_sec}) - Ctrl-C drains",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Some(bar)
+    } else {
+        None
+    };
+    while !running.is_finished() {
+        if ctrl_c.try_recv().is_ok() {
+            presses += 1;
+            if presses == 1 {
+                eprintln!("draining (Ctrl-C again to exit now)");
+                running.drain();
+            } else {
+                std::process::exit(130);
+            }
+        }
+        if let Some(bar) = &bar {
+            let emitted = running
+                .metrics()
+                .first()
+                .map(|(_, m)| m.emitted)
+                .unwrap_or(0);
+            bar.set_position(emitted);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    running.wait()
+}
+
+fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
+    let sentences = (!args.endless).then_some(args.sentences);
+    let (wc_options, local) = options(&args.common, sentences);
+    let wc = wordcount::topology(&wc_options)?;
+    for w in wc.topology.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let cluster = LocalCluster::new(local)?;
+    let running = cluster.start(wc.topology)?;
+    let report = watch(running, sentences)?;
+
+    let parts: Vec<_> = wc.totals.try_iter().collect();
+    let sink_total: u64 = wc.sink_counts.try_iter().sum();
+    let counts = wordcount::merge_totals(parts)
+        .ok_or_else(|| Failure::Run(anyhow::anyhow!("a word was counted by two count tasks")))?;
+    let mut ranked: Vec<(usize, u64)> = counts.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    println!("top {} words:", args.top);
+    for (index, count) in ranked.iter().take(args.top) {
+        println!("  w{index:<6} {count}");
+    }
+    let words: u64 = counts.iter().sum();
+    let sentences_done = report
+        .component("sentences")
+        .map(|c| c.metrics.emitted)
+        .unwrap_or(0);
+    println!(
+        "totals: {sentences_done} sentences, {words} words counted, {} distinct, {sink_total} records at the sink",
+        counts.iter().filter(|&&c| c > 0).count()
+    );
+    println!("{report}");
+    if let Some(n) = sentences {
+        if !report.drained {
+            let expected = wordcount::expected_counts(n);
+            let exact = counts == expected && sink_total == n * wordcount::WORDS_PER_SENTENCE;
+            let at_least = counts.iter().zip(&expected).all(|(c, e)| c >= e);
+            let ok = if args.common.guarantee == Guarantee::AtMostOnce {
+                exact
+            } else {
+                at_least
+            };
+            if !ok {
+                return Err(Failure::Run(anyhow::anyhow!(
+                    "the counts do not match the input"
+                )));
+            }
+            println!("check: every word count matches the input");
+        }
+    }
+    Ok(())
+}
+
+fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
+    if args.runs == 0 {
+        return Err(Failure::Usage("--runs must be at least 1".into()));
+    }
+    let n = args.sentences;
+    let expected = wordcount::expected_counts(n);
+    let (wc_options, local) = options(&args.common, Some(n));
+    let cluster = LocalCluster::new(local.clone())?;
+    let mut rates = Vec::new();
+    let mut seconds = Vec::new();
+    let mut all_ok = true;
+    for run in 1..=args.runs {
+        let wc = wordcount::topology(&wc_options)?;
+        let started = Instant::now();
+        let report = cluster.run(wc.topology)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let sink_total: u64 = wc.sink_counts.try_iter().sum();
+        let counts = wordcount::merge_totals(wc.totals.try_iter());
+        let ok =
+            counts.as_ref() == Some(&expected) && sink_total == n * wordcount::WORDS_PER_SENTENCE;
+        all_ok &= ok;
+        let rate = n as f64 / elapsed;
+        rates.push(rate);
+        seconds.push(elapsed);
+        eprintln!("{report}");
+        if args.runs > 1 {
+            println!(
+                "{}",
+                line(&args, &local, n, elapsed, rate).render(&format!("RUN {run}"), ok)
+            );
+        }
+    }
+    let rate = median(&rates).unwrap_or(0.0);
+    let elapsed = median(&seconds).unwrap_or(0.0);
+    println!(
+        "{}",
+        line(&args, &local, n, elapsed, rate).render("RESULT", all_ok)
+    );
+    if all_ok {
+        Ok(())
+    } else {
+        Err(Failure::Run(anyhow::anyhow!(
+            "the benchmark's check failed"
+        )))
+    }
+}
+
+fn line(
+    args: &BenchWordcount,
+    local: &LocalOptions,
+    n: u64,
+    seconds: f64,
+    rate: f64,
+) -> ResultLine {
+    ResultLine::new()
+        .field("workload", "wordcount")
+        .field("guarantee", args.common.guarantee)
+        .field("records", n)
+        .field("seconds", format!("{seconds:.3}"))
+        .field("rate", format!("{rate:.0}/s"))
+        .field(
+            "words_rate",
+            format!("{:.0}/s", rate * wordcount::WORDS_PER_SENTENCE as f64),
+        )
+        .field("parallelism", args.common.parallelism)
+        .field("workers", local.workers)
+        .field("runs", args.runs)
+        .field(
+            "peak_rss_kb",
+            peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string()),
+        )
+}

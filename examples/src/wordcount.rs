@@ -1,0 +1,359 @@
+//! Word count (workload W1 of BENCHMARKS.md): sentences -> split -> count -> sink.
+//!
+//! Sentence `i` (0 <= i < N) has 10 words; word `j` is `"w" + ((i*7919 + j*104729) % 1000)`,
+//! a 1000-word vocabulary. The split bolt cuts a sentence into words, the count bolt keeps a
+//! running count per word (fields grouping on the word) and emits `(word, count)` for every
+//! word, and the sink counts what it receives. At the end of the input each count task and each
+//! sink task hands its totals to the driver, which checks them against [`expected_counts`].
+
+use std::sync::mpsc;
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use tempest_dsl::{
+    Bolt, BuildErrors, Emitter, Guarantee, MsgId, Record, Spout, SpoutEmitter, SpoutStatus,
+    TaskContext, TaskError, Topology, TopologyBuilder, TopologyConfig, Tuple, bolt, spout,
+};
+
+/// Words per sentence.
+pub const WORDS_PER_SENTENCE: u64 = 10;
+/// Distinct words.
+pub const VOCABULARY: u64 = 1000;
+
+/// Word `j` of sentence `i`, as a vocabulary index.
+pub fn word_index(i: u64, j: u64) -> u64 {
+    (i.wrapping_mul(7919).wrapping_add(j.wrapping_mul(104_729))) % VOCABULARY
+}
+
+/// A line of text.
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+pub struct Sentence {
+    /// The sentence number.
+    pub id: u64,
+    /// Its words, separated by single spaces.
+    pub text: String,
+}
+
+/// One word. `CompactString` keeps words of up to 24 bytes inline, so a word costs no heap
+/// allocation on its way through the topology.
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+pub struct Word {
+    /// The word.
+    pub word: CompactString,
+}
+
+/// A word and its running count.
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+pub struct WordCount {
+    /// The word.
+    pub word: CompactString,
+    /// How many times the count task has seen it so far.
+    pub count: u64,
+}
+
+/// Emits sentences `0..sentences` (or forever when `sentences` is `None`), each spout task the
+/// ones congruent to its index. Replayable: a failed sentence is emitted again.
+#[derive(Clone, Debug)]
+pub struct SentenceSpout {
+    sentences: Option<u64>,
+    next: u64,
+    step: u64,
+    replay: Vec<u64>,
+    text: String,
+}
+
+impl SentenceSpout {
+    /// A spout of `sentences` sentences, or an endless one.
+    pub fn new(sentences: Option<u64>) -> Self {
+        SentenceSpout {
+            sentences,
+            next: 0,
+            step: 1,
+            replay: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    /// Writes sentence `i` into `out`.
+    pub fn write_sentence(i: u64, out: &mut String) {
+        out.clear();
+        let mut digits = itoa::Buffer::new();
+        for j in 0..WORDS_PER_SENTENCE {
+            if j > 0 {
+                out.push(' ');
+            }
+            out.push('w');
+            out.push_str(digits.format(word_index(i, j)));
+        }
+    }
+
+    fn emit(&mut self, i: u64, out: &mut SpoutEmitter<Sentence>) {
+        Self::write_sentence(i, &mut self.text);
+        out.emit_tracked(
+            MsgId(i),
+            Sentence {
+                id: i,
+                text: self.text.clone(),
+            },
+        );
+    }
+}
+
+impl Spout for SentenceSpout {
+    type Out = Sentence;
+    const REPLAYABLE: bool = true;
+
+    fn open(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.next = u64::from(ctx.task_index());
+        self.step = u64::from(ctx.parallelism());
+        Ok(())
+    }
+
+    fn next(&mut self, out: &mut SpoutEmitter<Sentence>) -> Result<SpoutStatus, TaskError> {
+        if let Some(i) = self.replay.pop() {
+            self.emit(i, out);
+            return Ok(SpoutStatus::Active);
+        }
+        if self.sentences.is_some_and(|n| self.next >= n) {
+            return Ok(SpoutStatus::Done);
+        }
+        let i = self.next;
+        self.next += self.step;
+        self.emit(i, out);
+        Ok(SpoutStatus::Active)
+    }
+
+    fn fail(&mut self, msg: MsgId) {
+        self.replay.push(msg.0);
+    }
+}
+
+/// Splits a sentence into words.
+#[derive(Clone, Debug, Default)]
+pub struct SplitBolt;
+
+impl Bolt for SplitBolt {
+    type In = Sentence;
+    type Out = Word;
+
+    fn execute(&mut self, t: Tuple<Sentence>, out: &mut Emitter<Word>) -> Result<(), TaskError> {
+        for word in t.text.split(' ') {
+            out.emit(Word {
+                word: CompactString::new(word),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Final word counts of one count task, sent to the driver at the end of the input.
+pub type CountTotals = FxHashMap<CompactString, u64>;
+
+/// Counts words and emits the running count of each; hands its totals to the driver when its
+/// input ends.
+#[derive(Clone, Debug)]
+pub struct CountBolt {
+    counts: CountTotals,
+    totals: mpsc::Sender<CountTotals>,
+}
+
+impl CountBolt {
+    /// A count bolt that reports its totals on `totals`.
+    pub fn new(totals: mpsc::Sender<CountTotals>) -> Self {
+        CountBolt {
+            counts: CountTotals::default(),
+            totals,
+        }
+    }
+}
+
+impl Bolt for CountBolt {
+    type In = Word;
+    type Out = WordCount;
+
+    fn execute(&mut self, t: Tuple<Word>, out: &mut Emitter<WordCount>) -> Result<(), TaskError> {
+        let word = t.into_value().word;
+        let count = match self.counts.get_mut(&word) {
+            Some(c) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                self.counts.insert(word.clone(), 1);
+                1
+            }
+        };
+        out.emit(WordCount { word, count });
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Emitter<WordCount>) -> Result<(), TaskError> {
+        // The driver may have stopped listening (it gave up); that is not this task's error.
+        let _ = self.totals.send(std::mem::take(&mut self.counts));
+        Ok(())
+    }
+}
+
+/// Discards what it receives, counting it; hands the count to the driver at the end.
+#[derive(Clone, Debug)]
+pub struct SinkBolt {
+    received: u64,
+    report: mpsc::Sender<u64>,
+}
+
+impl SinkBolt {
+    /// A sink that reports how many records it received on `report`.
+    pub fn new(report: mpsc::Sender<u64>) -> Self {
+        SinkBolt {
+            received: 0,
+            report,
+        }
+    }
+}
+
+impl Bolt for SinkBolt {
+    type In = WordCount;
+    type Out = WordCount;
+
+    fn execute(
+        &mut self,
+        _t: Tuple<WordCount>,
+        _out: &mut Emitter<WordCount>,
+    ) -> Result<(), TaskError> {
+        self.received += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Emitter<WordCount>) -> Result<(), TaskError> {
+        let _ = self.report.send(self.received);
+        Ok(())
+    }
+}
+
+/// How to build the word-count topology.
+#[derive(Clone, Debug)]
+pub struct WordCountOptions {
+    /// Sentences to emit, or `None` for an endless run.
+    pub sentences: Option<u64>,
+    /// Tasks per component.
+    pub parallelism: u32,
+    /// The delivery guarantee.
+    pub guarantee: Guarantee,
+    /// The topology configuration.
+    pub config: TopologyConfig,
+}
+
+impl Default for WordCountOptions {
+    fn default() -> Self {
+        WordCountOptions {
+            sentences: Some(100_000),
+            parallelism: 2,
+            guarantee: Guarantee::AtMostOnce,
+            config: TopologyConfig::default(),
+        }
+    }
+}
+
+/// A built word-count topology and the channels its count and sink tasks report on.
+pub struct WordCountJob {
+    /// The topology.
+    pub topology: Topology,
+    /// One message per count task: its final counts.
+    pub totals: mpsc::Receiver<CountTotals>,
+    /// One message per sink task: how many records it received.
+    pub sink_counts: mpsc::Receiver<u64>,
+}
+
+/// Builds the word-count topology.
+pub fn topology(options: &WordCountOptions) -> Result<WordCountJob, BuildErrors> {
+    let (totals_tx, totals) = mpsc::channel();
+    let (sink_tx, sink_counts) = mpsc::channel();
+    let p = options.parallelism;
+
+    let mut t = TopologyBuilder::new("word-count");
+    let sentences = t.add(spout("sentences", SentenceSpout::new(options.sentences)).parallelism(p));
+    let words = t.add(
+        bolt("split", SplitBolt)
+            .parallelism(p)
+            .local_or_shuffle(&sentences),
+    );
+    let counts = t.add(
+        bolt("count", CountBolt::new(totals_tx))
+            .parallelism(p)
+            .fields(&words, ["word"]),
+    );
+    t.add(
+        bolt("sink", SinkBolt::new(sink_tx))
+            .parallelism(p)
+            .local_or_shuffle(&counts),
+    );
+    let topology = t
+        .guarantee(options.guarantee)
+        .config(options.config.clone())
+        .build()?;
+    Ok(WordCountJob {
+        topology,
+        totals,
+        sink_counts,
+    })
+}
+
+/// The count of every word over sentences `0..sentences`, computed from the formula alone.
+pub fn expected_counts(sentences: u64) -> Vec<u64> {
+    let mut counts = vec![0u64; VOCABULARY as usize];
+    for i in 0..sentences {
+        for j in 0..WORDS_PER_SENTENCE {
+            counts[word_index(i, j) as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// Merges the totals of every count task into one count per vocabulary index. Returns `None` if
+/// a word outside the vocabulary appears, or two tasks counted the same word (the fields
+/// grouping must send a word to one task only).
+pub fn merge_totals(parts: impl IntoIterator<Item = CountTotals>) -> Option<Vec<u64>> {
+    let mut counts = vec![0u64; VOCABULARY as usize];
+    let mut seen = vec![false; VOCABULARY as usize];
+    for part in parts {
+        for (word, count) in part {
+            let index: usize = word.strip_prefix('w')?.parse().ok()?;
+            if index >= counts.len() || std::mem::replace(&mut seen[index], true) {
+                return None;
+            }
+            counts[index] = count;
+        }
+    }
+    Some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_follow_the_formula() {
+        let mut s = String::new();
+        SentenceSpout::write_sentence(0, &mut s);
+        assert_eq!(s, "w0 w729 w458 w187 w916 w645 w374 w103 w832 w561");
+        SentenceSpout::write_sentence(3, &mut s);
+        assert_eq!(s.split(' ').count(), 10);
+        assert!(s.starts_with("w757 "), "{s}");
+    }
+
+    #[test]
+    fn expected_counts_add_up() {
+        let counts = expected_counts(1000);
+        assert_eq!(counts.iter().sum::<u64>(), 10_000);
+    }
+
+    #[test]
+    fn merging_refuses_a_word_counted_twice() {
+        let mut a = CountTotals::default();
+        a.insert("w1".into(), 3);
+        let b = a.clone();
+        assert!(merge_totals([a.clone()]).is_some());
+        assert!(merge_totals([a, b]).is_none());
+    }
+}

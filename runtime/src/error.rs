@@ -1,0 +1,53 @@
+//! [`RuntimeError`]: why a run could not start or did not finish.
+
+use tempest_dsl::engine::EngineError;
+use tempest_dsl::{Guarantee, TaskId};
+
+/// Why a run could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Invalid runtime options.
+    #[error("invalid option `{field}` = {value}: {expected}")]
+    Options {
+        /// The option.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// The topology asks for a guarantee this runtime does not provide yet.
+    #[error("{guarantee} is not supported by this runtime yet: {why}")]
+    Unsupported {
+        /// The guarantee.
+        guarantee: Guarantee,
+        /// What is missing.
+        why: &'static str,
+    },
+    /// A task could not be created from the topology (a bug: the plan and the topology disagree).
+    #[error("could not set up task {task} of `{component}`: {source}")]
+    Setup {
+        /// The component.
+        component: String,
+        /// The task.
+        task: TaskId,
+        /// What went wrong.
+        source: EngineError,
+    },
+    /// A task failed fatally (a panic, a failed `open` or `prepare`): the run was stopped.
+    #[error("task {task} of `{component}` failed: {error}")]
+    TaskFailed {
+        /// The component.
+        component: String,
+        /// The task.
+        task: TaskId,
+        /// What happened.
+        error: String,
+    },
+    /// The runtime's thread could not be started.
+    #[error("could not start the runtime thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The runtime stopped without a result (its thread panicked).
+    #[error("the runtime stopped unexpectedly: {0}")]
+    Crashed(String),
+}

@@ -1,0 +1,69 @@
+//! The messages executors exchange with each other and with the coordinator.
+
+use actix::{Message, Recipient};
+use tempest_dsl::TaskId;
+use tempest_dsl::engine::{LinkId, Payload};
+
+use crate::executor::LocalLink;
+use crate::metrics::LatencyHistogram;
+
+/// Something arriving on a link. One message type for data and end of stream, so both travel
+/// in one FIFO mailbox and the end always comes after the link's last batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver(pub(crate) Delivery);
+
+/// What arrives on a link.
+pub(crate) enum Delivery {
+    /// A batch for subscription `input`, sent over the sender's `link`.
+    Batch {
+        from: TaskId,
+        link: LinkId,
+        input: u16,
+        payload: Payload,
+    },
+    /// The sender will send nothing more on this link.
+    End { from: TaskId },
+}
+
+/// A receiver executed `batches` batches of the sender's `link`: they may be replaced.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Credit {
+    pub(crate) link: LinkId,
+    pub(crate) batches: u32,
+}
+
+/// The addresses a task needs, sent once every actor exists and before any data flows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wire {
+    /// Outgoing links, indexed by `LinkId`.
+    pub(crate) links: Vec<LocalLink>,
+    /// Where to return credits, per upstream task.
+    pub(crate) upstream: Vec<(TaskId, Recipient<Credit>)>,
+}
+
+/// Starts a spout.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Start;
+
+/// Asks a spout to stop emitting and end its task once its trees complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+/// What a task tells the coordinator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum TaskEvent {
+    /// The task ended normally; its histograms go into the run report.
+    Finished {
+        task: TaskId,
+        latency: LatencyHistogram,
+        complete_latency: LatencyHistogram,
+    },
+    /// The task hit a fatal error (a panic, a failed open, a bad batch): the run stops.
+    Failed { task: TaskId, error: String },
+}

@@ -1,0 +1,193 @@
+//! Executors: the actors that run tasks. [`SpoutActor`] drives a spout, [`BoltActor`] a bolt;
+//! both are thin shells around the engine's typed task (`tempest_dsl::engine`) and share
+//! [`TaskCore`] for output, flow control, flushing and the end of the task.
+//!
+//! ```text
+//!   SpoutActor ──Deliver(Batch)──► BoltActor ──Deliver(Batch)──► BoltActor
+//!        ▲                            │  ▲                          │
+//!        └────────── Credit ──────────┘  └───────── Credit ─────────┘
+//!   ... then Deliver(End) on every link once a task has nothing more to send.
+//! ```
+
+mod bolt;
+mod messages;
+pub(crate) mod outbox;
+mod spout;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use tempest_dsl::TaskId;
+use tempest_dsl::engine::{AckOp, LinkId, Payload, TaskOutput};
+
+pub(crate) use bolt::BoltActor;
+pub(crate) use messages::{Credit, Deliver, Delivery, Drain, Start, TaskEvent, Wire};
+pub(crate) use spout::SpoutActor;
+
+use crate::metrics::{LatencyHistogram, TaskMetrics};
+use outbox::{LinkSender, Outbox};
+
+/// A link to a task in the same process: its actor's address.
+pub(crate) struct LocalLink {
+    pub(crate) from: TaskId,
+    pub(crate) input: u16,
+    pub(crate) to: Recipient<Deliver>,
+    pub(crate) target_metrics: Arc<TaskMetrics>,
+}
+
+impl LinkSender for LocalLink {
+    fn send_data(&self, link: LinkId, payload: Payload) {
+        self.target_metrics.enqueue(payload.len());
+        // Flow control is the outbox's credits, so the unbounded `do_send` is bounded here.
+        self.to.do_send(Deliver(Delivery::Batch {
+            from: self.from,
+            link,
+            input: self.input,
+            payload,
+        }));
+    }
+
+    fn send_eos(&self) {
+        self.to.do_send(Deliver(Delivery::End { from: self.from }));
+    }
+}
+
+/// Runs user code, turning a panic into an error message so one bad task cannot take down a
+/// worker thread (the run is stopped with the message instead).
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        if let Some(s) = panic.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = panic.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with a non-string payload".to_owned()
+        }
+    })
+}
+
+/// What spout and bolt actors share: output, flushing, and reporting the end of the task.
+pub(crate) struct TaskCore {
+    pub(crate) id: TaskId,
+    pub(crate) span: tracing::Span,
+    pub(crate) outbox: Outbox<LocalLink>,
+    pub(crate) metrics: Arc<TaskMetrics>,
+    pub(crate) events: Recipient<TaskEvent>,
+    pub(crate) latency: LatencyHistogram,
+    pub(crate) complete_latency: LatencyHistogram,
+    ready: Vec<(LinkId, Payload)>,
+    pub(crate) acks: Vec<AckOp>,
+    last_flush: Instant,
+    flush_interval: Duration,
+    reported: bool,
+}
+
+impl TaskCore {
+    pub(crate) fn new(
+        id: TaskId,
+        span: tracing::Span,
+        outbox: Outbox<LocalLink>,
+        metrics: Arc<TaskMetrics>,
+        events: Recipient<TaskEvent>,
+        flush_interval: Duration,
+    ) -> Self {
+        TaskCore {
+            id,
+            span,
+            outbox,
+            metrics,
+            events,
+            latency: LatencyHistogram::default(),
+            complete_latency: LatencyHistogram::default(),
+            ready: Vec::new(),
+            acks: Vec::new(),
+            last_flush: Instant::now(),
+            flush_interval,
+            reported: false,
+        }
+    }
+
+    /// Moves the task's ready batches into the outbox and publishes its emit count.
+    pub(crate) fn ship(&mut self, task: &mut dyn TaskOutput) {
+        task.take_ready(&mut self.ready);
+        for (link, payload) in self.ready.drain(..) {
+            self.outbox.send(link, payload);
+        }
+        self.metrics
+            .emitted
+            .store(task.emitted(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends partly filled batches too.
+    pub(crate) fn flush(&mut self, task: &mut dyn TaskOutput) {
+        task.flush();
+        self.ship(task);
+        self.last_flush = Instant::now();
+    }
+
+    /// Flushes when the task is idle or the flush interval has passed.
+    pub(crate) fn maybe_flush(&mut self, task: &mut dyn TaskOutput, idle: bool) {
+        if idle || self.last_flush.elapsed() >= self.flush_interval {
+            self.flush(task);
+        }
+    }
+
+    /// Reports a fatal error of this task to the coordinator, which stops the run.
+    pub(crate) fn fail(&mut self, error: String) {
+        let _enter = self.span.enter();
+        tracing::error!(%error, "task failed");
+        if !self.reported {
+            self.reported = true;
+            self.events.do_send(TaskEvent::Failed {
+                task: self.id,
+                error,
+            });
+        }
+    }
+
+    /// Reports the end of the task once its outbox has delivered everything. Returns whether
+    /// it has (now or before).
+    pub(crate) fn report_if_finished(&mut self) -> bool {
+        if self.reported {
+            return true;
+        }
+        if !self.outbox.is_finished() {
+            return false;
+        }
+        self.reported = true;
+        let _enter = self.span.enter();
+        tracing::debug!("task finished");
+        self.events.do_send(TaskEvent::Finished {
+            task: self.id,
+            latency: std::mem::take(&mut self.latency),
+            complete_latency: std::mem::take(&mut self.complete_latency),
+        });
+        true
+    }
+
+    /// Whether the task has reported its end or its failure.
+    pub(crate) fn has_reported(&self) -> bool {
+        self.reported
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_turns_panics_into_messages() {
+        assert_eq!(guarded(|| 3), Ok(3));
+        assert_eq!(
+            guarded(|| -> u32 { panic!("boom") }),
+            Err("boom".to_owned())
+        );
+        let n = 7;
+        assert_eq!(
+            guarded(|| -> u32 { panic!("bad {n}") }),
+            Err("bad 7".to_owned())
+        );
+    }
+}

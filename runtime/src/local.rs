@@ -1,0 +1,538 @@
+//! Local mode: runs a whole topology in this process.
+//!
+//! [`LocalCluster::start`] plans the topology, starts one actix Arbiter (a worker thread) per
+//! core, places every task's actor on one of them, wires the actors together and starts the
+//! spouts. A coordinator actor on the system thread counts finished tasks, logs metrics
+//! periodically and builds the [`RunReport`]. A finite run ends when every spout is done and
+//! every queue has drained; [`RunningTopology::drain`] (Ctrl-C in the CLI) ends an endless one
+//! the same way.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Recipient};
+use rand::Rng;
+use tempest_dsl::engine::Task;
+use tempest_dsl::{ComponentKind, Guarantee, Topology, TopologyIr};
+use tokio::sync::oneshot;
+
+use crate::error::RuntimeError;
+use crate::executor::outbox::Outbox;
+use crate::executor::{
+    BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor, Start, TaskCore, TaskEvent, Wire,
+};
+use crate::metrics::{ComponentReport, LatencyHistogram, MetricsSnapshot, RunReport, TaskMetrics};
+use crate::plan::PhysicalPlan;
+
+/// The most worker threads a local cluster runs.
+pub const MAX_WORKERS: usize = 256;
+
+/// Options of a local run.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Worker threads (actix Arbiters) that run the tasks. Default: the number of cores.
+    pub workers: usize,
+    /// How often per-component metrics are logged at `info`; `None` turns it off.
+    pub metrics_interval: Option<Duration>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            metrics_interval: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl LocalOptions {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(RuntimeError::Options {
+                field: "workers",
+                value: self.workers.to_string(),
+                expected: "between 1 and 256",
+            });
+        }
+        if self.metrics_interval.is_some_and(|d| d.is_zero()) {
+            return Err(RuntimeError::Options {
+                field: "metrics_interval",
+                value: "0s".into(),
+                expected: "above zero, or None",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Runs topologies in this process.
+///
+/// ```no_run
+/// # fn topology() -> tempest_dsl::Topology { unimplemented!() }
+/// use tempest_runtime::{LocalCluster, LocalOptions};
+///
+/// let cluster = LocalCluster::new(LocalOptions::default())?;
+/// let report = cluster.run(topology())?;
+/// println!("{report}");
+/// # Ok::<(), tempest_runtime::RuntimeError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct LocalCluster {
+    options: LocalOptions,
+}
+
+impl LocalCluster {
+    /// A local cluster with these options.
+    pub fn new(options: LocalOptions) -> Result<Self, RuntimeError> {
+        options.validate()?;
+        Ok(LocalCluster { options })
+    }
+
+    /// Runs `topology` to its end (every spout done, every queue drained) and reports.
+    pub fn run(&self, topology: Topology) -> Result<RunReport, RuntimeError> {
+        self.start(topology)?.wait()
+    }
+
+    /// Starts `topology` on its own threads and returns a handle to watch, drain and await it.
+    pub fn start(&self, topology: Topology) -> Result<RunningTopology, RuntimeError> {
+        check_guarantee(topology.ir())?;
+        let ir = topology.ir().clone();
+        let plan = PhysicalPlan::new(&ir, self.options.workers);
+        let metrics: Arc<[Arc<TaskMetrics>]> = plan
+            .tasks
+            .iter()
+            .map(|_| Arc::new(TaskMetrics::default()))
+            .collect();
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let options = self.options.clone();
+        let thread_metrics = Arc::clone(&metrics);
+        let thread = std::thread::Builder::new()
+            .name(format!("tempest-{}", ir.name))
+            .spawn(move || run_system(topology, plan, options, thread_metrics, control_tx))
+            .map_err(RuntimeError::Spawn)?;
+        // The system thread sends the coordinator's address once it exists, or drops the
+        // sender if setup failed (the error then comes from `wait`).
+        let control = control_rx.recv().ok();
+        Ok(RunningTopology {
+            ir,
+            metrics,
+            control,
+            thread,
+        })
+    }
+}
+
+fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
+    match ir.guarantee {
+        Guarantee::AtMostOnce => Ok(()),
+        Guarantee::AtLeastOnce => Err(RuntimeError::Unsupported {
+            guarantee: ir.guarantee,
+            why: "ack trees are not implemented yet",
+        }),
+        Guarantee::ExactlyOnce => Err(RuntimeError::Unsupported {
+            guarantee: ir.guarantee,
+            why: "replicated deduplicating state is not implemented yet",
+        }),
+    }
+}
+
+/// A topology running in this process.
+pub struct RunningTopology {
+    ir: TopologyIr,
+    metrics: Arc<[Arc<TaskMetrics>]>,
+    control: Option<Addr<Coordinator>>,
+    thread: JoinHandle<Result<RunReport, RuntimeError>>,
+}
+
+impl RunningTopology {
+    /// Asks every spout to stop emitting; the run then ends like a finite one, once everything
+    /// in flight has been processed.
+    pub fn drain(&self) {
+        if let Some(control) = &self.control {
+            control.do_send(DrainAll);
+        }
+    }
+
+    /// Live counters per component, in declaration order.
+    pub fn metrics(&self) -> Vec<(String, MetricsSnapshot)> {
+        let mut per_component: Vec<(String, MetricsSnapshot)> = self
+            .ir
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), MetricsSnapshot::default()))
+            .collect();
+        let mut task = 0usize;
+        for (ci, c) in self.ir.components.iter().enumerate() {
+            for _ in 0..c.parallelism {
+                per_component[ci].1.merge(&self.metrics[task].snapshot());
+                task += 1;
+            }
+        }
+        per_component
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the end of the run.
+    pub fn wait(self) -> Result<RunReport, RuntimeError> {
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(panic) => Err(RuntimeError::Crashed(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the runtime thread panicked".to_owned()),
+            )),
+        }
+    }
+}
+
+/// The body of the runtime's system thread.
+fn run_system(
+    topology: Topology,
+    plan: PhysicalPlan,
+    options: LocalOptions,
+    metrics: Arc<[Arc<TaskMetrics>]>,
+    control: std::sync::mpsc::Sender<Addr<Coordinator>>,
+) -> Result<RunReport, RuntimeError> {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let ir = topology.ir().clone();
+        let (done_tx, done_rx) = oneshot::channel();
+        let coordinator = Coordinator::new(
+            &ir,
+            &plan,
+            Arc::clone(&metrics),
+            options.metrics_interval,
+            done_tx,
+        )
+        .start();
+        let workers: Vec<Arbiter> = (0..plan.workers).map(|_| Arbiter::new()).collect();
+        let result = match start_tasks(&topology, &plan, &workers, &metrics, &coordinator) {
+            Ok(()) => {
+                let _ = control.send(coordinator.clone());
+                done_rx.await.unwrap_or_else(|_| {
+                    Err(RuntimeError::Crashed("the coordinator stopped".into()))
+                })
+            }
+            Err(err) => Err(err),
+        };
+        for worker in &workers {
+            worker.stop();
+        }
+        for worker in workers {
+            let _ = worker.join();
+        }
+        result
+    })
+}
+
+/// The addresses of one task's actor.
+struct TaskAddrs {
+    deliver: Option<Recipient<Deliver>>,
+    credit: Recipient<Credit>,
+    wire: Recipient<Wire>,
+}
+
+/// Creates every task's actor on its worker, wires them, and starts the spouts.
+fn start_tasks(
+    topology: &Topology,
+    plan: &PhysicalPlan,
+    workers: &[Arbiter],
+    metrics: &[Arc<TaskMetrics>],
+    coordinator: &Addr<Coordinator>,
+) -> Result<(), RuntimeError> {
+    let ir = topology.ir();
+    let config = &ir.config;
+    let credit = config.queue_batches as u32;
+    let mut rng = rand::rng();
+    let mut addrs = Vec::with_capacity(plan.tasks.len());
+    let mut spouts = Vec::new();
+    for task in &plan.tasks {
+        let component = &ir.components[task.component];
+        let setup = plan.task_setup(task.id, rng.random());
+        let instance = topology
+            .instantiate(task.component, &setup)
+            .map_err(|source| RuntimeError::Setup {
+                component: component.name.clone(),
+                task: task.id,
+                source,
+            })?;
+        let span = tracing::info_span!("task", component = %component.name, task = task.id.0);
+        let core = TaskCore::new(
+            task.id,
+            span,
+            Outbox::new(Vec::new(), credit),
+            Arc::clone(&metrics[task.id.0 as usize]),
+            coordinator.clone().recipient(),
+            config.flush_interval,
+        );
+        let arbiter = workers[task.worker].handle();
+        match instance {
+            Task::Spout(spout) => {
+                let batch_size = config.batch_size;
+                let addr = SpoutActor::start_in_arbiter(&arbiter, move |_| {
+                    SpoutActor::new(core, spout, batch_size, credit)
+                });
+                spouts.push((
+                    addr.clone().recipient::<Start>(),
+                    addr.clone().recipient::<Drain>(),
+                ));
+                addrs.push(TaskAddrs {
+                    deliver: None,
+                    credit: addr.clone().recipient(),
+                    wire: addr.recipient(),
+                });
+            }
+            Task::Bolt(bolt) => {
+                let ends = task.upstream_links;
+                let tick = component.tick_every;
+                let addr = BoltActor::start_in_arbiter(&arbiter, move |_| {
+                    BoltActor::new(core, bolt, ends, tick, credit)
+                });
+                addrs.push(TaskAddrs {
+                    deliver: Some(addr.clone().recipient()),
+                    credit: addr.clone().recipient(),
+                    wire: addr.recipient(),
+                });
+            }
+        }
+    }
+    for task in &plan.tasks {
+        let mut links = Vec::with_capacity(task.links.len());
+        for link in &task.links {
+            let target = &addrs[link.target.0 as usize];
+            let to = target.deliver.clone().ok_or_else(|| {
+                RuntimeError::Crashed(format!("task {} has a link to a spout", task.id))
+            })?;
+            links.push(LocalLink {
+                from: task.id,
+                input: link.input,
+                to,
+                target_metrics: Arc::clone(&metrics[link.target.0 as usize]),
+            });
+        }
+        let upstream = plan
+            .upstream_of(task.id)
+            .into_iter()
+            .map(|up| (up, addrs[up.0 as usize].credit.clone()))
+            .collect();
+        addrs[task.id.0 as usize]
+            .wire
+            .do_send(Wire { links, upstream });
+    }
+    coordinator.do_send(Begin { spouts });
+    Ok(())
+}
+
+/// Starts the spouts (sent once every actor is wired).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Begin {
+    spouts: Vec<(Recipient<Start>, Recipient<Drain>)>,
+}
+
+/// Drains every spout.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DrainAll;
+
+/// Counts finished tasks, logs metrics, and reports the end of the run.
+struct Coordinator {
+    topology: String,
+    guarantee: Guarantee,
+    components: Vec<(String, ComponentKind, u32)>,
+    /// Component index of each task.
+    task_component: Vec<usize>,
+    metrics: Arc<[Arc<TaskMetrics>]>,
+    metrics_interval: Option<Duration>,
+    finished: Vec<bool>,
+    remaining: usize,
+    latency: Vec<LatencyHistogram>,
+    complete_latency: Vec<LatencyHistogram>,
+    drains: Vec<Recipient<Drain>>,
+    drained: bool,
+    started: Instant,
+    done: Option<oneshot::Sender<Result<RunReport, RuntimeError>>>,
+}
+
+impl Coordinator {
+    fn new(
+        ir: &TopologyIr,
+        plan: &PhysicalPlan,
+        metrics: Arc<[Arc<TaskMetrics>]>,
+        metrics_interval: Option<Duration>,
+        done: oneshot::Sender<Result<RunReport, RuntimeError>>,
+    ) -> Self {
+        Coordinator {
+            topology: ir.name.clone(),
+            guarantee: ir.guarantee,
+            components: ir
+                .components
+                .iter()
+                .map(|c| (c.name.clone(), c.kind, c.parallelism))
+                .collect(),
+            task_component: plan.tasks.iter().map(|t| t.component).collect(),
+            metrics,
+            metrics_interval,
+            finished: vec![false; plan.tasks.len()],
+            remaining: plan.tasks.len(),
+            latency: vec![LatencyHistogram::default(); ir.components.len()],
+            complete_latency: vec![LatencyHistogram::default(); ir.components.len()],
+            drains: Vec::new(),
+            drained: false,
+            started: Instant::now(),
+            done: Some(done),
+        }
+    }
+
+    fn snapshots(&self) -> Vec<MetricsSnapshot> {
+        let mut out = vec![MetricsSnapshot::default(); self.components.len()];
+        for (task, m) in self.metrics.iter().enumerate() {
+            out[self.task_component[task]].merge(&m.snapshot());
+        }
+        out
+    }
+
+    fn log_metrics(&self) {
+        for ((name, _, _), m) in self.components.iter().zip(self.snapshots()) {
+            tracing::info!(
+                component = %name,
+                emitted = m.emitted,
+                executed = m.executed,
+                failed = m.failed,
+                queued = m.queued,
+                acked = m.acked,
+                pending = m.pending,
+                "metrics"
+            );
+        }
+    }
+
+    fn report(&mut self) -> RunReport {
+        let snapshots = self.snapshots();
+        RunReport {
+            topology: self.topology.clone(),
+            guarantee: self.guarantee,
+            elapsed: self.started.elapsed(),
+            drained: self.drained,
+            components: self
+                .components
+                .iter()
+                .zip(snapshots)
+                .enumerate()
+                .map(|(i, ((name, kind, tasks), metrics))| ComponentReport {
+                    name: name.clone(),
+                    kind: *kind,
+                    tasks: *tasks,
+                    metrics,
+                    execute_latency: std::mem::take(&mut self.latency[i]),
+                    complete_latency: std::mem::take(&mut self.complete_latency[i]),
+                })
+                .collect(),
+        }
+    }
+
+    fn finish(&mut self, result: Result<RunReport, RuntimeError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(every) = self.metrics_interval {
+            ctx.run_interval(every, |act, _| act.log_metrics());
+        }
+    }
+}
+
+impl Handler<Begin> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, begin: Begin, _: &mut Context<Self>) {
+        tracing::info!(topology = %self.topology, tasks = self.finished.len(), "starting");
+        self.started = Instant::now();
+        for (start, drain) in begin.spouts {
+            start.do_send(Start);
+            self.drains.push(drain);
+        }
+        if self.drained {
+            for drain in &self.drains {
+                drain.do_send(Drain);
+            }
+        }
+    }
+}
+
+impl Handler<DrainAll> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, _: DrainAll, _: &mut Context<Self>) {
+        if self.drained {
+            return;
+        }
+        tracing::info!(topology = %self.topology, "draining");
+        self.drained = true;
+        for drain in &self.drains {
+            drain.do_send(Drain);
+        }
+    }
+}
+
+impl Handler<TaskEvent> for Coordinator {
+    type Result = ();
+
+    fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
+        match event {
+            TaskEvent::Finished {
+                task,
+                latency,
+                complete_latency,
+            } => {
+                let Some(finished) = self.finished.get_mut(task.0 as usize) else {
+                    return;
+                };
+                if std::mem::replace(finished, true) {
+                    return;
+                }
+                let component = self.task_component[task.0 as usize];
+                self.latency[component].merge(&latency);
+                self.complete_latency[component].merge(&complete_latency);
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    let report = self.report();
+                    tracing::info!(
+                        topology = %self.topology,
+                        seconds = report.elapsed.as_secs_f64(),
+                        "finished"
+                    );
+                    self.finish(Ok(report));
+                }
+            }
+            TaskEvent::Failed { task, error } => {
+                let component = self
+                    .task_component
+                    .get(task.0 as usize)
+                    .map(|&c| self.components[c].0.clone())
+                    .unwrap_or_default();
+                self.finish(Err(RuntimeError::TaskFailed {
+                    component,
+                    task,
+                    error,
+                }));
+            }
+        }
+    }
+}

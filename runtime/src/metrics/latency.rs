@@ -1,0 +1,95 @@
+//! [`LatencyHistogram`]: a latency distribution in nanoseconds.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// A latency distribution with 3 significant digits, from 1 ns to an hour.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    inner: Histogram<u64>,
+}
+
+const MAX_NS: u64 = 3_600_000_000_000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            inner: Histogram::new_with_bounds(1, MAX_NS, 3)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records `count` samples of `latency`.
+    pub fn record_n(&mut self, latency: Duration, count: u64) {
+        let ns = (latency.as_nanos().min(u128::from(MAX_NS)) as u64).max(1);
+        // Values are clamped to the bounds, so recording cannot fail.
+        let _ = self.inner.record_n(ns, count);
+    }
+
+    /// Records a batch of `count` records that took `elapsed` in all, as `count` samples of
+    /// their mean.
+    pub fn record_batch(&mut self, elapsed: Duration, count: u64) {
+        if count > 0 {
+            self.record_n(elapsed / count.min(u64::from(u32::MAX)) as u32, count);
+        }
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.inner.add(&other.inner);
+    }
+
+    /// The number of samples.
+    pub fn count(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// The latency at quantile `q` (0.0 to 1.0), or zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.inner.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.inner.value_at_quantile(q))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_of_a_known_distribution() {
+        let mut h = LatencyHistogram::default();
+        for ms in 1..=100u64 {
+            h.record_n(Duration::from_millis(ms), 1);
+        }
+        let p50 = h.quantile(0.5).as_millis();
+        let p99 = h.quantile(0.99).as_millis();
+        assert!((49..=51).contains(&p50), "p50 {p50}");
+        assert!((98..=100).contains(&p99), "p99 {p99}");
+    }
+
+    #[test]
+    fn batches_record_their_mean_per_record() {
+        let mut h = LatencyHistogram::default();
+        h.record_batch(Duration::from_micros(100), 100);
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5).as_nanos();
+        assert!((995..=1005).contains(&p50), "p50 {p50}");
+    }
+
+    #[test]
+    fn merge_and_empty() {
+        let mut a = LatencyHistogram::default();
+        assert_eq!(a.quantile(0.5), Duration::ZERO);
+        let mut b = LatencyHistogram::default();
+        b.record_n(Duration::from_nanos(10), 3);
+        a.merge(&b);
+        assert_eq!(a.count(), 3);
+    }
+}

@@ -1,0 +1,142 @@
+//! [`TaskMetrics`]: the live counters of one task.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// The live counters of one task. Written by the task, read by reporters.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    /// Records emitted (one per emit call, whatever the fan-out).
+    pub emitted: AtomicU64,
+    /// Records executed (bolts).
+    pub executed: AtomicU64,
+    /// Records whose `execute` failed (bolts), or `next` errors (spouts).
+    pub failed: AtomicU64,
+    /// Records sent to this task and not executed yet: its queue depth.
+    pub queued: AtomicI64,
+    /// The deepest the queue has been.
+    pub queue_max: AtomicU64,
+    /// Spout messages whose tree completed.
+    pub acked: AtomicU64,
+    /// Spout messages whose tree failed (explicitly or by timeout).
+    pub tree_failed: AtomicU64,
+    /// Spout messages whose tree timed out.
+    pub timed_out: AtomicU64,
+    /// Spout trees in flight.
+    pub pending: AtomicI64,
+}
+
+impl TaskMetrics {
+    /// Notes that `n` records were queued to this task (called by senders).
+    #[inline]
+    pub fn enqueue(&self, n: usize) {
+        let depth = self.queued.fetch_add(n as i64, Ordering::Relaxed) + n as i64;
+        self.queue_max
+            .fetch_max(depth.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Notes that `n` queued records were taken for execution.
+    #[inline]
+    pub fn dequeue(&self, n: usize) {
+        self.queued.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
+    /// Whether nothing is queued to this task.
+    #[inline]
+    pub fn queue_empty(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) <= 0
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent-enough copy of the counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            emitted: self.emitted.load(Ordering::Relaxed),
+            executed: self.executed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed).max(0) as u64,
+            queue_max: self.queue_max.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            tree_failed: self.tree_failed.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed).max(0) as u64,
+        }
+    }
+}
+
+/// The counters of one task or, summed, of one component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Records emitted.
+    pub emitted: u64,
+    /// Records executed.
+    pub executed: u64,
+    /// Records failed.
+    pub failed: u64,
+    /// Records queued now.
+    pub queued: u64,
+    /// The deepest queue seen (the largest of the tasks when summed).
+    pub queue_max: u64,
+    /// Spout messages acked.
+    pub acked: u64,
+    /// Spout messages failed.
+    pub tree_failed: u64,
+    /// Spout messages timed out.
+    pub timed_out: u64,
+    /// Spout trees in flight.
+    pub pending: u64,
+}
+
+impl MetricsSnapshot {
+    /// Adds another task's counters (the queue maximum is the larger one).
+    pub fn merge(&mut self, other: &MetricsSnapshot) {
+        self.emitted += other.emitted;
+        self.executed += other.executed;
+        self.failed += other.failed;
+        self.queued += other.queued;
+        self.queue_max = self.queue_max.max(other.queue_max);
+        self.acked += other.acked;
+        self.tree_failed += other.tree_failed;
+        self.timed_out += other.timed_out;
+        self.pending += other.pending;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_depth_tracks_its_maximum() {
+        let m = TaskMetrics::default();
+        m.enqueue(10);
+        m.enqueue(5);
+        m.dequeue(10);
+        assert!(!m.queue_empty());
+        m.dequeue(5);
+        assert!(m.queue_empty());
+        let s = m.snapshot();
+        assert_eq!((s.queued, s.queue_max), (0, 15));
+    }
+
+    #[test]
+    fn merge_sums_counts_and_keeps_the_deepest_queue() {
+        let mut a = MetricsSnapshot {
+            emitted: 1,
+            queue_max: 7,
+            ..Default::default()
+        };
+        a.merge(&MetricsSnapshot {
+            emitted: 2,
+            queue_max: 3,
+            ..Default::default()
+        });
+        assert_eq!((a.emitted, a.queue_max), (3, 7));
+    }
+}

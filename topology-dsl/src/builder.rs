@@ -1,0 +1,593 @@
+//! [`TopologyBuilder`]: declare spouts and bolts, wire them with typed handles, build.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tempest_dsl::*;
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+//! struct Line { text: String }
+//! #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+//! struct Word { word: String }
+//!
+//! #[derive(Clone)]
+//! struct Lines;
+//! impl Spout for Lines {
+//!     type Out = Line;
+//!     fn next(&mut self, _out: &mut SpoutEmitter<Line>) -> Result<SpoutStatus, TaskError> {
+//!         Ok(SpoutStatus::Done)
+//!     }
+//! }
+//! #[derive(Clone)]
+//! struct Split;
+//! impl Bolt for Split {
+//!     type In = Line;
+//!     type Out = Word;
+//!     fn execute(&mut self, t: Tuple<Line>, out: &mut Emitter<Word>) -> Result<(), TaskError> {
+//!         t.text.split_whitespace().for_each(|w| out.emit(Word { word: w.into() }));
+//!         Ok(())
+//!     }
+//! }
+//! #[derive(Clone)]
+//! struct Count;
+//! impl Bolt for Count {
+//!     type In = Word;
+//!     type Out = Word;
+//!     fn execute(&mut self, _t: Tuple<Word>, _out: &mut Emitter<Word>) -> Result<(), TaskError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut t = TopologyBuilder::new("word-count");
+//! let lines = t.add(spout("lines", Lines).parallelism(2));
+//! let words = t.add(bolt("split", Split).parallelism(4).shuffle(&lines));
+//! t.add(bolt("count", Count).parallelism(4).fields(&words, ["word"]));
+//! let topology = t.guarantee(Guarantee::AtMostOnce).build().expect("a valid topology");
+//! assert_eq!(topology.ir().task_count(), 10);
+//! ```
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::component::{Bolt, Spout};
+use crate::config::{Guarantee, TopologyConfig};
+use crate::engine::code::{BoltCode, ComponentCode, Proto, SpoutCode};
+use crate::engine::input::{Convert, InputAdapter};
+use crate::engine::route::{AnyKeyFn, KeyFn};
+use crate::error::{BuildErrors, TopologyError};
+use crate::grouping::Grouping;
+use crate::record::{FieldKind, Record, stable_hash_of};
+use crate::topology::{
+    ComponentEntry, ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr,
+    StreamIr, Topology, TopologyIr,
+};
+use crate::validate;
+
+static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A typed reference to one output stream of a component added to a [`TopologyBuilder`].
+///
+/// A bolt may subscribe to a `Handle<X>` only if its input type implements `From<X>`, so a
+/// wiring mismatch does not compile.
+pub struct Handle<T> {
+    builder: u64,
+    component: usize,
+    stream: &'static str,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Handle<T> {}
+
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("component", &self.component)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl<T> Handle<T> {
+    /// The same component's stream called `name`, declared with `.stream(name)` or
+    /// `.direct_stream(name)` (checked by `build()`).
+    pub fn stream(&self, name: &'static str) -> Handle<T> {
+        Handle {
+            stream: name,
+            ..*self
+        }
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &'static str {
+        self.stream
+    }
+}
+
+pub(crate) mod private {
+    use super::*;
+
+    /// Where a subscription points.
+    pub(crate) enum Source {
+        Handle {
+            builder: u64,
+            component: usize,
+            stream: &'static str,
+        },
+        Name {
+            component: String,
+            stream: String,
+        },
+    }
+
+    pub(crate) struct InputDecl {
+        pub(crate) source: Source,
+        pub(crate) grouping: Grouping,
+        pub(crate) key_fn: Option<AnyKeyFn>,
+        /// For subscriptions by name: the input type the stream must carry.
+        pub(crate) expects: Option<(TypeId, &'static str)>,
+    }
+
+    /// A component as declared, before `build()` resolves names.
+    pub struct Decl {
+        pub(crate) name: String,
+        pub(crate) kind: ComponentKind,
+        pub(crate) parallelism: u32,
+        pub(crate) input_type: Option<RecordIr>,
+        pub(crate) out_record: RecordIr,
+        pub(crate) out_type: TypeId,
+        pub(crate) streams: Vec<(String, bool)>,
+        pub(crate) inputs: Vec<InputDecl>,
+        pub(crate) tick_every: Option<Duration>,
+        pub(crate) replayable: bool,
+        pub(crate) manual_ack: bool,
+        pub(crate) code: Arc<dyn ComponentCode>,
+    }
+
+    /// Implemented by the spec types only.
+    pub trait Sealed {
+        fn into_decl(self) -> Decl;
+    }
+}
+
+use private::{Decl, InputDecl, Source};
+
+/// A component declaration that [`TopologyBuilder::add`] accepts: [`SpoutSpec`] or [`BoltSpec`].
+pub trait ComponentSpec: private::Sealed {
+    /// The record type of the component's streams.
+    type Out: Record;
+}
+
+fn record_ir<T: Record>() -> RecordIr {
+    RecordIr {
+        type_name: std::any::type_name::<T>().to_owned(),
+        fields: T::FIELDS
+            .iter()
+            .map(|f| FieldIr {
+                name: f.name.to_owned(),
+                ty: f.ty,
+            })
+            .collect(),
+    }
+}
+
+/// Settings every component has.
+struct Common {
+    name: String,
+    parallelism: u32,
+    streams: Vec<(String, bool)>,
+}
+
+impl Common {
+    fn new(name: String) -> Self {
+        Common {
+            name,
+            parallelism: 1,
+            streams: Vec::new(),
+        }
+    }
+}
+
+/// A spout declaration; made by [`spout`].
+pub struct SpoutSpec<S: Spout> {
+    common: Common,
+    spout: S,
+}
+
+/// Declares a spout called `name`. Each of its tasks runs a clone of `spout`.
+pub fn spout<S: Spout>(name: impl Into<String>, spout: S) -> SpoutSpec<S> {
+    SpoutSpec {
+        common: Common::new(name.into()),
+        spout,
+    }
+}
+
+impl<S: Spout> SpoutSpec<S> {
+    /// The number of tasks (default 1).
+    pub fn parallelism(mut self, tasks: u32) -> Self {
+        self.common.parallelism = tasks;
+        self
+    }
+
+    /// Declares a named output stream (of the same record type).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.common.streams.push((name.into(), false));
+        self
+    }
+
+    /// Declares a named direct stream: its emitter picks the receiving task.
+    pub fn direct_stream(mut self, name: impl Into<String>) -> Self {
+        self.common.streams.push((name.into(), true));
+        self
+    }
+}
+
+impl<S: Spout> private::Sealed for SpoutSpec<S> {
+    fn into_decl(self) -> Decl {
+        Decl {
+            name: self.common.name,
+            kind: ComponentKind::Spout,
+            parallelism: self.common.parallelism,
+            input_type: None,
+            out_record: record_ir::<S::Out>(),
+            out_type: TypeId::of::<S::Out>(),
+            streams: self.common.streams,
+            inputs: Vec::new(),
+            tick_every: None,
+            replayable: S::REPLAYABLE,
+            manual_ack: false,
+            code: Arc::new(SpoutCode {
+                proto: Proto::new(self.spout),
+            }),
+        }
+    }
+}
+
+impl<S: Spout> ComponentSpec for SpoutSpec<S> {
+    type Out = S::Out;
+}
+
+/// A bolt declaration; made by [`bolt`]. Its grouping methods subscribe it to upstream streams.
+pub struct BoltSpec<B: Bolt> {
+    common: Common,
+    bolt: B,
+    inputs: Vec<InputDecl>,
+    adapters: Vec<Arc<dyn InputAdapter<B::In>>>,
+    tick_every: Option<Duration>,
+}
+
+/// Declares a bolt called `name`. Each of its tasks runs a clone of `bolt`.
+pub fn bolt<B: Bolt>(name: impl Into<String>, bolt: B) -> BoltSpec<B> {
+    BoltSpec {
+        common: Common::new(name.into()),
+        bolt,
+        inputs: Vec::new(),
+        adapters: Vec::new(),
+        tick_every: None,
+    }
+}
+
+impl<B: Bolt> BoltSpec<B> {
+    /// The number of tasks (default 1).
+    pub fn parallelism(mut self, tasks: u32) -> Self {
+        self.common.parallelism = tasks;
+        self
+    }
+
+    /// Declares a named output stream (of the same record type).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.common.streams.push((name.into(), false));
+        self
+    }
+
+    /// Declares a named direct stream: its emitter picks the receiving task.
+    pub fn direct_stream(mut self, name: impl Into<String>) -> Self {
+        self.common.streams.push((name.into(), true));
+        self
+    }
+
+    /// Calls [`Bolt::tick`] on every task at this interval.
+    pub fn tick_every(mut self, interval: Duration) -> Self {
+        self.tick_every = Some(interval);
+        self
+    }
+
+    fn subscribe<X: Record>(
+        mut self,
+        from: &Handle<X>,
+        grouping: Grouping,
+        key_fn: Option<AnyKeyFn>,
+    ) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.inputs.push(InputDecl {
+            source: Source::Handle {
+                builder: from.builder,
+                component: from.component,
+                stream: from.stream,
+            },
+            grouping,
+            key_fn,
+            expects: None,
+        });
+        self.adapters.push(Arc::new(Convert::<X, B::In>::new()));
+        self
+    }
+
+    /// Subscribes with a shuffle grouping: round-robin over this bolt's tasks.
+    pub fn shuffle<X: Record>(self, from: &Handle<X>) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.subscribe(from, Grouping::Shuffle, None)
+    }
+
+    /// Subscribes with a local-or-shuffle grouping: round-robin over the tasks in the sender's
+    /// process (preferring its own thread), or over all tasks if none is local.
+    pub fn local_or_shuffle<X: Record>(self, from: &Handle<X>) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.subscribe(from, Grouping::LocalOrShuffle, None)
+    }
+
+    /// Subscribes with a fields grouping: records with equal values of `fields` reach the same
+    /// task. `build()` checks that the upstream record has the fields.
+    pub fn fields<X: Record, F: AsRef<str>>(
+        self,
+        from: &Handle<X>,
+        fields: impl IntoIterator<Item = F>,
+    ) -> Self
+    where
+        B::In: From<X>,
+    {
+        let fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
+        self.subscribe(from, Grouping::Fields(fields), None)
+    }
+
+    /// Subscribes with a key-by grouping: records with equal keys (by the seedless hash of what
+    /// `key` returns) reach the same task. Checked at compile time.
+    pub fn key_by<X: Record, K: FieldKind>(
+        self,
+        from: &Handle<X>,
+        key: impl Fn(&X) -> K + Send + Sync + 'static,
+    ) -> Self
+    where
+        B::In: From<X>,
+    {
+        let f: KeyFn<X> = KeyFn(Arc::new(move |x: &X| stable_hash_of(&key(x))));
+        self.subscribe(from, Grouping::KeyBy, Some(Arc::new(f)))
+    }
+
+    /// Subscribes with an all grouping: every record to every task.
+    pub fn all<X: Record>(self, from: &Handle<X>) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.subscribe(from, Grouping::All, None)
+    }
+
+    /// Subscribes with a global grouping: every record to the task with the lowest id.
+    pub fn global<X: Record>(self, from: &Handle<X>) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.subscribe(from, Grouping::Global, None)
+    }
+
+    /// Subscribes with a direct grouping to a direct stream: the emitter picks the task.
+    pub fn direct<X: Record>(self, from: &Handle<X>) -> Self
+    where
+        B::In: From<X>,
+    {
+        self.subscribe(from, Grouping::Direct, None)
+    }
+
+    /// Subscribes by name, for topologies assembled from names (a spec file, a registry). The
+    /// stream's record type must be exactly this bolt's input type; `build()` checks it, the
+    /// component's existence, and the absence of cycles. `Grouping::KeyBy` needs a closure and
+    /// is refused here: use [`BoltSpec::key_by`].
+    pub fn subscribe_by_name(
+        mut self,
+        component: impl Into<String>,
+        stream: impl Into<String>,
+        grouping: Grouping,
+    ) -> Self {
+        self.inputs.push(InputDecl {
+            source: Source::Name {
+                component: component.into(),
+                stream: stream.into(),
+            },
+            grouping,
+            key_fn: None,
+            expects: Some((TypeId::of::<B::In>(), std::any::type_name::<B::In>())),
+        });
+        self.adapters.push(Arc::new(Convert::<B::In, B::In>::new()));
+        self
+    }
+}
+
+impl<B: Bolt> private::Sealed for BoltSpec<B> {
+    fn into_decl(self) -> Decl {
+        Decl {
+            name: self.common.name,
+            kind: ComponentKind::Bolt,
+            parallelism: self.common.parallelism,
+            input_type: Some(record_ir::<B::In>()),
+            out_record: record_ir::<B::Out>(),
+            out_type: TypeId::of::<B::Out>(),
+            streams: self.common.streams,
+            inputs: self.inputs,
+            tick_every: self.tick_every,
+            replayable: false,
+            manual_ack: B::MANUAL_ACK,
+            code: Arc::new(BoltCode {
+                proto: Proto::new(self.bolt),
+                inputs: self.adapters.into(),
+            }),
+        }
+    }
+}
+
+impl<B: Bolt> ComponentSpec for BoltSpec<B> {
+    type Out = B::Out;
+}
+
+/// Declares a topology. See the [module docs](self) for an example.
+pub struct TopologyBuilder {
+    id: u64,
+    name: String,
+    guarantee: Guarantee,
+    config: TopologyConfig,
+    decls: Vec<Decl>,
+}
+
+impl TopologyBuilder {
+    /// A builder for a topology called `name`, at-most-once with the default config.
+    pub fn new(name: impl Into<String>) -> Self {
+        TopologyBuilder {
+            id: NEXT_BUILDER_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            guarantee: Guarantee::default(),
+            config: TopologyConfig::default(),
+            decls: Vec::new(),
+        }
+    }
+
+    /// Adds a spout or bolt; returns a handle to its default stream.
+    pub fn add<C: ComponentSpec>(&mut self, spec: C) -> Handle<C::Out> {
+        let decl = private::Sealed::into_decl(spec);
+        self.decls.push(decl);
+        Handle {
+            builder: self.id,
+            component: self.decls.len() - 1,
+            stream: DEFAULT_STREAM,
+            _record: PhantomData,
+        }
+    }
+
+    /// Sets the delivery guarantee (default at-most-once).
+    pub fn guarantee(mut self, guarantee: Guarantee) -> Self {
+        self.guarantee = guarantee;
+        self
+    }
+
+    /// Sets the configuration (default [`TopologyConfig::default`]).
+    pub fn config(mut self, config: TopologyConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Validates the topology and returns it, or every problem found.
+    pub fn build(self) -> Result<Topology, BuildErrors> {
+        let mut errors = Vec::new();
+        let names: Vec<String> = self.decls.iter().map(|d| d.name.clone()).collect();
+        let mut components = Vec::with_capacity(self.decls.len());
+        let mut entries = Vec::with_capacity(self.decls.len());
+        let mut type_checks = Vec::new();
+        for decl in self.decls {
+            let mut inputs = Vec::with_capacity(decl.inputs.len());
+            let mut key_fns = Vec::with_capacity(decl.inputs.len());
+            for input in decl.inputs {
+                let (component, stream) = match input.source {
+                    Source::Handle {
+                        builder,
+                        component,
+                        stream,
+                    } => {
+                        if builder != self.id {
+                            errors.push(TopologyError::ForeignHandle {
+                                component: decl.name.clone(),
+                            });
+                            continue;
+                        }
+                        (names[component].clone(), stream.to_owned())
+                    }
+                    Source::Name { component, stream } => (component, stream),
+                };
+                if input.grouping == Grouping::KeyBy && input.key_fn.is_none() {
+                    errors.push(TopologyError::KeyByWithoutFunction {
+                        component: decl.name.clone(),
+                        upstream: component.clone(),
+                    });
+                }
+                if let Some(expected) = input.expects {
+                    type_checks.push((
+                        decl.name.clone(),
+                        component.clone(),
+                        stream.clone(),
+                        expected,
+                    ));
+                }
+                inputs.push(InputIr {
+                    component,
+                    stream,
+                    grouping: input.grouping,
+                });
+                key_fns.push(input.key_fn);
+            }
+            let mut streams = vec![StreamIr {
+                name: DEFAULT_STREAM.to_owned(),
+                direct: false,
+                record: decl.out_record.clone(),
+            }];
+            streams.extend(decl.streams.into_iter().map(|(name, direct)| StreamIr {
+                name,
+                direct,
+                record: decl.out_record.clone(),
+            }));
+            components.push((
+                decl.out_type,
+                ComponentIr {
+                    name: decl.name,
+                    kind: decl.kind,
+                    parallelism: decl.parallelism,
+                    input_type: decl.input_type,
+                    streams,
+                    inputs,
+                    tick_every: decl.tick_every,
+                    replayable: decl.replayable,
+                    manual_ack: decl.manual_ack,
+                },
+            ));
+            entries.push(ComponentEntry {
+                code: decl.code,
+                key_fns,
+            });
+        }
+        // Subscriptions by name must carry exactly the bolt's input type.
+        for (component, upstream, stream, (expected, expected_name)) in type_checks {
+            if let Some((found, ir)) = components.iter().find(|(_, c)| c.name == upstream) {
+                if *found != expected && ir.streams.iter().any(|s| s.name == stream) {
+                    errors.push(TopologyError::TypeMismatch {
+                        component,
+                        upstream,
+                        stream,
+                        expected: expected_name.to_owned(),
+                        found: ir.streams[0].record.type_name.clone(),
+                    });
+                }
+            }
+        }
+        let ir = TopologyIr {
+            name: self.name,
+            guarantee: self.guarantee,
+            config: self.config,
+            components: components.into_iter().map(|(_, c)| c).collect(),
+        };
+        errors.extend(validate::validate(&ir));
+        if !errors.is_empty() {
+            return Err(BuildErrors(errors));
+        }
+        let warnings = validate::warnings(&ir);
+        Ok(Topology::new(ir, entries, warnings))
+    }
+}

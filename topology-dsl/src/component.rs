@@ -1,0 +1,256 @@
+//! The traits users implement: [`Spout`] (a source) and [`Bolt`] (a processing step), with the
+//! context a task sees and the error its user code returns.
+
+use std::sync::Arc;
+
+use crate::config::Guarantee;
+use crate::emitter::{Emitter, SpoutEmitter};
+use crate::ids::{MsgId, TaskId};
+use crate::record::Record;
+use crate::tuple::Tuple;
+
+/// A source of tuples. Each task of a spout component runs its own clone of the value given to
+/// [`spout`](crate::spout).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tempest_dsl::{MsgId, Record, Spout, SpoutEmitter, SpoutStatus, TaskContext, TaskError};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+/// struct Number { n: u64 }
+///
+/// /// Emits 0..limit, split between its tasks.
+/// #[derive(Clone)]
+/// struct Numbers { limit: u64, next: u64, step: u64 }
+///
+/// impl Spout for Numbers {
+///     type Out = Number;
+///     fn open(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+///         self.next = u64::from(ctx.task_index());
+///         self.step = u64::from(ctx.parallelism());
+///         Ok(())
+///     }
+///     fn next(&mut self, out: &mut SpoutEmitter<Number>) -> Result<SpoutStatus, TaskError> {
+///         if self.next >= self.limit {
+///             return Ok(SpoutStatus::Done);
+///         }
+///         out.emit_tracked(MsgId(self.next), Number { n: self.next });
+///         self.next += self.step;
+///         Ok(SpoutStatus::Active)
+///     }
+/// }
+/// ```
+pub trait Spout: Clone + Send + 'static {
+    /// The record type of the default stream (and of any named stream the spout declares).
+    type Out: Record;
+
+    /// Whether `fail(msg)` re-emits the message. Exactly-once requires replayable spouts.
+    const REPLAYABLE: bool = false;
+
+    /// Called once per task before the first `next`. An error stops the topology.
+    fn open(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Emits zero or more tuples and says whether there is more to come. The runtime calls it in
+    /// a loop (never concurrently with `ack` or `fail`) until the task's output batch is full,
+    /// its queues are full, or `max_spout_pending` trees are in flight.
+    ///
+    /// An `Err` is counted and logged and the task backs off briefly, as for [`SpoutStatus::Idle`].
+    fn next(&mut self, out: &mut SpoutEmitter<Self::Out>) -> Result<SpoutStatus, TaskError>;
+
+    /// The tree of a message emitted with [`SpoutEmitter::emit_tracked`] completed. Under
+    /// at-most-once it is called right after the emit.
+    fn ack(&mut self, _msg: MsgId) {}
+
+    /// The tree of a message failed or timed out; a replayable spout emits it again.
+    fn fail(&mut self, _msg: MsgId) {}
+
+    /// Called once when the task stops after draining.
+    fn close(&mut self) {}
+}
+
+/// What a spout's [`Spout::next`] says about its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpoutStatus {
+    /// There may be more right now: call `next` again soon.
+    Active,
+    /// Nothing is available now: back off briefly before calling `next` again.
+    Idle,
+    /// The source is exhausted (a finite input). Once every tracked message has completed, the
+    /// task ends and its downstream tasks drain.
+    Done,
+}
+
+/// A processing step. Each task of a bolt component runs its own clone of the value given to
+/// [`bolt`](crate::bolt).
+///
+/// By default a bolt follows Storm's `BasicBolt`: every emit is anchored to the input being
+/// executed, and the input is acked when `execute` returns `Ok` and failed (its tree replayed)
+/// on `Err`. A bolt that batches or joins sets [`Bolt::MANUAL_ACK`] and calls
+/// [`Emitter::ack`], [`Emitter::fail`] and [`Emitter::emit_anchored`] itself.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tempest_dsl::{Bolt, Emitter, Record, TaskError, Tuple};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+/// struct Line { text: String }
+/// #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+/// struct Word { word: String }
+///
+/// #[derive(Clone)]
+/// struct Split;
+///
+/// impl Bolt for Split {
+///     type In = Line;
+///     type Out = Word;
+///     fn execute(&mut self, line: Tuple<Line>, out: &mut Emitter<Word>) -> Result<(), TaskError> {
+///         for w in line.text.split_whitespace() {
+///             out.emit(Word { word: w.to_lowercase() }); // anchored to `line`
+///         }
+///         Ok(()) // `line` is acked
+///     }
+/// }
+/// ```
+pub trait Bolt: Clone + Send + 'static {
+    /// The record type this bolt consumes. Fan-in from streams of other types works through
+    /// `From` impls: a bolt may subscribe to a `Handle<X>` whenever `In: From<X>`.
+    type In: Record;
+    /// The record type of the default stream (and of any named stream the bolt declares).
+    type Out: Record;
+
+    /// Whether the bolt acks its inputs itself (for bolts that batch or join). When `false`
+    /// (the default) the runtime acks each input after `execute` returns.
+    const MANUAL_ACK: bool = false;
+
+    /// Called once per task before the first input. An error stops the topology.
+    fn prepare(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Processes one input. `Err` fails the input (and, with tracking, replays its tree).
+    fn execute(
+        &mut self,
+        input: Tuple<Self::In>,
+        out: &mut Emitter<Self::Out>,
+    ) -> Result<(), TaskError>;
+
+    /// Called every `tick_every` interval when the bolt declares one (Storm's tick tuples), for
+    /// bolts that flush or expire on time. Emits here are unanchored unless anchored explicitly.
+    fn tick(&mut self, _out: &mut Emitter<Self::Out>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Called once when every input stream has ended (a finite run, or a drain), before the
+    /// task's own output ends. Emits here are unanchored unless anchored explicitly.
+    fn finish(&mut self, _out: &mut Emitter<Self::Out>) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// What a task knows about itself, given to [`Spout::open`] and [`Bolt::prepare`].
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    topology: Arc<str>,
+    component: Arc<str>,
+    task_id: TaskId,
+    task_index: u32,
+    parallelism: u32,
+    guarantee: Guarantee,
+}
+
+impl TaskContext {
+    /// The context of task `task_index` of `parallelism` of `component`.
+    pub fn new(
+        topology: Arc<str>,
+        component: Arc<str>,
+        task_id: TaskId,
+        task_index: u32,
+        parallelism: u32,
+        guarantee: Guarantee,
+    ) -> Self {
+        TaskContext {
+            topology,
+            component,
+            task_id,
+            task_index,
+            parallelism,
+            guarantee,
+        }
+    }
+
+    /// The topology's name.
+    pub fn topology(&self) -> &str {
+        &self.topology
+    }
+
+    /// The component's name.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// The task's id, unique within the running topology.
+    pub fn task_id(&self) -> TaskId {
+        self.task_id
+    }
+
+    /// The task's index among its component's tasks, `0..parallelism`.
+    pub fn task_index(&self) -> u32 {
+        self.task_index
+    }
+
+    /// The number of tasks of this component.
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism
+    }
+
+    /// The topology's delivery guarantee.
+    pub fn guarantee(&self) -> Guarantee {
+        self.guarantee
+    }
+}
+
+/// An error raised by user code in a task. In `execute` it fails the input tuple.
+///
+/// Any `std::error::Error` converts into it, so `?` works in `execute`:
+///
+/// ```
+/// use tempest_dsl::TaskError;
+///
+/// fn parse(s: &str) -> Result<u64, TaskError> {
+///     Ok(s.parse::<u64>()?)
+/// }
+/// assert!(parse("12").is_ok());
+/// assert_eq!(parse("x").unwrap_err().to_string(), "invalid digit found in string");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskError {
+    message: String,
+}
+
+impl TaskError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskError {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for TaskError {
+    fn from(err: E) -> Self {
+        TaskError::new(err.to_string())
+    }
+}

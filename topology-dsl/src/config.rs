@@ -1,0 +1,265 @@
+//! Per-topology configuration: delivery guarantee, batching, queue bounds and ack-tree settings.
+//!
+//! Config is a typed struct with defaults and a [`TopologyConfig::validate`] that reports every
+//! bad value at once; `build()` runs it together with the structural checks.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tempest_dsl::TopologyConfig;
+//!
+//! let config = TopologyConfig { batch_size: 512, ..TopologyConfig::default() };
+//! assert!(config.validate().is_ok());
+//! let bad = TopologyConfig { batch_size: 0, flush_interval: Duration::ZERO, ..config };
+//! assert_eq!(bad.validate().unwrap_err().len(), 2);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The delivery guarantee of a whole topology.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Guarantee {
+    /// No tracking: a tuple lost to a failure is not replayed. No acker traffic at all.
+    #[default]
+    AtMostOnce,
+    /// Storm's XOR ack trees: every spout message is acked once its whole tree is processed, and
+    /// replayed by a replayable spout when any part fails or times out.
+    AtLeastOnce,
+    /// Ack trees plus deduplicating replicated state and idempotent sinks.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// Whether tuples carry ack-tree ids under this guarantee.
+    pub const fn is_tracked(self) -> bool {
+        !matches!(self, Guarantee::AtMostOnce)
+    }
+
+    /// The name used on the command line and in reports: `at-most-once`, `at-least-once`,
+    /// `exactly-once`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtMostOnce => "at-most-once",
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl fmt::Display for Guarantee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A guarantee name that is not one of `at-most-once`, `at-least-once`, `exactly-once`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown guarantee `{0}`: expected at-most-once, at-least-once or exactly-once")]
+pub struct UnknownGuarantee(pub String);
+
+impl FromStr for Guarantee {
+    type Err = UnknownGuarantee;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "at-most-once" => Ok(Guarantee::AtMostOnce),
+            "at-least-once" => Ok(Guarantee::AtLeastOnce),
+            "exactly-once" => Ok(Guarantee::ExactlyOnce),
+            other => Err(UnknownGuarantee(other.to_owned())),
+        }
+    }
+}
+
+/// Limits that keep every value sane; a value outside them is refused by `validate()`.
+pub mod limits {
+    use std::time::Duration;
+
+    /// The largest batch a link carries.
+    pub const MAX_BATCH_SIZE: usize = 1 << 16;
+    /// The most batches one link may have in flight.
+    pub const MAX_QUEUE_BATCHES: usize = 1024;
+    /// The longest flush interval.
+    pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+    /// The shortest message timeout.
+    pub const MIN_MESSAGE_TIMEOUT: Duration = Duration::from_millis(10);
+    /// The longest message timeout.
+    pub const MAX_MESSAGE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// The most trees in flight per spout task.
+    pub const MAX_SPOUT_PENDING: usize = 1 << 24;
+    /// The most acker tasks.
+    pub const MAX_ACKERS: u32 = 1024;
+    /// The most tasks of one component.
+    pub const MAX_PARALLELISM: u32 = 4096;
+    /// The most tasks of a whole topology.
+    pub const MAX_TASKS: u32 = 65_536;
+}
+
+/// The configuration of one topology. Every field has a default; see [`TopologyConfig::validate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopologyConfig {
+    /// Tuples per batch between two tasks. Larger batches cost less per tuple and add latency.
+    pub batch_size: usize,
+    /// The longest a partly filled batch waits before it is sent anyway. A task that runs out of
+    /// input sends its partial batches at once, so this only bounds latency under steady load.
+    pub flush_interval: Duration,
+    /// Batches in flight per link (sender task to receiver task). When they are all in flight the
+    /// sender stops taking input, so a slow bolt slows its spout instead of growing memory.
+    pub queue_batches: usize,
+    /// A spout message whose ack tree is not complete within this time is failed and replayed
+    /// (at-least-once and exactly-once only).
+    pub message_timeout: Duration,
+    /// The most ack trees in flight per spout task; `None` is unbounded (at-least-once and
+    /// exactly-once only).
+    pub max_spout_pending: Option<usize>,
+    /// The number of acker tasks; `None` gives one per worker thread.
+    pub ackers: Option<u32>,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            batch_size: 1024,
+            flush_interval: Duration::from_millis(1),
+            queue_batches: 4,
+            message_timeout: Duration::from_secs(30),
+            max_spout_pending: None,
+            ackers: None,
+        }
+    }
+}
+
+/// One bad configuration value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("config `{field}` = {value}: {expected}")]
+pub struct ConfigError {
+    /// The field's name.
+    pub field: &'static str,
+    /// The value given, rendered.
+    pub value: String,
+    /// What it should have been.
+    pub expected: String,
+}
+
+impl ConfigError {
+    /// A bad `value` for `field`, which should have been `expected`.
+    pub fn new(field: &'static str, value: impl fmt::Debug, expected: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl TopologyConfig {
+    /// Checks every value and returns all the bad ones.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        use limits::*;
+        let mut errors = Vec::new();
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            errors.push(ConfigError::new(
+                "batch_size",
+                self.batch_size,
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
+        }
+        if self.flush_interval.is_zero() || self.flush_interval > MAX_FLUSH_INTERVAL {
+            errors.push(ConfigError::new(
+                "flush_interval",
+                self.flush_interval,
+                format!("must be above zero and at most {MAX_FLUSH_INTERVAL:?}"),
+            ));
+        }
+        if !(1..=MAX_QUEUE_BATCHES).contains(&self.queue_batches) {
+            errors.push(ConfigError::new(
+                "queue_batches",
+                self.queue_batches,
+                format!("must be between 1 and {MAX_QUEUE_BATCHES}"),
+            ));
+        }
+        if !(MIN_MESSAGE_TIMEOUT..=MAX_MESSAGE_TIMEOUT).contains(&self.message_timeout) {
+            errors.push(ConfigError::new(
+                "message_timeout",
+                self.message_timeout,
+                format!("must be between {MIN_MESSAGE_TIMEOUT:?} and {MAX_MESSAGE_TIMEOUT:?}"),
+            ));
+        }
+        if let Some(p) = self.max_spout_pending {
+            if !(1..=MAX_SPOUT_PENDING).contains(&p) {
+                errors.push(ConfigError::new(
+                    "max_spout_pending",
+                    p,
+                    format!("must be between 1 and {MAX_SPOUT_PENDING}, or None for unbounded"),
+                ));
+            }
+        }
+        if let Some(a) = self.ackers {
+            if !(1..=MAX_ACKERS).contains(&a) {
+                errors.push(ConfigError::new(
+                    "ackers",
+                    a,
+                    format!("must be between 1 and {MAX_ACKERS}, or None for one per worker"),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(TopologyConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let config = TopologyConfig {
+            batch_size: 0,
+            flush_interval: Duration::ZERO,
+            queue_batches: 0,
+            message_timeout: Duration::from_millis(1),
+            max_spout_pending: Some(0),
+            ackers: Some(0),
+        };
+        let errors = config.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "batch_size",
+                "flush_interval",
+                "queue_batches",
+                "message_timeout",
+                "max_spout_pending",
+                "ackers"
+            ]
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "config `batch_size` = 0: must be between 1 and 65536"
+        );
+    }
+
+    #[test]
+    fn guarantee_names_round_trip() {
+        for g in [
+            Guarantee::AtMostOnce,
+            Guarantee::AtLeastOnce,
+            Guarantee::ExactlyOnce,
+        ] {
+            assert_eq!(g.as_str().parse::<Guarantee>(), Ok(g));
+        }
+        assert!("once".parse::<Guarantee>().is_err());
+    }
+}

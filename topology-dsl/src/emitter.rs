@@ -1,0 +1,523 @@
+//! [`Emitter`] and [`SpoutEmitter`]: what user code emits through.
+//!
+//! An emit routes the record at once: for every subscription of the stream the subscription's
+//! router picks the target task(s), and the record (cloned only when it goes to more than one
+//! place) is appended to that target's batch. A full batch is set aside for the runtime, which
+//! sends it after the user call returns. Under a tracked guarantee each delivered copy gets a
+//! fresh random edge id, XOR-ed into its anchors (Storm's ack-tree bookkeeping).
+
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::component::TaskError;
+use crate::engine::route::Route;
+use crate::engine::{AckOp, LinkId, Payload};
+use crate::ids::{EdgeId, MsgId, RootId};
+use crate::record::Record;
+use crate::routing::{DirectOutOfRange, Pick};
+use crate::tuple::{Tuple, TupleIds};
+
+/// The output of a bolt task: emit records on the bolt's streams, and (for manual-ack bolts)
+/// ack and fail inputs.
+///
+/// In a default bolt every emit is anchored to the input being executed. See
+/// [`Bolt`](crate::Bolt) for an example.
+pub struct Emitter<T> {
+    streams: Vec<StreamOut<T>>,
+    batch_size: usize,
+    ready: Vec<(LinkId, Payload)>,
+    emitted: u64,
+    track: Option<Box<Tracking>>,
+    manual_ack: bool,
+    warned_auto_ack: bool,
+}
+
+/// One output stream: its name and its subscriptions.
+pub(crate) struct StreamOut<T> {
+    pub(crate) name: Arc<str>,
+    pub(crate) direct: bool,
+    pub(crate) routes: Vec<Route<T>>,
+}
+
+/// Ack-tree bookkeeping of a task under a tracked guarantee.
+struct Tracking {
+    rng: SmallRng,
+    /// The ids of the input being executed (auto-ack bolts).
+    current: TupleIds,
+    /// XOR of the edges emitted anchored to `current`.
+    current_xor: u64,
+    /// XOR of the edges emitted from the spout message being emitted.
+    root_xor: u64,
+    acks: Vec<AckOp>,
+    scratch: Vec<(RootId, EdgeId)>,
+}
+
+impl Tracking {
+    fn edge(&mut self) -> u64 {
+        // Zero would be a no-op in the XOR and could complete a tree early.
+        loop {
+            let e = self.rng.random::<u64>();
+            if e != 0 {
+                return e;
+            }
+        }
+    }
+}
+
+/// What a new tuple is anchored to.
+enum Anchor<'a, A> {
+    /// Nothing: the tuple is not tracked.
+    None,
+    /// The input being executed (auto-ack bolts).
+    Current,
+    /// These inputs (manual-ack bolts; several make a join).
+    Tuples(&'a [&'a Tuple<A>]),
+    /// A new tree rooted at this spout message.
+    Root(RootId),
+}
+
+impl<T: Record> Emitter<T> {
+    pub(crate) fn new(
+        streams: Vec<StreamOut<T>>,
+        batch_size: usize,
+        tracking_seed: Option<u64>,
+        manual_ack: bool,
+    ) -> Self {
+        Emitter {
+            streams,
+            batch_size,
+            ready: Vec::new(),
+            emitted: 0,
+            track: tracking_seed.map(|seed| {
+                Box::new(Tracking {
+                    rng: SmallRng::seed_from_u64(seed),
+                    current: TupleIds::Untracked,
+                    current_xor: 0,
+                    root_xor: 0,
+                    acks: Vec::new(),
+                    scratch: Vec::new(),
+                })
+            }),
+            manual_ack,
+            warned_auto_ack: false,
+        }
+    }
+
+    /// Emits on the default stream. In a default (auto-ack) bolt the record is anchored to the
+    /// input being executed; in a manual-ack bolt it is unanchored (use
+    /// [`Emitter::emit_anchored`]).
+    #[inline]
+    pub fn emit(&mut self, value: T) {
+        let anchor = if self.manual_ack {
+            Anchor::None
+        } else {
+            Anchor::Current
+        };
+        // The default stream is never direct, so this cannot fail.
+        let _ = self.dispatch::<()>(0, None, value, anchor);
+    }
+
+    /// Emits on the named stream, declared on the component with `.stream(name)`.
+    pub fn emit_to(&mut self, stream: &str, value: T) -> Result<(), TaskError> {
+        let index = self.stream_index(stream, false)?;
+        let anchor = if self.manual_ack {
+            Anchor::None
+        } else {
+            Anchor::Current
+        };
+        self.dispatch::<()>(index, None, value, anchor)
+            .map_err(|e| TaskError::new(e.to_string()))
+    }
+
+    /// Emits on a direct stream (declared with `.direct_stream(name)`) to task `task_index` of
+    /// each subscribing bolt.
+    pub fn emit_direct(
+        &mut self,
+        stream: &str,
+        task_index: u32,
+        value: T,
+    ) -> Result<(), TaskError> {
+        let index = self.stream_index(stream, true)?;
+        let anchor = if self.manual_ack {
+            Anchor::None
+        } else {
+            Anchor::Current
+        };
+        self.dispatch::<()>(index, Some(task_index), value, anchor)
+            .map_err(|e| TaskError::new(e.to_string()))
+    }
+
+    /// Emits on the default stream anchored to `anchors` (manual-ack bolts). Anchoring to inputs
+    /// of several trees makes the record part of each of them.
+    pub fn emit_anchored<A>(&mut self, anchors: &[&Tuple<A>], value: T) {
+        let _ = self.dispatch(0, None, value, Anchor::Tuples(anchors));
+    }
+
+    /// Emits on the default stream without any anchor: the record is not tracked, so its loss
+    /// downstream does not fail any tree.
+    pub fn emit_unanchored(&mut self, value: T) {
+        let _ = self.dispatch::<()>(0, None, value, Anchor::None);
+    }
+
+    /// Acks an input (manual-ack bolts): its part of the tree is done, and the tuples emitted
+    /// anchored to it join the tree.
+    pub fn ack<A>(&mut self, input: Tuple<A>) {
+        if !self.allow_manual("ack") {
+            return;
+        }
+        let (_, ids, ack_val) = input.into_parts();
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, edge) in ids.pairs() {
+                track.acks.push(AckOp::Ack {
+                    root,
+                    xor: edge.0 ^ ack_val,
+                });
+            }
+        }
+    }
+
+    /// Fails an input (manual-ack bolts): its tree fails and the spout replays it.
+    pub fn fail<A>(&mut self, input: Tuple<A>) {
+        if !self.allow_manual("fail") {
+            return;
+        }
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, _) in input.ids().pairs() {
+                track.acks.push(AckOp::Fail { root });
+            }
+        }
+    }
+
+    /// Restarts the message timeout of the trees `input` belongs to, for inputs held a long time.
+    pub fn reset_timeout<A>(&mut self, input: &Tuple<A>) {
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, _) in input.ids().pairs() {
+                track.acks.push(AckOp::Reset { root });
+            }
+        }
+    }
+
+    fn allow_manual(&mut self, what: &str) -> bool {
+        if self.manual_ack {
+            return true;
+        }
+        if !self.warned_auto_ack {
+            self.warned_auto_ack = true;
+            tracing::warn!(
+                call = what,
+                "ignored: this bolt acks automatically (set MANUAL_ACK to ack inputs yourself)"
+            );
+        }
+        false
+    }
+
+    fn stream_index(&self, name: &str, direct: bool) -> Result<usize, TaskError> {
+        match self.streams.iter().position(|s| &*s.name == name) {
+            Some(i) if self.streams[i].direct == direct => Ok(i),
+            Some(_) if direct => Err(TaskError::new(format!(
+                "stream `{name}` is not a direct stream; use emit_to"
+            ))),
+            Some(_) => Err(TaskError::new(format!(
+                "stream `{name}` is a direct stream; use emit_direct"
+            ))),
+            None => Err(TaskError::new(format!(
+                "stream `{name}` is not declared on this component"
+            ))),
+        }
+    }
+
+    /// Routes one record to every subscription of `stream`.
+    fn dispatch<A>(
+        &mut self,
+        stream: usize,
+        direct: Option<u32>,
+        value: T,
+        anchor: Anchor<'_, A>,
+    ) -> Result<(), DirectOutOfRange> {
+        let Emitter {
+            streams,
+            batch_size,
+            ready,
+            emitted,
+            track,
+            ..
+        } = self;
+        let routes = &mut streams[stream].routes;
+        if let Some(index) = direct {
+            // Check every subscription first so that a bad index delivers nothing.
+            for route in routes.iter() {
+                route.router.pick_direct(index)?;
+            }
+        }
+        *emitted += 1;
+        let n = routes.len();
+        let mut value = Some(value);
+        for (i, route) in routes.iter_mut().enumerate() {
+            let pick = match direct {
+                Some(index) => route.router.pick_direct(index)?,
+                None => {
+                    let key = match value.as_ref() {
+                        Some(v) if route.router.needs_key() => route.key.hash(v),
+                        _ => 0,
+                    };
+                    route.router.pick(key)
+                }
+            };
+            let last_route = i + 1 == n;
+            match pick {
+                Pick::One(target) => {
+                    let v = if last_route {
+                        value.take()
+                    } else {
+                        value.clone()
+                    };
+                    if let Some(v) = v {
+                        let ids = new_ids(track.as_deref_mut(), &anchor);
+                        route.push(target, v, ids, *batch_size, ready);
+                    }
+                }
+                Pick::All(tasks) => {
+                    for target in 0..tasks {
+                        let v = if last_route && target + 1 == tasks {
+                            value.take()
+                        } else {
+                            value.clone()
+                        };
+                        if let Some(v) = v {
+                            let ids = new_ids(track.as_deref_mut(), &anchor);
+                            route.push(target, v, ids, *batch_size, ready);
+                        }
+                    }
+                }
+                Pick::None => {}
+            }
+        }
+        Ok(())
+    }
+
+    // ----- the runtime's side -----
+
+    /// Starts executing an input with these ids (auto-ack bolts).
+    pub(crate) fn begin_input(&mut self, ids: TupleIds) {
+        if let Some(track) = self.track.as_deref_mut() {
+            track.current = ids;
+            track.current_xor = 0;
+        }
+    }
+
+    /// Ends executing the current input: acks it (with the edges emitted from it) or fails it.
+    pub(crate) fn end_input(&mut self, ok: bool) {
+        if let Some(track) = self.track.as_deref_mut() {
+            let ids = std::mem::take(&mut track.current);
+            for &(root, edge) in ids.pairs() {
+                track.acks.push(if ok {
+                    AckOp::Ack {
+                        root,
+                        xor: edge.0 ^ track.current_xor,
+                    }
+                } else {
+                    AckOp::Fail { root }
+                });
+            }
+            track.current_xor = 0;
+        }
+    }
+
+    /// Whether tuples are tracked.
+    pub(crate) fn is_tracking(&self) -> bool {
+        self.track.is_some()
+    }
+
+    /// Emits a tracked spout message: a new tree. Returns whether the message reached any task
+    /// (when it did not, its tree is trivially complete).
+    fn emit_root(
+        &mut self,
+        msg: MsgId,
+        stream: usize,
+        direct: Option<u32>,
+        value: T,
+    ) -> Result<bool, DirectOutOfRange> {
+        let root = match self.track.as_deref_mut() {
+            Some(track) => {
+                track.root_xor = 0;
+                RootId(track.edge())
+            }
+            None => {
+                self.dispatch::<()>(stream, direct, value, Anchor::None)?;
+                return Ok(false);
+            }
+        };
+        self.dispatch::<()>(stream, direct, value, Anchor::Root(root))?;
+        let track = self
+            .track
+            .as_deref_mut()
+            .expect("tracking was checked above");
+        if track.root_xor == 0 {
+            return Ok(false);
+        }
+        track.acks.push(AckOp::Init {
+            root,
+            xor: track.root_xor,
+            msg,
+        });
+        Ok(true)
+    }
+
+    /// Moves every partly filled batch to the ready list.
+    pub(crate) fn flush(&mut self) {
+        for stream in &mut self.streams {
+            for route in &mut stream.routes {
+                route.flush(&mut self.ready);
+            }
+        }
+    }
+
+    /// Hands the batches ready to send to the runtime.
+    pub(crate) fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
+        out.append(&mut self.ready);
+    }
+
+    /// Hands the ack-tree operations recorded so far to the runtime.
+    pub(crate) fn take_acks(&mut self, out: &mut Vec<AckOp>) {
+        if let Some(track) = self.track.as_deref_mut() {
+            out.append(&mut track.acks);
+        }
+    }
+
+    /// Records emitted so far (one per emit call, whatever the fan-out).
+    pub(crate) fn emitted(&self) -> u64 {
+        self.emitted
+    }
+}
+
+/// Draws the ids of one delivered copy of a new tuple.
+#[inline]
+fn new_ids<A>(track: Option<&mut Tracking>, anchor: &Anchor<'_, A>) -> TupleIds {
+    let Some(track) = track else {
+        return TupleIds::Untracked;
+    };
+    match anchor {
+        Anchor::None => TupleIds::Untracked,
+        Anchor::Current => {
+            if !track.current.is_tracked() {
+                return TupleIds::Untracked;
+            }
+            let edge = track.edge();
+            track.current_xor ^= edge;
+            let mut scratch = std::mem::take(&mut track.scratch);
+            scratch.clear();
+            scratch.extend(
+                track
+                    .current
+                    .pairs()
+                    .iter()
+                    .map(|&(r, _)| (r, EdgeId(edge))),
+            );
+            let ids = TupleIds::from_contributions(&scratch);
+            track.scratch = scratch;
+            ids
+        }
+        Anchor::Tuples(anchors) => {
+            let edge = track.edge();
+            let mut scratch = std::mem::take(&mut track.scratch);
+            scratch.clear();
+            for a in anchors.iter() {
+                a.xor_ack_val(edge);
+                scratch.extend(a.ids().pairs().iter().map(|&(r, _)| (r, EdgeId(edge))));
+            }
+            let ids = TupleIds::from_contributions(&scratch);
+            track.scratch = scratch;
+            ids
+        }
+        Anchor::Root(root) => {
+            let edge = track.edge();
+            track.root_xor ^= edge;
+            TupleIds::One((*root, EdgeId(edge)))
+        }
+    }
+}
+
+/// The output of a spout task.
+///
+/// [`SpoutEmitter::emit`] sends an untracked record; [`SpoutEmitter::emit_tracked`] starts an
+/// ack tree under a tracked guarantee, and the spout's `ack` or `fail` later receives its
+/// [`MsgId`].
+pub struct SpoutEmitter<T> {
+    inner: Emitter<T>,
+    immediate_acks: Vec<MsgId>,
+}
+
+impl<T: Record> SpoutEmitter<T> {
+    pub(crate) fn new(inner: Emitter<T>) -> Self {
+        SpoutEmitter {
+            inner,
+            immediate_acks: Vec::new(),
+        }
+    }
+
+    /// Emits an untracked record on the default stream.
+    #[inline]
+    pub fn emit(&mut self, value: T) {
+        self.inner.emit_unanchored(value);
+    }
+
+    /// Emits an untracked record on a named stream.
+    pub fn emit_to(&mut self, stream: &str, value: T) -> Result<(), TaskError> {
+        let index = self.inner.stream_index(stream, false)?;
+        self.inner
+            .dispatch::<()>(index, None, value, Anchor::None)
+            .map_err(|e| TaskError::new(e.to_string()))
+    }
+
+    /// Emits an untracked record on a direct stream to task `task_index` of each subscriber.
+    pub fn emit_direct(
+        &mut self,
+        stream: &str,
+        task_index: u32,
+        value: T,
+    ) -> Result<(), TaskError> {
+        let index = self.inner.stream_index(stream, true)?;
+        self.inner
+            .dispatch::<()>(index, Some(task_index), value, Anchor::None)
+            .map_err(|e| TaskError::new(e.to_string()))
+    }
+
+    /// Emits a record on the default stream as message `msg`: under at-least-once it starts an
+    /// ack tree, and `ack(msg)` or `fail(msg)` follows; under at-most-once `ack(msg)` follows at
+    /// once.
+    #[inline]
+    pub fn emit_tracked(&mut self, msg: MsgId, value: T) {
+        match self.inner.emit_root(msg, 0, None, value) {
+            Ok(true) => {}
+            // Untracked, or no task subscribes: the message is complete already.
+            Ok(false) | Err(_) => self.immediate_acks.push(msg),
+        }
+    }
+
+    /// Emits a record on a named stream as message `msg` (see [`SpoutEmitter::emit_tracked`]).
+    pub fn emit_tracked_to(&mut self, msg: MsgId, stream: &str, value: T) -> Result<(), TaskError> {
+        let index = self.inner.stream_index(stream, false)?;
+        match self.inner.emit_root(msg, index, None, value) {
+            Ok(true) => {}
+            Ok(false) => self.immediate_acks.push(msg),
+            Err(e) => return Err(TaskError::new(e.to_string())),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut Emitter<T> {
+        &mut self.inner
+    }
+
+    pub(crate) fn inner(&self) -> &Emitter<T> {
+        &self.inner
+    }
+
+    /// The messages complete at emit time (untracked, or with no subscriber), to be acked to
+    /// the spout right after `next` returns.
+    pub(crate) fn immediate_acks_mut(&mut self) -> &mut Vec<MsgId> {
+        &mut self.immediate_acks
+    }
+}

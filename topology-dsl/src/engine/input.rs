@@ -1,0 +1,36 @@
+//! The receiving side of a subscription: turns a batch of the upstream's record type into a
+//! batch of the bolt's input type (`In: From<X>`).
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+
+use crate::engine::{EngineError, Payload, TypedBatch};
+use crate::record::Record;
+
+/// Converts an erased batch of some upstream type into the bolt's input type.
+pub(crate) trait InputAdapter<In>: Send + Sync {
+    fn adapt(&self, payload: Payload) -> Result<TypedBatch<In>, EngineError>;
+}
+
+/// The adapter for a subscription to a stream of `X` by a bolt of input `In: From<X>`.
+pub(crate) struct Convert<X, In>(PhantomData<fn(X) -> In>);
+
+impl<X, In> Convert<X, In> {
+    pub(crate) fn new() -> Self {
+        Convert(PhantomData)
+    }
+}
+
+impl<X: Record, In: Record + From<X>> InputAdapter<In> for Convert<X, In> {
+    fn adapt(&self, payload: Payload) -> Result<TypedBatch<In>, EngineError> {
+        if TypeId::of::<X>() == TypeId::of::<In>() {
+            // The common case: the same type on both sides, nothing to convert.
+            return payload.downcast::<In>();
+        }
+        let batch = payload.downcast::<X>()?;
+        Ok(TypedBatch {
+            values: batch.values.into_iter().map(In::from).collect(),
+            ids: batch.ids,
+        })
+    }
+}

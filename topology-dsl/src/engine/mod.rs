@@ -1,0 +1,175 @@
+//! The contract between a built [`Topology`](crate::Topology) and the runtime that executes it.
+//!
+//! User code never calls this module; the runtime does. The split keeps every piece of code that
+//! is generic over user record types here, where the typed builder can reach it, and leaves the
+//! runtime free of user types: it moves type-erased [`Payload`]s between tasks and drives
+//! [`SpoutTask`]s and [`BoltTask`]s through trait objects, one call per batch.
+//!
+//! ```text
+//!   runtime (actors, links, acker)             engine (typed, per task)
+//!   ------------------------------             ------------------------
+//!   Data{input, source, Payload} ──► BoltTask::execute_batch ──► Bolt::execute ──► Emitter
+//!                                                                      │ routes, batches
+//!   links / credits ◄── take_ready(LinkId, Payload) ◄──────────────────┘
+//!   ackers          ◄── take_acks(AckOp)
+//! ```
+
+pub(crate) mod batch;
+pub(crate) mod bolt_task;
+pub(crate) mod code;
+pub(crate) mod input;
+pub(crate) mod route;
+pub(crate) mod spout_task;
+
+pub use batch::{Payload, TypedBatch};
+
+use crate::component::{SpoutStatus, TaskError};
+use crate::ids::{MsgId, RootId, TaskId};
+
+/// An outgoing link of a task: one (subscription, target task) pair. A task's links are
+/// numbered densely; the runtime assigns the numbers in [`RouteSetup::first_link`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u32);
+
+/// An ack-tree operation recorded by a task, for the runtime to send to the acker that owns the
+/// root (or, for `Init`, to remember at the spout as well).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOp {
+    /// A spout started tree `root` for message `msg`; `xor` is the XOR of its first edges.
+    Init {
+        /// The tree.
+        root: RootId,
+        /// XOR of the edge ids of the spout tuple's delivered copies.
+        xor: u64,
+        /// The spout's message id.
+        msg: MsgId,
+    },
+    /// A tuple of tree `root` was processed: `xor` is its edge XOR the edges of its children.
+    Ack {
+        /// The tree.
+        root: RootId,
+        /// Edge of the acked tuple XOR the edges emitted anchored to it.
+        xor: u64,
+    },
+    /// A tuple of tree `root` failed: the whole tree fails.
+    Fail {
+        /// The tree.
+        root: RootId,
+    },
+    /// Restart the timeout of tree `root`.
+    Reset {
+        /// The tree.
+        root: RootId,
+    },
+}
+
+/// What the runtime tells a task about its place in the physical plan.
+#[derive(Clone, Debug)]
+pub struct TaskSetup {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// The task's index within its component.
+    pub task_index: u32,
+    /// For every output stream of the component (in the IR's order), its subscriptions.
+    pub outputs: Vec<Vec<RouteSetup>>,
+    /// A random seed for the task's ack-tree ids.
+    pub id_seed: u64,
+}
+
+/// One subscription of one output stream, from one sending task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSetup {
+    /// The subscribing component's index in the IR.
+    pub consumer: usize,
+    /// The index of the subscription among the consumer's inputs.
+    pub input: usize,
+    /// The link to the consumer's task 0; task `i` is `first_link + i`.
+    pub first_link: LinkId,
+    /// The number of the consumer's tasks.
+    pub tasks: u32,
+    /// The consumer's task indices local to the sender, best first (for local-or-shuffle).
+    pub preferred: Vec<u32>,
+}
+
+/// An instantiated task.
+pub enum Task {
+    /// A spout task.
+    Spout(Box<dyn SpoutTask>),
+    /// A bolt task.
+    Bolt(Box<dyn BoltTask>),
+}
+
+/// The output side every task shares: what it emitted, ready to send.
+pub trait TaskOutput: Send {
+    /// Moves the batches that are full (or flushed) into `out`.
+    fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>);
+    /// Closes every partly filled batch so that `take_ready` returns it.
+    fn flush(&mut self);
+    /// Moves the ack-tree operations recorded so far into `out`.
+    fn take_acks(&mut self, out: &mut Vec<AckOp>);
+    /// Records emitted so far.
+    fn emitted(&self) -> u64;
+}
+
+/// A spout task as the runtime drives it.
+pub trait SpoutTask: TaskOutput {
+    /// Calls `Spout::open`.
+    fn open(&mut self) -> Result<(), TaskError>;
+    /// Calls `Spout::next` until at least `budget` records were emitted or the spout is not
+    /// `Active`. Returns the last status; an `Err` from the spout is returned as is.
+    fn next_batch(&mut self, budget: usize) -> Result<SpoutStatus, TaskError>;
+    /// Calls `Spout::ack`.
+    fn ack(&mut self, msg: MsgId);
+    /// Calls `Spout::fail`.
+    fn fail(&mut self, msg: MsgId);
+    /// Calls `Spout::close`.
+    fn close(&mut self);
+}
+
+/// A bolt task as the runtime drives it.
+pub trait BoltTask: TaskOutput {
+    /// Calls `Bolt::prepare`.
+    fn prepare(&mut self) -> Result<(), TaskError>;
+    /// Executes every record of a batch that arrived on subscription `input` from `source`.
+    fn execute_batch(
+        &mut self,
+        input: u16,
+        source: TaskId,
+        payload: Payload,
+    ) -> Result<BatchOutcome, EngineError>;
+    /// Calls `Bolt::tick`.
+    fn tick(&mut self) -> Result<(), TaskError>;
+    /// Calls `Bolt::finish`.
+    fn finish(&mut self) -> Result<(), TaskError>;
+}
+
+/// What executing one batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Records executed (successfully or not).
+    pub executed: u64,
+    /// Records whose `execute` returned `Err`.
+    pub failed: u64,
+    /// The first error of the batch, for the log.
+    pub first_error: Option<TaskError>,
+}
+
+/// A failure of the engine itself (not of user code): a batch of the wrong type, an unknown
+/// input, a component instantiated as the wrong kind. It points at a bug or a corrupt frame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A batch held records of another type than the subscription carries.
+    #[error("a batch holds `{found}` records, but the subscription carries `{expected}`")]
+    PayloadType {
+        /// The type the subscription expects.
+        expected: &'static str,
+        /// The type the batch held.
+        found: &'static str,
+    },
+    /// A batch named a subscription the bolt does not have.
+    #[error("the bolt has no input {0}")]
+    NoSuchInput(u16),
+    /// The plan asked for something the topology does not have.
+    #[error("task setup does not match the topology: {0}")]
+    Setup(String),
+}

@@ -1,0 +1,123 @@
+//! A typed subscription on the sending side: its router, its key extraction and one open batch
+//! per target task.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::engine::{LinkId, Payload, TypedBatch};
+use crate::key_hasher::KeyHasher;
+use crate::record::Record;
+use crate::routing::Router;
+use crate::tuple::TupleIds;
+
+/// A `key_by` closure, type-erased to a hash.
+pub(crate) struct KeyFn<T>(pub(crate) Arc<dyn Fn(&T) -> u64 + Send + Sync>);
+
+impl<T> Clone for KeyFn<T> {
+    fn clone(&self) -> Self {
+        KeyFn(Arc::clone(&self.0))
+    }
+}
+
+/// The stored form of a `KeyFn<T>` for some `T`, kept with the subscribing bolt's inputs and
+/// recovered by the sender, which knows `T`.
+pub(crate) type AnyKeyFn = Arc<dyn Any + Send + Sync>;
+
+/// How a route computes a tuple's key hash.
+pub(crate) enum KeyExtract<T> {
+    /// The grouping needs no key.
+    None,
+    /// The seedless hash of these fields, in order.
+    Fields(Box<[usize]>),
+    /// The hash of a `key_by` closure's result.
+    Func(KeyFn<T>),
+}
+
+impl<T: Record> KeyExtract<T> {
+    #[inline]
+    pub(crate) fn hash(&self, value: &T) -> u64 {
+        match self {
+            KeyExtract::None => 0,
+            KeyExtract::Fields(fields) => {
+                let mut h = KeyHasher::new();
+                for &f in fields.iter() {
+                    value.hash_field(f, &mut h);
+                }
+                h.finish()
+            }
+            KeyExtract::Func(f) => (f.0)(value),
+        }
+    }
+}
+
+/// One subscription of one stream, as seen by one sending task.
+pub(crate) struct Route<T> {
+    pub(crate) router: Router,
+    pub(crate) key: KeyExtract<T>,
+    first_link: u32,
+    buckets: Vec<TypedBatch<T>>,
+    tracked: bool,
+}
+
+impl<T> Route<T> {
+    pub(crate) fn new(
+        router: Router,
+        key: KeyExtract<T>,
+        first_link: LinkId,
+        tasks: u32,
+        tracked: bool,
+    ) -> Self {
+        Route {
+            router,
+            key,
+            first_link: first_link.0,
+            buckets: (0..tasks).map(|_| TypedBatch::default()).collect(),
+            tracked,
+        }
+    }
+
+    /// Appends a record for `target`; a batch that reaches `batch_size` goes to `ready`.
+    #[inline]
+    pub(crate) fn push(
+        &mut self,
+        target: u32,
+        value: T,
+        ids: TupleIds,
+        batch_size: usize,
+        ready: &mut Vec<(LinkId, Payload)>,
+    ) where
+        T: Send + 'static,
+    {
+        let bucket = &mut self.buckets[target as usize];
+        if bucket.values.capacity() == 0 {
+            bucket.values.reserve_exact(batch_size);
+            if self.tracked {
+                bucket.ids.reserve_exact(batch_size);
+            }
+        }
+        bucket.values.push(value);
+        if self.tracked {
+            bucket.ids.push(ids);
+        }
+        if bucket.values.len() >= batch_size {
+            let full = std::mem::take(bucket);
+            ready.push((LinkId(self.first_link + target), Payload::local(full)));
+        }
+    }
+
+    /// Moves every non-empty batch to `ready`.
+    pub(crate) fn flush(&mut self, ready: &mut Vec<(LinkId, Payload)>)
+    where
+        T: Send + 'static,
+    {
+        for (target, bucket) in self.buckets.iter_mut().enumerate() {
+            if !bucket.values.is_empty() {
+                let partial = std::mem::take(bucket);
+                ready.push((
+                    LinkId(self.first_link + target as u32),
+                    Payload::local(partial),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The typed task behind every spout: calls `next` until a batch's worth was emitted, and
+//! delivers acks and fails.
+
+use crate::component::{Spout, SpoutStatus, TaskContext, TaskError};
+use crate::emitter::SpoutEmitter;
+use crate::engine::{AckOp, LinkId, Payload, SpoutTask, TaskOutput};
+use crate::ids::MsgId;
+
+pub(crate) struct SpoutTaskImpl<S: Spout> {
+    spout: S,
+    context: TaskContext,
+    out: SpoutEmitter<S::Out>,
+}
+
+impl<S: Spout> SpoutTaskImpl<S> {
+    pub(crate) fn new(spout: S, context: TaskContext, out: SpoutEmitter<S::Out>) -> Self {
+        SpoutTaskImpl {
+            spout,
+            context,
+            out,
+        }
+    }
+
+    /// Acks the messages that completed at emit time.
+    fn ack_immediate(&mut self) {
+        let acks = self.out.immediate_acks_mut();
+        if acks.is_empty() {
+            return;
+        }
+        let mut acks = std::mem::take(acks);
+        for msg in acks.drain(..) {
+            self.spout.ack(msg);
+        }
+        // Hand the (now empty) buffer back so its capacity is reused.
+        *self.out.immediate_acks_mut() = acks;
+    }
+}
+
+impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
+    fn open(&mut self) -> Result<(), TaskError> {
+        self.spout.open(&self.context)
+    }
+
+    fn next_batch(&mut self, budget: usize) -> Result<SpoutStatus, TaskError> {
+        let start = self.out.inner().emitted();
+        let budget = budget.max(1) as u64;
+        let mut calls = 0u64;
+        let result = loop {
+            match self.spout.next(&mut self.out) {
+                Ok(SpoutStatus::Active) => {
+                    calls += 1;
+                    // Bounded by calls too, so a spout that is Active but emits nothing still
+                    // yields to the runtime.
+                    if self.out.inner().emitted() - start >= budget || calls >= budget {
+                        break Ok(SpoutStatus::Active);
+                    }
+                }
+                other => break other,
+            }
+        };
+        self.ack_immediate();
+        result
+    }
+
+    fn ack(&mut self, msg: MsgId) {
+        self.spout.ack(msg);
+    }
+
+    fn fail(&mut self, msg: MsgId) {
+        self.spout.fail(msg);
+    }
+
+    fn close(&mut self) {
+        self.spout.close();
+    }
+}
+
+impl<S: Spout> TaskOutput for SpoutTaskImpl<S> {
+    fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
+        self.out.inner_mut().take_ready(out);
+    }
+    fn flush(&mut self) {
+        self.out.inner_mut().flush();
+    }
+    fn take_acks(&mut self, out: &mut Vec<AckOp>) {
+        self.out.inner_mut().take_acks(out);
+    }
+    fn emitted(&self) -> u64 {
+        self.out.inner().emitted()
+    }
+}

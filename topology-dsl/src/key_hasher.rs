@@ -1,0 +1,125 @@
+//! The fixed, seedless hash behind fields and key-by groupings.
+//!
+//! Every process of a cluster must send a key to the same task, on every run and every machine,
+//! so this hash has no random seed and depends only on the bytes of the key: integers are hashed
+//! as 64-bit little-endian values, strings by their UTF-8 bytes (XXH3, a published algorithm with a
+//! fixed output), and the parts of a multi-field key are mixed in order. Changing any of this
+//! re-partitions every keyed state in existence: the golden values in the tests pin it.
+
+/// Accumulates the parts of a grouping key into one stable 64-bit hash.
+///
+/// ```
+/// use tempest_dsl::KeyHasher;
+///
+/// let mut h = KeyHasher::new();
+/// h.write_bytes(b"word");
+/// let a = h.finish();
+/// let mut h = KeyHasher::new();
+/// h.write_bytes(b"word");
+/// assert_eq!(a, h.finish()); // no seed: the same key always hashes alike
+/// ```
+#[derive(Clone, Debug)]
+pub struct KeyHasher {
+    state: u64,
+}
+
+/// The initial state: the first 64 bits of the fractional part of pi.
+const INITIAL: u64 = 0x243F_6A88_85A3_08D3;
+/// An odd multiplier with good avalanche (the 64-bit golden ratio).
+const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl KeyHasher {
+    /// An empty hasher.
+    pub const fn new() -> Self {
+        KeyHasher { state: INITIAL }
+    }
+
+    /// Mixes in one 64-bit word.
+    #[inline]
+    pub fn write_u64(&mut self, value: u64) {
+        self.state = (self.state ^ value)
+            .wrapping_mul(MULTIPLIER)
+            .rotate_left(29);
+    }
+
+    /// Mixes in a byte string (its XXH3 hash, then its length, so `"ab","c"` differs from
+    /// `"a","bc"`).
+    #[inline]
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        self.write_u64(xxhash_rust::xxh3::xxh3_64(bytes));
+        self.write_u64(bytes.len() as u64);
+    }
+
+    /// The hash of everything written so far (MurmurHash3's 64-bit finaliser over the state).
+    #[inline]
+    pub fn finish(&self) -> u64 {
+        let mut h = self.state;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        h ^= h >> 33;
+        h
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FieldKind, stable_hash_of};
+
+    const GOLDEN_42: u64 = 17_505_847_787_152_258_368;
+
+    #[test]
+    fn golden_values_never_change() {
+        // These pin the partitioning of keyed state: a change here moves keys between tasks.
+        assert_eq!(stable_hash_of("w42"), 7_443_692_093_719_594_847);
+        assert_eq!(stable_hash_of(&42u64), GOLDEN_42);
+        assert_eq!(stable_hash_of(&-1i64), stable_hash_of(&u64::MAX));
+    }
+
+    #[test]
+    fn integer_width_does_not_matter() {
+        assert_eq!(stable_hash_of(&7u8), stable_hash_of(&7u64));
+        assert_eq!(stable_hash_of(&7i32), stable_hash_of(&7i64));
+    }
+
+    #[test]
+    fn string_types_hash_alike() {
+        let s = String::from("hello");
+        assert_eq!(stable_hash_of(&s), stable_hash_of("hello"));
+        assert_eq!(
+            stable_hash_of(&compact_str::CompactString::from("hello")),
+            stable_hash_of("hello")
+        );
+    }
+
+    #[test]
+    fn field_boundaries_matter() {
+        let mut a = KeyHasher::new();
+        "ab".stable_hash(&mut a);
+        "c".stable_hash(&mut a);
+        let mut b = KeyHasher::new();
+        "a".stable_hash(&mut b);
+        "bc".stable_hash(&mut b);
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn spreads_a_small_vocabulary_evenly() {
+        let n = 8u64;
+        let mut buckets = [0u32; 8];
+        for i in 0..8000 {
+            buckets[(stable_hash_of(format!("w{i}").as_str()) % n) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((850..1150).contains(&b), "uneven buckets: {buckets:?}");
+        }
+    }
+}

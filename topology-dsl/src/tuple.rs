@@ -1,0 +1,145 @@
+//! [`Tuple`]: one record delivered to a bolt, with where it came from and the ack trees it
+//! belongs to.
+
+use std::cell::Cell;
+use std::ops::Deref;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EdgeId, RootId, TaskId};
+
+/// One input of a bolt: a record plus its envelope. It dereferences to the record.
+///
+/// ```
+/// use tempest_dsl::{TaskId, Tuple};
+///
+/// let t = Tuple::new_untracked("hello".to_string(), TaskId(3), 0);
+/// assert_eq!(t.len(), 5);          // Deref to the record
+/// assert_eq!(t.source_task(), TaskId(3));
+/// assert_eq!(t.into_value(), "hello");
+/// ```
+#[derive(Debug)]
+pub struct Tuple<T> {
+    value: T,
+    source_task: TaskId,
+    input: u16,
+    ids: TupleIds,
+    /// XOR of the edge ids of every tuple emitted anchored to this one since it arrived; folded
+    /// into its ack (Storm's `ackVal`). Only manual-ack bolts use it.
+    ack_val: Cell<u64>,
+}
+
+impl<T> Tuple<T> {
+    /// A tuple that belongs to no ack tree (at-most-once, or built in a test).
+    pub fn new_untracked(value: T, source_task: TaskId, input: u16) -> Self {
+        Tuple::with_ids(value, source_task, input, TupleIds::Untracked)
+    }
+
+    /// A tuple with explicit ack-tree ids, as the runtime delivers it.
+    pub fn with_ids(value: T, source_task: TaskId, input: u16, ids: TupleIds) -> Self {
+        Tuple {
+            value,
+            source_task,
+            input,
+            ids,
+            ack_val: Cell::new(0),
+        }
+    }
+
+    /// The record.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The record, consuming the tuple (its ack-tree membership is dropped: under a manual-ack
+    /// bolt, keep the tuple itself if it still has to be acked).
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The task that emitted this tuple.
+    pub fn source_task(&self) -> TaskId {
+        self.source_task
+    }
+
+    /// Which of the bolt's subscriptions delivered it: the position of the grouping call
+    /// (`shuffle`, `fields`, ...) in the bolt's declaration, from 0.
+    pub fn input(&self) -> u16 {
+        self.input
+    }
+
+    /// The ack trees this tuple belongs to.
+    pub fn ids(&self) -> &TupleIds {
+        &self.ids
+    }
+
+    pub(crate) fn xor_ack_val(&self, edge: u64) {
+        self.ack_val.set(self.ack_val.get() ^ edge);
+    }
+
+    pub(crate) fn into_parts(self) -> (T, TupleIds, u64) {
+        let ack_val = self.ack_val.get();
+        (self.value, self.ids, ack_val)
+    }
+}
+
+impl<T> Deref for Tuple<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The ack trees a tuple belongs to: for each root, the edge id of this copy of the tuple.
+///
+/// Most tracked tuples belong to one tree; a tuple anchored to inputs of several trees (a join)
+/// belongs to each of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TupleIds {
+    /// Not tracked.
+    #[default]
+    Untracked,
+    /// In one tree: `(root, edge)`.
+    One((RootId, EdgeId)),
+    /// In several trees (each root at most once).
+    Many(Box<[(RootId, EdgeId)]>),
+}
+
+impl TupleIds {
+    /// Whether the tuple belongs to any tree.
+    pub fn is_tracked(&self) -> bool {
+        !matches!(self, TupleIds::Untracked)
+    }
+
+    /// The (root, edge) pairs.
+    pub fn pairs(&self) -> &[(RootId, EdgeId)] {
+        match self {
+            TupleIds::Untracked => &[],
+            TupleIds::One(pair) => std::slice::from_ref(pair),
+            TupleIds::Many(pairs) => pairs,
+        }
+    }
+
+    /// Builds the ids of a new tuple from (root, edge) contributions, XOR-ing the edges of a root
+    /// that appears more than once (Storm's `newTuple.ids[r] ^= e`).
+    pub fn from_contributions(contributions: &[(RootId, EdgeId)]) -> TupleIds {
+        match contributions {
+            [] => TupleIds::Untracked,
+            [pair] => TupleIds::One(*pair),
+            _ => {
+                let mut merged: Vec<(RootId, EdgeId)> = Vec::with_capacity(contributions.len());
+                for &(root, edge) in contributions {
+                    match merged.iter_mut().find(|(r, _)| *r == root) {
+                        Some((_, e)) => e.0 ^= edge.0,
+                        None => merged.push((root, edge)),
+                    }
+                }
+                if merged.len() == 1 {
+                    TupleIds::One(merged[0])
+                } else {
+                    TupleIds::Many(merged.into_boxed_slice())
+                }
+            }
+        }
+    }
+}

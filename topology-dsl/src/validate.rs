@@ -1,0 +1,317 @@
+//! The one validator behind `build()` and [`TopologyIr::validate`]: every structural check of a
+//! topology, run on its plain-data description, returning every error found.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::{Guarantee, limits};
+use crate::error::{BuildErrors, TopologyError};
+use crate::grouping::Grouping;
+use crate::topology::{ComponentIr, ComponentKind, TopologyIr};
+
+/// The longest component or stream name.
+pub const MAX_NAME_LEN: usize = 128;
+
+impl TopologyIr {
+    /// Runs every check `build()` runs that needs no user code (all but type checks), for a
+    /// topology described by name: a spec file, or an IR received from elsewhere.
+    pub fn validate(&self) -> Result<(), BuildErrors> {
+        let errors = validate(self);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(BuildErrors(errors))
+        }
+    }
+}
+
+fn check_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("names cannot be empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("names are at most 128 bytes")
+    } else if name.starts_with("__") {
+        Some("names starting with `__` are reserved for the runtime")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        Some("names use ASCII letters, digits, `_`, `-` and `.` only")
+    } else {
+        None
+    }
+}
+
+/// Every structural error of `ir`, in a stable order.
+pub(crate) fn validate(ir: &TopologyIr) -> Vec<TopologyError> {
+    let mut errors = Vec::new();
+
+    if let Err(config_errors) = ir.config.validate() {
+        errors.extend(config_errors.into_iter().map(TopologyError::Config));
+    }
+    if let Some(reason) = check_name(&ir.name) {
+        errors.push(TopologyError::InvalidName {
+            name: ir.name.clone(),
+            reason,
+        });
+    }
+
+    // Names and counts.
+    let mut seen = HashSet::new();
+    let mut duplicates = HashSet::new();
+    for c in &ir.components {
+        if let Some(reason) = check_name(&c.name) {
+            errors.push(TopologyError::InvalidName {
+                name: c.name.clone(),
+                reason,
+            });
+        }
+        if !seen.insert(c.name.as_str()) && duplicates.insert(c.name.as_str()) {
+            errors.push(TopologyError::DuplicateName(c.name.clone()));
+        }
+        if c.parallelism == 0 {
+            errors.push(TopologyError::BadCount {
+                component: c.name.clone(),
+            });
+        } else if c.parallelism > limits::MAX_PARALLELISM {
+            errors.push(TopologyError::TooManyTasks {
+                scope: format!("`{}`", c.name),
+                count: u64::from(c.parallelism),
+                max: u64::from(limits::MAX_PARALLELISM),
+            });
+        }
+        let mut streams = HashSet::new();
+        for s in &c.streams {
+            if let Some(reason) = check_name(&s.name) {
+                errors.push(TopologyError::InvalidName {
+                    name: s.name.clone(),
+                    reason,
+                });
+            }
+            if !streams.insert(s.name.as_str()) {
+                errors.push(TopologyError::DuplicateStream {
+                    component: c.name.clone(),
+                    stream: s.name.clone(),
+                });
+            }
+        }
+    }
+    let total = ir.task_count();
+    if total > u64::from(limits::MAX_TASKS) {
+        errors.push(TopologyError::TooManyTasks {
+            scope: "the topology".to_owned(),
+            count: total,
+            max: u64::from(limits::MAX_TASKS),
+        });
+    }
+    if !ir.components.iter().any(|c| c.kind == ComponentKind::Spout) {
+        errors.push(TopologyError::NoSpouts);
+    }
+
+    // Subscriptions.
+    let by_name: HashMap<&str, &ComponentIr> =
+        ir.components.iter().map(|c| (c.name.as_str(), c)).collect();
+    for c in &ir.components {
+        if c.kind == ComponentKind::Bolt && c.inputs.is_empty() {
+            errors.push(TopologyError::NoInputs(c.name.clone()));
+        }
+        let mut subscribed = HashSet::new();
+        for input in &c.inputs {
+            check_input(c, input, &by_name, &mut subscribed, &mut errors);
+        }
+    }
+
+    errors.extend(find_cycles(ir));
+
+    // Guarantees.
+    if ir.guarantee == Guarantee::ExactlyOnce {
+        for c in ir
+            .components
+            .iter()
+            .filter(|c| c.kind == ComponentKind::Spout)
+        {
+            if !c.replayable {
+                errors.push(TopologyError::GuaranteeUnsupported {
+                    component: c.name.clone(),
+                    guarantee: ir.guarantee,
+                    needs: "a replayable spout (Spout::REPLAYABLE)",
+                });
+            }
+        }
+    }
+    errors
+}
+
+fn check_input(
+    c: &ComponentIr,
+    input: &crate::topology::InputIr,
+    by_name: &HashMap<&str, &ComponentIr>,
+    subscribed: &mut HashSet<(String, String)>,
+    errors: &mut Vec<TopologyError>,
+) {
+    if !subscribed.insert((input.component.clone(), input.stream.clone())) {
+        errors.push(TopologyError::DuplicateInput {
+            component: c.name.clone(),
+            upstream: input.component.clone(),
+            stream: input.stream.clone(),
+        });
+    }
+    let Some(upstream) = by_name.get(input.component.as_str()) else {
+        errors.push(TopologyError::UnknownComponent {
+            component: c.name.clone(),
+            upstream: input.component.clone(),
+        });
+        return;
+    };
+    let Some(stream) = upstream.streams.iter().find(|s| s.name == input.stream) else {
+        errors.push(TopologyError::UnknownStream {
+            component: c.name.clone(),
+            upstream: upstream.name.clone(),
+            stream: input.stream.clone(),
+        });
+        return;
+    };
+    match &input.grouping {
+        Grouping::Direct if !stream.direct => errors.push(TopologyError::DirectNotDeclared {
+            component: c.name.clone(),
+            upstream: upstream.name.clone(),
+            stream: stream.name.clone(),
+        }),
+        Grouping::Direct => {}
+        _ if stream.direct => errors.push(TopologyError::DirectRequired {
+            component: c.name.clone(),
+            upstream: upstream.name.clone(),
+            stream: stream.name.clone(),
+        }),
+        Grouping::Fields(fields) if fields.is_empty() => errors.push(TopologyError::EmptyFields {
+            component: c.name.clone(),
+            upstream: upstream.name.clone(),
+        }),
+        Grouping::Fields(fields) => {
+            for field in fields {
+                match stream.record.fields.iter().find(|f| &f.name == field) {
+                    None => errors.push(TopologyError::MissingField {
+                        component: c.name.clone(),
+                        upstream: upstream.name.clone(),
+                        field: field.clone(),
+                        available: stream
+                            .record
+                            .fields
+                            .iter()
+                            .map(|f| f.name.clone())
+                            .collect(),
+                    }),
+                    Some(f) if !f.ty.is_hashable() => {
+                        errors.push(TopologyError::FieldNotHashable {
+                            component: c.name.clone(),
+                            upstream: upstream.name.clone(),
+                            field: field.clone(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Finds the cycles among subscriptions: Kahn's algorithm removes every component not on or
+/// behind a cycle, then a depth-first walk over what is left reports one path per cycle.
+fn find_cycles(ir: &TopologyIr) -> Vec<TopologyError> {
+    let n = ir.components.len();
+    let index: HashMap<&str, usize> = ir
+        .components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    // Edges upstream -> subscriber, deduplicated.
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (i, c) in ir.components.iter().enumerate() {
+        let mut ups: Vec<usize> = c
+            .inputs
+            .iter()
+            .filter_map(|input| index.get(input.component.as_str()).copied())
+            .collect();
+        ups.sort_unstable();
+        ups.dedup();
+        for u in ups {
+            downstream[u].push(i);
+            indegree[i] += 1;
+        }
+    }
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut removed = vec![false; n];
+    while let Some(u) = queue.pop() {
+        removed[u] = true;
+        for &d in &downstream[u] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                queue.push(d);
+            }
+        }
+    }
+
+    let mut errors = Vec::new();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state = vec![0u8; n];
+    for start in 0..n {
+        if removed[start] || state[start] != 0 {
+            continue;
+        }
+        // Iterative DFS keeping the path, so deep graphs cannot overflow the stack.
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(top) = path.last_mut() {
+            let (node, next) = *top;
+            let Some(&d) = downstream[node].get(next) else {
+                state[node] = 2;
+                path.pop();
+                continue;
+            };
+            top.1 += 1;
+            if removed[d] {
+                continue;
+            }
+            match state[d] {
+                0 => {
+                    state[d] = 1;
+                    path.push((d, 0));
+                }
+                1 => {
+                    let from = path.iter().position(|&(p, _)| p == d).unwrap_or(0);
+                    let mut names: Vec<String> = path[from..]
+                        .iter()
+                        .map(|&(p, _)| ir.components[p].name.clone())
+                        .collect();
+                    names.push(ir.components[d].name.clone());
+                    errors.push(TopologyError::Cycle { path: names });
+                }
+                _ => {}
+            }
+        }
+    }
+    errors
+}
+
+/// Things that are valid but probably mistakes.
+pub(crate) fn warnings(ir: &TopologyIr) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if ir.guarantee.is_tracked() {
+        for c in ir
+            .components
+            .iter()
+            .filter(|c| c.kind == ComponentKind::Spout)
+        {
+            if !c.replayable {
+                warnings.push(format!(
+                    "spout `{}` is not replayable: under {} a failed message is reported to it \
+                     but not re-emitted",
+                    c.name, ir.guarantee
+                ));
+            }
+        }
+    }
+    warnings
+}
