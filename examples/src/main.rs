@@ -3,6 +3,9 @@
 //! Exit codes: 0 on success, 1 when a run fails or its check does not hold, 2 for bad input
 //! (unknown flags, invalid values, a topology or config that does not validate).
 
+// Printing is this binary's interface; the libraries log through `tracing` instead.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::mpsc;

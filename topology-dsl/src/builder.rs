@@ -493,6 +493,7 @@ impl TopologyBuilder {
         let mut components = Vec::with_capacity(self.decls.len());
         let mut entries = Vec::with_capacity(self.decls.len());
         let mut type_checks = Vec::new();
+        let mut foreign = Vec::new();
         for decl in self.decls {
             let mut inputs = Vec::with_capacity(decl.inputs.len());
             let mut key_fns = Vec::with_capacity(decl.inputs.len());
@@ -507,6 +508,7 @@ impl TopologyBuilder {
                             errors.push(TopologyError::ForeignHandle {
                                 component: decl.name.clone(),
                             });
+                            foreign.push(decl.name.clone());
                             continue;
                         }
                         (names[component].clone(), stream.to_owned())
@@ -583,7 +585,12 @@ impl TopologyBuilder {
             config: self.config,
             components: components.into_iter().map(|(_, c)| c).collect(),
         };
-        errors.extend(validate::validate(&ir));
+        // A bolt whose only subscriptions were foreign handles was already reported.
+        errors.extend(
+            validate::validate(&ir)
+                .into_iter()
+                .filter(|e| !matches!(e, TopologyError::NoInputs(c) if foreign.contains(c))),
+        );
         if !errors.is_empty() {
             return Err(BuildErrors(errors));
         }

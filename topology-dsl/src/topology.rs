@@ -150,11 +150,13 @@ impl TopologyIr {
                 ComponentKind::Spout => "invhouse",
                 ComponentKind::Bolt => "box",
             };
+            // `\n` is DOT's line break inside a label, so it is added after escaping the name.
             let _ = writeln!(
                 out,
-                "  {} [shape={shape}, label={}];",
+                "  {} [shape={shape}, label=\"{}\\nx{}\"];",
                 quote(&c.name),
-                quote(&format!("{}\\nx{}", c.name, c.parallelism))
+                escape(&c.name),
+                c.parallelism
             );
         }
         for c in &self.components {
@@ -178,8 +180,12 @@ impl TopologyIr {
     }
 }
 
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    format!("\"{}\"", escape(s))
 }
 
 impl fmt::Display for TopologyIr {

@@ -67,7 +67,10 @@ impl BoltActor {
                     input,
                     payload,
                 } => self.execute(from, link, input, payload),
-                Delivery::End { .. } => self.ends_received += 1,
+                Delivery::End { from } => {
+                    self.ends_received += 1;
+                    tracing::trace!(parent: &self.core.span, from = from.0, "end of stream");
+                }
             }
         }
         self.after_work();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use tempest_dsl::TaskId;
-use tempest_dsl::engine::{AckOp, LinkId, Payload, TaskOutput};
+use tempest_dsl::engine::{LinkId, Payload, TaskOutput};
 
 pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{Credit, Deliver, Delivery, Drain, Start, TaskEvent, Wire};
@@ -78,7 +78,6 @@ pub(crate) struct TaskCore {
     pub(crate) latency: LatencyHistogram,
     pub(crate) complete_latency: LatencyHistogram,
     ready: Vec<(LinkId, Payload)>,
-    pub(crate) acks: Vec<AckOp>,
     last_flush: Instant,
     flush_interval: Duration,
     reported: bool,
@@ -102,7 +101,6 @@ impl TaskCore {
             latency: LatencyHistogram::default(),
             complete_latency: LatencyHistogram::default(),
             ready: Vec::new(),
-            acks: Vec::new(),
             last_flush: Instant::now(),
             flush_interval,
             reported: false,

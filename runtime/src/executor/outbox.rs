@@ -137,6 +137,7 @@ impl<S: LinkSender> Outbox<S> {
     }
 
     /// Batches waiting for credit, over all links.
+    #[cfg(test)]
     pub(crate) fn waiting_batches(&self) -> usize {
         self.links
             .iter()

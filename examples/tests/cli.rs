@@ -1,0 +1,123 @@
+//! The `tempest` command: its contract for users and scripts.
+
+use std::process::{Command, Output};
+
+fn tempest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tempest"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the tempest binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn local_wordcount_prints_top_words_totals_and_the_check() {
+    let out = tempest(&["local", "wordcount", "--sentences", "3000", "--top", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("top 3 words:"), "{text}");
+    assert!(
+        text.contains(
+            "totals: 3000 sentences, 30000 words counted, 1000 distinct, 30000 records at the sink"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("check: every word count matches the input"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_wordcount_ends_with_a_result_line() {
+    let out = tempest(&["bench", "wordcount", "--sentences", "5000", "--runs", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("RESULT workload=wordcount guarantee=at-most-once records=5000 "),
+        "{last}"
+    );
+    assert!(last.contains(" words_rate="), "{last}");
+    assert!(last.contains(" peak_rss_kb="), "{last}");
+    assert!(last.ends_with(" ok=true"), "{last}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("RUN ")).count(), 2);
+}
+
+#[test]
+fn show_prints_text_and_dot() {
+    let out = tempest(&["show", "wordcount", "--dot"]);
+    assert!(out.status.success());
+    let dot = stdout(&out);
+    assert!(dot.starts_with("digraph \"word-count\" {"), "{dot}");
+    assert!(
+        dot.contains("\"split\" -> \"count\" [label=\"fields(word)\"];"),
+        "{dot}"
+    );
+    let out = tempest(&["show", "wordcount"]);
+    assert!(stdout(&out).contains("bolt `count` x2 takes Word"));
+}
+
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let out = tempest(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_with_code_2_and_a_clear_message() {
+    assert_usage_error(
+        &["local", "wordcount", "--frobnicate"],
+        "unexpected argument '--frobnicate'",
+    );
+    assert_usage_error(&["local", "nosuch"], "unrecognized subcommand 'nosuch'");
+    assert_usage_error(
+        &["local", "wordcount", "--parallelism", "0"],
+        "parallelism and replicas must be >= 1",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--parallelism", "100000"],
+        "asks for 100000 tasks, more than the limit of 4096",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--parallelism", "-3"],
+        "unexpected argument '-3'",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--parallelism", "99999999999"],
+        "invalid value '99999999999'",
+    );
+    assert_usage_error(
+        &["bench", "wordcount", "--batch-size", "0"],
+        "config `batch_size` = 0: must be between 1 and 65536",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--guarantee", "twice"],
+        "unknown guarantee `twice`",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--workers", "0"],
+        "invalid option `workers`",
+    );
+    assert_usage_error(
+        &["bench", "wordcount", "--runs", "0"],
+        "--runs must be at least 1",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--guarantee", "exactly-once"],
+        "exactly-once is not supported",
+    );
+}

@@ -1,0 +1,405 @@
+//! `build()` reports each kind of mistake, and all of them at once.
+
+mod common;
+
+use common::*;
+use tempest_dsl::*;
+
+fn errors(t: TopologyBuilder) -> Vec<TopologyError> {
+    match t.build() {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+fn with_spout(name: &str) -> (TopologyBuilder, Handle<Line>) {
+    let mut t = TopologyBuilder::new("test");
+    let h = t.add(spout(name, Lines));
+    (t, h)
+}
+
+#[test]
+fn a_valid_topology_builds() {
+    let (mut t, lines) = with_spout("lines");
+    let words = t.add(bolt("split", Split).parallelism(3).shuffle(&lines));
+    t.add(bolt("sink", WordSink).fields(&words, ["word"]));
+    let topology = t.build().expect("valid");
+    assert_eq!(topology.ir().task_count(), 5);
+    assert!(topology.warnings().is_empty());
+}
+
+#[test]
+fn duplicate_name() {
+    let (mut t, _) = with_spout("lines");
+    t.add(spout("lines", Lines));
+    assert_eq!(errors(t), [TopologyError::DuplicateName("lines".into())]);
+}
+
+#[test]
+fn invalid_names() {
+    let (mut t, lines) = with_spout("bad name!");
+    t.add(bolt("__acker", LineEcho).shuffle(&lines));
+    t.add(bolt("", LineEcho).shuffle(&lines).stream("a/b"));
+    let errs = errors(t);
+    let names: Vec<_> = errs
+        .iter()
+        .map(|e| match e {
+            TopologyError::InvalidName { name, .. } => name.as_str(),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert_eq!(names, ["bad name!", "__acker", "", "a/b"]);
+    assert!(errs[1].to_string().contains("reserved"));
+}
+
+#[test]
+fn unknown_component() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).subscribe_by_name("nope", DEFAULT_STREAM, Grouping::Shuffle));
+    assert_eq!(
+        errors(t),
+        [TopologyError::UnknownComponent {
+            component: "echo".into(),
+            upstream: "nope".into()
+        }]
+    );
+}
+
+#[test]
+fn unknown_stream() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines.stream("missing")));
+    assert_eq!(
+        errors(t),
+        [TopologyError::UnknownStream {
+            component: "echo".into(),
+            upstream: "lines".into(),
+            stream: "missing".into()
+        }]
+    );
+}
+
+#[test]
+fn duplicate_stream() {
+    let mut t = TopologyBuilder::new("test");
+    t.add(spout("lines", Lines).stream("x").stream("x"));
+    assert_eq!(
+        errors(t),
+        [TopologyError::DuplicateStream {
+            component: "lines".into(),
+            stream: "x".into()
+        }]
+    );
+}
+
+#[test]
+fn duplicate_input() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines).all(&lines));
+    assert_eq!(
+        errors(t),
+        [TopologyError::DuplicateInput {
+            component: "echo".into(),
+            upstream: "lines".into(),
+            stream: DEFAULT_STREAM.into()
+        }]
+    );
+}
+
+#[test]
+fn cycle_with_its_path() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("a", LineEcho).shuffle(&lines).subscribe_by_name(
+        "c",
+        DEFAULT_STREAM,
+        Grouping::Shuffle,
+    ));
+    t.add(bolt("b", LineEcho).subscribe_by_name("a", DEFAULT_STREAM, Grouping::Shuffle));
+    t.add(bolt("c", LineEcho).subscribe_by_name("b", DEFAULT_STREAM, Grouping::Shuffle));
+    let errs = errors(t);
+    assert_eq!(
+        errs,
+        [TopologyError::Cycle {
+            path: vec!["a".into(), "b".into(), "c".into(), "a".into()]
+        }]
+    );
+    assert_eq!(errs[0].to_string(), "cycle: a -> b -> c -> a");
+}
+
+#[test]
+fn self_loop_is_a_cycle() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("a", LineEcho).subscribe_by_name("a", DEFAULT_STREAM, Grouping::Shuffle));
+    assert_eq!(
+        errors(t),
+        [TopologyError::Cycle {
+            path: vec!["a".into(), "a".into()]
+        }]
+    );
+}
+
+#[test]
+fn missing_field() {
+    let (mut t, lines) = with_spout("lines");
+    let words = t.add(bolt("split", Split).shuffle(&lines));
+    t.add(bolt("sink", WordSink).fields(&words, ["wrod"]));
+    let errs = errors(t);
+    assert_eq!(
+        errs,
+        [TopologyError::MissingField {
+            component: "sink".into(),
+            upstream: "split".into(),
+            field: "wrod".into(),
+            available: vec!["word".into(), "ts".into(), "extra".into()]
+        }]
+    );
+    assert_eq!(
+        errs[0].to_string(),
+        "`sink` groups on field `wrod` that `split` does not emit (has [\"word\", \"ts\", \"extra\"])"
+    );
+}
+
+#[test]
+fn opaque_field_cannot_be_grouped_on() {
+    let (mut t, lines) = with_spout("lines");
+    let words = t.add(bolt("split", Split).shuffle(&lines));
+    t.add(bolt("sink", WordSink).fields(&words, ["extra"]));
+    assert_eq!(
+        errors(t),
+        [TopologyError::FieldNotHashable {
+            component: "sink".into(),
+            upstream: "split".into(),
+            field: "extra".into()
+        }]
+    );
+}
+
+#[test]
+fn empty_fields() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).fields(&lines, Vec::<&str>::new()));
+    assert_eq!(
+        errors(t),
+        [TopologyError::EmptyFields {
+            component: "echo".into(),
+            upstream: "lines".into()
+        }]
+    );
+}
+
+#[test]
+fn direct_grouping_needs_a_direct_stream() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).direct(&lines));
+    assert_eq!(
+        errors(t),
+        [TopologyError::DirectNotDeclared {
+            component: "echo".into(),
+            upstream: "lines".into(),
+            stream: DEFAULT_STREAM.into()
+        }]
+    );
+}
+
+#[test]
+fn direct_stream_needs_direct_grouping() {
+    let mut t = TopologyBuilder::new("test");
+    let lines = t.add(spout("lines", Lines).direct_stream("d"));
+    t.add(bolt("echo", LineEcho).shuffle(&lines.stream("d")));
+    assert_eq!(
+        errors(t),
+        [TopologyError::DirectRequired {
+            component: "echo".into(),
+            upstream: "lines".into(),
+            stream: "d".into()
+        }]
+    );
+}
+
+#[test]
+fn exactly_once_needs_replayable_spouts() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines));
+    let t = t.guarantee(Guarantee::ExactlyOnce);
+    assert_eq!(
+        errors(t),
+        [TopologyError::GuaranteeUnsupported {
+            component: "lines".into(),
+            guarantee: Guarantee::ExactlyOnce,
+            needs: "a replayable spout (Spout::REPLAYABLE)"
+        }]
+    );
+}
+
+#[test]
+fn at_least_once_with_a_plain_spout_warns() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines));
+    let topology = t.guarantee(Guarantee::AtLeastOnce).build().expect("valid");
+    assert_eq!(topology.warnings().len(), 1);
+    assert!(topology.warnings()[0].contains("not replayable"));
+}
+
+#[test]
+fn zero_parallelism() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).parallelism(0).shuffle(&lines));
+    assert_eq!(
+        errors(t),
+        [TopologyError::BadCount {
+            component: "echo".into()
+        }]
+    );
+}
+
+#[test]
+fn too_many_tasks() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).parallelism(5000).shuffle(&lines));
+    assert_eq!(
+        errors(t),
+        [TopologyError::TooManyTasks {
+            scope: "`echo`".into(),
+            count: 5000,
+            max: u64::from(limits::MAX_PARALLELISM)
+        }]
+    );
+
+    let (mut t, lines) = with_spout("lines");
+    for i in 0..17 {
+        t.add(
+            bolt(format!("b{i}"), LineEcho)
+                .parallelism(4096)
+                .shuffle(&lines),
+        );
+    }
+    let errs = errors(t);
+    assert_eq!(
+        errs,
+        [TopologyError::TooManyTasks {
+            scope: "the topology".into(),
+            count: 17 * 4096 + 1,
+            max: u64::from(limits::MAX_TASKS)
+        }]
+    );
+}
+
+#[test]
+fn bolt_without_inputs() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("echo", LineEcho));
+    assert_eq!(errors(t), [TopologyError::NoInputs("echo".into())]);
+}
+
+#[test]
+fn no_spouts() {
+    let mut t = TopologyBuilder::new("test");
+    t.add(bolt("echo", LineEcho).subscribe_by_name("x", DEFAULT_STREAM, Grouping::Shuffle));
+    let errs = errors(t);
+    assert_eq!(errs[0], TopologyError::NoSpouts);
+}
+
+#[test]
+fn type_mismatch_by_name() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("sink", WordSink).subscribe_by_name("lines", DEFAULT_STREAM, Grouping::Shuffle));
+    let errs = errors(t);
+    match &errs[..] {
+        [
+            TopologyError::TypeMismatch {
+                component,
+                upstream,
+                expected,
+                found,
+                ..
+            },
+        ] => {
+            assert_eq!((component.as_str(), upstream.as_str()), ("sink", "lines"));
+            assert!(expected.ends_with("Word"), "{expected}");
+            assert!(found.ends_with("Line"), "{found}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn by_name_with_the_right_type_builds() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).subscribe_by_name("lines", DEFAULT_STREAM, Grouping::Shuffle));
+    assert!(t.build().is_ok());
+}
+
+#[test]
+fn key_by_needs_its_function() {
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).subscribe_by_name("lines", DEFAULT_STREAM, Grouping::KeyBy));
+    assert_eq!(
+        errors(t),
+        [TopologyError::KeyByWithoutFunction {
+            component: "echo".into(),
+            upstream: "lines".into()
+        }]
+    );
+}
+
+#[test]
+fn handles_from_another_builder() {
+    let (_other, foreign) = with_spout("elsewhere");
+    let (mut t, _) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&foreign));
+    assert_eq!(
+        errors(t),
+        [TopologyError::ForeignHandle {
+            component: "echo".into()
+        }]
+    );
+}
+
+#[test]
+fn invalid_config() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines));
+    let t = t.config(TopologyConfig {
+        batch_size: 0,
+        ..TopologyConfig::default()
+    });
+    let errs = errors(t);
+    assert_eq!(errs.len(), 1);
+    assert!(matches!(&errs[0], TopologyError::Config(c) if c.field == "batch_size"));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let mut t = TopologyBuilder::new("test");
+    let lines = t.add(spout("lines", Lines).parallelism(0));
+    t.add(spout("lines", Lines));
+    let words = t.add(bolt("split", Split).shuffle(&lines));
+    t.add(bolt("sink", WordSink).fields(&words, ["nope"]));
+    t.add(bolt("orphan", LineEcho));
+    t.add(bolt("x", LineEcho).subscribe_by_name("y", DEFAULT_STREAM, Grouping::Shuffle));
+    let t = t.config(TopologyConfig {
+        queue_batches: 0,
+        ..TopologyConfig::default()
+    });
+    let errs = t.build().expect_err("invalid");
+    let rendered = errs.to_string();
+    assert_eq!(
+        rendered.lines().collect::<Vec<_>>(),
+        [
+            "config `queue_batches` = 0: must be between 1 and 1024",
+            "`lines`: parallelism and replicas must be >= 1 (replicas odd)",
+            "component `lines` is declared more than once",
+            "`sink` groups on field `nope` that `split` does not emit (has [\"word\", \"ts\", \"extra\"])",
+            "bolt `orphan` has no inputs",
+            "`x` subscribes to unknown component `y`",
+        ]
+    );
+}
+
+#[test]
+fn replayable_spouts_satisfy_exactly_once_checks() {
+    let mut t = TopologyBuilder::new("test");
+    let lines = t.add(spout("lines", Replayable));
+    t.add(bolt("echo", LineEcho).shuffle(&lines));
+    assert!(errors(t.guarantee(Guarantee::ExactlyOnce)).is_empty());
+}
