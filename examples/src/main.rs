@@ -221,15 +221,24 @@ fn options(common: &Common, sentences: Option<u64>) -> (WordCountOptions, LocalO
     (wc, local)
 }
 
-/// Waits for the run, drawing a progress bar on a terminal and draining on the first Ctrl-C
-/// (a second one exits at once).
-fn watch(running: RunningTopology, total: Option<u64>) -> Result<RunReport, RuntimeError> {
-    let (ctrl_c_tx, ctrl_c) = mpsc::channel();
-    let mut presses = 0u32;
+/// Catches Ctrl-C from now on; each press arrives on the returned channel.
+fn catch_ctrl_c() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel();
     // Fails only if a handler is already set, in which case Ctrl-C keeps its default meaning.
     let _ = ctrlc::set_handler(move || {
-        let _ = ctrl_c_tx.send(());
+        let _ = tx.send(());
     });
+    rx
+}
+
+/// Waits for the run, drawing a progress bar on a terminal and draining on the first Ctrl-C
+/// (a second one exits at once).
+fn watch(
+    running: RunningTopology,
+    total: Option<u64>,
+    ctrl_c: &mpsc::Receiver<()>,
+) -> Result<RunReport, RuntimeError> {
+    let mut presses = 0u32;
     let bar = if std::io::stderr().is_terminal() {
         let bar = match total {
             Some(n) => ProgressBar::new(n),
@@ -280,8 +289,10 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
         eprintln!("warning: {w}");
     }
     let cluster = LocalCluster::new(local)?;
+    // Before the run starts, so that an early Ctrl-C drains instead of killing the process.
+    let ctrl_c = catch_ctrl_c();
     let running = cluster.start(wc.topology)?;
-    let report = watch(running, sentences)?;
+    let report = watch(running, sentences, &ctrl_c)?;
 
     let parts: Vec<_> = wc.totals.try_iter().collect();
     let sink_total: u64 = wc.sink_counts.try_iter().sum();

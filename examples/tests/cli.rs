@@ -121,3 +121,67 @@ fn bad_input_exits_with_code_2_and_a_clear_message() {
         "exactly-once is not supported",
     );
 }
+
+#[test]
+fn ctrl_c_drains_an_endless_run() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tempest"))
+        .args(["local", "wordcount", "--endless", "--top", "2"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tempest binary starts");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("piped stderr");
+
+    // The coordinator logs "starting" once the spouts run; then interrupt, as a terminal would.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("starting") {
+                let _ = started_tx.send(());
+            }
+        }
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run started within 60 s");
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not drain within 60 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped stdout"), &mut out)
+        .expect("stdout is text");
+    assert!(exit.success(), "exit {exit:?}: {out}");
+    assert!(out.contains("drained in"), "{out}");
+    // Everything emitted before the drain was counted and reached the sink.
+    let totals = out
+        .lines()
+        .find(|l| l.starts_with("totals: "))
+        .expect("a totals line");
+    let numbers: Vec<u64> = totals
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let (sentences, words, sink) = (numbers[0], numbers[1], numbers[3]);
+    assert_eq!(words, sentences * 10, "{totals}");
+    assert_eq!(sink, words, "{totals}");
+}
