@@ -114,6 +114,12 @@ struct BenchWordcount {
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, default_value_t = 1)]
     runs: u32,
+    /// Share of sentences (0 to 1) the split bolt fails at random, to show replay under load.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Seed of the injected failures.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -213,6 +219,7 @@ fn options(common: &Common, sentences: Option<u64>) -> (WordCountOptions, LocalO
         parallelism: common.parallelism,
         guarantee: common.guarantee,
         config,
+        ..WordCountOptions::default()
     };
     let mut local = LocalOptions::default();
     if let Some(w) = common.workers {
@@ -335,45 +342,94 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What one benchmark run measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct RunFigures {
+    seconds: f64,
+    rate: f64,
+    ok: bool,
+    complete_p50_ms: f64,
+    complete_p99_ms: f64,
+    acked: f64,
+    replays: f64,
+    timed_out: f64,
+    duplicates: f64,
+}
+
 fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
     if args.runs == 0 {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(Failure::Usage(format!(
+            "--fail-rate must be between 0 and 1, got {}",
+            args.fail_rate
+        )));
+    }
     let n = args.sentences;
     let expected = wordcount::expected_counts(n);
-    let (wc_options, local) = options(&args.common, Some(n));
+    let expected_words: u64 = expected.iter().sum();
+    let (mut wc_options, local) = options(&args.common, Some(n));
+    wc_options.fail_rate = args.fail_rate;
+    wc_options.seed = args.seed;
+    let tracked = args.common.guarantee.is_tracked();
     let cluster = LocalCluster::new(local.clone())?;
-    let mut rates = Vec::new();
-    let mut seconds = Vec::new();
-    let mut all_ok = true;
+    let mut runs = Vec::new();
     for run in 1..=args.runs {
         let wc = wordcount::topology(&wc_options)?;
         let started = Instant::now();
         let report = cluster.run(wc.topology)?;
-        let elapsed = started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
         let sink_total: u64 = wc.sink_counts.try_iter().sum();
         let counts = wordcount::merge_totals(wc.totals.try_iter());
-        let ok =
-            counts.as_ref() == Some(&expected) && sink_total == n * wordcount::WORDS_PER_SENTENCE;
-        all_ok &= ok;
-        let rate = n as f64 / elapsed;
-        rates.push(rate);
-        seconds.push(elapsed);
+        let spout = report.component("sentences");
+        let acked = spout.map_or(0, |c| c.metrics.acked);
+        let ok = match &counts {
+            None => false,
+            // Every spout message acked once, every word counted at least once.
+            Some(counts) if tracked => {
+                acked == n
+                    && counts.iter().zip(&expected).all(|(c, e)| c >= e)
+                    && sink_total >= expected_words
+            }
+            Some(counts) => *counts == expected && sink_total == expected_words,
+        };
+        let counted: u64 = counts.as_ref().map_or(0, |c| c.iter().sum());
+        let ms = |q: f64| spout.map_or(0.0, |c| c.complete_latency.quantile(q).as_secs_f64() * 1e3);
+        let figures = RunFigures {
+            seconds,
+            rate: n as f64 / seconds,
+            ok,
+            complete_p50_ms: ms(0.5),
+            complete_p99_ms: ms(0.99),
+            acked: acked as f64,
+            replays: spout.map_or(0, |c| c.metrics.tree_failed) as f64,
+            timed_out: spout.map_or(0, |c| c.metrics.timed_out) as f64,
+            duplicates: counted.saturating_sub(expected_words) as f64,
+        };
         eprintln!("{report}");
         if args.runs > 1 {
-            println!(
-                "{}",
-                line(&args, &local, n, elapsed, rate).render(&format!("RUN {run}"), ok)
-            );
+            let line = line(&args, &local, n, &figures);
+            println!("{}", line.render(&format!("RUN {run}"), ok));
         }
+        runs.push(figures);
     }
-    let rate = median(&rates).unwrap_or(0.0);
-    let elapsed = median(&seconds).unwrap_or(0.0);
-    println!(
-        "{}",
-        line(&args, &local, n, elapsed, rate).render("RESULT", all_ok)
-    );
-    if all_ok {
+    let med =
+        |f: fn(&RunFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
+    let summary = RunFigures {
+        seconds: med(|r| r.seconds),
+        rate: med(|r| r.rate),
+        ok: runs.iter().all(|r| r.ok),
+        complete_p50_ms: med(|r| r.complete_p50_ms),
+        complete_p99_ms: med(|r| r.complete_p99_ms),
+        acked: med(|r| r.acked),
+        replays: med(|r| r.replays),
+        timed_out: med(|r| r.timed_out),
+        duplicates: med(|r| r.duplicates),
+    };
+    let result = line(&args, &local, n, &summary);
+    println!("{}", result.render("RESULT", summary.ok));
+    if summary.ok {
         Ok(())
     } else {
         Err(Failure::Run(anyhow::anyhow!(
@@ -382,28 +438,28 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
     }
 }
 
-fn line(
-    args: &BenchWordcount,
-    local: &LocalOptions,
-    n: u64,
-    seconds: f64,
-    rate: f64,
-) -> ResultLine {
-    ResultLine::new()
+fn line(args: &BenchWordcount, local: &LocalOptions, n: u64, run: &RunFigures) -> ResultLine {
+    let words_rate = run.rate * wordcount::WORDS_PER_SENTENCE as f64;
+    let mut line = ResultLine::new()
         .field("workload", "wordcount")
         .field("guarantee", args.common.guarantee)
         .field("records", n)
-        .field("seconds", format!("{seconds:.3}"))
-        .field("rate", format!("{rate:.0}/s"))
-        .field(
-            "words_rate",
-            format!("{:.0}/s", rate * wordcount::WORDS_PER_SENTENCE as f64),
-        )
-        .field("parallelism", args.common.parallelism)
+        .field("seconds", format!("{:.3}", run.seconds))
+        .field("rate", format!("{:.0}/s", run.rate))
+        .field("words_rate", format!("{words_rate:.0}/s"));
+    if args.common.guarantee.is_tracked() {
+        line = line
+            .field("complete_p50_ms", format!("{:.2}", run.complete_p50_ms))
+            .field("complete_p99_ms", format!("{:.2}", run.complete_p99_ms))
+            .field("acked", run.acked)
+            .field("replays", run.replays)
+            .field("timed_out", run.timed_out)
+            .field("duplicates", run.duplicates)
+            .field("fail_rate", args.fail_rate);
+    }
+    let rss = peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string());
+    line.field("parallelism", args.common.parallelism)
         .field("workers", local.workers)
         .field("runs", args.runs)
-        .field(
-            "peak_rss_kb",
-            peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string()),
-        )
+        .field("peak_rss_kb", rss)
 }

@@ -9,6 +9,8 @@
 use std::sync::mpsc;
 
 use compact_str::CompactString;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tempest_dsl::{
@@ -129,19 +131,51 @@ impl Spout for SentenceSpout {
     }
 }
 
-/// Splits a sentence into words.
-#[derive(Clone, Debug, Default)]
-pub struct SplitBolt;
+/// Splits a sentence into words. With a failure rate, it fails that share of its sentences at
+/// random (after emitting their words, as a bolt whose last step failed would): under
+/// at-least-once the sentence is replayed and its words are counted again.
+#[derive(Clone, Debug)]
+pub struct SplitBolt {
+    fail_rate: f64,
+    seed: u64,
+    rng: SmallRng,
+}
+
+impl Default for SplitBolt {
+    fn default() -> Self {
+        SplitBolt::failing(0.0, 0)
+    }
+}
+
+impl SplitBolt {
+    /// A split bolt that fails `fail_rate` (0.0 to 1.0) of its sentences, drawing from a
+    /// generator seeded with `seed` and the task index.
+    pub fn failing(fail_rate: f64, seed: u64) -> Self {
+        SplitBolt {
+            fail_rate,
+            seed,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+}
 
 impl Bolt for SplitBolt {
     type In = Sentence;
     type Out = Word;
+
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.rng = SmallRng::seed_from_u64(self.seed ^ u64::from(ctx.task_index()));
+        Ok(())
+    }
 
     fn execute(&mut self, t: Tuple<Sentence>, out: &mut Emitter<Word>) -> Result<(), TaskError> {
         for word in t.text.split(' ') {
             out.emit(Word {
                 word: CompactString::new(word),
             });
+        }
+        if self.fail_rate > 0.0 && self.rng.random_bool(self.fail_rate) {
+            return Err(TaskError::new("injected failure"));
         }
         Ok(())
     }
@@ -242,6 +276,10 @@ pub struct WordCountOptions {
     pub guarantee: Guarantee,
     /// The topology configuration.
     pub config: TopologyConfig,
+    /// The share of sentences the split bolt fails (0.0 to 1.0).
+    pub fail_rate: f64,
+    /// The seed of the split bolt's failures.
+    pub seed: u64,
 }
 
 impl Default for WordCountOptions {
@@ -251,6 +289,8 @@ impl Default for WordCountOptions {
             parallelism: 2,
             guarantee: Guarantee::AtMostOnce,
             config: TopologyConfig::default(),
+            fail_rate: 0.0,
+            seed: 42,
         }
     }
 }
@@ -273,8 +313,9 @@ pub fn topology(options: &WordCountOptions) -> Result<WordCountJob, BuildErrors>
 
     let mut t = TopologyBuilder::new("word-count");
     let sentences = t.add(spout("sentences", SentenceSpout::new(options.sentences)).parallelism(p));
+    let split = SplitBolt::failing(options.fail_rate, options.seed);
     let words = t.add(
-        bolt("split", SplitBolt)
+        bolt("split", split)
             .parallelism(p)
             .local_or_shuffle(&sentences),
     );

@@ -83,7 +83,7 @@ fn golden_text(parallelism: u32) -> anyhow::Result<Vec<(String, u64)>> {
     let mut t = TopologyBuilder::new("golden");
     let text = t.add(spout("text", Text(lines, 0)));
     let words = t.add(
-        bolt("split", SplitBolt)
+        bolt("split", SplitBolt::default())
             .parallelism(parallelism)
             .shuffle(&text),
     );

@@ -49,6 +49,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ack;
 mod error;
 pub mod executor;
 mod local;

@@ -20,7 +20,8 @@ use tokio::sync::oneshot;
 use crate::error::RuntimeError;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
-    BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor, Start, TaskCore, TaskEvent, Wire,
+    AckBatch, AckerActor, AckerWire, BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor,
+    Start, TaskCore, TaskEvent, Verdicts, Wire,
 };
 use crate::metrics::{ComponentReport, LatencyHistogram, MetricsSnapshot, RunReport, TaskMetrics};
 use crate::plan::PhysicalPlan;
@@ -128,11 +129,7 @@ impl LocalCluster {
 
 fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
     match ir.guarantee {
-        Guarantee::AtMostOnce => Ok(()),
-        Guarantee::AtLeastOnce => Err(RuntimeError::Unsupported {
-            guarantee: ir.guarantee,
-            why: "ack trees are not implemented yet",
-        }),
+        Guarantee::AtMostOnce | Guarantee::AtLeastOnce => Ok(()),
         Guarantee::ExactlyOnce => Err(RuntimeError::Unsupported {
             guarantee: ir.guarantee,
             why: "replicated deduplicating state is not implemented yet",
@@ -256,6 +253,21 @@ fn start_tasks(
     let mut rng = rand::rng();
     let mut addrs = Vec::with_capacity(plan.tasks.len());
     let mut spouts = Vec::new();
+    let mut verdicts: Vec<(tempest_dsl::TaskId, Recipient<Verdicts>)> = Vec::new();
+    let tracking = ir
+        .guarantee
+        .is_tracked()
+        .then_some((config.message_timeout, config.max_spout_pending));
+    let mut ackers: Vec<(Recipient<AckBatch>, Recipient<AckerWire>)> = Vec::new();
+    for &(id, worker) in &plan.ackers {
+        let span = tracing::info_span!("task", component = "__acker", task = id.0);
+        let timeout = config.message_timeout;
+        let addr = AckerActor::start_in_arbiter(&workers[worker].handle(), move |_| {
+            AckerActor::new(timeout, span)
+        });
+        ackers.push((addr.clone().recipient(), addr.recipient()));
+    }
+    let acker_batches: Vec<Recipient<AckBatch>> = ackers.iter().map(|(a, _)| a.clone()).collect();
     for task in &plan.tasks {
         let component = &ir.components[task.component];
         let setup = plan.task_setup(task.id, rng.random());
@@ -280,12 +292,13 @@ fn start_tasks(
             Task::Spout(spout) => {
                 let batch_size = config.batch_size;
                 let addr = SpoutActor::start_in_arbiter(&arbiter, move |_| {
-                    SpoutActor::new(core, spout, batch_size, credit)
+                    SpoutActor::new(core, spout, batch_size, credit, tracking)
                 });
                 spouts.push((
                     addr.clone().recipient::<Start>(),
                     addr.clone().recipient::<Drain>(),
                 ));
+                verdicts.push((task.id, addr.clone().recipient()));
                 addrs.push(TaskAddrs {
                     deliver: None,
                     credit: addr.clone().recipient(),
@@ -325,9 +338,16 @@ fn start_tasks(
             .into_iter()
             .map(|up| (up, addrs[up.0 as usize].credit.clone()))
             .collect();
-        addrs[task.id.0 as usize]
-            .wire
-            .do_send(Wire { links, upstream });
+        addrs[task.id.0 as usize].wire.do_send(Wire {
+            links,
+            upstream,
+            ackers: acker_batches.clone(),
+        });
+    }
+    for (_, wire) in &ackers {
+        wire.do_send(AckerWire {
+            spouts: verdicts.clone(),
+        });
     }
     coordinator.do_send(Begin { spouts });
     Ok(())

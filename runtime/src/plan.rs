@@ -49,6 +49,9 @@ pub struct PhysicalPlan {
     pub workers: usize,
     /// For each component, the id of its task 0 (its tasks are consecutive).
     pub first_task: Vec<TaskId>,
+    /// The acker tasks (tracked guarantees only), with the worker of each. Their ids follow
+    /// the component tasks'.
+    pub ackers: Vec<(TaskId, usize)>,
 }
 
 impl PhysicalPlan {
@@ -125,10 +128,20 @@ impl PhysicalPlan {
                 }
             }
         }
+        // One acker per worker unless configured; none when nothing is tracked.
+        let acker_count = if ir.guarantee.is_tracked() {
+            ir.config.ackers.map_or(workers, |a| a as usize)
+        } else {
+            0
+        };
+        let ackers = (0..acker_count)
+            .map(|a| (TaskId((tasks.len() + a) as u32), a % workers))
+            .collect();
         PhysicalPlan {
             tasks,
             workers,
             first_task,
+            ackers,
         }
     }
 
@@ -293,6 +306,17 @@ mod tests {
             plan.upstream_of(TaskId(5)),
             [TaskId(0), TaskId(1), TaskId(2), TaskId(3), TaskId(4)]
         );
+    }
+
+    #[test]
+    fn ackers_only_when_tracked() {
+        let mut topology = ir();
+        assert!(PhysicalPlan::new(&topology, 2).ackers.is_empty());
+        topology.guarantee = Guarantee::AtLeastOnce;
+        let plan = PhysicalPlan::new(&topology, 2);
+        assert_eq!(plan.ackers, [(TaskId(7), 0), (TaskId(8), 1)]);
+        topology.config.ackers = Some(3);
+        assert_eq!(PhysicalPlan::new(&topology, 2).ackers.len(), 3);
     }
 
     #[test]

@@ -170,10 +170,7 @@ impl<T: Record> Emitter<T> {
         let (_, ids, ack_val) = input.into_parts();
         if let Some(track) = self.track.as_deref_mut() {
             for &(root, edge) in ids.pairs() {
-                track.acks.push(AckOp::Ack {
-                    root,
-                    xor: edge.0 ^ ack_val,
-                });
+                push_folded(&mut track.acks, root, edge.0 ^ ack_val);
             }
         }
     }
@@ -312,14 +309,11 @@ impl<T: Record> Emitter<T> {
         if let Some(track) = self.track.as_deref_mut() {
             let ids = std::mem::take(&mut track.current);
             for &(root, edge) in ids.pairs() {
-                track.acks.push(if ok {
-                    AckOp::Ack {
-                        root,
-                        xor: edge.0 ^ track.current_xor,
-                    }
+                if ok {
+                    push_folded(&mut track.acks, root, edge.0 ^ track.current_xor);
                 } else {
-                    AckOp::Fail { root }
-                });
+                    track.acks.push(AckOp::Fail { root });
+                }
             }
             track.current_xor = 0;
         }
@@ -392,6 +386,24 @@ impl<T: Record> Emitter<T> {
     }
 }
 
+/// Records an ack, XOR-ing it into the previous one when that is an ack of the same tree. The
+/// inputs of one tree tend to arrive together (a sentence's words travel in one batch), so this
+/// folds most acks for the price of a comparison; the runtime folds the rest per batch.
+#[inline]
+fn push_folded(acks: &mut Vec<AckOp>, root: RootId, xor: u64) {
+    if let Some(AckOp::Ack {
+        root: last,
+        xor: folded,
+    }) = acks.last_mut()
+    {
+        if *last == root {
+            *folded ^= xor;
+            return;
+        }
+    }
+    acks.push(AckOp::Ack { root, xor });
+}
+
 /// Draws the ids of one delivered copy of a new tuple.
 #[inline]
 fn new_ids<A>(track: Option<&mut Tracking>, anchor: &Anchor<'_, A>) -> TupleIds {
@@ -401,11 +413,17 @@ fn new_ids<A>(track: Option<&mut Tracking>, anchor: &Anchor<'_, A>) -> TupleIds 
     match anchor {
         Anchor::None => TupleIds::Untracked,
         Anchor::Current => {
-            if !track.current.is_tracked() {
-                return TupleIds::Untracked;
-            }
+            let root = match &track.current {
+                TupleIds::Untracked => return TupleIds::Untracked,
+                TupleIds::One((root, _)) => Some(*root),
+                TupleIds::Many(_) => None,
+            };
             let edge = track.edge();
             track.current_xor ^= edge;
+            if let Some(root) = root {
+                // The common case: the input belongs to one tree.
+                return TupleIds::One((root, EdgeId(edge)));
+            }
             let mut scratch = std::mem::take(&mut track.scratch);
             scratch.clear();
             scratch.extend(
@@ -420,10 +438,15 @@ fn new_ids<A>(track: Option<&mut Tracking>, anchor: &Anchor<'_, A>) -> TupleIds 
             ids
         }
         Anchor::Tuples(anchors) => {
-            let edge = track.edge();
+            // A fresh edge per anchor (Storm's rule): two anchors of the same tree must not
+            // cancel out, each is XOR-ed into the new tuple's id for that tree.
             let mut scratch = std::mem::take(&mut track.scratch);
             scratch.clear();
             for a in anchors.iter() {
+                if !a.ids().is_tracked() {
+                    continue;
+                }
+                let edge = track.edge();
                 a.xor_ack_val(edge);
                 scratch.extend(a.ids().pairs().iter().map(|&(r, _)| (r, EdgeId(edge))));
             }

@@ -83,6 +83,21 @@ impl<T> Tuple<T> {
     }
 }
 
+/// A clone has the same ack-tree identity as the original: a manual-ack bolt must ack (or fail)
+/// exactly one of the two, or the tree never completes and times out. (Bolts must be `Clone`
+/// to be copied into each task; a bolt that holds tuples clones them with its state.)
+impl<T: Clone> Clone for Tuple<T> {
+    fn clone(&self) -> Self {
+        Tuple {
+            value: self.value.clone(),
+            source_task: self.source_task,
+            input: self.input,
+            ids: self.ids.clone(),
+            ack_val: Cell::new(self.ack_val.get()),
+        }
+    }
+}
+
 impl<T> Deref for Tuple<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -99,6 +99,7 @@ impl BoltActor {
             }
         }
         self.core.ship(self.task.as_mut());
+        self.core.forward_acks(self.task.as_mut());
     }
 
     fn log_user_error(&mut self, error: &str, count: u64) {
@@ -141,6 +142,7 @@ impl BoltActor {
             Ok(Ok(())) => {}
         }
         self.core.flush(self.task.as_mut());
+        self.core.forward_acks(self.task.as_mut());
         self.core.outbox.close();
         self.core.report_if_finished();
     }
@@ -159,6 +161,7 @@ impl BoltActor {
             Ok(Ok(())) => {}
         }
         self.core.flush(self.task.as_mut());
+        self.core.forward_acks(self.task.as_mut());
     }
 }
 
@@ -172,6 +175,7 @@ impl Handler<Wire> for BoltActor {
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
         self.core.outbox = Outbox::new(wire.links, self.credit);
         self.upstream = wire.upstream.into_iter().collect();
+        self.core.set_ackers(wire.ackers);
         let task = &mut self.task;
         match guarded(|| task.prepare()) {
             Err(panic) => return self.core.fail(format!("prepare panicked: {panic}")),

@@ -1,8 +1,10 @@
 //! The messages executors exchange with each other and with the coordinator.
 
 use actix::{Message, Recipient};
-use tempest_dsl::TaskId;
 use tempest_dsl::engine::{LinkId, Payload};
+use tempest_dsl::{RootId, TaskId};
+
+use crate::ack::{AckMsg, TreeOutcome};
 
 use crate::executor::LocalLink;
 use crate::metrics::LatencyHistogram;
@@ -42,6 +44,25 @@ pub(crate) struct Wire {
     pub(crate) links: Vec<LocalLink>,
     /// Where to return credits, per upstream task.
     pub(crate) upstream: Vec<(TaskId, Recipient<Credit>)>,
+    /// The ackers, by index (empty when the topology is untracked).
+    pub(crate) ackers: Vec<Recipient<AckBatch>>,
+}
+
+/// Ack-tree operations for one acker, folded per root by the sending task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AckBatch(pub(crate) Vec<AckMsg>);
+
+/// An acker's verdicts on trees of one spout task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Verdicts(pub(crate) Vec<(RootId, TreeOutcome)>);
+
+/// The spout tasks an acker reports to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AckerWire {
+    pub(crate) spouts: Vec<(TaskId, Recipient<Verdicts>)>,
 }
 
 /// Starts a spout.

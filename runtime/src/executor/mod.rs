@@ -9,6 +9,7 @@
 //!   ... then Deliver(End) on every link once a task has nothing more to send.
 //! ```
 
+mod acker;
 mod bolt;
 mod messages;
 pub(crate) mod outbox;
@@ -20,12 +21,16 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use tempest_dsl::TaskId;
-use tempest_dsl::engine::{LinkId, Payload, TaskOutput};
+use tempest_dsl::engine::{AckOp, LinkId, Payload, TaskOutput};
 
+pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
-pub(crate) use messages::{Credit, Deliver, Delivery, Drain, Start, TaskEvent, Wire};
+pub(crate) use messages::{
+    AckBatch, AckerWire, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
+};
 pub(crate) use spout::SpoutActor;
 
+use crate::ack::AckFolder;
 use crate::metrics::{LatencyHistogram, TaskMetrics};
 use outbox::{LinkSender, Outbox};
 
@@ -78,6 +83,10 @@ pub(crate) struct TaskCore {
     pub(crate) latency: LatencyHistogram,
     pub(crate) complete_latency: LatencyHistogram,
     ready: Vec<(LinkId, Payload)>,
+    /// Ack-tree operations taken from the task, not yet sent.
+    pub(crate) acks: Vec<AckOp>,
+    folder: AckFolder,
+    ackers: Vec<Recipient<AckBatch>>,
     last_flush: Instant,
     flush_interval: Duration,
     reported: bool,
@@ -101,6 +110,9 @@ impl TaskCore {
             latency: LatencyHistogram::default(),
             complete_latency: LatencyHistogram::default(),
             ready: Vec::new(),
+            acks: Vec::new(),
+            folder: AckFolder::new(1),
+            ackers: Vec::new(),
             last_flush: Instant::now(),
             flush_interval,
             reported: false,
@@ -116,6 +128,42 @@ impl TaskCore {
         self.metrics
             .emitted
             .store(task.emitted(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets where ack-tree operations go (from the task's `Wire`).
+    pub(crate) fn set_ackers(&mut self, ackers: Vec<Recipient<AckBatch>>) {
+        self.folder = AckFolder::new(ackers.len() as u32);
+        self.ackers = ackers;
+    }
+
+    /// Moves the task's ack-tree operations into `self.acks`.
+    pub(crate) fn collect_acks(&mut self, task: &mut dyn TaskOutput) {
+        task.take_acks(&mut self.acks);
+    }
+
+    /// Folds the operations in `self.acks` per root and sends one message per acker.
+    pub(crate) fn send_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        if self.ackers.is_empty() {
+            // Untracked topologies record no operations; anything here is a bug upstream.
+            tracing::error!(parent: &self.span, ops = self.acks.len(), "ack operations without ackers dropped");
+            self.acks.clear();
+            return;
+        }
+        for op in self.acks.drain(..) {
+            self.folder.add(self.id, op);
+        }
+        let ackers = &self.ackers;
+        self.folder
+            .drain(|a, list| ackers[a as usize].do_send(AckBatch(list)));
+    }
+
+    /// Sends the task's ack-tree operations (bolts; spouts inspect theirs first).
+    pub(crate) fn forward_acks(&mut self, task: &mut dyn TaskOutput) {
+        self.collect_acks(task);
+        self.send_acks();
     }
 
     /// Sends partly filled batches too.

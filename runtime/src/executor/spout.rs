@@ -1,13 +1,15 @@
 //! [`SpoutActor`]: runs one spout task.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
-use tempest_dsl::SpoutStatus;
-use tempest_dsl::engine::SpoutTask;
+use tempest_dsl::engine::{AckOp, SpoutTask};
+use tempest_dsl::{MsgId, SpoutStatus};
 
+use crate::ack::{PendingTrees, Settled};
 use crate::executor::outbox::Outbox;
-use crate::executor::{Credit, Drain, Start, TaskCore, Wire, guarded};
+use crate::executor::{Credit, Drain, Start, TaskCore, Verdicts, Wire, guarded};
 use crate::metrics::TaskMetrics;
 
 /// How long an idle (or erroring) spout waits before it is asked again.
@@ -19,20 +21,36 @@ enum State {
     Waiting,
     /// Calling `next`.
     Running,
-    /// Done or drained: no more `next`; ending once the output is delivered.
+    /// The source said `Done`, or a drain was asked for: no `next` calls while the trees in
+    /// flight settle (a failure brings a finished, undrained spout back to `Running`, so it can
+    /// replay).
+    Settling,
+    /// The links are closed; the task ends once they have delivered everything.
     Ending,
 }
 
+/// Tracking state of a spout under a tracked guarantee.
+struct Tracking {
+    pending: PendingTrees,
+    max_pending: Option<usize>,
+    expired: Vec<MsgId>,
+}
+
 /// Runs one spout task: calls `next` in rounds of about one batch, yielding to the other actors
-/// of its worker thread between rounds, and stops calling it while its output is blocked.
+/// of its worker thread between rounds. It stops calling `next` while its output is blocked or
+/// `max_spout_pending` trees are in flight, and ends once its source is done and every tree it
+/// started has been acked.
 pub(crate) struct SpoutActor {
     core: TaskCore,
     task: Box<dyn SpoutTask>,
     batch_size: usize,
     credit: u32,
     state: State,
+    draining: bool,
+    opened: bool,
     /// A poll is scheduled; at most one is.
     polling: bool,
+    tracking: Option<Tracking>,
     errors_logged: u64,
 }
 
@@ -42,6 +60,7 @@ impl SpoutActor {
         task: Box<dyn SpoutTask>,
         batch_size: usize,
         credit: u32,
+        tracking: Option<(Duration, Option<usize>)>,
     ) -> Self {
         SpoutActor {
             core,
@@ -49,7 +68,14 @@ impl SpoutActor {
             batch_size,
             credit,
             state: State::Waiting,
+            draining: false,
+            opened: false,
             polling: false,
+            tracking: tracking.map(|(timeout, max_pending)| Tracking {
+                pending: PendingTrees::new(timeout, Instant::now()),
+                max_pending,
+                expired: Vec::new(),
+            }),
             errors_logged: 0,
         }
     }
@@ -75,17 +101,32 @@ impl SpoutActor {
         ctx.run_later(after, |act, ctx| act.poll(ctx));
     }
 
+    /// How many records the next round may emit: a batch, or fewer when `max_spout_pending`
+    /// leaves less room. Zero means wait for verdicts.
+    fn budget(&self) -> usize {
+        match &self.tracking {
+            Some(Tracking {
+                pending,
+                max_pending: Some(max),
+                ..
+            }) => self.batch_size.min(max.saturating_sub(pending.len())),
+            _ => self.batch_size,
+        }
+    }
+
     /// One round of `next` calls.
     fn poll(&mut self, ctx: &mut Context<Self>) {
         self.polling = false;
         if self.state != State::Running || self.core.has_reported() {
             return;
         }
-        if self.core.outbox.is_blocked() {
-            // A returning credit polls again.
+        let budget = self.budget();
+        if self.core.outbox.is_blocked() || budget == 0 {
+            // Waiting: send what is held back (the trees in flight may be in a partial batch),
+            // and let a returning credit or verdict poll again.
+            self.core.flush(self.task.as_mut());
             return;
         }
-        let budget = self.batch_size;
         let task = &mut self.task;
         let result = guarded(|| task.next_batch(budget));
         let status = match result {
@@ -104,6 +145,7 @@ impl SpoutActor {
             }
         };
         self.core.ship(self.task.as_mut());
+        self.track_new_trees();
         match status {
             SpoutStatus::Active => {
                 self.core.maybe_flush(self.task.as_mut(), false);
@@ -113,7 +155,88 @@ impl SpoutActor {
                 self.core.flush(self.task.as_mut());
                 self.poll_later(ctx, IDLE_BACKOFF);
             }
-            SpoutStatus::Done => self.end(),
+            SpoutStatus::Done => {
+                self.core.flush(self.task.as_mut());
+                self.state = State::Settling;
+                self.end_if_settled();
+            }
+        }
+    }
+
+    /// Records the trees the last round started and sends their inits to the ackers.
+    fn track_new_trees(&mut self) {
+        self.core.collect_acks(self.task.as_mut());
+        if let Some(tracking) = &mut self.tracking {
+            let now = Instant::now();
+            for op in &self.core.acks {
+                if let AckOp::Init { root, msg, .. } = *op {
+                    tracking.pending.insert(root, msg, now);
+                }
+            }
+            self.publish_pending();
+        }
+        self.core.send_acks();
+    }
+
+    fn publish_pending(&self) {
+        if let Some(tracking) = &self.tracking {
+            let n = tracking.pending.len() as u64;
+            self.core.metrics.pending.store(n as i64, Ordering::Relaxed);
+            self.core
+                .metrics
+                .pending_max
+                .fetch_max(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A tree failed or timed out: tell the spout, and let a finished spout replay.
+    fn on_failed(&mut self, msg: MsgId, ctx: &mut Context<Self>) {
+        TaskMetrics::add(&self.core.metrics.tree_failed, 1);
+        let task = &mut self.task;
+        if let Err(panic) = guarded(|| task.fail(msg)) {
+            return self.core.fail(format!("fail panicked: {panic}"));
+        }
+        if self.state == State::Settling && !self.draining {
+            self.state = State::Running;
+        }
+        if self.state == State::Running {
+            self.yield_then_poll(ctx);
+        }
+    }
+
+    fn on_acked(&mut self, msg: MsgId, latency: Duration) {
+        TaskMetrics::add(&self.core.metrics.acked, 1);
+        self.core.complete_latency.record_n(latency, 1);
+        let task = &mut self.task;
+        if let Err(panic) = guarded(|| task.ack(msg)) {
+            self.core.fail(format!("ack panicked: {panic}"));
+        }
+    }
+
+    /// Times out the trees past their deadline.
+    fn expire(&mut self, ctx: &mut Context<Self>) {
+        let Some(tracking) = &mut self.tracking else {
+            return;
+        };
+        tracking.pending.tick(Instant::now(), &mut tracking.expired);
+        let expired = std::mem::take(&mut tracking.expired);
+        TaskMetrics::add(&self.core.metrics.timed_out, expired.len() as u64);
+        for &msg in &expired {
+            self.on_failed(msg, ctx);
+        }
+        if let Some(tracking) = &mut self.tracking {
+            tracking.expired = expired;
+            tracking.expired.clear();
+        }
+        self.publish_pending();
+        self.end_if_settled();
+    }
+
+    /// Ends the task once the source is done (or drained) and no tree is in flight.
+    fn end_if_settled(&mut self) {
+        let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
+        if self.state == State::Settling && settled {
+            self.end();
         }
     }
 
@@ -125,9 +248,11 @@ impl SpoutActor {
         self.state = State::Ending;
         self.core.flush(self.task.as_mut());
         self.core.outbox.close();
-        let task = &mut self.task;
-        if let Err(panic) = guarded(|| task.close()) {
-            return self.core.fail(format!("close panicked: {panic}"));
+        if self.opened {
+            let task = &mut self.task;
+            if let Err(panic) = guarded(|| task.close()) {
+                return self.core.fail(format!("close panicked: {panic}"));
+            }
         }
         self.core.report_if_finished();
     }
@@ -135,6 +260,16 @@ impl SpoutActor {
 
 impl Actor for SpoutActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(tracking) = &self.tracking {
+            let every = tracking
+                .pending
+                .tick_interval()
+                .max(Duration::from_millis(1));
+            ctx.run_interval(every, |act, ctx| act.expire(ctx));
+        }
+    }
 }
 
 impl Handler<Wire> for SpoutActor {
@@ -142,6 +277,7 @@ impl Handler<Wire> for SpoutActor {
 
     fn handle(&mut self, wire: Wire, _: &mut Context<Self>) {
         self.core.outbox = Outbox::new(wire.links, self.credit);
+        self.core.set_ackers(wire.ackers);
     }
 }
 
@@ -158,6 +294,7 @@ impl Handler<Start> for SpoutActor {
             Ok(Err(err)) => return self.core.fail(format!("open failed: {err}")),
             Ok(Ok(())) => {}
         }
+        self.opened = true;
         self.state = State::Running;
         self.yield_then_poll(ctx);
     }
@@ -178,13 +315,40 @@ impl Handler<Credit> for SpoutActor {
     }
 }
 
+impl Handler<Verdicts> for SpoutActor {
+    type Result = ();
+
+    fn handle(&mut self, Verdicts(verdicts): Verdicts, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for (root, outcome) in verdicts {
+            let Some(tracking) = &mut self.tracking else {
+                return;
+            };
+            match tracking.pending.settle(root, outcome, now) {
+                Some(Settled::Acked { msg, latency }) => self.on_acked(msg, latency),
+                Some(Settled::Failed { msg }) => self.on_failed(msg, ctx),
+                None => {}
+            }
+        }
+        self.publish_pending();
+        if self.state == State::Running {
+            self.yield_then_poll(ctx);
+        }
+        self.end_if_settled();
+    }
+}
+
 impl Handler<Drain> for SpoutActor {
     type Result = ();
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.draining = true;
         match self.state {
-            State::Running | State::Waiting => self.end(),
-            State::Ending => {}
+            State::Running | State::Waiting => {
+                self.state = State::Settling;
+                self.end_if_settled();
+            }
+            State::Settling | State::Ending => {}
         }
     }
 }

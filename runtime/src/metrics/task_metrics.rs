@@ -23,6 +23,8 @@ pub struct TaskMetrics {
     pub timed_out: AtomicU64,
     /// Spout trees in flight.
     pub pending: AtomicI64,
+    /// The most spout trees in flight at once.
+    pub pending_max: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -66,6 +68,7 @@ impl TaskMetrics {
             tree_failed: self.tree_failed.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed).max(0) as u64,
+            pending_max: self.pending_max.load(Ordering::Relaxed),
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct MetricsSnapshot {
     pub timed_out: u64,
     /// Spout trees in flight.
     pub pending: u64,
+    /// The most trees in flight at once (the largest of the tasks when summed).
+    pub pending_max: u64,
 }
 
 impl MetricsSnapshot {
@@ -105,6 +110,7 @@ impl MetricsSnapshot {
         self.tree_failed += other.tree_failed;
         self.timed_out += other.timed_out;
         self.pending += other.pending;
+        self.pending_max = self.pending_max.max(other.pending_max);
     }
 }
 

@@ -78,7 +78,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             }
         } else {
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                self.out.begin_input(ids.clone());
+                self.out.begin_input(ids);
                 let tuple = Tuple::with_ids(value, source, input, TupleIds::Untracked);
                 let result = self.bolt.execute(tuple, &mut self.out);
                 let ok = note(&mut outcome, result);

@@ -1,0 +1,189 @@
+//! [`AckLedger`]: the acker's table of trees, `root -> XOR of edge ids`.
+
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use tempest_dsl::{RootId, TaskId};
+
+/// What happened to a tree, for the spout task that owns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeOutcome {
+    /// Every edge was acked.
+    Acked,
+    /// Some tuple of the tree failed.
+    Failed,
+    /// A bolt asked to restart the tree's timeout.
+    Reset,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    xor: u64,
+    /// The spout task, once its init has arrived.
+    spout: Option<TaskId>,
+    failed: bool,
+    /// The sweep generation of the last update.
+    touched: u64,
+}
+
+/// The acker's table: for each root, the XOR of the edge ids heard of, and which spout task
+/// started it. A pure core: callers pass operations in and act on the outcomes.
+///
+/// Invariant: an entry's value is zero exactly when every edge it has heard of was acked; a
+/// tree is decided only once its init has arrived (an ack may overtake its init, and XOR does
+/// not care about order).
+#[derive(Debug, Default)]
+pub struct AckLedger {
+    entries: FxHashMap<RootId, Entry>,
+    generation: u64,
+}
+
+/// How many sweeps an untouched entry survives. The spout times a tree out after one message
+/// timeout, so an entry untouched for this many is dead; sweeping every timeout keeps it
+/// between two and three timeouts, like Storm's three-bucket rotating map.
+const SWEEPS_TO_LIVE: u64 = 2;
+
+impl AckLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        AckLedger::default()
+    }
+
+    /// The number of trees being tracked.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no tree is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn entry(&mut self, root: RootId) -> &mut Entry {
+        let generation = self.generation;
+        let entry = self.entries.entry(root).or_insert(Entry {
+            xor: 0,
+            spout: None,
+            failed: false,
+            touched: generation,
+        });
+        entry.touched = generation;
+        entry
+    }
+
+    /// Decides a tree if it can be decided, removing it.
+    fn settle(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
+        let entry = self.entries.get(&root)?;
+        let spout = entry.spout?;
+        let outcome = if entry.xor == 0 {
+            TreeOutcome::Acked
+        } else if entry.failed {
+            TreeOutcome::Failed
+        } else {
+            return None;
+        };
+        self.entries.remove(&root);
+        Some((spout, outcome))
+    }
+
+    /// Spout task `spout` started tree `root` with first edges `xor`.
+    pub fn init(&mut self, root: RootId, xor: u64, spout: TaskId) -> Option<(TaskId, TreeOutcome)> {
+        let entry = self.entry(root);
+        entry.xor ^= xor;
+        entry.spout = Some(spout);
+        self.settle(root)
+    }
+
+    /// A tuple of `root` was acked: its edge XOR the edges of its children.
+    pub fn ack(&mut self, root: RootId, xor: u64) -> Option<(TaskId, TreeOutcome)> {
+        self.entry(root).xor ^= xor;
+        self.settle(root)
+    }
+
+    /// A tuple of `root` failed.
+    pub fn fail(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
+        self.entry(root).failed = true;
+        self.settle(root)
+    }
+
+    /// A bolt asked to restart the timeout of `root`: returns the spout to tell, if known.
+    pub fn reset(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
+        self.entry(root).spout.map(|s| (s, TreeOutcome::Reset))
+    }
+
+    /// Forgets entries untouched since the previous `SWEEPS_TO_LIVE` sweeps; call once per
+    /// message timeout. Returns how many were dropped (their spouts have timed them out).
+    pub fn sweep(&mut self) -> usize {
+        self.generation += 1;
+        let before = self.entries.len();
+        let horizon = self.generation.saturating_sub(SWEEPS_TO_LIVE);
+        self.entries.retain(|_, e| e.touched >= horizon);
+        before - self.entries.len()
+    }
+
+    /// How often to call [`AckLedger::sweep`] for a given message timeout.
+    pub fn sweep_interval(message_timeout: Duration) -> Duration {
+        message_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPOUT: TaskId = TaskId(7);
+
+    #[test]
+    fn a_chain_completes_on_its_last_ack() {
+        let mut l = AckLedger::new();
+        let r = RootId(1);
+        let (e1, e2, e3) = (0x11, 0x2200, 0x330000);
+        assert_eq!(l.init(r, e1, SPOUT), None);
+        assert_eq!(l.ack(r, e1 ^ e2), None); // spout tuple acked, one child
+        assert_eq!(l.ack(r, e2 ^ e3), None);
+        assert_eq!(l.ack(r, e3), Some((SPOUT, TreeOutcome::Acked)));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn acks_may_overtake_the_init() {
+        let mut l = AckLedger::new();
+        let r = RootId(2);
+        let (e1, e2) = (0x5, 0x600);
+        // The bolts' acks arrive before the spout's init: undecided until the init comes.
+        assert_eq!(l.ack(r, e1 ^ e2), None);
+        assert_eq!(l.ack(r, e2), None);
+        assert_eq!(l.init(r, e1, SPOUT), Some((SPOUT, TreeOutcome::Acked)));
+    }
+
+    #[test]
+    fn a_fail_fails_the_tree_once_its_spout_is_known() {
+        let mut l = AckLedger::new();
+        let r = RootId(3);
+        assert_eq!(l.fail(r), None);
+        assert_eq!(l.init(r, 9, SPOUT), Some((SPOUT, TreeOutcome::Failed)));
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn reset_reaches_the_spout() {
+        let mut l = AckLedger::new();
+        let r = RootId(4);
+        assert_eq!(l.reset(r), None);
+        l.init(r, 1, SPOUT);
+        assert_eq!(l.reset(r), Some((SPOUT, TreeOutcome::Reset)));
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn sweeps_forget_untouched_entries_after_two_rounds() {
+        let mut l = AckLedger::new();
+        l.init(RootId(1), 1, SPOUT);
+        assert_eq!(l.sweep(), 0);
+        l.ack(RootId(2), 1); // touched in generation 1
+        assert_eq!(l.sweep(), 0);
+        assert_eq!(l.sweep(), 1, "root 1, untouched since generation 0");
+        assert_eq!(l.sweep(), 1, "root 2");
+        assert!(l.is_empty());
+    }
+}
