@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tempest_dsl::{BuildErrors, Guarantee, TopologyConfig};
 use tempest_examples::bench::{ResultLine, median, peak_rss_kb};
+use tempest_examples::window_count;
+use tempest_examples::windows::{ReplayError, WindowArgs, replay, window_from_args};
 use tempest_examples::wordcount::{self, WordCountOptions};
 use tempest_runtime::{LocalCluster, LocalOptions, RunReport, RunningTopology, RuntimeError};
 
@@ -40,6 +42,15 @@ enum Command {
     Bench {
         #[command(subcommand)]
         workload: BenchWorkload,
+    },
+    /// Replay JSON lines (events, watermarks, processing-time advances, marks) through a
+    /// window specification, writing one JSON line per firing and per late element.
+    Windows {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Read from this file instead of stdin.
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
     },
     /// Print a topology's plan, as text or as a Graphviz DOT graph.
     Show {
@@ -70,6 +81,20 @@ enum LocalTopology {
 enum BenchWorkload {
     /// W1: word count (sentences -> split -> count -> sink).
     Wordcount(BenchWordcount),
+    /// W2: event-time tumbling one-second windows counting events per key.
+    Window(BenchWindow),
+}
+
+#[derive(Args, Debug)]
+struct BenchWindow {
+    /// Events to emit (1000 per simulated second, 1000 keys).
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    /// Runs; the RESULT line gives medians, and each run prints a RUN line.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +214,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             workload: BenchWorkload::Wordcount(args),
         } => bench_wordcount(args),
+        Command::Bench {
+            workload: BenchWorkload::Window(args),
+        } => bench_window(args),
+        Command::Windows { window, input } => windows(&window, input.as_deref()),
         Command::Show {
             topology: TopologyName::Wordcount,
             dot,
@@ -205,6 +234,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+fn windows(args: &WindowArgs, input: Option<&std::path::Path>) -> Result<(), Failure> {
+    let window = window_from_args(args)
+        .map_err(|errors| Failure::Usage(format!("invalid window: {}", errors.join("; "))))?;
+    let stdout = std::io::stdout();
+    let out = std::io::BufWriter::new(stdout.lock());
+    let result = match input {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+            replay(&window, std::io::BufReader::new(file), out)
+        }
+        None => replay(&window, std::io::stdin().lock(), out),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(err @ ReplayError::Malformed { .. }) => Err(Failure::Usage(err.to_string())),
+        Err(err) => Err(Failure::Run(err.into())),
     }
 }
 
@@ -340,6 +389,78 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn bench_window(args: BenchWindow) -> Result<(), Failure> {
+    if args.runs == 0 {
+        return Err(Failure::Usage("--runs must be at least 1".into()));
+    }
+    let n = args.events;
+    let expected = window_count::expected_windows(n);
+    let (wc_options, local) = options(&args.common, None);
+    let cluster = LocalCluster::new(local.clone())?;
+    let mut rates = Vec::new();
+    let mut all_ok = true;
+    let mut last = (0u64, 0u64, 0u64);
+    for run in 1..=args.runs {
+        let job = window_count::topology(
+            n,
+            args.common.parallelism,
+            args.common.guarantee,
+            wc_options.config.clone(),
+        )?;
+        let started = Instant::now();
+        let report = cluster.run(job.topology)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let totals = job
+            .totals
+            .try_iter()
+            .fold((0u64, 0u64), |(r, c), t| (r + t.results, c + t.counted));
+        let late = report.component("count").map_or(0, |c| c.metrics.late);
+        let ok = totals.0 == expected && totals.1 == n && late == 0;
+        all_ok &= ok;
+        let rate = n as f64 / seconds;
+        rates.push(rate);
+        last = (totals.0, late, totals.1);
+        eprintln!("{report}");
+        let line = ResultLine::new()
+            .field("workload", "window")
+            .field("guarantee", args.common.guarantee)
+            .field("records", n)
+            .field("seconds", format!("{seconds:.3}"))
+            .field("rate", format!("{rate:.0}/s"))
+            .field("results", totals.0)
+            .field("expected_results", expected)
+            .field("counted", totals.1)
+            .field("late", late);
+        if args.runs > 1 {
+            println!("{}", line.render(&format!("RUN {run}"), ok));
+        }
+    }
+    let rate = median(&rates).unwrap_or(0.0);
+    let rss = peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string());
+    let line = ResultLine::new()
+        .field("workload", "window")
+        .field("guarantee", args.common.guarantee)
+        .field("records", n)
+        .field("seconds", format!("{:.3}", n as f64 / rate.max(1.0)))
+        .field("rate", format!("{rate:.0}/s"))
+        .field("results", last.0)
+        .field("expected_results", expected)
+        .field("counted", last.2)
+        .field("late", last.1)
+        .field("parallelism", args.common.parallelism)
+        .field("workers", local.workers)
+        .field("runs", args.runs)
+        .field("peak_rss_kb", rss);
+    println!("{}", line.render("RESULT", all_ok));
+    if all_ok {
+        Ok(())
+    } else {
+        Err(Failure::Run(anyhow::anyhow!(
+            "the benchmark's check failed"
+        )))
+    }
 }
 
 /// What one benchmark run measured.

@@ -334,9 +334,9 @@ fn start_tasks(
             });
         }
         let upstream = plan
-            .upstream_of(task.id)
+            .upstream_links_of(task.id)
             .into_iter()
-            .map(|up| (up, addrs[up.0 as usize].credit.clone()))
+            .map(|(up, links)| (up, links, addrs[up.0 as usize].credit.clone()))
             .collect();
         addrs[task.id.0 as usize].wire.do_send(Wire {
             links,

@@ -153,6 +153,7 @@ impl PhysicalPlan {
             task_index: task.index,
             outputs: task.outputs.clone(),
             id_seed,
+            upstream: self.upstream_of(id),
         }
     }
 
@@ -163,14 +164,21 @@ impl PhysicalPlan {
 
     /// The tasks with a link to `target`, each once.
     pub fn upstream_of(&self, target: TaskId) -> Vec<TaskId> {
-        let mut ups: Vec<TaskId> = self
-            .tasks
+        self.upstream_links_of(target)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// The tasks with links to `target`, with how many each has (one per subscription).
+    pub fn upstream_links_of(&self, target: TaskId) -> Vec<(TaskId, u32)> {
+        self.tasks
             .iter()
-            .filter(|t| t.links.iter().any(|l| l.target == target))
-            .map(|t| t.id)
-            .collect();
-        ups.dedup();
-        ups
+            .filter_map(|t| {
+                let n = t.links.iter().filter(|l| l.target == target).count() as u32;
+                (n > 0).then_some((t.id, n))
+            })
+            .collect()
     }
 }
 
@@ -217,6 +225,7 @@ mod tests {
             tick_every: None,
             replayable: false,
             manual_ack: false,
+            window: None,
         }
     }
 

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use crate::component::{Bolt, Spout};
 use crate::config::{Guarantee, TopologyConfig};
-use crate::engine::code::{BoltCode, ComponentCode, Proto, SpoutCode};
+use crate::engine::code::{AggregateCode, BoltCode, ComponentCode, Proto, SpoutCode, WindowCode};
 use crate::engine::input::{Convert, InputAdapter};
 use crate::engine::route::{AnyKeyFn, KeyFn};
 use crate::error::{BuildErrors, TopologyError};
@@ -61,9 +61,10 @@ use crate::grouping::Grouping;
 use crate::record::{FieldKind, Record, stable_hash_of};
 use crate::topology::{
     ComponentEntry, ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr,
-    StreamIr, Topology, TopologyIr,
+    StreamIr, Topology, TopologyIr, WindowIr,
 };
 use crate::validate;
+use crate::window::{LATE_STREAM, Size, Window, WindowAggregate, WindowKind, WindowedBolt};
 
 static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -96,6 +97,15 @@ impl<T> std::fmt::Debug for Handle<T> {
 }
 
 impl<T> Handle<T> {
+    fn new(builder: u64, component: usize, stream: &'static str) -> Self {
+        Handle {
+            builder,
+            component,
+            stream,
+            _record: PhantomData,
+        }
+    }
+
     /// The same component's stream called `name`, declared with `.stream(name)` or
     /// `.direct_stream(name)` (checked by `build()`).
     pub fn stream(&self, name: &'static str) -> Handle<T> {
@@ -148,12 +158,49 @@ pub(crate) mod private {
         pub(crate) tick_every: Option<Duration>,
         pub(crate) replayable: bool,
         pub(crate) manual_ack: bool,
+        pub(crate) window: Option<WindowIr>,
+        pub(crate) late_record: Option<RecordIr>,
         pub(crate) code: Arc<dyn ComponentCode>,
+    }
+
+    impl Decl {
+        /// A bolt of input `In` and output `Out`, with a window or not.
+        pub(crate) fn bolt<In: Record, Out: Record>(
+            common: Common,
+            inputs: Vec<InputDecl>,
+            window: Option<WindowIr>,
+            code: Arc<dyn ComponentCode>,
+        ) -> Decl {
+            let late_record = window
+                .as_ref()
+                .filter(|w| w.spec.late_stream)
+                .map(|_| record_ir::<In>());
+            let tick_every = window.as_ref().and_then(|w| window_tick(&w.spec));
+            Decl {
+                name: common.name,
+                kind: ComponentKind::Bolt,
+                parallelism: common.parallelism,
+                input_type: Some(record_ir::<In>()),
+                out_record: record_ir::<Out>(),
+                out_type: TypeId::of::<Out>(),
+                streams: common.streams,
+                inputs,
+                tick_every,
+                replayable: false,
+                manual_ack: false,
+                window,
+                late_record,
+                code,
+            }
+        }
     }
 
     /// Implemented by the spec types only.
     pub trait Sealed {
+        /// What `TopologyBuilder::add` returns.
+        type Handle;
         fn into_decl(self) -> Decl;
+        fn handle(builder: u64, component: usize) -> Self::Handle;
     }
 }
 
@@ -163,6 +210,30 @@ use private::{Decl, InputDecl, Source};
 pub trait ComponentSpec: private::Sealed {
     /// The record type of the component's streams.
     type Out: Record;
+}
+
+/// How often a windowed bolt is ticked: often enough for processing-time windows to fire
+/// close to their time and for idle inputs to be noticed; count windows need no tick.
+fn window_tick(window: &Window) -> Option<Duration> {
+    let span = match window.kind {
+        _ if window.is_count() => return None,
+        WindowKind::Tumbling {
+            size: Size::TimeMs(s),
+        } => s,
+        WindowKind::Sliding {
+            slide: Size::TimeMs(s),
+            ..
+        } => s,
+        WindowKind::Session { gap_ms } => gap_ms,
+        _ => return None,
+    };
+    let span = if window.is_event_time() {
+        window.idle_timeout_ms.unwrap_or(400)
+    } else {
+        span
+    };
+    let ms = (span / 10).clamp(1, 100);
+    Some(Duration::from_millis(ms.unsigned_abs()))
 }
 
 fn record_ir<T: Record>() -> RecordIr {
@@ -179,7 +250,7 @@ fn record_ir<T: Record>() -> RecordIr {
 }
 
 /// Settings every component has.
-struct Common {
+pub(crate) struct Common {
     name: String,
     parallelism: u32,
     streams: Vec<(String, bool)>,
@@ -230,6 +301,12 @@ impl<S: Spout> SpoutSpec<S> {
 }
 
 impl<S: Spout> private::Sealed for SpoutSpec<S> {
+    type Handle = Handle<S::Out>;
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Handle::new(builder, component, DEFAULT_STREAM)
+    }
+
     fn into_decl(self) -> Decl {
         Decl {
             name: self.common.name,
@@ -243,6 +320,8 @@ impl<S: Spout> private::Sealed for SpoutSpec<S> {
             tick_every: None,
             replayable: S::REPLAYABLE,
             manual_ack: false,
+            window: None,
+            late_record: None,
             code: Arc::new(SpoutCode {
                 proto: Proto::new(self.spout),
             }),
@@ -254,59 +333,24 @@ impl<S: Spout> ComponentSpec for SpoutSpec<S> {
     type Out = S::Out;
 }
 
-/// A bolt declaration; made by [`bolt`]. Its grouping methods subscribe it to upstream streams.
-pub struct BoltSpec<B: Bolt> {
-    common: Common,
-    bolt: B,
+/// The subscriptions of a bolt being declared, with the adapters that turn each upstream's
+/// records into the bolt's input type.
+struct Subscriptions<In> {
     inputs: Vec<InputDecl>,
-    adapters: Vec<Arc<dyn InputAdapter<B::In>>>,
-    tick_every: Option<Duration>,
+    adapters: Vec<Arc<dyn InputAdapter<In>>>,
 }
 
-/// Declares a bolt called `name`. Each of its tasks runs a clone of `bolt`.
-pub fn bolt<B: Bolt>(name: impl Into<String>, bolt: B) -> BoltSpec<B> {
-    BoltSpec {
-        common: Common::new(name.into()),
-        bolt,
-        inputs: Vec::new(),
-        adapters: Vec::new(),
-        tick_every: None,
-    }
-}
-
-impl<B: Bolt> BoltSpec<B> {
-    /// The number of tasks (default 1).
-    pub fn parallelism(mut self, tasks: u32) -> Self {
-        self.common.parallelism = tasks;
-        self
+impl<In: Record> Subscriptions<In> {
+    fn new() -> Self {
+        Subscriptions {
+            inputs: Vec::new(),
+            adapters: Vec::new(),
+        }
     }
 
-    /// Declares a named output stream (of the same record type).
-    pub fn stream(mut self, name: impl Into<String>) -> Self {
-        self.common.streams.push((name.into(), false));
-        self
-    }
-
-    /// Declares a named direct stream: its emitter picks the receiving task.
-    pub fn direct_stream(mut self, name: impl Into<String>) -> Self {
-        self.common.streams.push((name.into(), true));
-        self
-    }
-
-    /// Calls [`Bolt::tick`] on every task at this interval.
-    pub fn tick_every(mut self, interval: Duration) -> Self {
-        self.tick_every = Some(interval);
-        self
-    }
-
-    fn subscribe<X: Record>(
-        mut self,
-        from: &Handle<X>,
-        grouping: Grouping,
-        key_fn: Option<AnyKeyFn>,
-    ) -> Self
+    fn typed<X: Record>(&mut self, from: &Handle<X>, grouping: Grouping, key_fn: Option<AnyKeyFn>)
     where
-        B::In: From<X>,
+        In: From<X>,
     {
         self.inputs.push(InputDecl {
             source: Source::Handle {
@@ -318,127 +362,319 @@ impl<B: Bolt> BoltSpec<B> {
             key_fn,
             expects: None,
         });
-        self.adapters.push(Arc::new(Convert::<X, B::In>::new()));
-        self
+        self.adapters.push(Arc::new(Convert::<X, In>::new()));
     }
 
-    /// Subscribes with a shuffle grouping: round-robin over this bolt's tasks.
-    pub fn shuffle<X: Record>(self, from: &Handle<X>) -> Self
-    where
-        B::In: From<X>,
-    {
-        self.subscribe(from, Grouping::Shuffle, None)
-    }
-
-    /// Subscribes with a local-or-shuffle grouping: round-robin over the tasks in the sender's
-    /// process (preferring its own thread), or over all tasks if none is local.
-    pub fn local_or_shuffle<X: Record>(self, from: &Handle<X>) -> Self
-    where
-        B::In: From<X>,
-    {
-        self.subscribe(from, Grouping::LocalOrShuffle, None)
-    }
-
-    /// Subscribes with a fields grouping: records with equal values of `fields` reach the same
-    /// task. `build()` checks that the upstream record has the fields.
-    pub fn fields<X: Record, F: AsRef<str>>(
-        self,
-        from: &Handle<X>,
-        fields: impl IntoIterator<Item = F>,
-    ) -> Self
-    where
-        B::In: From<X>,
-    {
-        let fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
-        self.subscribe(from, Grouping::Fields(fields), None)
-    }
-
-    /// Subscribes with a key-by grouping: records with equal keys (by the seedless hash of what
-    /// `key` returns) reach the same task. Checked at compile time.
-    pub fn key_by<X: Record, K: FieldKind>(
-        self,
-        from: &Handle<X>,
-        key: impl Fn(&X) -> K + Send + Sync + 'static,
-    ) -> Self
-    where
-        B::In: From<X>,
-    {
-        let f: KeyFn<X> = KeyFn(Arc::new(move |x: &X| stable_hash_of(&key(x))));
-        self.subscribe(from, Grouping::KeyBy, Some(Arc::new(f)))
-    }
-
-    /// Subscribes with an all grouping: every record to every task.
-    pub fn all<X: Record>(self, from: &Handle<X>) -> Self
-    where
-        B::In: From<X>,
-    {
-        self.subscribe(from, Grouping::All, None)
-    }
-
-    /// Subscribes with a global grouping: every record to the task with the lowest id.
-    pub fn global<X: Record>(self, from: &Handle<X>) -> Self
-    where
-        B::In: From<X>,
-    {
-        self.subscribe(from, Grouping::Global, None)
-    }
-
-    /// Subscribes with a direct grouping to a direct stream: the emitter picks the task.
-    pub fn direct<X: Record>(self, from: &Handle<X>) -> Self
-    where
-        B::In: From<X>,
-    {
-        self.subscribe(from, Grouping::Direct, None)
-    }
-
-    /// Subscribes by name, for topologies assembled from names (a spec file, a registry). The
-    /// stream's record type must be exactly this bolt's input type; `build()` checks it, the
-    /// component's existence, and the absence of cycles. `Grouping::KeyBy` needs a closure and
-    /// is refused here: use [`BoltSpec::key_by`].
-    pub fn subscribe_by_name(
-        mut self,
-        component: impl Into<String>,
-        stream: impl Into<String>,
-        grouping: Grouping,
-    ) -> Self {
+    fn by_name(&mut self, component: String, stream: String, grouping: Grouping) {
         self.inputs.push(InputDecl {
-            source: Source::Name {
-                component: component.into(),
-                stream: stream.into(),
-            },
+            source: Source::Name { component, stream },
             grouping,
             key_fn: None,
-            expects: Some((TypeId::of::<B::In>(), std::any::type_name::<B::In>())),
+            expects: Some((TypeId::of::<In>(), std::any::type_name::<In>())),
         });
-        self.adapters.push(Arc::new(Convert::<B::In, B::In>::new()));
+        self.adapters.push(Arc::new(Convert::<In, In>::new()));
+    }
+
+    fn adapters(&mut self) -> Arc<[Arc<dyn InputAdapter<In>>]> {
+        std::mem::take(&mut self.adapters).into()
+    }
+}
+
+/// The methods every bolt declaration shares: parallelism, streams and the groupings.
+macro_rules! bolt_spec_methods {
+    ($in:ty) => {
+        /// The number of tasks (default 1).
+        pub fn parallelism(mut self, tasks: u32) -> Self {
+            self.common.parallelism = tasks;
+            self
+        }
+
+        /// Declares a named output stream (of the same record type).
+        pub fn stream(mut self, name: impl Into<String>) -> Self {
+            self.common.streams.push((name.into(), false));
+            self
+        }
+
+        /// Declares a named direct stream: its emitter picks the receiving task.
+        pub fn direct_stream(mut self, name: impl Into<String>) -> Self {
+            self.common.streams.push((name.into(), true));
+            self
+        }
+
+        /// Subscribes with a shuffle grouping: round-robin over this bolt's tasks.
+        pub fn shuffle<X: Record>(mut self, from: &Handle<X>) -> Self
+        where
+            $in: From<X>,
+        {
+            self.subs.typed(from, Grouping::Shuffle, None);
+            self
+        }
+
+        /// Subscribes with a local-or-shuffle grouping: round-robin over the tasks in the
+        /// sender's process (preferring its own thread), or over all tasks if none is local.
+        pub fn local_or_shuffle<X: Record>(mut self, from: &Handle<X>) -> Self
+        where
+            $in: From<X>,
+        {
+            self.subs.typed(from, Grouping::LocalOrShuffle, None);
+            self
+        }
+
+        /// Subscribes with a fields grouping: records with equal values of `fields` reach the
+        /// same task. `build()` checks that the upstream record has the fields.
+        pub fn fields<X: Record, F: AsRef<str>>(
+            mut self,
+            from: &Handle<X>,
+            fields: impl IntoIterator<Item = F>,
+        ) -> Self
+        where
+            $in: From<X>,
+        {
+            let fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
+            self.subs.typed(from, Grouping::Fields(fields), None);
+            self
+        }
+
+        /// Subscribes with a key-by grouping: records with equal keys (by the seedless hash of
+        /// what `key` returns) reach the same task. Checked at compile time.
+        pub fn key_by<X: Record, K: FieldKind>(
+            mut self,
+            from: &Handle<X>,
+            key: impl Fn(&X) -> K + Send + Sync + 'static,
+        ) -> Self
+        where
+            $in: From<X>,
+        {
+            let f: KeyFn<X> = KeyFn(Arc::new(move |x: &X| stable_hash_of(&key(x))));
+            self.subs.typed(from, Grouping::KeyBy, Some(Arc::new(f)));
+            self
+        }
+
+        /// Subscribes with an all grouping: every record to every task.
+        pub fn all<X: Record>(mut self, from: &Handle<X>) -> Self
+        where
+            $in: From<X>,
+        {
+            self.subs.typed(from, Grouping::All, None);
+            self
+        }
+
+        /// Subscribes with a global grouping: every record to the task with the lowest id.
+        pub fn global<X: Record>(mut self, from: &Handle<X>) -> Self
+        where
+            $in: From<X>,
+        {
+            self.subs.typed(from, Grouping::Global, None);
+            self
+        }
+
+        /// Subscribes with a direct grouping to a direct stream: the emitter picks the task.
+        pub fn direct<X: Record>(mut self, from: &Handle<X>) -> Self
+        where
+            $in: From<X>,
+        {
+            self.subs.typed(from, Grouping::Direct, None);
+            self
+        }
+
+        /// Subscribes by name, for topologies assembled from names (a spec file, a registry).
+        /// The stream's record type must be exactly this bolt's input type; `build()` checks
+        /// it, the component's existence, and the absence of cycles. `Grouping::KeyBy` needs a
+        /// closure and is refused here: use `key_by`.
+        pub fn subscribe_by_name(
+            mut self,
+            component: impl Into<String>,
+            stream: impl Into<String>,
+            grouping: Grouping,
+        ) -> Self {
+            self.subs.by_name(component.into(), stream.into(), grouping);
+            self
+        }
+    };
+}
+
+/// A bolt declaration; made by [`bolt`]. Its grouping methods subscribe it to upstream streams.
+pub struct BoltSpec<B: Bolt> {
+    common: Common,
+    bolt: B,
+    subs: Subscriptions<B::In>,
+    tick_every: Option<Duration>,
+}
+
+/// Declares a bolt called `name`. Each of its tasks runs a clone of `bolt`.
+pub fn bolt<B: Bolt>(name: impl Into<String>, bolt: B) -> BoltSpec<B> {
+    BoltSpec {
+        common: Common::new(name.into()),
+        bolt,
+        subs: Subscriptions::new(),
+        tick_every: None,
+    }
+}
+
+impl<B: Bolt> BoltSpec<B> {
+    bolt_spec_methods!(B::In);
+
+    /// Calls [`Bolt::tick`] on every task at this interval.
+    pub fn tick_every(mut self, interval: Duration) -> Self {
+        self.tick_every = Some(interval);
         self
     }
 }
 
 impl<B: Bolt> private::Sealed for BoltSpec<B> {
-    fn into_decl(self) -> Decl {
+    type Handle = Handle<B::Out>;
+
+    fn into_decl(mut self) -> Decl {
+        let inputs = self.subs.adapters();
         Decl {
-            name: self.common.name,
-            kind: ComponentKind::Bolt,
-            parallelism: self.common.parallelism,
-            input_type: Some(record_ir::<B::In>()),
-            out_record: record_ir::<B::Out>(),
-            out_type: TypeId::of::<B::Out>(),
-            streams: self.common.streams,
-            inputs: self.inputs,
             tick_every: self.tick_every,
-            replayable: false,
             manual_ack: B::MANUAL_ACK,
-            code: Arc::new(BoltCode {
-                proto: Proto::new(self.bolt),
-                inputs: self.adapters.into(),
-            }),
+            ..Decl::bolt::<B::In, B::Out>(
+                self.common,
+                self.subs.inputs,
+                None,
+                Arc::new(BoltCode {
+                    proto: Proto::new(self.bolt),
+                    inputs,
+                }),
+            )
         }
+    }
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Handle::new(builder, component, DEFAULT_STREAM)
     }
 }
 
 impl<B: Bolt> ComponentSpec for BoltSpec<B> {
     type Out = B::Out;
+}
+
+/// The handles of a windowed bolt: its results, and its late tuples (when the window sends
+/// them to a side stream).
+pub struct Windowed<In, Out> {
+    /// The window results.
+    pub output: Handle<Out>,
+    /// The late tuples, on the `late` stream.
+    pub late: Handle<In>,
+}
+
+/// A whole-window bolt declaration; made by [`windowed`].
+pub struct WindowedSpec<B: WindowedBolt> {
+    common: Common,
+    bolt: B,
+    window: Window,
+    subs: Subscriptions<B::In>,
+}
+
+/// Declares a bolt called `name` that sees whole windows of its input. Windows are per key of
+/// its fields grouping, or per task when it has none.
+pub fn windowed<B: WindowedBolt>(
+    name: impl Into<String>,
+    bolt: B,
+    window: Window,
+) -> WindowedSpec<B> {
+    WindowedSpec {
+        common: Common::new(name.into()),
+        bolt,
+        window,
+        subs: Subscriptions::new(),
+    }
+}
+
+impl<B: WindowedBolt> WindowedSpec<B> {
+    bolt_spec_methods!(B::In);
+}
+
+impl<B: WindowedBolt> private::Sealed for WindowedSpec<B> {
+    type Handle = Windowed<B::In, B::Out>;
+
+    fn into_decl(mut self) -> Decl {
+        let inputs = self.subs.adapters();
+        let window = WindowIr {
+            spec: self.window,
+            aggregate: false,
+        };
+        Decl::bolt::<B::In, B::Out>(
+            self.common,
+            self.subs.inputs,
+            Some(window),
+            Arc::new(WindowCode {
+                proto: Proto::new(self.bolt),
+                inputs,
+            }),
+        )
+    }
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Windowed {
+            output: Handle::new(builder, component, DEFAULT_STREAM),
+            late: Handle::new(builder, component, LATE_STREAM),
+        }
+    }
+}
+
+impl<B: WindowedBolt> ComponentSpec for WindowedSpec<B> {
+    type Out = B::Out;
+}
+
+/// An aggregating windowed bolt declaration; made by [`aggregated`].
+pub struct AggregatedSpec<A: WindowAggregate> {
+    common: Common,
+    agg: A,
+    window: Window,
+    subs: Subscriptions<A::In>,
+}
+
+/// Declares a bolt called `name` that folds each window of its input into an accumulator
+/// (incremental aggregation). Windows are per key of its fields grouping, or per task.
+pub fn aggregated<A: WindowAggregate>(
+    name: impl Into<String>,
+    agg: A,
+    window: Window,
+) -> AggregatedSpec<A> {
+    AggregatedSpec {
+        common: Common::new(name.into()),
+        agg,
+        window,
+        subs: Subscriptions::new(),
+    }
+}
+
+impl<A: WindowAggregate> AggregatedSpec<A> {
+    bolt_spec_methods!(A::In);
+}
+
+impl<A: WindowAggregate> private::Sealed for AggregatedSpec<A> {
+    type Handle = Windowed<A::In, A::Out>;
+
+    fn into_decl(mut self) -> Decl {
+        let inputs = self.subs.adapters();
+        let window = WindowIr {
+            spec: self.window,
+            aggregate: true,
+        };
+        Decl::bolt::<A::In, A::Out>(
+            self.common,
+            self.subs.inputs,
+            Some(window),
+            Arc::new(AggregateCode {
+                proto: Proto::new(self.agg),
+                inputs,
+            }),
+        )
+    }
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Windowed {
+            output: Handle::new(builder, component, DEFAULT_STREAM),
+            late: Handle::new(builder, component, LATE_STREAM),
+        }
+    }
+}
+
+impl<A: WindowAggregate> ComponentSpec for AggregatedSpec<A> {
+    type Out = A::Out;
 }
 
 /// Declares a topology. See the [module docs](self) for an example.
@@ -462,16 +698,12 @@ impl TopologyBuilder {
         }
     }
 
-    /// Adds a spout or bolt; returns a handle to its default stream.
-    pub fn add<C: ComponentSpec>(&mut self, spec: C) -> Handle<C::Out> {
+    /// Adds a spout or bolt; returns a handle to its default stream (for a windowed bolt,
+    /// [`Windowed`] handles to its results and its late tuples).
+    pub fn add<C: ComponentSpec>(&mut self, spec: C) -> C::Handle {
         let decl = private::Sealed::into_decl(spec);
         self.decls.push(decl);
-        Handle {
-            builder: self.id,
-            component: self.decls.len() - 1,
-            stream: DEFAULT_STREAM,
-            _record: PhantomData,
-        }
+        C::handle(self.id, self.decls.len() - 1)
     }
 
     /// Sets the delivery guarantee (default at-most-once).
@@ -546,6 +778,13 @@ impl TopologyBuilder {
                 direct,
                 record: decl.out_record.clone(),
             }));
+            if let Some(record) = decl.late_record {
+                streams.push(StreamIr {
+                    name: LATE_STREAM.to_owned(),
+                    direct: false,
+                    record,
+                });
+            }
             components.push((
                 decl.out_type,
                 ComponentIr {
@@ -558,6 +797,7 @@ impl TopologyBuilder {
                     tick_every: decl.tick_every,
                     replayable: decl.replayable,
                     manual_ack: decl.manual_ack,
+                    window: decl.window,
                 },
             ));
             entries.push(ComponentEntry {

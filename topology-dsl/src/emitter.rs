@@ -52,6 +52,10 @@ struct Tracking {
     root_xor: u64,
     acks: Vec<AckOp>,
     scratch: Vec<(RootId, EdgeId)>,
+    /// While a window fires: the ids of its tuples, and the edges emitted anchored to each.
+    scope: Vec<TupleIds>,
+    scope_xors: Vec<u64>,
+    in_scope: bool,
 }
 
 impl Tracking {
@@ -98,6 +102,9 @@ impl<T: Record> Emitter<T> {
                     root_xor: 0,
                     acks: Vec::new(),
                     scratch: Vec::new(),
+                    scope: Vec::new(),
+                    scope_xors: Vec::new(),
+                    in_scope: false,
                 })
             }),
             manual_ack,
@@ -319,6 +326,46 @@ impl<T: Record> Emitter<T> {
         }
     }
 
+    /// Anchors the emits that follow to these tuples (a firing window), until `end_scope`.
+    pub(crate) fn begin_scope<'a>(&mut self, ids: impl Iterator<Item = &'a TupleIds>) {
+        if let Some(track) = self.track.as_deref_mut() {
+            track.scope.clear();
+            track.scope.extend(ids.cloned());
+            track.scope_xors.clear();
+            track.scope_xors.resize(track.scope.len(), 0);
+            track.in_scope = true;
+        }
+    }
+
+    /// Ends the scope; `xors[i]` is the XOR of the edges emitted anchored to the scope's tuple
+    /// `i`, to fold into its ack.
+    pub(crate) fn end_scope(&mut self, xors: &mut Vec<u64>) {
+        xors.clear();
+        if let Some(track) = self.track.as_deref_mut() {
+            track.in_scope = false;
+            xors.append(&mut track.scope_xors);
+            track.scope.clear();
+        }
+    }
+
+    /// Acks a tuple the engine held (a window's), with the edges emitted anchored to it.
+    pub(crate) fn ack_ids(&mut self, ids: &TupleIds, ack_val: u64) {
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, edge) in ids.pairs() {
+                push_folded(&mut track.acks, root, edge.0 ^ ack_val);
+            }
+        }
+    }
+
+    /// Fails the trees of a tuple the engine held.
+    pub(crate) fn fail_ids(&mut self, ids: &TupleIds) {
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, _) in ids.pairs() {
+                track.acks.push(AckOp::Fail { root });
+            }
+        }
+    }
+
     /// Whether tuples are tracked.
     pub(crate) fn is_tracking(&self) -> bool {
         self.track.is_some()
@@ -412,6 +459,27 @@ fn new_ids<A>(track: Option<&mut Tracking>, anchor: &Anchor<'_, A>) -> TupleIds 
     };
     match anchor {
         Anchor::None => TupleIds::Untracked,
+        Anchor::Current if track.in_scope => {
+            // A fresh edge per anchor, as for any multi-anchored emit.
+            let mut scratch = std::mem::take(&mut track.scratch);
+            scratch.clear();
+            for i in 0..track.scope.len() {
+                if !track.scope[i].is_tracked() {
+                    continue;
+                }
+                let edge = track.edge();
+                track.scope_xors[i] ^= edge;
+                scratch.extend(
+                    track.scope[i]
+                        .pairs()
+                        .iter()
+                        .map(|&(r, _)| (r, EdgeId(edge))),
+                );
+            }
+            let ids = TupleIds::from_contributions(&scratch);
+            track.scratch = scratch;
+            ids
+        }
         Anchor::Current => {
             let root = match &track.current {
                 TupleIds::Untracked => return TupleIds::Untracked,

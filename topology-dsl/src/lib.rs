@@ -87,8 +87,12 @@ pub mod routing;
 mod topology;
 mod tuple;
 mod validate;
+pub mod window;
 
-pub use builder::{BoltSpec, ComponentSpec, Handle, SpoutSpec, TopologyBuilder, bolt, spout};
+pub use builder::{
+    AggregatedSpec, BoltSpec, ComponentSpec, Handle, SpoutSpec, TopologyBuilder, Windowed,
+    WindowedSpec, aggregated, bolt, spout, windowed,
+};
 pub use component::{Bolt, Spout, SpoutStatus, TaskContext, TaskError};
 pub use config::{ConfigError, Guarantee, TopologyConfig, UnknownGuarantee, limits};
 pub use emitter::{Emitter, SpoutEmitter};
@@ -100,7 +104,11 @@ pub use record::{Field, FieldKind, FieldType, Record, Timestamp, stable_hash_of}
 pub use tempest_dsl_derive::Record;
 pub use topology::{
     ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr, StreamIr, Topology,
-    TopologyIr,
+    TopologyIr, WindowIr,
 };
 pub use tuple::{Tuple, TupleIds};
 pub use validate::MAX_NAME_LEN;
+pub use window::{
+    Bounds, LATE_STREAM, Size, TimeDomain, Window, WindowAggregate, WindowInfo, WindowKind,
+    WindowView, WindowedBolt,
+};

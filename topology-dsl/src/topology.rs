@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::component::TaskContext;
 use crate::config::{Guarantee, TopologyConfig};
-use crate::engine::code::{ComponentCode, RoutePlan, StreamPlan};
+use crate::engine::code::{ComponentCode, Instance, RoutePlan, StreamPlan};
 use crate::engine::route::AnyKeyFn;
 use crate::engine::{EngineError, Task, TaskSetup};
 use crate::grouping::Grouping;
 use crate::record::FieldType;
+use crate::window::Window;
 
 /// The name of every component's default output stream.
 pub const DEFAULT_STREAM: &str = "default";
@@ -52,6 +53,17 @@ pub struct ComponentIr {
     pub replayable: bool,
     /// Whether a bolt acks its inputs itself.
     pub manual_ack: bool,
+    /// The window of a windowed bolt.
+    pub window: Option<WindowIr>,
+}
+
+/// The window of a windowed bolt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowIr {
+    /// The window specification.
+    pub spec: Window,
+    /// Whether windows keep an accumulator (incremental aggregation) rather than their tuples.
+    pub aggregate: bool,
 }
 
 /// What kind of component.
@@ -202,6 +214,15 @@ impl fmt::Display for TopologyIr {
             if let Some(input) = &c.input_type {
                 write!(f, " takes {}", input.short_name())?;
             }
+            if let Some(w) = &c.window {
+                write!(
+                    f,
+                    " window {:?} on {:?}{}",
+                    w.spec.kind,
+                    w.spec.time,
+                    if w.aggregate { " (aggregate)" } else { "" }
+                )?;
+            }
             writeln!(f)?;
             for input in &c.inputs {
                 writeln!(
@@ -348,9 +369,14 @@ impl Topology {
             self.ir.guarantee,
         );
         let tracking_seed = self.ir.guarantee.is_tracked().then_some(setup.id_seed);
-        entry
-            .code
-            .instantiate(context, streams, self.ir.config.batch_size, tracking_seed)
+        entry.code.instantiate(Instance {
+            context,
+            streams,
+            batch_size: self.ir.config.batch_size,
+            tracking_seed,
+            component: ir,
+            upstream: &setup.upstream,
+        })
     }
 }
 

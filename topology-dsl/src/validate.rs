@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use crate::config::{Guarantee, limits};
 use crate::error::{BuildErrors, TopologyError};
 use crate::grouping::Grouping;
-use crate::topology::{ComponentIr, ComponentKind, TopologyIr};
+use crate::topology::{ComponentIr, ComponentKind, TopologyIr, WindowIr};
+use crate::window::{Size, TimeDomain, WindowKind};
 
 /// The longest component or stream name.
 pub const MAX_NAME_LEN: usize = 128;
@@ -122,6 +123,12 @@ pub(crate) fn validate(ir: &TopologyIr) -> Vec<TopologyError> {
 
     errors.extend(find_cycles(ir));
 
+    for c in &ir.components {
+        if let Some(window) = &c.window {
+            check_window(ir, c, window, &mut errors);
+        }
+    }
+
     // Guarantees.
     if ir.guarantee == Guarantee::ExactlyOnce {
         for c in ir
@@ -212,6 +219,103 @@ fn check_input(
             }
         }
         _ => {}
+    }
+}
+
+fn check_window(
+    ir: &TopologyIr,
+    c: &ComponentIr,
+    window: &WindowIr,
+    errors: &mut Vec<TopologyError>,
+) {
+    let bad = |reason: String| TopologyError::BadWindow {
+        component: c.name.clone(),
+        reason,
+    };
+    let spec = &window.spec;
+    errors.extend(spec.check().into_iter().map(bad));
+    let Some(input) = &c.input_type else {
+        return;
+    };
+    let fields: Vec<String> = input.fields.iter().map(|f| f.name.clone()).collect();
+    if let TimeDomain::Event { field } = &spec.time {
+        if !field.is_empty() && !spec.is_count() {
+            match input.fields.iter().find(|f| &f.name == field) {
+                None => errors.push(bad(format!(
+                    "event-time field `{field}` is not a field of `{}` (has {fields:?})",
+                    input.short_name()
+                ))),
+                Some(f) if !f.ty.is_timestamp() => errors.push(TopologyError::NotATimestamp {
+                    component: c.name.clone(),
+                    field: field.clone(),
+                    found: f.ty,
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    let any_fields = c
+        .inputs
+        .iter()
+        .any(|i| matches!(i.grouping, Grouping::Fields(_)));
+    let keys = crate::engine::code::keyed_fields(&c.inputs);
+    if any_fields && keys.is_empty() {
+        errors.push(bad(
+            "the inputs of a windowed bolt must all use the same fields grouping (keyed \
+             windows) or none (windows per task)"
+                .into(),
+        ));
+    }
+    for key in keys {
+        if !fields.contains(key) {
+            errors.push(bad(format!(
+                "keyed windows read the key `{key}` from the bolt's input `{}`, which has \
+                 no such field (has {fields:?})",
+                input.short_name()
+            )));
+        }
+    }
+    if window.aggregate
+        && matches!(
+            spec.kind,
+            WindowKind::Sliding {
+                size: Size::Count(_),
+                ..
+            }
+        )
+    {
+        errors.push(bad(
+            "sliding count windows evict elements, which an accumulator cannot give back: use \
+             a whole-window bolt (windowed) instead of aggregated"
+                .into(),
+        ));
+    }
+    // Under a tracked guarantee a tuple stays in its tree until its window lets go of it.
+    if ir.guarantee.is_tracked() && spec.is_event_time() {
+        let length = match spec.kind {
+            WindowKind::Tumbling {
+                size: Size::TimeMs(s),
+            } => Some(s),
+            WindowKind::Sliding {
+                size: Size::TimeMs(s),
+                slide: Size::TimeMs(d),
+            } => Some(s.saturating_add(d)),
+            _ => None,
+        };
+        let timeout = i64::try_from(ir.config.message_timeout.as_millis()).unwrap_or(i64::MAX);
+        if let Some(length) = length {
+            let held = length
+                .saturating_add(spec.lag_ms.unwrap_or(0))
+                .saturating_add(spec.allowed_lateness_ms);
+            if held >= timeout {
+                errors.push(bad(format!(
+                    "under {} a tuple is held until its window lets go of it: the window, lag \
+                     and allowed lateness ({held} ms) must stay under the message timeout \
+                     ({timeout} ms)",
+                    ir.guarantee
+                )));
+            }
+        }
     }
 }
 

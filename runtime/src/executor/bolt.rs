@@ -12,14 +12,28 @@ use crate::executor::outbox::Outbox;
 use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
 use crate::metrics::TaskMetrics;
 
-/// Runs one bolt task: executes the batches that arrive, in arrival order, unless its own
-/// output is blocked, in which case they wait (and their credits are not returned, which
-/// blocks the senders in turn).
+/// What one upstream task has delivered and this task has not executed yet, in order.
+struct SourceQueue {
+    source: TaskId,
+    items: VecDeque<Delivery>,
+}
+
+/// Runs one bolt task: executes the batches that arrive, in order per upstream task and
+/// round-robin across them, unless its own output is blocked, in which case they wait (and
+/// their credits are not returned, which blocks the senders in turn). A batch the task defers
+/// (an upstream too far ahead of an event-time watermark) waits the same way while the other
+/// upstream tasks go on.
 pub(crate) struct BoltActor {
     core: TaskCore,
     task: Box<dyn BoltTask>,
-    inbox: VecDeque<Delivery>,
+    queues: Vec<SourceQueue>,
+    queue_of: FxHashMap<TaskId, usize>,
+    /// Where the next round-robin pass starts.
+    next_queue: usize,
     upstream: FxHashMap<TaskId, Recipient<Credit>>,
+    /// Per upstream task, its links whose end-of-data marker has not arrived yet.
+    data_pending: FxHashMap<TaskId, u32>,
+    data_ends: u32,
     ends_expected: u32,
     ends_received: u32,
     tick_every: Option<Duration>,
@@ -39,8 +53,12 @@ impl BoltActor {
         BoltActor {
             core,
             task,
-            inbox: VecDeque::new(),
+            queues: Vec::new(),
+            queue_of: FxHashMap::default(),
+            next_queue: 0,
             upstream: FxHashMap::default(),
+            data_pending: FxHashMap::default(),
+            data_ends: 0,
             ends_expected,
             ends_received: 0,
             tick_every,
@@ -54,10 +72,54 @@ impl BoltActor {
         self.core.has_reported()
     }
 
+    fn inbox_is_empty(&self) -> bool {
+        self.queues.iter().all(|q| q.items.is_empty())
+    }
+
+    fn enqueue(&mut self, delivery: Delivery) {
+        let source = match &delivery {
+            Delivery::Batch { from, .. } | Delivery::DataEnd { from } | Delivery::End { from } => {
+                *from
+            }
+        };
+        let index = match self.queue_of.get(&source) {
+            Some(&i) => i,
+            None => {
+                self.queues.push(SourceQueue {
+                    source,
+                    items: VecDeque::new(),
+                });
+                self.queue_of.insert(source, self.queues.len() - 1);
+                self.queues.len() - 1
+            }
+        };
+        self.queues[index].items.push_back(delivery);
+    }
+
+    /// The next delivery to execute: one per upstream task per pass, skipping the batches the
+    /// task defers (the end markers of such a task wait behind its batches).
+    fn next_delivery(&mut self) -> Option<Delivery> {
+        let n = self.queues.len();
+        for step in 0..n {
+            let i = (self.next_queue + step) % n;
+            let q = &self.queues[i];
+            let deferred = matches!(q.items.front(), Some(Delivery::Batch { .. }))
+                && self.task.defers(q.source);
+            if deferred {
+                continue;
+            }
+            if let Some(d) = self.queues[i].items.pop_front() {
+                self.next_queue = (i + 1) % n;
+                return Some(d);
+            }
+        }
+        None
+    }
+
     /// Executes queued deliveries while the output is not blocked.
     fn pump(&mut self) {
         while !self.core.outbox.is_blocked() && !self.is_done() {
-            let Some(delivery) = self.inbox.pop_front() else {
+            let Some(delivery) = self.next_delivery() else {
                 break;
             };
             match delivery {
@@ -67,6 +129,7 @@ impl BoltActor {
                     input,
                     payload,
                 } => self.execute(from, link, input, payload),
+                Delivery::DataEnd { from } => self.data_ended(from),
                 Delivery::End { from } => {
                     self.ends_received += 1;
                     tracing::trace!(parent: &self.core.span, from = from.0, "end of stream");
@@ -100,6 +163,36 @@ impl BoltActor {
         }
         self.core.ship(self.task.as_mut());
         self.core.forward_acks(self.task.as_mut());
+        self.publish_window_stats();
+    }
+
+    /// An upstream link's data ended: once all of a task's links have, tell the engine (event
+    /// time moves past that task); once all links have, pass the marker on.
+    fn data_ended(&mut self, from: TaskId) {
+        self.data_ends += 1;
+        let remaining = self.data_pending.entry(from).or_insert(1);
+        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            let task = &mut self.task;
+            match guarded(|| task.input_ended(from)) {
+                Err(panic) => return self.core.fail(format!("input_ended panicked: {panic}")),
+                Ok(Err(err)) => self.log_user_error(&err.to_string(), 1),
+                Ok(Ok(())) => {}
+            }
+            self.core.ship(self.task.as_mut());
+            self.core.forward_acks(self.task.as_mut());
+            self.publish_window_stats();
+        }
+        if self.data_ends >= self.ends_expected {
+            self.core.flush(self.task.as_mut());
+            self.core.outbox.end_data();
+        }
+    }
+
+    fn publish_window_stats(&self) {
+        if let Some(stats) = self.task.window_stats() {
+            self.core.metrics.set_window(&stats);
+        }
     }
 
     fn log_user_error(&mut self, error: &str, count: u64) {
@@ -121,10 +214,10 @@ impl BoltActor {
             return;
         }
         if !self.core.outbox.is_blocked() {
-            let idle = self.inbox.is_empty() && self.core.metrics.queue_empty();
+            let idle = self.inbox_is_empty() && self.core.metrics.queue_empty();
             self.core.maybe_flush(self.task.as_mut(), idle);
         }
-        if self.ends_received >= self.ends_expected && self.inbox.is_empty() {
+        if self.ends_received >= self.ends_expected && self.inbox_is_empty() {
             self.finish();
         }
     }
@@ -143,6 +236,7 @@ impl BoltActor {
         }
         self.core.flush(self.task.as_mut());
         self.core.forward_acks(self.task.as_mut());
+        self.publish_window_stats();
         self.core.outbox.close();
         self.core.report_if_finished();
     }
@@ -162,6 +256,9 @@ impl BoltActor {
         }
         self.core.flush(self.task.as_mut());
         self.core.forward_acks(self.task.as_mut());
+        self.publish_window_stats();
+        // Time has passed: a deferred upstream may go on (an idle one stopped holding it).
+        self.pump();
     }
 }
 
@@ -174,7 +271,15 @@ impl Handler<Wire> for BoltActor {
 
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
         self.core.outbox = Outbox::new(wire.links, self.credit);
-        self.upstream = wire.upstream.into_iter().collect();
+        for (task, links, credit) in wire.upstream {
+            self.upstream.insert(task, credit);
+            self.data_pending.insert(task, links);
+            self.queue_of.insert(task, self.queues.len());
+            self.queues.push(SourceQueue {
+                source: task,
+                items: VecDeque::new(),
+            });
+        }
         self.core.set_ackers(wire.ackers);
         let task = &mut self.task;
         match guarded(|| task.prepare()) {
@@ -195,7 +300,7 @@ impl Handler<Deliver> for BoltActor {
         if self.is_done() {
             return;
         }
-        self.inbox.push_back(delivery);
+        self.enqueue(delivery);
         self.pump();
     }
 }

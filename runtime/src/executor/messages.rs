@@ -24,6 +24,8 @@ pub(crate) enum Delivery {
         input: u16,
         payload: Payload,
     },
+    /// The sender's input is exhausted: only replays may follow on this link.
+    DataEnd { from: TaskId },
     /// The sender will send nothing more on this link.
     End { from: TaskId },
 }
@@ -42,8 +44,8 @@ pub(crate) struct Credit {
 pub(crate) struct Wire {
     /// Outgoing links, indexed by `LinkId`.
     pub(crate) links: Vec<LocalLink>,
-    /// Where to return credits, per upstream task.
-    pub(crate) upstream: Vec<(TaskId, Recipient<Credit>)>,
+    /// Where to return credits, per upstream task, with its number of links to this task.
+    pub(crate) upstream: Vec<(TaskId, u32, Recipient<Credit>)>,
     /// The ackers, by index (empty when the topology is untracked).
     pub(crate) ackers: Vec<Recipient<AckBatch>>,
 }

@@ -54,6 +54,11 @@ impl LinkSender for LocalLink {
         }));
     }
 
+    fn send_data_end(&self) {
+        self.to
+            .do_send(Deliver(Delivery::DataEnd { from: self.from }));
+    }
+
     fn send_eos(&self) {
         self.to.do_send(Deliver(Delivery::End { from: self.from }));
     }

@@ -24,12 +24,15 @@ use tempest_dsl::engine::{LinkId, Payload};
 pub(crate) trait LinkSender {
     /// Delivers a batch (sent over `link` of the sending task).
     fn send_data(&self, link: LinkId, payload: Payload);
+    /// Delivers the end-of-data marker: nothing new will come, though replays may.
+    fn send_data_end(&self);
     /// Delivers the end-of-stream marker.
     fn send_eos(&self);
 }
 
 enum Item {
     Batch(Payload),
+    DataEnd,
     Eos,
 }
 
@@ -44,6 +47,7 @@ pub(crate) struct Outbox<S> {
     links: Vec<Link<S>>,
     /// Links with a non-empty `waiting` queue.
     blocked: usize,
+    data_ended: bool,
     closed: bool,
 }
 
@@ -60,6 +64,7 @@ impl<S: LinkSender> Outbox<S> {
                 })
                 .collect(),
             blocked: 0,
+            data_ended: false,
             closed: false,
         }
     }
@@ -100,6 +105,10 @@ impl<S: LinkSender> Outbox<S> {
                         l.sender.send_data(link, p);
                     }
                 }
+                Item::DataEnd => {
+                    l.waiting.pop_front();
+                    l.sender.send_data_end();
+                }
                 Item::Eos => {
                     l.waiting.pop_front();
                     l.sender.send_eos();
@@ -111,11 +120,29 @@ impl<S: LinkSender> Outbox<S> {
         }
     }
 
-    /// Ends every link: end of stream goes out after whatever is queued.
+    /// Tells every link that no new data follows (replays may): the marker goes out after
+    /// whatever is queued. Once only.
+    pub(crate) fn end_data(&mut self) {
+        if self.data_ended {
+            return;
+        }
+        self.data_ended = true;
+        for l in &mut self.links {
+            if l.waiting.is_empty() {
+                l.sender.send_data_end();
+            } else {
+                l.waiting.push_back(Item::DataEnd);
+            }
+        }
+    }
+
+    /// Ends every link (after the end-of-data marker, if it was not sent yet): end of stream
+    /// goes out after whatever is queued.
     pub(crate) fn close(&mut self) {
         if self.closed {
             return;
         }
+        self.end_data();
         self.closed = true;
         for l in &mut self.links {
             if l.waiting.is_empty() {
@@ -161,6 +188,7 @@ mod tests {
     #[derive(Clone, Debug, PartialEq)]
     enum Sent {
         Data(u32, usize),
+        DataEnd(u32),
         Eos(u32),
     }
 
@@ -174,6 +202,9 @@ mod tests {
             self.log
                 .borrow_mut()
                 .push(Sent::Data(self.id, payload.len()));
+        }
+        fn send_data_end(&self) {
+            self.log.borrow_mut().push(Sent::DataEnd(self.id));
         }
         fn send_eos(&self) {
             self.log.borrow_mut().push(Sent::Eos(self.id));
@@ -227,7 +258,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Sent::Data(_, n) => *n,
-                Sent::Eos(_) => 0,
+                Sent::DataEnd(_) | Sent::Eos(_) => 0,
             })
             .collect();
         assert_eq!(sizes, [1, 2, 3, 4]);
@@ -242,12 +273,15 @@ mod tests {
         assert!(!out.is_finished());
         assert_eq!(
             *log.borrow(),
-            [Sent::Data(0, 1), Sent::Eos(1)],
+            [Sent::Data(0, 1), Sent::DataEnd(1), Sent::Eos(1)],
             "link 1 had nothing queued, so it ends at once"
         );
         out.credit(LinkId(0), 1);
         assert!(out.is_finished());
-        assert_eq!(log.borrow()[2..], [Sent::Data(0, 2), Sent::Eos(0)]);
+        assert_eq!(
+            log.borrow()[3..],
+            [Sent::Data(0, 2), Sent::DataEnd(0), Sent::Eos(0)]
+        );
     }
 
     #[test]

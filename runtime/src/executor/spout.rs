@@ -157,6 +157,7 @@ impl SpoutActor {
             }
             SpoutStatus::Done => {
                 self.core.flush(self.task.as_mut());
+                self.core.outbox.end_data();
                 self.state = State::Settling;
                 self.end_if_settled();
             }
@@ -345,6 +346,8 @@ impl Handler<Drain> for SpoutActor {
         self.draining = true;
         match self.state {
             State::Running | State::Waiting => {
+                self.core.flush(self.task.as_mut());
+                self.core.outbox.end_data();
                 self.state = State::Settling;
                 self.end_if_settled();
             }

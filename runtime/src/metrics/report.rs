@@ -98,6 +98,21 @@ impl fmt::Display for RunReport {
                 p99
             )?;
         }
+        for c in self
+            .components
+            .iter()
+            .filter(|c| c.metrics.window_fires > 0 || c.metrics.late > 0)
+        {
+            writeln!(
+                f,
+                "  windows `{}`: fired {} late {} open {}; time skew max {} ms",
+                c.name,
+                c.metrics.window_fires,
+                c.metrics.late,
+                c.metrics.open_windows,
+                c.metrics.time_skew_max_ms
+            )?;
+        }
         if self.guarantee.is_tracked() {
             for c in self
                 .components

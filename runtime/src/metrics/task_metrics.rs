@@ -25,6 +25,16 @@ pub struct TaskMetrics {
     pub pending: AtomicI64,
     /// The most spout trees in flight at once.
     pub pending_max: AtomicU64,
+    /// Window firings (windowed bolts).
+    pub window_fires: AtomicU64,
+    /// Late tuples (windowed bolts).
+    pub late: AtomicU64,
+    /// Time skew of the last tuple: processing time minus event time, in ms.
+    pub time_skew_ms: AtomicI64,
+    /// The largest time skew seen, in ms.
+    pub time_skew_max_ms: AtomicI64,
+    /// Windows open now.
+    pub open_windows: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -56,6 +66,17 @@ impl TaskMetrics {
         }
     }
 
+    /// Publishes a windowed task's counters.
+    pub fn set_window(&self, stats: &tempest_dsl::engine::WindowStats) {
+        self.window_fires.store(stats.fires, Ordering::Relaxed);
+        self.late.store(stats.late, Ordering::Relaxed);
+        self.time_skew_ms.store(stats.skew_ms, Ordering::Relaxed);
+        self.time_skew_max_ms
+            .store(stats.skew_max_ms, Ordering::Relaxed);
+        self.open_windows
+            .store(stats.open_windows, Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy of the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -69,6 +90,11 @@ impl TaskMetrics {
             timed_out: self.timed_out.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed).max(0) as u64,
             pending_max: self.pending_max.load(Ordering::Relaxed),
+            window_fires: self.window_fires.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            time_skew_ms: self.time_skew_ms.load(Ordering::Relaxed),
+            time_skew_max_ms: self.time_skew_max_ms.load(Ordering::Relaxed),
+            open_windows: self.open_windows.load(Ordering::Relaxed),
         }
     }
 }
@@ -96,6 +122,16 @@ pub struct MetricsSnapshot {
     pub pending: u64,
     /// The most trees in flight at once (the largest of the tasks when summed).
     pub pending_max: u64,
+    /// Window firings.
+    pub window_fires: u64,
+    /// Late tuples.
+    pub late: u64,
+    /// Time skew of the last tuple in ms (the largest of the tasks when summed).
+    pub time_skew_ms: i64,
+    /// The largest time skew seen in ms.
+    pub time_skew_max_ms: i64,
+    /// Windows open now.
+    pub open_windows: u64,
 }
 
 impl MetricsSnapshot {
@@ -111,6 +147,11 @@ impl MetricsSnapshot {
         self.timed_out += other.timed_out;
         self.pending += other.pending;
         self.pending_max = self.pending_max.max(other.pending_max);
+        self.window_fires += other.window_fires;
+        self.late += other.late;
+        self.time_skew_ms = self.time_skew_ms.max(other.time_skew_ms);
+        self.time_skew_max_ms = self.time_skew_max_ms.max(other.time_skew_max_ms);
+        self.open_windows += other.open_windows;
     }
 }
 

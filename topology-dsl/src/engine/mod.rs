@@ -20,6 +20,7 @@ pub(crate) mod code;
 pub(crate) mod input;
 pub(crate) mod route;
 pub(crate) mod spout_task;
+pub(crate) mod window_task;
 
 pub use batch::{Payload, TypedBatch};
 
@@ -74,6 +75,8 @@ pub struct TaskSetup {
     pub outputs: Vec<Vec<RouteSetup>>,
     /// A random seed for the task's ack-tree ids.
     pub id_seed: u64,
+    /// The tasks that send to this one (event-time watermarks take the minimum over them).
+    pub upstream: Vec<TaskId>,
 }
 
 /// One subscription of one output stream, from one sending task.
@@ -141,6 +144,48 @@ pub trait BoltTask: TaskOutput {
     fn tick(&mut self) -> Result<(), TaskError>;
     /// Calls `Bolt::finish`.
     fn finish(&mut self) -> Result<(), TaskError>;
+    /// Upstream task `source` will send no more data (its watermark goes to the end of time).
+    fn input_ended(&mut self, _source: TaskId) -> Result<(), TaskError> {
+        Ok(())
+    }
+    /// Window counters, for windowed bolts.
+    fn window_stats(&self) -> Option<WindowStats> {
+        None
+    }
+    /// Whether batches from `source` should wait: an event-time windowed bolt holds back an
+    /// upstream task that runs too far ahead of its watermark (watermark alignment), so that
+    /// its windows do not pile up. The runtime keeps such batches, and their credits, until
+    /// this turns false; batches of the other upstream tasks go on.
+    fn defers(&self, _source: TaskId) -> bool {
+        false
+    }
+}
+
+/// What a windowed bolt task has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Window firings.
+    pub fires: u64,
+    /// Late tuples (sent to the late stream, or counted and acked).
+    pub late: u64,
+    /// Time skew of the last tuple: processing time minus event time, in milliseconds.
+    pub skew_ms: i64,
+    /// The largest time skew seen.
+    pub skew_max_ms: i64,
+    /// Windows open now.
+    pub open_windows: u64,
+    /// The event-time watermark.
+    pub watermark: i64,
+}
+
+impl WindowStats {
+    /// Counters at zero, the watermark at the beginning of time.
+    pub fn new() -> Self {
+        WindowStats {
+            watermark: i64::MIN,
+            ..WindowStats::default()
+        }
+    }
 }
 
 /// What executing one batch did.

@@ -1,0 +1,167 @@
+//! Window assignment arithmetic (Flink's): which `[start, end)` windows hold a timestamp.
+//!
+//! Computed in 128 bits and clamped to `i64`, so timestamps near the ends of the range
+//! saturate instead of wrapping.
+
+/// `[start, end)` of a time window. Its elements' result time is `end - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bounds {
+    /// The first millisecond in the window.
+    pub start: i64,
+    /// The first millisecond after it.
+    pub end: i64,
+}
+
+impl Bounds {
+    /// The window `[start, start + size)`, saturating at `i64::MAX`.
+    pub fn new(start: i64, size: i64) -> Bounds {
+        Bounds {
+            start,
+            end: start.saturating_add(size),
+        }
+    }
+
+    /// The largest timestamp in the window, `end - 1`: the window fires when time reaches it.
+    pub fn max_timestamp(&self) -> i64 {
+        self.end.saturating_sub(1)
+    }
+
+    /// Whether the windows overlap or touch (session merging).
+    pub fn meets(&self, other: &Bounds) -> bool {
+        self.start <= other.end && self.end >= other.start
+    }
+
+    /// The smallest window covering both.
+    pub fn cover(&self, other: &Bounds) -> Bounds {
+        Bounds {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
+    }
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// The start of the window of `slide` (aligned to the epoch plus `offset`) that holds `ts`:
+/// `ts - (ts - offset).rem_euclid(slide)`.
+pub fn window_start(ts: i64, offset: i64, slide: i64) -> i64 {
+    let (ts, offset, slide) = (i128::from(ts), i128::from(offset), i128::from(slide.max(1)));
+    clamp(ts - (ts - offset).rem_euclid(slide))
+}
+
+/// The tumbling window of `size` holding `ts`.
+pub fn tumbling(ts: i64, size: i64, offset: i64) -> Bounds {
+    Bounds::new(window_start(ts, offset, size), size)
+}
+
+/// Every sliding window of `size` and `slide` holding `ts`, latest start first.
+pub fn sliding(ts: i64, size: i64, slide: i64, offset: i64, out: &mut Vec<Bounds>) {
+    out.clear();
+    let (size, slide) = (size.max(1), slide.max(1));
+    let last = i128::from(window_start(ts, offset, slide));
+    let lowest = i128::from(ts) - i128::from(size);
+    let mut start = last;
+    while start > lowest {
+        let s = clamp(start);
+        out.push(Bounds::new(s, size));
+        start -= i128::from(slide);
+        if s == i64::MIN {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_are_epoch_aligned_with_an_offset() {
+        assert_eq!(window_start(1999, 0, 1000), 1000);
+        assert_eq!(window_start(2000, 0, 1000), 2000);
+        assert_eq!(window_start(-1, 0, 1000), -1000, "floor, not truncation");
+        assert_eq!(window_start(1999, 100, 1000), 1100);
+        assert_eq!(window_start(50, 100, 1000), -900);
+        assert_eq!(window_start(50, -100, 1000), -100);
+    }
+
+    #[test]
+    fn tumbling_windows() {
+        assert_eq!(
+            tumbling(0, 3000, 0),
+            Bounds {
+                start: 0,
+                end: 3000
+            }
+        );
+        assert_eq!(
+            tumbling(2999, 3000, 0),
+            Bounds {
+                start: 0,
+                end: 3000
+            }
+        );
+        assert_eq!(tumbling(3000, 3000, 0).max_timestamp(), 5999);
+    }
+
+    #[test]
+    fn sliding_windows_cover_every_start_that_holds_the_timestamp() {
+        let mut out = Vec::new();
+        sliding(3999, 3000, 1000, 0, &mut out);
+        assert_eq!(
+            out,
+            [
+                Bounds {
+                    start: 3000,
+                    end: 6000
+                },
+                Bounds {
+                    start: 2000,
+                    end: 5000
+                },
+                Bounds {
+                    start: 1000,
+                    end: 4000
+                }
+            ]
+        );
+        // A slide that does not divide the size (Flink: size 5, slide 2 gives 2 or 3 windows).
+        sliding(4, 5, 2, 0, &mut out);
+        assert_eq!(
+            out,
+            [
+                Bounds { start: 4, end: 9 },
+                Bounds { start: 2, end: 7 },
+                Bounds { start: 0, end: 5 }
+            ]
+        );
+        sliding(5, 5, 2, 0, &mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn arithmetic_near_the_limits_saturates() {
+        let b = tumbling(i64::MAX - 10, 1000, 0);
+        assert!(b.start <= i64::MAX - 10);
+        assert_eq!(b.end, i64::MAX, "end saturates");
+        assert_eq!(b.max_timestamp(), i64::MAX - 1);
+        let low = tumbling(i64::MIN + 5, 1000, 0);
+        assert_eq!(low.start, i64::MIN, "start clamps");
+        let mut out = Vec::new();
+        sliding(i64::MIN + 5, 3000, 1000, 0, &mut out);
+        assert!(!out.is_empty() && out.iter().all(|b| b.start == i64::MIN || b.start < 0));
+    }
+
+    #[test]
+    fn sessions_merge_when_they_touch() {
+        let a = Bounds { start: 0, end: 10 };
+        assert!(a.meets(&Bounds { start: 10, end: 20 }));
+        assert!(!a.meets(&Bounds { start: 11, end: 20 }));
+        assert_eq!(
+            a.cover(&Bounds { start: 5, end: 30 }),
+            Bounds { start: 0, end: 30 }
+        );
+    }
+}
