@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use tempest_dsl::*;
 
@@ -402,4 +404,163 @@ fn replayable_spouts_satisfy_exactly_once_checks() {
     let lines = t.add(spout("lines", Replayable));
     t.add(bolt("echo", LineEcho).shuffle(&lines));
     assert!(errors(t.guarantee(Guarantee::ExactlyOnce)).is_empty());
+}
+
+fn split_words() -> (TopologyBuilder, Handle<Word>) {
+    let (mut t, lines) = with_spout("lines");
+    let words = t.add(bolt("split", Split).shuffle(&lines));
+    (t, words)
+}
+
+fn bad_window(errs: &[TopologyError]) -> Vec<String> {
+    errs.iter()
+        .map(|e| match e {
+            TopologyError::BadWindow { component, reason } => {
+                assert_eq!(component, "win");
+                reason.clone()
+            }
+            other => panic!("unexpected {other}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_valid_windowed_topology_builds() {
+    let (mut t, words) = split_words();
+    let window = Window::sliding(Duration::from_secs(10), Duration::from_secs(5))
+        .event_time("ts")
+        .lag(Duration::from_secs(1))
+        .late_to_side_stream();
+    let w = t.add(windowed("win", WindowCount, window).fields(&words, ["word"]));
+    t.add(bolt("late-sink", WordSink).shuffle(&w.late));
+    t.add(bolt("sink", WordSink).shuffle(&w.output));
+    let topology = t.build().expect("valid");
+    let ir = topology.ir();
+    let win = &ir.components[2];
+    assert_eq!(
+        win.streams.last().map(|s| s.name.as_str()),
+        Some(LATE_STREAM)
+    );
+    assert!(win.tick_every.is_some(), "windowed bolts are ticked");
+}
+
+#[test]
+fn invalid_window_specs() {
+    let (mut t, words) = split_words();
+    t.add(windowed("win", WindowCount, Window::tumbling(Size::count(0))).shuffle(&words));
+    assert_eq!(
+        bad_window(&errors(t)),
+        ["the window size must be above zero"]
+    );
+
+    let (mut t, words) = split_words();
+    let w = Window::sliding(Duration::from_secs(1), Duration::from_secs(2));
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    assert_eq!(
+        bad_window(&errors(t)),
+        ["the slide (2000 ms) is larger than the window size (1000 ms)"]
+    );
+
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Size::count(5)).lag(Duration::from_secs(1));
+    t.add(aggregated("win", WordTally, w).shuffle(&words));
+    assert_eq!(
+        bad_window(&errors(t)),
+        ["a lag applies to event-time windows, not to count windows"]
+    );
+}
+
+#[test]
+fn event_time_needs_a_timestamp_field() {
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Duration::from_secs(1)).event_time("when");
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    assert_eq!(
+        bad_window(&errors(t)),
+        ["event-time field `when` is not a field of `Word` (has [\"word\", \"ts\", \"extra\"])"]
+    );
+
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Duration::from_secs(1)).event_time("word");
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    let errs = errors(t);
+    assert_eq!(
+        errs,
+        [TopologyError::NotATimestamp {
+            component: "win".into(),
+            field: "word".into(),
+            found: FieldType::Str
+        }]
+    );
+    assert_eq!(
+        errs[0].to_string(),
+        "`win`: event-time field `word` is a string, expected a timestamp"
+    );
+}
+
+#[test]
+fn keyed_windows_need_one_fields_grouping() {
+    let (mut t, lines) = with_spout("lines");
+    let a = t.add(bolt("a", Split).shuffle(&lines));
+    let b = t.add(bolt("b", Split).shuffle(&lines));
+    let w = Window::tumbling(Duration::from_secs(1));
+    t.add(
+        windowed("win", WindowCount, w)
+            .fields(&a, ["word"])
+            .shuffle(&b),
+    );
+    assert_eq!(
+        bad_window(&errors(t)),
+        [
+            "the inputs of a windowed bolt must all use the same fields grouping (keyed windows) or none (windows per task)"
+        ]
+    );
+}
+
+#[test]
+fn sliding_count_windows_cannot_aggregate() {
+    let (mut t, words) = split_words();
+    let w = Window::sliding(Size::count(4), Size::count(2));
+    t.add(aggregated("win", WordTally, w).shuffle(&words));
+    assert_eq!(bad_window(&errors(t)).len(), 1);
+    // The same window is fine for a whole-window bolt.
+    let (mut t, words) = split_words();
+    let w = Window::sliding(Size::count(4), Size::count(2));
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    assert!(errors(t).is_empty());
+}
+
+#[test]
+fn tracked_windows_must_fit_in_the_message_timeout() {
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Duration::from_secs(40)).event_time("ts");
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    let reasons = bad_window(&errors(t.guarantee(Guarantee::AtLeastOnce)));
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("message timeout (30000 ms)"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn the_late_stream_exists_only_when_asked_for() {
+    let (mut t, words) = split_words();
+    let w = t.add(
+        windowed(
+            "win",
+            WindowCount,
+            Window::tumbling(Duration::from_secs(1)).event_time("ts"),
+        )
+        .shuffle(&words),
+    );
+    t.add(bolt("late-sink", WordSink).shuffle(&w.late));
+    assert_eq!(
+        errors(t),
+        [TopologyError::UnknownStream {
+            component: "late-sink".into(),
+            upstream: "win".into(),
+            stream: LATE_STREAM.into()
+        }]
+    );
 }

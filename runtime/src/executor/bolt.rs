@@ -9,6 +9,11 @@ use tempest_dsl::TaskId;
 use tempest_dsl::engine::{BoltTask, LinkId, Payload};
 
 use crate::executor::outbox::Outbox;
+
+/// How long a bolt may sit with nothing to execute but deferred batches before it executes one
+/// anyway. Deferral (watermark alignment) bounds memory; this bounds how long it can stall, so
+/// that upstream tasks sharing a blocked source cannot wait on each other for ever.
+const ALIGNMENT_PATIENCE: Duration = Duration::from_millis(50);
 use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
 use crate::metrics::TaskMetrics;
 
@@ -30,6 +35,8 @@ pub(crate) struct BoltActor {
     queue_of: FxHashMap<TaskId, usize>,
     /// Where the next round-robin pass starts.
     next_queue: usize,
+    /// Since when only deferred batches have been waiting, if so.
+    stalled_since: Option<Instant>,
     upstream: FxHashMap<TaskId, Recipient<Credit>>,
     /// Per upstream task, its links whose end-of-data marker has not arrived yet.
     data_pending: FxHashMap<TaskId, u32>,
@@ -56,6 +63,7 @@ impl BoltActor {
             queues: Vec::new(),
             queue_of: FxHashMap::default(),
             next_queue: 0,
+            stalled_since: None,
             upstream: FxHashMap::default(),
             data_pending: FxHashMap::default(),
             data_ends: 0,
@@ -97,13 +105,14 @@ impl BoltActor {
     }
 
     /// The next delivery to execute: one per upstream task per pass, skipping the batches the
-    /// task defers (the end markers of such a task wait behind its batches).
-    fn next_delivery(&mut self) -> Option<Delivery> {
+    /// task defers (the end markers of such a task wait behind its batches) unless `force`.
+    fn next_delivery(&mut self, force: bool) -> Option<Delivery> {
         let n = self.queues.len();
         for step in 0..n {
             let i = (self.next_queue + step) % n;
             let q = &self.queues[i];
-            let deferred = matches!(q.items.front(), Some(Delivery::Batch { .. }))
+            let deferred = !force
+                && matches!(q.items.front(), Some(Delivery::Batch { .. }))
                 && self.task.defers(q.source);
             if deferred {
                 continue;
@@ -119,9 +128,22 @@ impl BoltActor {
     /// Executes queued deliveries while the output is not blocked.
     fn pump(&mut self) {
         while !self.core.outbox.is_blocked() && !self.is_done() {
-            let Some(delivery) = self.next_delivery() else {
-                break;
+            let delivery = match self.next_delivery(false) {
+                Some(d) => d,
+                None if self.inbox_is_empty() => break,
+                None => {
+                    // Only deferred batches wait: give them a little time, then go on anyway.
+                    let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < ALIGNMENT_PATIENCE {
+                        break;
+                    }
+                    match self.next_delivery(true) {
+                        Some(d) => d,
+                        None => break,
+                    }
+                }
             };
+            self.stalled_since = None;
             match delivery {
                 Delivery::Batch {
                     from,

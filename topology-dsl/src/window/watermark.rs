@@ -3,8 +3,10 @@
 //! Each upstream task's watermark trails the largest timestamp it has sent by the lag
 //! (`max_ts - lag - 1`, Flink's bounded out-of-orderness); the bolt's watermark is the minimum
 //! over its upstream tasks, so a slow upstream holds it back. An upstream silent for the idle
-//! timeout stops holding it back until it sends again; an upstream that has ended no longer
-//! counts, and when all have ended the watermark is `i64::MAX`. It never moves backwards.
+//! timeout stops holding it back until it sends again; when every live upstream is idle, the
+//! watermark moves to the largest of theirs (Flink's `StatusWatermarkValve` flushes the maximum
+//! then, since no input will advance). An upstream that has ended no longer counts, and when
+//! all have ended the watermark is `i64::MAX`. It never moves backwards.
 
 use rustc_hash::FxHashMap;
 
@@ -88,12 +90,9 @@ impl Watermarks {
     }
 
     /// Whether `source` runs more than `max_drift_ms` ahead of the watermark (its own
-    /// watermark beyond the bolt's). Only once every upstream task has been heard from, so an
-    /// upstream that has not started yet cannot stall the others.
+    /// watermark beyond the bolt's). Before every live upstream has been heard from, any
+    /// upstream that has sent something is ahead: its windows could not fire anyway.
     pub fn is_ahead(&self, source: TaskId, max_drift_ms: i64) -> bool {
-        if self.current == i64::MIN {
-            return false;
-        }
         self.inputs.get(&source).is_some_and(|input| {
             !input.ended
                 && input.max_ts != i64::MIN
@@ -108,28 +107,33 @@ impl Watermarks {
 
     /// Recomputes the watermark at processing time `now_ms` and returns it.
     pub fn update(&mut self, now_ms: i64) -> i64 {
-        let mut min: Option<i64> = None;
+        let mut active_min: Option<i64> = None;
+        let mut idle_max: Option<i64> = None;
         let mut all_ended = true;
         for input in self.inputs.values() {
             if input.ended {
                 continue;
             }
             all_ended = false;
-            let idle = self
-                .idle_timeout_ms
-                .is_some_and(|t| now_ms.saturating_sub(input.last_seen_ms) >= t);
-            if idle {
-                continue;
-            }
             let wm = if input.max_ts == i64::MIN {
                 i64::MIN
             } else {
                 input.max_ts.saturating_sub(self.lag).saturating_sub(1)
             };
-            min = Some(min.map_or(wm, |m| m.min(wm)));
+            let idle = self
+                .idle_timeout_ms
+                .is_some_and(|t| now_ms.saturating_sub(input.last_seen_ms) >= t);
+            if idle {
+                idle_max = Some(idle_max.map_or(wm, |m| m.max(wm)));
+            } else {
+                active_min = Some(active_min.map_or(wm, |m| m.min(wm)));
+            }
         }
-        let candidate = if all_ended { Some(i64::MAX) } else { min };
-        // With every live input idle the watermark holds (Flink's rule).
+        let candidate = if all_ended {
+            Some(i64::MAX)
+        } else {
+            active_min.or(idle_max)
+        };
         if let Some(c) = candidate {
             self.current = self.current.max(c);
         }
@@ -183,11 +187,13 @@ mod tests {
     }
 
     #[test]
-    fn all_inputs_idle_holds_the_watermark() {
-        let mut w = Watermarks::new(0, Some(10), &[A], 0);
+    fn all_inputs_idle_flush_the_largest_watermark() {
+        let mut w = Watermarks::new(0, Some(10), &[A, B], 0);
         w.observe(A, 100, 0);
-        assert_eq!(w.update(0), 99);
-        assert_eq!(w.update(1_000), 99);
+        assert_eq!(w.update(5), i64::MIN, "B holds it back until it is idle");
+        assert_eq!(w.update(1_000), 99, "both idle: the largest of theirs");
+        w.observe(B, 50, 1_000);
+        assert_eq!(w.update(1_000), 99, "never backwards");
     }
 
     #[test]

@@ -73,3 +73,43 @@ impl Bolt for LineEcho {
         Ok(())
     }
 }
+
+/// Counts a window's words.
+#[derive(Clone)]
+pub struct WindowCount;
+
+impl WindowedBolt for WindowCount {
+    type In = Word;
+    type Out = Word;
+    fn on_window(
+        &mut self,
+        _w: &WindowView<'_, Word>,
+        _out: &mut Emitter<Word>,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Counts a window's words incrementally.
+#[derive(Clone)]
+pub struct WordTally;
+
+impl WindowAggregate for WordTally {
+    type In = Word;
+    type Acc = u64;
+    type Out = Word;
+    fn add(&mut self, acc: &mut u64, _w: &Word) {
+        *acc += 1;
+    }
+    fn merge(&mut self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+    fn emit(
+        &mut self,
+        _acc: &u64,
+        _w: &WindowInfo,
+        _out: &mut Emitter<Word>,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
