@@ -199,10 +199,11 @@ mod tests {
     #[test]
     fn an_input_far_ahead_is_flagged() {
         let mut w = Watermarks::new(0, None, &[A, B], 0);
+        assert!(!w.is_ahead(A, 1000), "nothing received, nothing ahead");
         w.observe(A, 10_000, 0);
         assert!(
-            !w.is_ahead(A, 1000),
-            "nothing is ahead before every input reported"
+            w.is_ahead(A, 1000),
+            "ahead of a watermark still at the beginning of time"
         );
         w.observe(B, 1_000, 0);
         w.update(0);
