@@ -53,9 +53,10 @@ use std::time::Duration;
 
 use crate::component::{Bolt, Spout};
 use crate::config::{Guarantee, TopologyConfig};
-use crate::engine::code::{AggregateCode, BoltCode, ComponentCode, Proto, SpoutCode, WindowCode};
+use crate::engine::code::{BoltCode, ComponentCode, Proto, SpoutCode, WindowCode};
 use crate::engine::input::{Convert, InputAdapter};
 use crate::engine::route::{AnyKeyFn, KeyFn};
+use crate::engine::window_task::{Aggregate, Whole, WindowMode};
 use crate::error::{BuildErrors, TopologyError};
 use crate::grouping::Grouping;
 use crate::record::{FieldKind, Record, stable_hash_of};
@@ -586,31 +587,48 @@ impl<B: WindowedBolt> WindowedSpec<B> {
     bolt_spec_methods!(B::In);
 }
 
-impl<B: WindowedBolt> private::Sealed for WindowedSpec<B> {
-    type Handle = Windowed<B::In, B::Out>;
+/// The declaration of a windowed bolt of either mode.
+fn windowed_decl<M: WindowMode>(
+    common: Common,
+    mut subs: Subscriptions<M::In>,
+    window: Window,
+    aggregate: bool,
+    mode: M,
+) -> Decl {
+    let inputs = subs.adapters();
+    Decl::bolt::<M::In, M::Out>(
+        common,
+        subs.inputs,
+        Some(WindowIr {
+            spec: window,
+            aggregate,
+        }),
+        Arc::new(WindowCode {
+            proto: Proto::new(mode),
+            inputs,
+        }),
+    )
+}
 
-    fn into_decl(mut self) -> Decl {
-        let inputs = self.subs.adapters();
-        let window = WindowIr {
-            spec: self.window,
-            aggregate: false,
-        };
-        Decl::bolt::<B::In, B::Out>(
-            self.common,
-            self.subs.inputs,
-            Some(window),
-            Arc::new(WindowCode {
-                proto: Proto::new(self.bolt),
-                inputs,
-            }),
-        )
-    }
-
-    fn handle(builder: u64, component: usize) -> Self::Handle {
+impl<In, Out> Windowed<In, Out> {
+    fn new(builder: u64, component: usize) -> Self {
         Windowed {
             output: Handle::new(builder, component, DEFAULT_STREAM),
             late: Handle::new(builder, component, LATE_STREAM),
         }
+    }
+}
+
+impl<B: WindowedBolt> private::Sealed for WindowedSpec<B> {
+    type Handle = Windowed<B::In, B::Out>;
+
+    fn into_decl(self) -> Decl {
+        let mode = Whole::new(self.bolt, &self.window);
+        windowed_decl(self.common, self.subs, self.window, false, mode)
+    }
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Windowed::new(builder, component)
     }
 }
 
@@ -648,28 +666,18 @@ impl<A: WindowAggregate> AggregatedSpec<A> {
 impl<A: WindowAggregate> private::Sealed for AggregatedSpec<A> {
     type Handle = Windowed<A::In, A::Out>;
 
-    fn into_decl(mut self) -> Decl {
-        let inputs = self.subs.adapters();
-        let window = WindowIr {
-            spec: self.window,
-            aggregate: true,
-        };
-        Decl::bolt::<A::In, A::Out>(
+    fn into_decl(self) -> Decl {
+        windowed_decl(
             self.common,
-            self.subs.inputs,
-            Some(window),
-            Arc::new(AggregateCode {
-                proto: Proto::new(self.agg),
-                inputs,
-            }),
+            self.subs,
+            self.window,
+            true,
+            Aggregate::new(self.agg),
         )
     }
 
     fn handle(builder: u64, component: usize) -> Self::Handle {
-        Windowed {
-            output: Handle::new(builder, component, DEFAULT_STREAM),
-            late: Handle::new(builder, component, LATE_STREAM),
-        }
+        Windowed::new(builder, component)
     }
 }
 

@@ -33,20 +33,6 @@ impl<B: Bolt> BoltTaskImpl<B> {
     }
 }
 
-fn note(outcome: &mut BatchOutcome, result: Result<(), TaskError>) -> bool {
-    outcome.executed += 1;
-    match result {
-        Ok(()) => true,
-        Err(err) => {
-            outcome.failed += 1;
-            if outcome.first_error.is_none() {
-                outcome.first_error = Some(err);
-            }
-            false
-        }
-    }
-}
-
 impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
     fn prepare(&mut self) -> Result<(), TaskError> {
         self.bolt.prepare(&self.context)
@@ -68,20 +54,20 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             for value in batch.values {
                 let tuple = Tuple::new_untracked(value, source, input);
                 let result = self.bolt.execute(tuple, &mut self.out);
-                note(&mut outcome, result);
+                outcome.note(result);
             }
         } else if B::MANUAL_ACK {
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
                 let tuple = Tuple::with_ids(value, source, input, ids);
                 let result = self.bolt.execute(tuple, &mut self.out);
-                note(&mut outcome, result);
+                outcome.note(result);
             }
         } else {
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
                 self.out.begin_input(ids);
                 let tuple = Tuple::with_ids(value, source, input, TupleIds::Untracked);
                 let result = self.bolt.execute(tuple, &mut self.out);
-                let ok = note(&mut outcome, result);
+                let ok = outcome.note(result);
                 self.out.end_input(ok);
             }
         }

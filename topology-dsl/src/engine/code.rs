@@ -9,17 +9,16 @@ use crate::engine::bolt_task::BoltTaskImpl;
 use crate::engine::input::InputAdapter;
 use crate::engine::route::{AnyKeyFn, KeyExtract, KeyFn, Route};
 use crate::engine::spout_task::SpoutTaskImpl;
-use crate::engine::window_task::{AggregateTask, WindowInput, WindowTask, now_ms};
+use crate::engine::window_task::{
+    WindowInput, WindowIo, WindowMode, WindowedTask, horizon, now_ms,
+};
 use crate::engine::{EngineError, RouteSetup, Task};
 use crate::grouping::Grouping;
 use crate::ids::TaskId;
 use crate::record::Record;
 use crate::routing::Router;
 use crate::topology::{ComponentIr, InputIr};
-use crate::window::{
-    LATE_STREAM, Size, TimeDomain, Watermarks, Window, WindowAggregate, WindowCore, WindowKind,
-    WindowedBolt,
-};
+use crate::window::{LATE_STREAM, Size, TimeDomain, Watermarks, WindowCore, WindowKind};
 
 /// One subscription as the sending task will serve it.
 pub(crate) struct RoutePlan {
@@ -181,94 +180,94 @@ impl<B: Bolt> ComponentCode for BoltCode<B> {
     }
 }
 
-/// The pieces every windowed task needs, read from its component and setup.
-struct WindowParts<In: Record, Out: Record> {
-    window: Window,
-    out: Emitter<Out>,
-    late: Option<Emitter<In>>,
-    input: WindowInput<In>,
-    context: TaskContext,
+/// The code of a windowed bolt, of either mode (whole windows or aggregation).
+pub(crate) struct WindowCode<M: WindowMode> {
+    pub(crate) proto: Proto<M>,
+    pub(crate) inputs: Arc<[Arc<dyn InputAdapter<M::In>>]>,
 }
 
-fn window_parts<In: Record, Out: Record>(
-    i: Instance<'_>,
-) -> Result<WindowParts<In, Out>, EngineError> {
-    let window = i
-        .component
-        .window
-        .as_ref()
-        .map(|w| w.spec.clone())
-        .ok_or_else(|| EngineError::Setup("a windowed bolt without a window".into()))?;
-    let tracked = i.tracking_seed.is_some();
-    let index = i.context.task_index();
-    let (late_plans, out_plans): (Vec<_>, Vec<_>) = i
-        .streams
-        .into_iter()
-        .partition(|s| window.late_stream && &*s.name == LATE_STREAM);
-    let out = Emitter::new(
-        build_streams::<Out>(out_plans, index, tracked)?,
-        i.batch_size,
-        i.tracking_seed,
-        false,
-    );
-    let late = if late_plans.is_empty() {
-        None
-    } else {
-        Some(Emitter::new(
-            build_streams::<In>(late_plans, index, tracked)?,
+impl<M: WindowMode> ComponentCode for WindowCode<M> {
+    fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
+        let window = i
+            .component
+            .window
+            .as_ref()
+            .map(|w| w.spec.clone())
+            .ok_or_else(|| EngineError::Setup("a windowed bolt without a window".into()))?;
+        let tracked = i.tracking_seed.is_some();
+        let index = i.context.task_index();
+        let (late_plans, out_plans): (Vec<_>, Vec<_>) = i
+            .streams
+            .into_iter()
+            .partition(|s| window.late_stream && &*s.name == LATE_STREAM);
+        let out = Emitter::new(
+            build_streams::<M::Out>(out_plans, index, tracked)?,
             i.batch_size,
-            i.tracking_seed.map(|s| s.rotate_left(17) ^ 0x5bd1_e995),
+            i.tracking_seed,
             false,
-        ))
-    };
-    let field = |name: &str| {
-        In::field_index(name).ok_or_else(|| {
-            EngineError::Setup(format!(
-                "`{}` has no field `{name}`",
-                std::any::type_name::<In>()
+        );
+        let late = if late_plans.is_empty() {
+            None
+        } else {
+            Some(Emitter::new(
+                build_streams::<M::In>(late_plans, index, tracked)?,
+                i.batch_size,
+                i.tracking_seed.map(|s| s.rotate_left(17) ^ 0x5bd1_e995),
+                false,
             ))
-        })
-    };
-    let key_fields = keyed_fields(&i.component.inputs)
-        .iter()
-        .map(|f| field(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (time_field, watermarks) = match &window.time {
-        TimeDomain::Event { field: name } if !window.is_count() => (
-            Some(field(name)?),
-            Some(Watermarks::new(
-                window.lag_ms.unwrap_or(0),
-                window.idle_timeout_ms,
-                i.upstream,
-                now_ms(),
-            )),
-        ),
-        _ => (None, None),
-    };
-    // Watermark alignment: an upstream may run a few windows ahead of the slowest one.
-    let span = match window.kind {
-        WindowKind::Sliding {
-            size: Size::TimeMs(s),
-            ..
-        } => s,
-        _ => horizon(&window),
-    };
-    let max_drift_ms = span
-        .saturating_mul(4)
-        .saturating_add(window.lag_ms.unwrap_or(0))
-        .max(1000);
-    Ok(WindowParts {
-        input: WindowInput::new(
+        };
+        let field = |name: &str| {
+            M::In::field_index(name).ok_or_else(|| {
+                EngineError::Setup(format!(
+                    "`{}` has no field `{name}`",
+                    std::any::type_name::<M::In>()
+                ))
+            })
+        };
+        let key_fields = keyed_fields(&i.component.inputs)
+            .iter()
+            .map(|f| field(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (time_field, watermarks) = match &window.time {
+            TimeDomain::Event { field: name } if !window.is_count() => (
+                Some(field(name)?),
+                Some(Watermarks::new(
+                    window.lag_ms.unwrap_or(0),
+                    window.idle_timeout_ms,
+                    i.upstream,
+                    now_ms(),
+                )),
+            ),
+            _ => (None, None),
+        };
+        // Watermark alignment: an upstream may run a few windows ahead of the slowest one.
+        let span = match window.kind {
+            WindowKind::Sliding {
+                size: Size::TimeMs(s),
+                ..
+            } => s,
+            _ => horizon(&window),
+        };
+        let max_drift_ms = span
+            .saturating_mul(4)
+            .saturating_add(window.lag_ms.unwrap_or(0))
+            .max(1000);
+        let input = WindowInput::new(
             key_fields.into_boxed_slice(),
             time_field,
             watermarks,
             max_drift_ms,
-        ),
-        window,
-        out,
-        late,
-        context: i.context,
-    })
+        );
+        let core = WindowCore::new(&window).map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok(Task::Bolt(Box::new(WindowedTask::new(
+            self.proto.instance(),
+            i.context,
+            Arc::clone(&self.inputs),
+            WindowIo::new(out, late),
+            core,
+            input,
+        ))))
+    }
 }
 
 /// The key fields of a windowed bolt: those of its fields grouping, when every input has the
@@ -283,66 +282,5 @@ pub(crate) fn keyed_fields(inputs: &[InputIr]) -> &[String] {
             fields
         }
         _ => &[],
-    }
-}
-
-/// How long after a window's end the next window of its key may end: the slide (or size) of
-/// time windows, the gap of sessions.
-fn horizon(window: &Window) -> i64 {
-    match window.kind {
-        WindowKind::Tumbling {
-            size: Size::TimeMs(s),
-        } => s,
-        WindowKind::Sliding {
-            slide: Size::TimeMs(s),
-            ..
-        } => s,
-        WindowKind::Session { gap_ms } => gap_ms,
-        _ => i64::MAX,
-    }
-}
-
-/// The code of a whole-window bolt.
-pub(crate) struct WindowCode<B: WindowedBolt> {
-    pub(crate) proto: Proto<B>,
-    pub(crate) inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
-}
-
-impl<B: WindowedBolt> ComponentCode for WindowCode<B> {
-    fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
-        let parts = window_parts::<B::In, B::Out>(i)?;
-        let core = WindowCore::new(&parts.window).map_err(|e| EngineError::Setup(e.to_string()))?;
-        Ok(Task::Bolt(Box::new(WindowTask::new(
-            self.proto.instance(),
-            parts.context,
-            Arc::clone(&self.inputs),
-            parts.out,
-            parts.late,
-            core,
-            parts.input,
-            horizon(&parts.window),
-        ))))
-    }
-}
-
-/// The code of an aggregating windowed bolt.
-pub(crate) struct AggregateCode<A: WindowAggregate> {
-    pub(crate) proto: Proto<A>,
-    pub(crate) inputs: Arc<[Arc<dyn InputAdapter<A::In>>]>,
-}
-
-impl<A: WindowAggregate> ComponentCode for AggregateCode<A> {
-    fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
-        let parts = window_parts::<A::In, A::Out>(i)?;
-        let core = WindowCore::new(&parts.window).map_err(|e| EngineError::Setup(e.to_string()))?;
-        Ok(Task::Bolt(Box::new(AggregateTask::new(
-            self.proto.instance(),
-            parts.context,
-            Arc::clone(&self.inputs),
-            parts.out,
-            parts.late,
-            core,
-            parts.input,
-        ))))
     }
 }

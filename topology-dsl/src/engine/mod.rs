@@ -199,6 +199,28 @@ pub struct BatchOutcome {
     pub first_error: Option<TaskError>,
 }
 
+impl BatchOutcome {
+    /// Counts a failure, keeping the first error.
+    pub fn note_error(&mut self, err: TaskError) {
+        self.failed += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(err);
+        }
+    }
+
+    /// Counts one executed record and its result; returns whether it succeeded.
+    pub fn note(&mut self, result: Result<(), TaskError>) -> bool {
+        self.executed += 1;
+        match result {
+            Ok(()) => true,
+            Err(err) => {
+                self.note_error(err);
+                false
+            }
+        }
+    }
+}
+
 /// A failure of the engine itself (not of user code): a batch of the wrong type, an unknown
 /// input, a component instantiated as the wrong kind. It points at a bug or a corrupt frame.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

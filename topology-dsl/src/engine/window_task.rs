@@ -1,6 +1,7 @@
-//! The typed tasks behind windowed bolts: [`WindowTask`] (whole windows) and [`AggregateTask`]
-//! (incremental aggregation). Both read key and time from their input the same way
-//! ([`WindowInput`]) and drive a [`WindowCore`]; they differ in what a window holds.
+//! The typed task behind windowed bolts: [`WindowedTask`] reads key and time from its input,
+//! drives a [`WindowCore`] and keeps the acking; a [`WindowMode`] says what a window holds:
+//! its tuples ([`Whole`], for a [`WindowedBolt`]) or an accumulator ([`Aggregate`], for a
+//! [`WindowAggregate`]).
 //!
 //! Acking: a tuple is acked when no window holds it any more (after the firing of the last
 //! window that held it, or at once when it is late), with the edges of the results anchored to
@@ -23,8 +24,8 @@ use crate::key_hasher::KeyHasher;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 use crate::window::{
-    Bounds, Watermarks, WindowAggregate, WindowCore, WindowHost, WindowInfo, WindowView,
-    WindowedBolt,
+    Bounds, Watermarks, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo, WindowKind,
+    WindowView, WindowedBolt,
 };
 
 /// Milliseconds since the epoch: processing time.
@@ -62,12 +63,6 @@ impl<In: Record> WindowInput<In> {
         }
     }
 
-    fn defers(&self, source: TaskId) -> bool {
-        self.watermarks
-            .as_ref()
-            .is_some_and(|w| w.is_ahead(source, self.max_drift_ms))
-    }
-
     #[inline]
     fn key(&self, value: &In) -> u64 {
         if self.key_fields.is_empty() {
@@ -90,9 +85,16 @@ impl<In: Record> WindowInput<In> {
                 .ok_or_else(|| TaskError::new("the tuple has no event time")),
         }
     }
+
+    fn defers(&self, source: TaskId) -> bool {
+        self.watermarks
+            .as_ref()
+            .is_some_and(|w| w.is_ahead(source, self.max_drift_ms))
+    }
 }
 
 /// A tuple held by windows.
+#[derive(Clone)]
 struct Element<V> {
     value: V,
     ids: TupleIds,
@@ -101,6 +103,7 @@ struct Element<V> {
 }
 
 /// The tuples windows hold, by arrival number.
+#[derive(Clone)]
 struct Store<V> {
     elements: FxHashMap<u64, Element<V>>,
     next: u64,
@@ -129,303 +132,208 @@ impl<V> Store<V> {
         id
     }
 
+    /// One more window holds `id`.
+    fn hold(&mut self, id: u64) {
+        if let Some(e) = self.elements.get_mut(&id) {
+            e.refs += 1;
+        }
+    }
+
     /// One window less holds `id`; acks it when none does.
     fn release<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
         if let Some(e) = self.elements.get_mut(&id) {
             e.refs = e.refs.saturating_sub(1);
             if e.refs == 0 {
-                if let Some(e) = self.elements.remove(&id) {
-                    out.ack_ids(&e.ids, e.ack_val);
-                }
+                self.ack_unheld(id, out);
             }
         }
     }
 
-    /// Acks `id` if no window took it.
-    fn release_if_unheld<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
+    /// Acks `id` if no window holds it.
+    fn ack_unheld<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
         if self.elements.get(&id).is_some_and(|e| e.refs == 0) {
             if let Some(e) = self.elements.remove(&id) {
                 out.ack_ids(&e.ids, e.ack_val);
             }
         }
     }
-}
 
-/// Sends a late tuple to the late stream (anchored to it) if there is one; returns the edges to
-/// fold into its ack.
-fn send_late<In: Record>(late: Option<&mut Emitter<In>>, value: &In, ids: &TupleIds) -> u64 {
-    let Some(late) = late else {
-        return 0;
-    };
-    let mut xors = Vec::new();
-    late.begin_scope(std::iter::once(ids));
-    late.emit(value.clone());
-    late.end_scope(&mut xors);
-    xors.first().copied().unwrap_or(0)
-}
-
-fn note_error(outcome: &mut BatchOutcome, err: TaskError) {
-    outcome.failed += 1;
-    if outcome.first_error.is_none() {
-        outcome.first_error = Some(err);
-    }
-}
-
-/// The previous firing of a key, for a view's new and expired tuples.
-struct Prev<In> {
-    bounds: Option<Bounds>,
-    firing: u32,
-    ids: Vec<u64>,
-    values: Vec<In>,
-    /// Clock time after which no later window of the key can follow this one.
-    expires_at: i64,
-}
-
-/// The task behind a [`WindowedBolt`]: windows hold their tuples.
-pub(crate) struct WindowTask<B: WindowedBolt> {
-    bolt: B,
-    context: TaskContext,
-    inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
-    out: Emitter<B::Out>,
-    late: Option<Emitter<B::In>>,
-    core: WindowCore<u64, Vec<u64>>,
-    input: WindowInput<B::In>,
-    store: Store<B::In>,
-    prev: FxHashMap<u64, Prev<B::In>>,
-    /// How long after a window's end the next window of its key may fire (slide or gap).
-    horizon: i64,
-    stats: WindowStats,
-}
-
-impl<B: WindowedBolt> WindowTask<B> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        bolt: B,
-        context: TaskContext,
-        inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
-        out: Emitter<B::Out>,
-        late: Option<Emitter<B::In>>,
-        core: WindowCore<u64, Vec<u64>>,
-        input: WindowInput<B::In>,
-        horizon: i64,
-    ) -> Self {
-        WindowTask {
-            bolt,
-            context,
-            inputs,
-            out,
-            late,
-            core,
-            input,
-            store: Store::new(),
-            prev: FxHashMap::default(),
-            horizon,
-            stats: WindowStats::new(),
-        }
-    }
-}
-
-/// What the core calls back while a [`WindowTask`] runs it.
-struct WholeHost<'a, B: WindowedBolt> {
-    bolt: &'a mut B,
-    out: &'a mut Emitter<B::Out>,
-    late: Option<&'a mut Emitter<B::In>>,
-    store: &'a mut Store<B::In>,
-    prev: &'a mut FxHashMap<u64, Prev<B::In>>,
-    stats: &'a mut WindowStats,
-    outcome: &'a mut BatchOutcome,
-    current: u64,
-    horizon: i64,
-}
-
-impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
-    fn add(&mut self, _key: &u64, contents: &mut Vec<u64>) {
-        contents.push(self.current);
-        if let Some(e) = self.store.elements.get_mut(&self.current) {
-            e.refs += 1;
-        }
-    }
-
-    fn merge(&mut self, _key: &u64, into: &mut Vec<u64>, from: Vec<u64>) {
-        into.extend(from);
-        // Arrival numbers grow with arrival, so this restores arrival order.
-        into.sort_unstable();
-    }
-
-    fn fire(&mut self, key: &u64, bounds: Option<Bounds>, contents: &mut Vec<u64>) {
-        self.stats.fires += 1;
-        let prev = self.prev.remove(key);
-        let firing = match &prev {
-            Some(p) if p.bounds == bounds && bounds.is_some() => p.firing + 1,
-            _ => 0,
-        };
-        let result = {
-            let store = &*self.store;
-            let tuples: Vec<&B::In> = contents
-                .iter()
-                .filter_map(|id| store.elements.get(id).map(|e| &e.value))
-                .collect();
-            let (new, expired) = match &prev {
-                None => (tuples.clone(), Vec::new()),
-                Some(p) => {
-                    let new = contents
-                        .iter()
-                        .filter(|id| p.ids.binary_search(id).is_err())
-                        .filter_map(|id| store.elements.get(id).map(|e| &e.value))
-                        .collect();
-                    let expired = p
-                        .ids
-                        .iter()
-                        .zip(&p.values)
-                        .filter(|(id, _)| contents.binary_search(id).is_err())
-                        .map(|(_, v)| v)
-                        .collect();
-                    (new, expired)
-                }
-            };
-            let view = WindowView {
-                info: WindowInfo {
-                    bounds,
-                    count: tuples.len() as u64,
-                    firing,
-                },
-                tuples,
-                new,
-                expired,
-            };
-            self.out.begin_scope(
-                contents
-                    .iter()
-                    .filter_map(|id| store.elements.get(id).map(|e| &e.ids)),
-            );
-            self.bolt.on_window(&view, self.out)
-        };
-        let mut xors = Vec::new();
-        self.out.end_scope(&mut xors);
-        let held: Vec<u64> = contents
+    /// Runs `emit` with the emitter anchored to the tuples `ids`, folds the edges it created
+    /// into their acks, and fails their trees if it failed.
+    fn anchored<O: Record>(
+        &mut self,
+        ids: &[u64],
+        out: &mut Emitter<O>,
+        outcome: &mut BatchOutcome,
+        emit: impl FnOnce(&Store<V>, &mut Emitter<O>) -> Result<(), TaskError>,
+    ) {
+        let held: Vec<u64> = ids
             .iter()
             .copied()
-            .filter(|id| self.store.elements.contains_key(id))
+            .filter(|id| self.elements.contains_key(id))
             .collect();
+        out.begin_scope(
+            held.iter()
+                .filter_map(|id| self.elements.get(id).map(|e| &e.ids)),
+        );
+        let result = emit(self, out);
+        let mut xors = Vec::new();
+        out.end_scope(&mut xors);
         for (id, x) in held.iter().zip(xors) {
-            if let Some(e) = self.store.elements.get_mut(id) {
+            if let Some(e) = self.elements.get_mut(id) {
                 e.ack_val ^= x;
             }
         }
         if let Err(err) = result {
-            note_error(self.outcome, err);
+            outcome.note_error(err);
             for id in &held {
-                if let Some(e) = self.store.elements.get(id) {
-                    self.out.fail_ids(&e.ids);
+                if let Some(e) = self.elements.get(id) {
+                    out.fail_ids(&e.ids);
                 }
             }
         }
-        let values = held
-            .iter()
-            .filter_map(|id| self.store.elements.get(id).map(|e| e.value.clone()))
-            .collect();
-        let expires_at = bounds.map_or(i64::MAX, |b| b.end.saturating_add(self.horizon));
-        self.prev.insert(
-            *key,
-            Prev {
-                bounds,
-                firing,
-                ids: held,
-                values,
-                expires_at,
-            },
-        );
     }
+}
 
-    fn purge(&mut self, _key: &u64, contents: Vec<u64>) {
-        for id in contents {
-            self.store.release(id, self.out);
+/// The output side of a windowed task, shared by both modes.
+pub(crate) struct WindowIo<In, Out> {
+    out: Emitter<Out>,
+    late: Option<Emitter<In>>,
+    stats: WindowStats,
+    outcome: BatchOutcome,
+}
+
+impl<In: Record, Out: Record> WindowIo<In, Out> {
+    pub(crate) fn new(out: Emitter<Out>, late: Option<Emitter<In>>) -> Self {
+        WindowIo {
+            out,
+            late,
+            stats: WindowStats::new(),
+            outcome: BatchOutcome::default(),
         }
     }
 
-    fn evict(&mut self, _key: &u64, contents: &mut Vec<u64>, keep: usize) {
-        if contents.len() > keep {
-            let n = contents.len() - keep;
-            for id in contents.drain(..n) {
-                self.store.release(id, self.out);
-            }
-        }
-    }
-
-    fn late(&mut self, _key: &u64) {
+    /// A late tuple: sent to the late stream (anchored to it) if there is one, then acked.
+    fn late(&mut self, value: &In, ids: &TupleIds, ack_val: u64) {
         self.stats.late += 1;
-        if let Some(e) = self.store.elements.remove(&self.current) {
-            let x = send_late(self.late.as_deref_mut(), &e.value, &e.ids);
-            self.out.ack_ids(&e.ids, e.ack_val ^ x);
+        let mut x = 0;
+        if let Some(late) = self.late.as_mut() {
+            let mut xors = Vec::new();
+            late.begin_scope(std::iter::once(ids));
+            late.emit(value.clone());
+            late.end_scope(&mut xors);
+            x = xors.first().copied().unwrap_or(0);
+        }
+        self.out.ack_ids(ids, ack_val ^ x);
+    }
+}
+
+/// A callback that runs the window core against a host.
+pub(crate) type WithHost<'f, C> = dyn FnMut(&mut dyn WindowHost<u64, C>) + 'f;
+
+/// What the two kinds of windowed task differ in: what a window holds.
+pub(crate) trait WindowMode: Clone + Send + 'static {
+    /// The windowed records.
+    type In: Record;
+    /// The results.
+    type Out: Record;
+    /// What one window holds.
+    type Contents: Default + Send;
+
+    /// Calls the user's `prepare`.
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
+
+    /// Takes in one element: keeps what it must and inserts it into the core.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest(
+        &mut self,
+        io: &mut WindowIo<Self::In, Self::Out>,
+        core: &mut WindowCore<u64, Self::Contents>,
+        key: u64,
+        ts: i64,
+        value: Self::In,
+        ids: TupleIds,
+    );
+
+    /// Runs `f` with a host for clock-driven firings (no element being inserted).
+    fn with_host(
+        &mut self,
+        io: &mut WindowIo<Self::In, Self::Out>,
+        f: &mut WithHost<'_, Self::Contents>,
+    );
+
+    /// Housekeeping at clock time `clock` (ticks).
+    fn sweep(&mut self, _clock: i64) {}
+}
+
+/// The task behind a windowed bolt of either mode.
+pub(crate) struct WindowedTask<M: WindowMode> {
+    mode: M,
+    context: TaskContext,
+    inputs: Arc<[Arc<dyn InputAdapter<M::In>>]>,
+    io: WindowIo<M::In, M::Out>,
+    core: WindowCore<u64, M::Contents>,
+    input: WindowInput<M::In>,
+}
+
+impl<M: WindowMode> WindowedTask<M> {
+    pub(crate) fn new(
+        mode: M,
+        context: TaskContext,
+        inputs: Arc<[Arc<dyn InputAdapter<M::In>>]>,
+        io: WindowIo<M::In, M::Out>,
+        core: WindowCore<u64, M::Contents>,
+        input: WindowInput<M::In>,
+    ) -> Self {
+        WindowedTask {
+            mode,
+            context,
+            inputs,
+            io,
+            core,
+            input,
         }
     }
-}
 
-/// Brings the core's clock to processing time `now`: the watermark from the inputs (event time)
-/// or the processing time itself, firing what is due.
-fn advance_clock<In: Record, C: Default, H: WindowHost<u64, C>>(
-    core: &mut WindowCore<u64, C>,
-    input: &mut WindowInput<In>,
-    now: i64,
-    host: &mut H,
-) {
-    if core.is_event_time() {
-        if let Some(w) = input.watermarks.as_mut() {
-            core.advance_watermark(w.update(now), host);
-        }
-    } else if !core.is_count() {
-        core.advance_processing_time(now, host);
+    /// Brings the core's clock to processing time `now`: the watermark from the inputs (event
+    /// time) or the processing time itself, firing what is due. `i64::MAX` ends all time.
+    fn advance(&mut self, now: i64) {
+        let WindowedTask {
+            mode,
+            io,
+            core,
+            input,
+            ..
+        } = self;
+        mode.with_host(io, &mut |host| {
+            if now == i64::MAX {
+                core.advance_watermark(i64::MAX, host);
+                core.advance_processing_time(i64::MAX, host);
+            } else if core.is_event_time() {
+                if let Some(w) = input.watermarks.as_mut() {
+                    core.advance_watermark(w.update(now), host);
+                }
+            } else if !core.is_count() {
+                core.advance_processing_time(now, host);
+            }
+        });
+        self.io.stats.open_windows = self.core.open_windows() as u64;
+        self.io.stats.watermark = self.core.watermark();
+    }
+
+    /// The outcome of what ran since the last call, as `execute_batch`'s result or an error.
+    fn take_outcome(&mut self) -> BatchOutcome {
+        std::mem::take(&mut self.io.outcome)
+    }
+
+    fn take_error(&mut self) -> Result<(), TaskError> {
+        self.take_outcome().first_error.map_or(Ok(()), Err)
     }
 }
 
-/// The end of the input: every time window fires.
-fn end_clock<C: Default, H: WindowHost<u64, C>>(core: &mut WindowCore<u64, C>, host: &mut H) {
-    core.advance_watermark(i64::MAX, host);
-    core.advance_processing_time(i64::MAX, host);
-}
-
-fn record_time(stats: &mut WindowStats, now: i64, ts: i64) {
-    let skew = now.saturating_sub(ts);
-    stats.skew_ms = skew;
-    stats.skew_max_ms = stats.skew_max_ms.max(skew);
-}
-
-macro_rules! whole_host {
-    ($task:ident, $outcome:expr, $current:expr) => {
-        WholeHost {
-            bolt: &mut $task.bolt,
-            out: &mut $task.out,
-            late: $task.late.as_mut(),
-            store: &mut $task.store,
-            prev: &mut $task.prev,
-            stats: &mut $task.stats,
-            outcome: $outcome,
-            current: $current,
-            horizon: $task.horizon,
-        }
-    };
-}
-
-impl<B: WindowedBolt> WindowTask<B> {
-    fn after(&mut self) {
-        self.stats.open_windows = self.core.open_windows() as u64;
-        self.stats.watermark = self.core.watermark();
-    }
-
-    /// Forgets previous firings no later window of their key can follow.
-    fn sweep_prev(&mut self) {
-        let clock = if self.core.is_event_time() {
-            self.core.watermark()
-        } else {
-            self.core.processing_time()
-        };
-        self.prev.retain(|_, p| p.expires_at > clock);
-    }
-}
-
-impl<B: WindowedBolt> BoltTask for WindowTask<B> {
+impl<M: WindowMode> BoltTask for WindowedTask<M> {
     fn prepare(&mut self) -> Result<(), TaskError> {
-        self.bolt.prepare(&self.context)
+        self.mode.prepare(&self.context)
     }
 
     fn execute_batch(
@@ -440,10 +348,10 @@ impl<B: WindowedBolt> BoltTask for WindowTask<B> {
             .ok_or(EngineError::NoSuchInput(input))?;
         let batch = adapter.adapt(payload)?;
         let now = now_ms();
-        let mut outcome = BatchOutcome::default();
-        if !self.core.is_event_time() {
-            let mut host = whole_host!(self, &mut outcome, 0);
-            advance_clock(&mut self.core, &mut self.input, now, &mut host);
+        let event_time = self.core.is_event_time();
+        if !event_time {
+            // Processing time first, so the batch joins the windows of now.
+            self.advance(now);
         }
         let tracked = !batch.ids.is_empty();
         let mut ids = batch.ids.into_iter();
@@ -454,68 +362,62 @@ impl<B: WindowedBolt> BoltTask for WindowTask<B> {
             } else {
                 TupleIds::Untracked
             };
-            outcome.executed += 1;
+            self.io.outcome.executed += 1;
             let ts = match self.input.time(&value) {
                 Ok(ts) => ts,
                 Err(err) => {
-                    self.out.fail_ids(&tuple_ids);
-                    note_error(&mut outcome, err);
+                    self.io.out.fail_ids(&tuple_ids);
+                    self.io.outcome.note_error(err);
                     continue;
                 }
             };
-            if self.core.is_event_time() {
-                record_time(&mut self.stats, now, ts);
+            if event_time {
+                let skew = now.saturating_sub(ts);
+                self.io.stats.skew_ms = skew;
+                self.io.stats.skew_max_ms = self.io.stats.skew_max_ms.max(skew);
                 max_ts = max_ts.max(ts);
             }
             let key = self.input.key(&value);
-            let id = self.store.insert(value, tuple_ids);
-            let mut host = whole_host!(self, &mut outcome, id);
-            self.core.insert(key, ts, &mut host);
-            self.store.release_if_unheld(id, &mut self.out);
+            self.mode
+                .ingest(&mut self.io, &mut self.core, key, ts, value, tuple_ids);
         }
         if let Some(w) = self.input.watermarks.as_mut() {
             if max_ts != i64::MIN {
                 w.observe(source, max_ts, now);
             }
         }
-        if self.core.is_event_time() {
-            let mut host = whole_host!(self, &mut outcome, 0);
-            advance_clock(&mut self.core, &mut self.input, now, &mut host);
+        if event_time {
+            self.advance(now);
         }
-        self.after();
-        Ok(outcome)
+        Ok(self.take_outcome())
     }
 
     fn tick(&mut self) -> Result<(), TaskError> {
-        let mut outcome = BatchOutcome::default();
-        let mut host = whole_host!(self, &mut outcome, 0);
-        advance_clock(&mut self.core, &mut self.input, now_ms(), &mut host);
-        self.sweep_prev();
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
+        self.advance(now_ms());
+        let clock = if self.core.is_event_time() {
+            self.core.watermark()
+        } else {
+            self.core.processing_time()
+        };
+        self.mode.sweep(clock);
+        self.take_error()
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
-        let mut outcome = BatchOutcome::default();
-        let mut host = whole_host!(self, &mut outcome, 0);
-        end_clock(&mut self.core, &mut host);
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
+        self.advance(i64::MAX);
+        self.take_error()
     }
 
     fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
         if let Some(w) = self.input.watermarks.as_mut() {
             w.end(source);
         }
-        let mut outcome = BatchOutcome::default();
-        let mut host = whole_host!(self, &mut outcome, 0);
-        advance_clock(&mut self.core, &mut self.input, now_ms(), &mut host);
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
+        self.advance(now_ms());
+        self.take_error()
     }
 
     fn window_stats(&self) -> Option<WindowStats> {
-        Some(self.stats)
+        Some(self.io.stats)
     }
 
     fn defers(&self, source: TaskId) -> bool {
@@ -523,27 +425,229 @@ impl<B: WindowedBolt> BoltTask for WindowTask<B> {
     }
 }
 
-impl<B: WindowedBolt> TaskOutput for WindowTask<B> {
+impl<M: WindowMode> TaskOutput for WindowedTask<M> {
     fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
-        self.out.take_ready(out);
-        if let Some(late) = &mut self.late {
+        self.io.out.take_ready(out);
+        if let Some(late) = &mut self.io.late {
             late.take_ready(out);
         }
     }
     fn flush(&mut self) {
-        self.out.flush();
-        if let Some(late) = &mut self.late {
+        self.io.out.flush();
+        if let Some(late) = &mut self.io.late {
             late.flush();
         }
     }
     fn take_acks(&mut self, out: &mut Vec<AckOp>) {
-        self.out.take_acks(out);
-        if let Some(late) = &mut self.late {
+        self.io.out.take_acks(out);
+        if let Some(late) = &mut self.io.late {
             late.take_acks(out);
         }
     }
     fn emitted(&self) -> u64 {
-        self.out.emitted() + self.late.as_ref().map_or(0, Emitter::emitted)
+        self.io.out.emitted() + self.io.late.as_ref().map_or(0, Emitter::emitted)
+    }
+}
+
+/// The previous firing of a key, for a view's new and expired tuples.
+#[derive(Clone)]
+struct Prev<In> {
+    bounds: Option<Bounds>,
+    firing: u32,
+    ids: Vec<u64>,
+    values: Vec<In>,
+    /// Clock time after which no later window of the key can follow this one.
+    expires_at: i64,
+}
+
+/// Whole windows: a window holds its tuples (arrival numbers into a shared store), and a
+/// [`WindowedBolt`] sees them with the new and expired ones since the key's previous firing.
+#[derive(Clone)]
+pub(crate) struct Whole<B: WindowedBolt> {
+    bolt: B,
+    store: Store<B::In>,
+    prev: FxHashMap<u64, Prev<B::In>>,
+    /// How long after a window's end the next window of its key may end.
+    horizon: i64,
+}
+
+impl<B: WindowedBolt> Whole<B> {
+    pub(crate) fn new(bolt: B, window: &Window) -> Self {
+        Whole {
+            bolt,
+            store: Store::new(),
+            prev: FxHashMap::default(),
+            horizon: horizon(window),
+        }
+    }
+}
+
+/// How long after a window's end the next window of its key may end: the slide (or size) of
+/// time windows, the gap of sessions; count windows have no end.
+pub(crate) fn horizon(window: &Window) -> i64 {
+    match window.kind {
+        WindowKind::Tumbling {
+            size: crate::window::Size::TimeMs(s),
+        } => s,
+        WindowKind::Sliding {
+            slide: crate::window::Size::TimeMs(s),
+            ..
+        } => s,
+        WindowKind::Session { gap_ms } => gap_ms,
+        _ => i64::MAX,
+    }
+}
+
+struct WholeHost<'a, B: WindowedBolt> {
+    mode: &'a mut Whole<B>,
+    io: &'a mut WindowIo<B::In, B::Out>,
+    /// The element being inserted.
+    current: Option<u64>,
+}
+
+impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
+    fn add(&mut self, _key: &u64, contents: &mut Vec<u64>) {
+        if let Some(id) = self.current {
+            contents.push(id);
+            self.mode.store.hold(id);
+        }
+    }
+
+    fn merge(&mut self, _key: &u64, into: &mut Vec<u64>, from: Vec<u64>) {
+        into.extend(from);
+        // Arrival numbers grow with arrival, so this restores arrival order.
+        into.sort_unstable();
+    }
+
+    fn fire(&mut self, key: &u64, bounds: Option<Bounds>, contents: &mut Vec<u64>) {
+        self.io.stats.fires += 1;
+        let Whole {
+            bolt,
+            store,
+            prev,
+            horizon,
+        } = &mut *self.mode;
+        let previous = prev.remove(key);
+        let firing = match &previous {
+            Some(p) if p.bounds == bounds && bounds.is_some() => p.firing + 1,
+            _ => 0,
+        };
+        store.anchored(
+            contents,
+            &mut self.io.out,
+            &mut self.io.outcome,
+            |store, out| {
+                let value = |id: &u64| store.elements.get(id).map(|e| &e.value);
+                let tuples: Vec<&B::In> = contents.iter().filter_map(value).collect();
+                let (new, expired) = match &previous {
+                    None => (tuples.clone(), Vec::new()),
+                    Some(p) => (
+                        contents
+                            .iter()
+                            .filter(|id| p.ids.binary_search(id).is_err())
+                            .filter_map(value)
+                            .collect(),
+                        p.ids
+                            .iter()
+                            .zip(&p.values)
+                            .filter(|(id, _)| contents.binary_search(id).is_err())
+                            .map(|(_, v)| v)
+                            .collect(),
+                    ),
+                };
+                let view = WindowView {
+                    info: WindowInfo {
+                        bounds,
+                        count: tuples.len() as u64,
+                        firing,
+                    },
+                    tuples,
+                    new,
+                    expired,
+                };
+                bolt.on_window(&view, out)
+            },
+        );
+        let (ids, values): (Vec<u64>, Vec<B::In>) = contents
+            .iter()
+            .filter_map(|id| store.elements.get(id).map(|e| (*id, e.value.clone())))
+            .unzip();
+        prev.insert(
+            *key,
+            Prev {
+                bounds,
+                firing,
+                ids,
+                values,
+                expires_at: bounds.map_or(i64::MAX, |b| b.end.saturating_add(*horizon)),
+            },
+        );
+    }
+
+    fn purge(&mut self, _key: &u64, contents: Vec<u64>) {
+        for id in contents {
+            self.mode.store.release(id, &mut self.io.out);
+        }
+    }
+
+    fn evict(&mut self, _key: &u64, contents: &mut Vec<u64>, keep: usize) {
+        if contents.len() > keep {
+            let n = contents.len() - keep;
+            for id in contents.drain(..n) {
+                self.mode.store.release(id, &mut self.io.out);
+            }
+        }
+    }
+
+    fn late(&mut self, _key: &u64) {
+        if let Some(e) = self
+            .current
+            .and_then(|id| self.mode.store.elements.remove(&id))
+        {
+            self.io.late(&e.value, &e.ids, e.ack_val);
+        }
+    }
+}
+
+impl<B: WindowedBolt> WindowMode for Whole<B> {
+    type In = B::In;
+    type Out = B::Out;
+    type Contents = Vec<u64>;
+
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.bolt.prepare(ctx)
+    }
+
+    fn ingest(
+        &mut self,
+        io: &mut WindowIo<B::In, B::Out>,
+        core: &mut WindowCore<u64, Vec<u64>>,
+        key: u64,
+        ts: i64,
+        value: B::In,
+        ids: TupleIds,
+    ) {
+        let id = self.store.insert(value, ids);
+        let mut host = WholeHost {
+            mode: self,
+            io,
+            current: Some(id),
+        };
+        core.insert(key, ts, &mut host);
+        self.store.ack_unheld(id, &mut io.out);
+    }
+
+    fn with_host(&mut self, io: &mut WindowIo<B::In, B::Out>, f: &mut WithHost<'_, Vec<u64>>) {
+        f(&mut WholeHost {
+            mode: self,
+            io,
+            current: None,
+        });
+    }
+
+    /// Forgets previous firings no later window of their key can follow.
+    fn sweep(&mut self, clock: i64) {
+        self.prev.retain(|_, p| p.expires_at > clock);
     }
 }
 
@@ -566,73 +670,45 @@ impl<Acc: Default> Default for Agg<Acc> {
     }
 }
 
-/// The task behind a [`WindowAggregate`]: windows hold accumulators.
-pub(crate) struct AggregateTask<A: WindowAggregate> {
+/// Incremental aggregation: a window holds an accumulator, plus the ack-tree ids (not the
+/// values) of its tuples under a tracked guarantee.
+#[derive(Clone)]
+pub(crate) struct Aggregate<A: WindowAggregate> {
     agg: A,
-    context: TaskContext,
-    inputs: Arc<[Arc<dyn InputAdapter<A::In>>]>,
-    out: Emitter<A::Out>,
-    late: Option<Emitter<A::In>>,
-    core: WindowCore<u64, Agg<A::Acc>>,
-    input: WindowInput<A::In>,
-    /// The ack-tree ids of tuples windows hold (tracked guarantees only).
     store: Store<()>,
-    stats: WindowStats,
 }
 
-impl<A: WindowAggregate> AggregateTask<A> {
-    pub(crate) fn new(
-        agg: A,
-        context: TaskContext,
-        inputs: Arc<[Arc<dyn InputAdapter<A::In>>]>,
-        out: Emitter<A::Out>,
-        late: Option<Emitter<A::In>>,
-        core: WindowCore<u64, Agg<A::Acc>>,
-        input: WindowInput<A::In>,
-    ) -> Self {
-        AggregateTask {
+impl<A: WindowAggregate> Aggregate<A> {
+    pub(crate) fn new(agg: A) -> Self {
+        Aggregate {
             agg,
-            context,
-            inputs,
-            out,
-            late,
-            core,
-            input,
             store: Store::new(),
-            stats: WindowStats::new(),
         }
     }
 }
 
-/// What the core calls back while an [`AggregateTask`] runs it.
-struct AggHost<'a, A: WindowAggregate> {
-    agg: &'a mut A,
-    out: &'a mut Emitter<A::Out>,
-    late: Option<&'a mut Emitter<A::In>>,
-    store: &'a mut Store<()>,
-    stats: &'a mut WindowStats,
-    outcome: &'a mut BatchOutcome,
-    /// The element being inserted, and its id in `store` when tracked.
-    current: Option<(&'a A::In, Option<u64>)>,
+struct AggHost<'a, 'v, A: WindowAggregate> {
+    mode: &'a mut Aggregate<A>,
+    io: &'a mut WindowIo<A::In, A::Out>,
+    /// The element being inserted, and its id in the store when tracked.
+    current: Option<(&'v A::In, Option<u64>)>,
 }
 
-impl<A: WindowAggregate> WindowHost<u64, Agg<A::Acc>> for AggHost<'_, A> {
+impl<A: WindowAggregate> WindowHost<u64, Agg<A::Acc>> for AggHost<'_, '_, A> {
     fn add(&mut self, _key: &u64, contents: &mut Agg<A::Acc>) {
         let Some((value, id)) = self.current else {
             return;
         };
-        self.agg.add(&mut contents.acc, value);
+        self.mode.agg.add(&mut contents.acc, value);
         contents.count += 1;
         if let Some(id) = id {
             contents.ids.push(id);
-            if let Some(e) = self.store.elements.get_mut(&id) {
-                e.refs += 1;
-            }
+            self.mode.store.hold(id);
         }
     }
 
     fn merge(&mut self, _key: &u64, into: &mut Agg<A::Acc>, from: Agg<A::Acc>) {
-        self.agg.merge(&mut into.acc, from.acc);
+        self.mode.agg.merge(&mut into.acc, from.acc);
         into.count += from.count;
         into.firing = into.firing.max(from.firing);
         into.ids.extend(from.ids);
@@ -640,47 +716,26 @@ impl<A: WindowAggregate> WindowHost<u64, Agg<A::Acc>> for AggHost<'_, A> {
     }
 
     fn fire(&mut self, _key: &u64, bounds: Option<Bounds>, contents: &mut Agg<A::Acc>) {
-        self.stats.fires += 1;
+        self.io.stats.fires += 1;
         let info = WindowInfo {
             bounds,
             count: contents.count,
             firing: contents.firing,
         };
         contents.firing += 1;
-        let store = &*self.store;
-        self.out.begin_scope(
-            contents
-                .ids
-                .iter()
-                .filter_map(|id| store.elements.get(id).map(|e| &e.ids)),
+        let Aggregate { agg, store } = &mut *self.mode;
+        let acc = &contents.acc;
+        store.anchored(
+            &contents.ids,
+            &mut self.io.out,
+            &mut self.io.outcome,
+            |_, out| agg.emit(acc, &info, out),
         );
-        let result = self.agg.emit(&contents.acc, &info, self.out);
-        let mut xors = Vec::new();
-        self.out.end_scope(&mut xors);
-        let held: Vec<u64> = contents
-            .ids
-            .iter()
-            .copied()
-            .filter(|id| self.store.elements.contains_key(id))
-            .collect();
-        for (id, x) in held.iter().zip(xors) {
-            if let Some(e) = self.store.elements.get_mut(id) {
-                e.ack_val ^= x;
-            }
-        }
-        if let Err(err) = result {
-            note_error(self.outcome, err);
-            for id in &contents.ids {
-                if let Some(e) = self.store.elements.get(id) {
-                    self.out.fail_ids(&e.ids);
-                }
-            }
-        }
     }
 
     fn purge(&mut self, _key: &u64, contents: Agg<A::Acc>) {
         for id in contents.ids {
-            self.store.release(id, self.out);
+            self.mode.store.release(id, &mut self.io.out);
         }
     }
 
@@ -690,164 +745,51 @@ impl<A: WindowAggregate> WindowHost<u64, Agg<A::Acc>> for AggHost<'_, A> {
     }
 
     fn late(&mut self, _key: &u64) {
-        self.stats.late += 1;
         let Some((value, id)) = self.current else {
             return;
         };
-        match id.and_then(|id| self.store.elements.remove(&id)) {
-            Some(e) => {
-                let x = send_late(self.late.as_deref_mut(), value, &e.ids);
-                self.out.ack_ids(&e.ids, e.ack_val ^ x);
-            }
-            None => {
-                send_late(self.late.as_deref_mut(), value, &TupleIds::Untracked);
-            }
+        match id.and_then(|id| self.mode.store.elements.remove(&id)) {
+            Some(e) => self.io.late(value, &e.ids, e.ack_val),
+            None => self.io.late(value, &TupleIds::Untracked, 0),
         }
     }
 }
 
-macro_rules! agg_host {
-    ($task:ident, $outcome:expr, $current:expr) => {
-        AggHost {
-            agg: &mut $task.agg,
-            out: &mut $task.out,
-            late: $task.late.as_mut(),
-            store: &mut $task.store,
-            stats: &mut $task.stats,
-            outcome: $outcome,
-            current: $current,
-        }
-    };
-}
+impl<A: WindowAggregate> WindowMode for Aggregate<A> {
+    type In = A::In;
+    type Out = A::Out;
+    type Contents = Agg<A::Acc>;
 
-impl<A: WindowAggregate> AggregateTask<A> {
-    fn after(&mut self) {
-        self.stats.open_windows = self.core.open_windows() as u64;
-        self.stats.watermark = self.core.watermark();
-    }
-}
-
-impl<A: WindowAggregate> BoltTask for AggregateTask<A> {
-    fn prepare(&mut self) -> Result<(), TaskError> {
-        self.agg.prepare(&self.context)
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.agg.prepare(ctx)
     }
 
-    fn execute_batch(
+    fn ingest(
         &mut self,
-        input: u16,
-        source: TaskId,
-        payload: Payload,
-    ) -> Result<BatchOutcome, EngineError> {
-        let adapter = self
-            .inputs
-            .get(usize::from(input))
-            .ok_or(EngineError::NoSuchInput(input))?;
-        let batch = adapter.adapt(payload)?;
-        let now = now_ms();
-        let mut outcome = BatchOutcome::default();
-        if !self.core.is_event_time() {
-            let mut host = agg_host!(self, &mut outcome, None);
-            advance_clock(&mut self.core, &mut self.input, now, &mut host);
+        io: &mut WindowIo<A::In, A::Out>,
+        core: &mut WindowCore<u64, Agg<A::Acc>>,
+        key: u64,
+        ts: i64,
+        value: A::In,
+        ids: TupleIds,
+    ) {
+        let id = ids.is_tracked().then(|| self.store.insert((), ids));
+        let mut host = AggHost {
+            mode: self,
+            io,
+            current: Some((&value, id)),
+        };
+        core.insert(key, ts, &mut host);
+        if let Some(id) = id {
+            self.store.ack_unheld(id, &mut io.out);
         }
-        let tracked = !batch.ids.is_empty();
-        let mut ids = batch.ids.into_iter();
-        let mut max_ts = i64::MIN;
-        for value in &batch.values {
-            let tuple_ids = if tracked {
-                ids.next().unwrap_or_default()
-            } else {
-                TupleIds::Untracked
-            };
-            outcome.executed += 1;
-            let ts = match self.input.time(value) {
-                Ok(ts) => ts,
-                Err(err) => {
-                    self.out.fail_ids(&tuple_ids);
-                    note_error(&mut outcome, err);
-                    continue;
-                }
-            };
-            if self.core.is_event_time() {
-                record_time(&mut self.stats, now, ts);
-                max_ts = max_ts.max(ts);
-            }
-            let key = self.input.key(value);
-            let id = tracked.then(|| self.store.insert((), tuple_ids));
-            let mut host = agg_host!(self, &mut outcome, Some((value, id)));
-            self.core.insert(key, ts, &mut host);
-            if let Some(id) = id {
-                self.store.release_if_unheld(id, &mut self.out);
-            }
-        }
-        if let Some(w) = self.input.watermarks.as_mut() {
-            if max_ts != i64::MIN {
-                w.observe(source, max_ts, now);
-            }
-        }
-        if self.core.is_event_time() {
-            let mut host = agg_host!(self, &mut outcome, None);
-            advance_clock(&mut self.core, &mut self.input, now, &mut host);
-        }
-        self.after();
-        Ok(outcome)
     }
 
-    fn tick(&mut self) -> Result<(), TaskError> {
-        let mut outcome = BatchOutcome::default();
-        let mut host = agg_host!(self, &mut outcome, None);
-        advance_clock(&mut self.core, &mut self.input, now_ms(), &mut host);
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
-    }
-
-    fn finish(&mut self) -> Result<(), TaskError> {
-        let mut outcome = BatchOutcome::default();
-        let mut host = agg_host!(self, &mut outcome, None);
-        end_clock(&mut self.core, &mut host);
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
-    }
-
-    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
-        if let Some(w) = self.input.watermarks.as_mut() {
-            w.end(source);
-        }
-        let mut outcome = BatchOutcome::default();
-        let mut host = agg_host!(self, &mut outcome, None);
-        advance_clock(&mut self.core, &mut self.input, now_ms(), &mut host);
-        self.after();
-        outcome.first_error.map_or(Ok(()), Err)
-    }
-
-    fn window_stats(&self) -> Option<WindowStats> {
-        Some(self.stats)
-    }
-
-    fn defers(&self, source: TaskId) -> bool {
-        self.input.defers(source)
-    }
-}
-
-impl<A: WindowAggregate> TaskOutput for AggregateTask<A> {
-    fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
-        self.out.take_ready(out);
-        if let Some(late) = &mut self.late {
-            late.take_ready(out);
-        }
-    }
-    fn flush(&mut self) {
-        self.out.flush();
-        if let Some(late) = &mut self.late {
-            late.flush();
-        }
-    }
-    fn take_acks(&mut self, out: &mut Vec<AckOp>) {
-        self.out.take_acks(out);
-        if let Some(late) = &mut self.late {
-            late.take_acks(out);
-        }
-    }
-    fn emitted(&self) -> u64 {
-        self.out.emitted() + self.late.as_ref().map_or(0, Emitter::emitted)
+    fn with_host(&mut self, io: &mut WindowIo<A::In, A::Out>, f: &mut WithHost<'_, Agg<A::Acc>>) {
+        f(&mut AggHost {
+            mode: self,
+            io,
+            current: None,
+        });
     }
 }

@@ -203,7 +203,7 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
 
     /// Inserts an element of `key` with event time `ts` (ignored by processing-time and count
     /// windows): it joins its windows, or is reported late.
-    pub fn insert<H: WindowHost<K, C>>(&mut self, key: K, ts: i64, host: &mut H) {
+    pub fn insert<H: WindowHost<K, C> + ?Sized>(&mut self, key: K, ts: i64, host: &mut H) {
         let t = if self.event_time { ts } else { self.now };
         match self.shape {
             Shape::CountTumbling { size } => self.insert_count(key, size, None, host),
@@ -232,7 +232,11 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
     }
 
     /// Moves the watermark forward (never back) and fires what is due.
-    pub fn advance_watermark<H: WindowHost<K, C>>(&mut self, watermark: i64, host: &mut H) {
+    pub fn advance_watermark<H: WindowHost<K, C> + ?Sized>(
+        &mut self,
+        watermark: i64,
+        host: &mut H,
+    ) {
         if watermark <= self.watermark {
             return;
         }
@@ -243,7 +247,11 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
     }
 
     /// Moves processing time forward (never back) and fires what is due.
-    pub fn advance_processing_time<H: WindowHost<K, C>>(&mut self, now: i64, host: &mut H) {
+    pub fn advance_processing_time<H: WindowHost<K, C> + ?Sized>(
+        &mut self,
+        now: i64,
+        host: &mut H,
+    ) {
         if now <= self.now {
             return;
         }
@@ -271,7 +279,7 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         self.next_id
     }
 
-    fn insert_aligned<H: WindowHost<K, C>>(&mut self, key: K, host: &mut H) {
+    fn insert_aligned<H: WindowHost<K, C> + ?Sized>(&mut self, key: K, host: &mut H) {
         let windows = std::mem::take(&mut self.scratch);
         let mut taken = false;
         for &bounds in &windows {
@@ -323,7 +331,13 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         }
     }
 
-    fn insert_session<H: WindowHost<K, C>>(&mut self, key: K, t: i64, gap: i64, host: &mut H) {
+    fn insert_session<H: WindowHost<K, C> + ?Sized>(
+        &mut self,
+        key: K,
+        t: i64,
+        gap: i64,
+        host: &mut H,
+    ) {
         let proto = Bounds::new(t, gap);
         // Sessions of a key are disjoint and do not touch, so those meeting `proto` are the
         // run that ends with the last one starting at or before `proto.end`.
@@ -398,7 +412,7 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         bounds.start
     }
 
-    fn insert_count<H: WindowHost<K, C>>(
+    fn insert_count<H: WindowHost<K, C> + ?Sized>(
         &mut self,
         key: K,
         size: u64,
@@ -469,7 +483,7 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
 
     /// Fires every window whose time has come, in (max timestamp, start, creation) order, then
     /// removes the windows past their cleanup time.
-    fn fire_due<H: WindowHost<K, C>>(&mut self, host: &mut H) {
+    fn fire_due<H: WindowHost<K, C> + ?Sized>(&mut self, host: &mut H) {
         let clock = self.clock();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > clock {
