@@ -432,6 +432,10 @@ impl Coordinator {
                 queued = m.queued,
                 acked = m.acked,
                 pending = m.pending,
+                window_fires = m.window_fires,
+                late = m.late,
+                open_windows = m.open_windows,
+                time_skew_ms = m.time_skew_ms,
                 "metrics"
             );
         }
