@@ -433,18 +433,53 @@ fn an_idle_input_stops_holding_the_watermark_back() -> anyhow::Result<()> {
 
 #[test]
 fn count_windows_fire_per_key_and_never_partially() -> anyhow::Result<()> {
-    let all = readings(23, 2, 1); // key 0: 12 readings, key 1: 11
+    for guarantee in [Guarantee::AtMostOnce, Guarantee::AtLeastOnce] {
+        tracing::info!(%guarantee, "--- 23 readings over 2 keys, windows of 5");
+        let all = readings(23, 2, 1); // key 0: 12 readings, key 1: 11
+        let (sink, rx) = Collect::<Summary>::new();
+        let mut t = TopologyBuilder::new("count");
+        let src = t.add(spout("readings", Readings::new(all)));
+        let window = Window::tumbling(Size::count(5));
+        let w = t.add(windowed("win", Summer::default(), window).fields(&src, ["key"]));
+        t.add(bolt("sink", sink).shuffle(&w.output));
+        let started = Instant::now();
+        let report = run(t.guarantee(guarantee).build()?, 2)?;
+        let got = all_items(&rx);
+        let per_key: Vec<(u64, u64)> = got.iter().map(|s| (s.key, s.count)).collect();
+        assert_eq!(per_key, [(0, 5), (0, 5), (1, 5), (1, 5)]);
+        // The 3 readings of partial windows never fire, but are acked at the end of the input
+        // (not left to time out, which would replay them for ever).
+        let spout = report.component("readings").expect("spout");
+        if guarantee.is_tracked() {
+            assert_eq!((spout.metrics.acked, spout.metrics.timed_out), (23, 0));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run waited for timeouts"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn processing_time_windows_fire_at_the_end_of_a_tracked_input() -> anyhow::Result<()> {
+    // A long processing-time window cannot fire on the clock in this run: it fires when the
+    // input ends, before its tuples' trees time out.
+    let all = readings(30, 3, 1);
     let (sink, rx) = Collect::<Summary>::new();
-    let mut t = TopologyBuilder::new("count");
+    let mut t = TopologyBuilder::new("processing-end");
     let src = t.add(spout("readings", Readings::new(all)));
-    let w = t.add(
-        windowed("win", Summer::default(), Window::tumbling(Size::count(5))).fields(&src, ["key"]),
-    );
+    let window = Window::tumbling(Duration::from_secs(20));
+    let w = t.add(aggregated("win", Tally, window).fields(&src, ["key"]));
     t.add(bolt("sink", sink).shuffle(&w.output));
-    run(t.build()?, 2)?;
-    let got = all_items(&rx);
-    let per_key: Vec<(u64, u64)> = got.iter().map(|s| (s.key, s.count)).collect();
-    assert_eq!(per_key, [(0, 5), (0, 5), (1, 5), (1, 5)]);
+    let started = Instant::now();
+    let report = run(t.guarantee(Guarantee::AtLeastOnce).build()?, 2)?;
+    assert_eq!(all_items(&rx).iter().map(|s| s.count).sum::<u64>(), 30);
+    assert_eq!(
+        report.component("readings").map(|c| c.metrics.acked),
+        Some(30)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
     Ok(())
 }
 

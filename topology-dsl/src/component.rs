@@ -122,6 +122,10 @@ pub trait Bolt: Clone + Send + 'static {
 
     /// Whether the bolt acks its inputs itself (for bolts that batch or join). When `false`
     /// (the default) the runtime acks each input after `execute` returns.
+    ///
+    /// Under a tracked guarantee a manual-ack bolt must ack what it holds from `execute` or
+    /// `tick`, not only in `finish`: `finish` runs once every tree has completed, so tuples held
+    /// until then time out and are replayed.
     const MANUAL_ACK: bool = false;
 
     /// Called once per task before the first input. An error stops the topology.
@@ -142,8 +146,10 @@ pub trait Bolt: Clone + Send + 'static {
         Ok(())
     }
 
-    /// Called once when every input stream has ended (a finite run, or a drain), before the
-    /// task's own output ends. Emits here are unanchored unless anchored explicitly.
+    /// Called once when every input stream has ended (a finite run, or a drain) and, under a
+    /// tracked guarantee, every tree has completed; before the task's own output ends. Emits
+    /// here are unanchored unless anchored explicitly, and come after the end-of-data marker:
+    /// an event-time window downstream sees them as late.
     fn finish(&mut self, _out: &mut Emitter<Self::Out>) -> Result<(), TaskError> {
         Ok(())
     }

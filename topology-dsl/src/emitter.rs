@@ -157,9 +157,14 @@ impl<T: Record> Emitter<T> {
     }
 
     /// Emits on the default stream anchored to `anchors` (manual-ack bolts). Anchoring to inputs
-    /// of several trees makes the record part of each of them.
+    /// of several trees makes the record part of each of them. In a default (auto-ack) bolt the
+    /// record is anchored to the input being executed, as [`Emitter::emit`] does.
     pub fn emit_anchored<A>(&mut self, anchors: &[&Tuple<A>], value: T) {
-        let _ = self.dispatch(0, None, value, Anchor::Tuples(anchors));
+        if self.manual_ack {
+            let _ = self.dispatch(0, None, value, Anchor::Tuples(anchors));
+        } else {
+            self.emit(value);
+        }
     }
 
     /// Emits on the default stream without any anchor: the record is not tracked, so its loss
@@ -194,10 +199,16 @@ impl<T: Record> Emitter<T> {
         }
     }
 
-    /// Restarts the message timeout of the trees `input` belongs to, for inputs held a long time.
+    /// Restarts the message timeout of the trees `input` belongs to, for inputs held a long time
+    /// (in a default bolt: of the input being executed).
     pub fn reset_timeout<A>(&mut self, input: &Tuple<A>) {
         if let Some(track) = self.track.as_deref_mut() {
-            for &(root, _) in input.ids().pairs() {
+            let ids = if self.manual_ack {
+                input.ids()
+            } else {
+                &track.current
+            };
+            for &(root, _) in ids.pairs() {
                 track.acks.push(AckOp::Reset { root });
             }
         }

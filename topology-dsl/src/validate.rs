@@ -290,8 +290,35 @@ fn check_window(
                 .into(),
         ));
     }
+    if c.inputs
+        .iter()
+        .any(|i| matches!(i.grouping, Grouping::KeyBy))
+    {
+        errors.push(bad(
+            "windows are keyed by a fields grouping, which they read from the tuple; a key_by \
+             closure cannot key them (use fields(...))"
+                .into(),
+        ));
+    }
+    let ratio = match spec.kind {
+        WindowKind::Sliding {
+            size: Size::TimeMs(a),
+            slide: Size::TimeMs(b),
+        } if b > 0 => a.unsigned_abs() / b.unsigned_abs(),
+        WindowKind::Sliding {
+            size: Size::Count(a),
+            slide: Size::Count(b),
+        } if b > 0 => a / b,
+        _ => 0,
+    };
+    if ratio > MAX_WINDOWS_PER_ELEMENT {
+        errors.push(bad(format!(
+            "each element would be in {ratio} sliding windows (size / slide); at most \
+             {MAX_WINDOWS_PER_ELEMENT} are allowed"
+        )));
+    }
     // Under a tracked guarantee a tuple stays in its tree until its window lets go of it.
-    if ir.guarantee.is_tracked() && spec.is_event_time() {
+    if ir.guarantee.is_tracked() {
         let length = match spec.kind {
             WindowKind::Tumbling {
                 size: Size::TimeMs(s),
@@ -316,8 +343,31 @@ fn check_window(
                 )));
             }
         }
+        // Storm's rule: a count window must be able to fill with the trees allowed in flight.
+        let count_length = match spec.kind {
+            WindowKind::Tumbling {
+                size: Size::Count(n),
+            } => Some(n.saturating_mul(2)),
+            WindowKind::Sliding {
+                size: Size::Count(n),
+                slide: Size::Count(d),
+            } => Some(n.saturating_add(d)),
+            _ => None,
+        };
+        if let (Some(needed), Some(pending)) = (count_length, ir.config.max_spout_pending) {
+            if needed > pending as u64 {
+                errors.push(bad(format!(
+                    "under {} a count window holds its tuples' trees until it fires: size plus \
+                     slide ({needed}) must not exceed max_spout_pending ({pending})",
+                    ir.guarantee
+                )));
+            }
+        }
     }
 }
+
+/// The most sliding windows one element may belong to.
+const MAX_WINDOWS_PER_ELEMENT: u64 = 10_000;
 
 /// Finds the cycles among subscriptions: Kahn's algorithm removes every component not on or
 /// behind a cycle, then a depth-first walk over what is left reports one path per cycle.
@@ -403,6 +453,24 @@ fn find_cycles(ir: &TopologyIr) -> Vec<TopologyError> {
 pub(crate) fn warnings(ir: &TopologyIr) -> Vec<String> {
     let mut warnings = Vec::new();
     if ir.guarantee.is_tracked() {
+        for c in &ir.components {
+            let Some(window) = &c.window else { continue };
+            if matches!(window.spec.kind, WindowKind::Session { .. }) {
+                warnings.push(format!(
+                    "`{}`: a session holds its tuples' trees until it closes; sessions longer \
+                     than the message timeout time out and are replayed",
+                    c.name
+                ));
+            }
+            if ir.config.max_spout_pending.is_some() && window.spec.is_event_time() {
+                warnings.push(format!(
+                    "`{}`: windows hold their tuples' trees until the watermark passes them, and \
+                     max_spout_pending stops the spouts while that many trees are in flight: if \
+                     a window spans more tuples than that, the spouts wait for timeouts",
+                    c.name
+                ));
+            }
+        }
         for c in ir
             .components
             .iter()

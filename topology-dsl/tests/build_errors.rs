@@ -564,3 +564,78 @@ fn the_late_stream_exists_only_when_asked_for() {
         }]
     );
 }
+
+#[test]
+fn windows_are_keyed_by_fields_not_by_closures() {
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Duration::from_secs(1));
+    t.add(windowed("win", WindowCount, w).key_by(&words, |w: &Word| w.word.clone()));
+    let reasons = bad_window(&errors(t));
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].contains("key_by"), "{reasons:?}");
+}
+
+#[test]
+fn sliding_windows_cannot_multiply_elements_without_bound() {
+    let (mut t, words) = split_words();
+    let w = Window::sliding(Duration::from_secs(86_400), Duration::from_millis(1));
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    let reasons = bad_window(&errors(t));
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("86400000 sliding windows"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn tracked_count_windows_must_fit_in_max_spout_pending() {
+    let (mut t, words) = split_words();
+    t.add(windowed("win", WindowCount, Window::tumbling(Size::count(100))).shuffle(&words));
+    let t = t.guarantee(Guarantee::AtLeastOnce).config(TopologyConfig {
+        max_spout_pending: Some(50),
+        ..TopologyConfig::default()
+    });
+    let reasons = bad_window(&errors(t));
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].contains("max_spout_pending (50)"), "{reasons:?}");
+}
+
+#[test]
+fn tracked_processing_time_windows_must_fit_in_the_message_timeout() {
+    let (mut t, words) = split_words();
+    t.add(
+        windowed(
+            "win",
+            WindowCount,
+            Window::tumbling(Duration::from_secs(60)),
+        )
+        .shuffle(&words),
+    );
+    let reasons = bad_window(&errors(t.guarantee(Guarantee::AtLeastOnce)));
+    assert_eq!(reasons.len(), 1);
+}
+
+#[test]
+fn tracked_windows_warn_about_sessions_and_pending_limits() {
+    let (mut t, words) = split_words();
+    let w = Window::session(Duration::from_secs(1)).event_time("ts");
+    t.add(windowed("win", WindowCount, w).shuffle(&words));
+    let topology = t
+        .guarantee(Guarantee::AtLeastOnce)
+        .config(TopologyConfig {
+            max_spout_pending: Some(1000),
+            ..TopologyConfig::default()
+        })
+        .build()
+        .expect("valid, with warnings");
+    let warnings = topology.warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("a session holds")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("max_spout_pending")),
+        "{warnings:?}"
+    );
+}

@@ -71,14 +71,16 @@ impl AckLedger {
         entry
     }
 
-    /// Decides a tree if it can be decided, removing it.
+    /// Decides a tree if it can be decided, removing it. A failure wins over completion
+    /// (Storm checks completion first; then a fail and the acks that overtake an init would
+    /// complete a failed tree, and its failure would be lost).
     fn settle(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
         let entry = self.entries.get(&root)?;
         let spout = entry.spout?;
-        let outcome = if entry.xor == 0 {
-            TreeOutcome::Acked
-        } else if entry.failed {
+        let outcome = if entry.failed {
             TreeOutcome::Failed
+        } else if entry.xor == 0 {
+            TreeOutcome::Acked
         } else {
             return None;
         };
@@ -163,6 +165,16 @@ mod tests {
         assert_eq!(l.fail(r), None);
         assert_eq!(l.init(r, 9, SPOUT), Some((SPOUT, TreeOutcome::Failed)));
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_failure_wins_over_completion() {
+        let mut l = AckLedger::new();
+        let r = RootId(5);
+        // The fail and every ack overtake the init: the value is back to zero, but it failed.
+        assert_eq!(l.fail(r), None);
+        assert_eq!(l.ack(r, 7), None);
+        assert_eq!(l.init(r, 7, SPOUT), Some((SPOUT, TreeOutcome::Failed)));
     }
 
     #[test]

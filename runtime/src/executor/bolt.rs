@@ -86,9 +86,11 @@ impl BoltActor {
 
     fn enqueue(&mut self, delivery: Delivery) {
         let source = match &delivery {
-            Delivery::Batch { from, .. } | Delivery::DataEnd { from } | Delivery::End { from } => {
+            Delivery::Batch { from, .. } => {
+                self.task.input_arrived(*from);
                 *from
             }
+            Delivery::DataEnd { from } | Delivery::End { from } => *from,
         };
         let index = match self.queue_of.get(&source) {
             Some(&i) => i,
@@ -267,8 +269,11 @@ impl BoltActor {
         if self.finishing || self.is_done() {
             return;
         }
+        // Deliveries waiting (output blocked, or deferred) mean the inputs are not idle: a
+        // windowed task must not move event time past what is queued.
+        let waiting = !self.inbox_is_empty();
         let task = &mut self.task;
-        match guarded(|| task.tick()) {
+        match guarded(|| task.tick(waiting)) {
             Err(panic) => return self.core.fail(format!("tick panicked: {panic}")),
             Ok(Err(err)) => {
                 TaskMetrics::add(&self.core.metrics.failed, 1);

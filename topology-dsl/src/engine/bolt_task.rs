@@ -74,7 +74,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         Ok(outcome)
     }
 
-    fn tick(&mut self) -> Result<(), TaskError> {
+    fn tick(&mut self, _inputs_waiting: bool) -> Result<(), TaskError> {
         self.bolt.tick(&mut self.out)
     }
 

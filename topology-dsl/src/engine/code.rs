@@ -266,6 +266,7 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             WindowIo::new(out, late),
             core,
             input,
+            i.upstream,
         ))))
     }
 }

@@ -140,14 +140,16 @@ pub trait BoltTask: TaskOutput {
         source: TaskId,
         payload: Payload,
     ) -> Result<BatchOutcome, EngineError>;
-    /// Calls `Bolt::tick`.
-    fn tick(&mut self) -> Result<(), TaskError>;
+    /// Calls `Bolt::tick`. `inputs_waiting` says deliveries are queued and not executed yet.
+    fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError>;
     /// Calls `Bolt::finish`.
     fn finish(&mut self) -> Result<(), TaskError>;
     /// Upstream task `source` will send no more data (its watermark goes to the end of time).
     fn input_ended(&mut self, _source: TaskId) -> Result<(), TaskError> {
         Ok(())
     }
+    /// A batch from `source` arrived (it may wait before it is executed): the source is active.
+    fn input_arrived(&mut self, _source: TaskId) {}
     /// Window counters, for windowed bolts.
     fn window_stats(&self) -> Option<WindowStats> {
         None

@@ -56,8 +56,14 @@ pub(crate) struct Route<T> {
     pub(crate) key: KeyExtract<T>,
     first_link: u32,
     buckets: Vec<TypedBatch<T>>,
+    /// Per bucket, the capacity to give its next batch: what the last one reached, so a
+    /// trickle does not allocate full batches and a flood does not regrow them.
+    capacity: Vec<usize>,
     tracked: bool,
 }
+
+/// The smallest capacity a batch starts with.
+const MIN_CAPACITY: usize = 16;
 
 impl<T> Route<T> {
     pub(crate) fn new(
@@ -72,6 +78,7 @@ impl<T> Route<T> {
             key,
             first_link: first_link.0,
             buckets: (0..tasks).map(|_| TypedBatch::default()).collect(),
+            capacity: vec![MIN_CAPACITY; tasks as usize],
             tracked,
         }
     }
@@ -88,11 +95,13 @@ impl<T> Route<T> {
     ) where
         T: Send + 'static,
     {
-        let bucket = &mut self.buckets[target as usize];
+        let t = target as usize;
+        let bucket = &mut self.buckets[t];
         if bucket.values.capacity() == 0 {
-            bucket.values.reserve_exact(batch_size);
+            let capacity = self.capacity[t].min(batch_size);
+            bucket.values.reserve_exact(capacity);
             if self.tracked {
-                bucket.ids.reserve_exact(batch_size);
+                bucket.ids.reserve_exact(capacity);
             }
         }
         bucket.values.push(value);
@@ -100,6 +109,7 @@ impl<T> Route<T> {
             bucket.ids.push(ids);
         }
         if bucket.values.len() >= batch_size {
+            self.capacity[t] = batch_size;
             let full = std::mem::take(bucket);
             ready.push((LinkId(self.first_link + target), Payload::local(full)));
         }
@@ -112,6 +122,7 @@ impl<T> Route<T> {
     {
         for (target, bucket) in self.buckets.iter_mut().enumerate() {
             if !bucket.values.is_empty() {
+                self.capacity[target] = bucket.values.len().max(MIN_CAPACITY);
                 let partial = std::mem::take(bucket);
                 ready.push((
                     LinkId(self.first_link + target as u32),

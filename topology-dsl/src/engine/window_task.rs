@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::component::{TaskContext, TaskError};
 use crate::emitter::Emitter;
@@ -89,7 +89,7 @@ impl<In: Record> WindowInput<In> {
     fn defers(&self, source: TaskId) -> bool {
         self.watermarks
             .as_ref()
-            .is_some_and(|w| w.is_ahead(source, self.max_drift_ms))
+            .is_some_and(|w| w.is_ahead(source, self.max_drift_ms, now_ms()))
     }
 }
 
@@ -100,6 +100,8 @@ struct Element<V> {
     ids: TupleIds,
     ack_val: u64,
     refs: u32,
+    /// Its trees were failed (a window's function failed): it is not acked when released.
+    failed: bool,
 }
 
 /// The tuples windows hold, by arrival number.
@@ -127,6 +129,7 @@ impl<V> Store<V> {
                 ids,
                 ack_val: 0,
                 refs: 0,
+                failed: false,
             },
         );
         id
@@ -149,10 +152,10 @@ impl<V> Store<V> {
         }
     }
 
-    /// Acks `id` if no window holds it.
+    /// Acks `id` if no window holds it (unless its trees were failed).
     fn ack_unheld<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
         if self.elements.get(&id).is_some_and(|e| e.refs == 0) {
-            if let Some(e) = self.elements.remove(&id) {
+            if let Some(e) = self.elements.remove(&id).filter(|e| !e.failed) {
                 out.ack_ids(&e.ids, e.ack_val);
             }
         }
@@ -187,8 +190,11 @@ impl<V> Store<V> {
         if let Err(err) = result {
             outcome.note_error(err);
             for id in &held {
-                if let Some(e) = self.elements.get(id) {
-                    out.fail_ids(&e.ids);
+                if let Some(e) = self.elements.get_mut(id) {
+                    if !e.failed {
+                        e.failed = true;
+                        out.fail_ids(&e.ids);
+                    }
                 }
             }
         }
@@ -274,6 +280,8 @@ pub(crate) struct WindowedTask<M: WindowMode> {
     io: WindowIo<M::In, M::Out>,
     core: WindowCore<u64, M::Contents>,
     input: WindowInput<M::In>,
+    /// Upstream tasks whose data has not ended yet; when none is left, time ends.
+    open_inputs: FxHashSet<TaskId>,
 }
 
 impl<M: WindowMode> WindowedTask<M> {
@@ -284,6 +292,7 @@ impl<M: WindowMode> WindowedTask<M> {
         io: WindowIo<M::In, M::Out>,
         core: WindowCore<u64, M::Contents>,
         input: WindowInput<M::In>,
+        upstream: &[TaskId],
     ) -> Self {
         WindowedTask {
             mode,
@@ -292,11 +301,14 @@ impl<M: WindowMode> WindowedTask<M> {
             io,
             core,
             input,
+            open_inputs: upstream.iter().copied().collect(),
         }
     }
 
     /// Brings the core's clock to processing time `now`: the watermark from the inputs (event
-    /// time) or the processing time itself, firing what is due. `i64::MAX` ends all time.
+    /// time) or the processing time itself, firing what is due. `i64::MAX` ends the input:
+    /// every time window fires and partial count windows let go of their tuples, which are
+    /// acked (they never fire).
     fn advance(&mut self, now: i64) {
         let WindowedTask {
             mode,
@@ -307,8 +319,7 @@ impl<M: WindowMode> WindowedTask<M> {
         } = self;
         mode.with_host(io, &mut |host| {
             if now == i64::MAX {
-                core.advance_watermark(i64::MAX, host);
-                core.advance_processing_time(i64::MAX, host);
+                core.end_of_input(host);
             } else if core.is_event_time() {
                 if let Some(w) = input.watermarks.as_mut() {
                     core.advance_watermark(w.update(now), host);
@@ -392,7 +403,11 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         Ok(self.take_outcome())
     }
 
-    fn tick(&mut self) -> Result<(), TaskError> {
+    fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError> {
+        if inputs_waiting {
+            // Queued batches are not idleness: time waits for them to be executed.
+            return Ok(());
+        }
         self.advance(now_ms());
         let clock = if self.core.is_event_time() {
             self.core.watermark()
@@ -412,8 +427,22 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         if let Some(w) = self.input.watermarks.as_mut() {
             w.end(source);
         }
-        self.advance(now_ms());
+        self.open_inputs.remove(&source);
+        // Once every input has ended, time ends: results go out before the end-of-data marker
+        // this task passes on, and held tuples are acked while their trees are still waited on.
+        let now = if self.open_inputs.is_empty() {
+            i64::MAX
+        } else {
+            now_ms()
+        };
+        self.advance(now);
         self.take_error()
+    }
+
+    fn input_arrived(&mut self, source: TaskId) {
+        if let Some(w) = self.input.watermarks.as_mut() {
+            w.touch(source, now_ms());
+        }
     }
 
     fn window_stats(&self) -> Option<WindowStats> {
@@ -449,11 +478,16 @@ impl<M: WindowMode> TaskOutput for WindowedTask<M> {
     }
 }
 
+/// What a whole window holds: the arrival numbers of its tuples, and how often it fired.
+#[derive(Default)]
+pub(crate) struct Held {
+    ids: Vec<u64>,
+    firing: u32,
+}
+
 /// The previous firing of a key, for a view's new and expired tuples.
 #[derive(Clone)]
 struct Prev<In> {
-    bounds: Option<Bounds>,
-    firing: u32,
     ids: Vec<u64>,
     values: Vec<In>,
     /// Clock time after which no later window of the key can follow this one.
@@ -505,22 +539,26 @@ struct WholeHost<'a, B: WindowedBolt> {
     current: Option<u64>,
 }
 
-impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
-    fn add(&mut self, _key: &u64, contents: &mut Vec<u64>) {
+impl<B: WindowedBolt> WindowHost<u64, Held> for WholeHost<'_, B> {
+    fn add(&mut self, _key: &u64, contents: &mut Held) {
         if let Some(id) = self.current {
-            contents.push(id);
+            contents.ids.push(id);
             self.mode.store.hold(id);
         }
     }
 
-    fn merge(&mut self, _key: &u64, into: &mut Vec<u64>, from: Vec<u64>) {
-        into.extend(from);
+    fn merge(&mut self, _key: &u64, into: &mut Held, from: Held) {
+        into.ids.extend(from.ids);
         // Arrival numbers grow with arrival, so this restores arrival order.
-        into.sort_unstable();
+        into.ids.sort_unstable();
+        into.firing = into.firing.max(from.firing);
     }
 
-    fn fire(&mut self, key: &u64, bounds: Option<Bounds>, contents: &mut Vec<u64>) {
+    fn fire(&mut self, key: &u64, bounds: Option<Bounds>, held: &mut Held) {
         self.io.stats.fires += 1;
+        let firing = held.firing;
+        held.firing += 1;
+        let contents = &held.ids;
         let Whole {
             bolt,
             store,
@@ -528,10 +566,6 @@ impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
             horizon,
         } = &mut *self.mode;
         let previous = prev.remove(key);
-        let firing = match &previous {
-            Some(p) if p.bounds == bounds && bounds.is_some() => p.firing + 1,
-            _ => 0,
-        };
         store.anchored(
             contents,
             &mut self.io.out,
@@ -575,8 +609,6 @@ impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
         prev.insert(
             *key,
             Prev {
-                bounds,
-                firing,
                 ids,
                 values,
                 expires_at: bounds.map_or(i64::MAX, |b| b.end.saturating_add(*horizon)),
@@ -584,16 +616,16 @@ impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
         );
     }
 
-    fn purge(&mut self, _key: &u64, contents: Vec<u64>) {
-        for id in contents {
+    fn purge(&mut self, _key: &u64, contents: Held) {
+        for id in contents.ids {
             self.mode.store.release(id, &mut self.io.out);
         }
     }
 
-    fn evict(&mut self, _key: &u64, contents: &mut Vec<u64>, keep: usize) {
-        if contents.len() > keep {
-            let n = contents.len() - keep;
-            for id in contents.drain(..n) {
+    fn evict(&mut self, _key: &u64, contents: &mut Held, keep: usize) {
+        if contents.ids.len() > keep {
+            let n = contents.ids.len() - keep;
+            for id in contents.ids.drain(..n) {
                 self.mode.store.release(id, &mut self.io.out);
             }
         }
@@ -612,7 +644,7 @@ impl<B: WindowedBolt> WindowHost<u64, Vec<u64>> for WholeHost<'_, B> {
 impl<B: WindowedBolt> WindowMode for Whole<B> {
     type In = B::In;
     type Out = B::Out;
-    type Contents = Vec<u64>;
+    type Contents = Held;
 
     fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         self.bolt.prepare(ctx)
@@ -621,7 +653,7 @@ impl<B: WindowedBolt> WindowMode for Whole<B> {
     fn ingest(
         &mut self,
         io: &mut WindowIo<B::In, B::Out>,
-        core: &mut WindowCore<u64, Vec<u64>>,
+        core: &mut WindowCore<u64, Held>,
         key: u64,
         ts: i64,
         value: B::In,
@@ -637,7 +669,7 @@ impl<B: WindowedBolt> WindowMode for Whole<B> {
         self.store.ack_unheld(id, &mut io.out);
     }
 
-    fn with_host(&mut self, io: &mut WindowIo<B::In, B::Out>, f: &mut WithHost<'_, Vec<u64>>) {
+    fn with_host(&mut self, io: &mut WindowIo<B::In, B::Out>, f: &mut WithHost<'_, Held>) {
         f(&mut WholeHost {
             mode: self,
             io,

@@ -231,6 +231,17 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         }
     }
 
+    /// The end of the input: every time window fires (watermark and processing time go to
+    /// `i64::MAX`), and partial count windows, which never fire, let go of their elements.
+    pub fn end_of_input<H: WindowHost<K, C> + ?Sized>(&mut self, host: &mut H) {
+        self.advance_watermark(i64::MAX, host);
+        self.advance_processing_time(i64::MAX, host);
+        for (key, win) in self.counts.drain() {
+            self.open -= 1;
+            host.purge(&key, win.contents);
+        }
+    }
+
     /// Moves the watermark forward (never back) and fires what is due.
     pub fn advance_watermark<H: WindowHost<K, C> + ?Sized>(
         &mut self,

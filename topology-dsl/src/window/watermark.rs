@@ -28,7 +28,14 @@ pub struct Watermarks {
     idle_timeout_ms: Option<i64>,
     inputs: FxHashMap<TaskId, Input>,
     current: i64,
+    /// When tracking began (processing time), for the alignment grace.
+    started_ms: i64,
 }
+
+/// How long alignment waits for an upstream that has never sent anything, when no idle timeout
+/// says otherwise: after that it no longer holds the others back (its windows could not fire
+/// either way, but it must not throttle everything for ever).
+const ALIGNMENT_GRACE_MS: i64 = 1000;
 
 impl Watermarks {
     /// Tracking for the given upstream tasks, starting at processing time `now_ms`.
@@ -55,6 +62,7 @@ impl Watermarks {
                 })
                 .collect(),
             current: i64::MIN,
+            started_ms: now_ms,
         }
     }
 
@@ -75,6 +83,14 @@ impl Watermarks {
         input.last_seen_ms = now_ms;
     }
 
+    /// Something from `source` arrived at processing time `now_ms` (not executed yet): the
+    /// source is not idle.
+    pub fn touch(&mut self, source: TaskId, now_ms: i64) {
+        if let Some(input) = self.inputs.get_mut(&source) {
+            input.last_seen_ms = input.last_seen_ms.max(now_ms);
+        }
+    }
+
     /// `source` will send nothing more.
     pub fn end(&mut self, source: TaskId) {
         if let Some(input) = self.inputs.get_mut(&source) {
@@ -90,9 +106,16 @@ impl Watermarks {
     }
 
     /// Whether `source` runs more than `max_drift_ms` ahead of the watermark (its own
-    /// watermark beyond the bolt's). Before every live upstream has been heard from, any
-    /// upstream that has sent something is ahead: its windows could not fire anyway.
-    pub fn is_ahead(&self, source: TaskId, max_drift_ms: i64) -> bool {
+    /// watermark beyond the bolt's), at processing time `now_ms`. Before every live upstream
+    /// has been heard from, any upstream that has sent something is ahead (its windows could
+    /// not fire anyway), but only for a grace period (the idle timeout, or a second).
+    pub fn is_ahead(&self, source: TaskId, max_drift_ms: i64, now_ms: i64) -> bool {
+        if self.current == i64::MIN {
+            let grace = self.idle_timeout_ms.unwrap_or(ALIGNMENT_GRACE_MS);
+            if now_ms.saturating_sub(self.started_ms) >= grace {
+                return false;
+            }
+        }
         self.inputs.get(&source).is_some_and(|input| {
             !input.ended
                 && input.max_ts != i64::MIN
@@ -199,21 +222,25 @@ mod tests {
     #[test]
     fn an_input_far_ahead_is_flagged() {
         let mut w = Watermarks::new(0, None, &[A, B], 0);
-        assert!(!w.is_ahead(A, 1000), "nothing received, nothing ahead");
+        assert!(!w.is_ahead(A, 1000, 0), "nothing received, nothing ahead");
         w.observe(A, 10_000, 0);
         assert!(
-            w.is_ahead(A, 1000),
+            w.is_ahead(A, 1000, 10),
             "ahead of a watermark still at the beginning of time"
+        );
+        assert!(
+            !w.is_ahead(A, 1000, 1000),
+            "but not for longer than the grace: B may never send"
         );
         w.observe(B, 1_000, 0);
         w.update(0);
-        assert!(w.is_ahead(A, 1000));
-        assert!(!w.is_ahead(A, 9000));
-        assert!(!w.is_ahead(B, 0), "the slowest input is never ahead");
+        assert!(w.is_ahead(A, 1000, 2000));
+        assert!(!w.is_ahead(A, 9000, 2000));
+        assert!(!w.is_ahead(B, 0, 2000), "the slowest input is never ahead");
         w.end(B);
         w.update(0);
         assert!(
-            !w.is_ahead(A, 1000),
+            !w.is_ahead(A, 1000, 2000),
             "with B gone, A holds the watermark itself"
         );
     }
