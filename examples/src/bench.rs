@@ -26,7 +26,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-/// Builds a `RESULT key=value ...` line (BENCHMARKS.md), `ok` last.
+/// Builds a `RESULT key=value ...` line, `ok` last: the last line of every benchmark, for scripts.
 #[derive(Debug, Default)]
 pub struct ResultLine {
     fields: Vec<(String, String)>,

@@ -16,7 +16,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tempest_dsl::{BuildErrors, Guarantee, TopologyConfig};
 use tempest_examples::bench::{ResultLine, median, peak_rss_kb};
 use tempest_examples::window_count;
-use tempest_examples::windows::{ReplayError, WindowArgs, replay, window_from_args};
+use tempest_examples::windows::{
+    ReplayError, WindowArgs, ignored_window_args, replay, window_from_args,
+};
 use tempest_examples::wordcount::{self, WordCountOptions};
 use tempest_runtime::{LocalCluster, LocalOptions, RunReport, RunningTopology, RuntimeError};
 
@@ -61,7 +63,7 @@ enum Command {
         #[arg(long)]
         dot: bool,
         /// Tasks per component.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
         parallelism: u32,
     },
 }
@@ -88,10 +90,10 @@ enum BenchWorkload {
 #[derive(Args, Debug)]
 struct BenchWindow {
     /// Events to emit (1000 per simulated second, 1000 keys).
-    #[arg(long, default_value_t = 20_000_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20_000_000)]
     events: u64,
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
     #[command(flatten)]
     common: Common,
@@ -100,7 +102,7 @@ struct BenchWindow {
 #[derive(Args, Debug)]
 struct Common {
     /// Tasks per component.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
     parallelism: u32,
     /// Worker threads (default: one per core).
     #[arg(long)]
@@ -109,23 +111,23 @@ struct Common {
     #[arg(long, default_value = "at-most-once")]
     guarantee: Guarantee,
     /// Tuples per batch.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     batch_size: Option<usize>,
     /// Most ack trees in flight per spout task (tracked guarantees).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_spout_pending: Option<usize>,
 }
 
 #[derive(Args, Debug)]
 struct LocalWordcount {
     /// Sentences to emit.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1_000_000)]
     sentences: u64,
     /// Run until Ctrl-C instead (which drains and stops it).
     #[arg(long, conflicts_with = "sentences")]
     endless: bool,
     /// How many of the most frequent words to print.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10)]
     top: usize,
     #[command(flatten)]
     common: Common,
@@ -134,16 +136,16 @@ struct LocalWordcount {
 #[derive(Args, Debug)]
 struct BenchWordcount {
     /// Sentences to emit (10 words each).
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3_000_000)]
     sentences: u64,
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
     /// Share of sentences (0 to 1) the split bolt fails at random, to show replay under load.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     fail_rate: f64,
     /// Seed of the injected failures.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 42)]
     seed: u64,
     #[command(flatten)]
     common: Common,
@@ -155,6 +157,27 @@ enum Failure {
     Usage(String),
     /// A failed run or check: exit code 1.
     Run(anyhow::Error),
+    /// Whoever read stdout went away (`| head`): stop quietly.
+    Closed,
+}
+
+impl Failure {
+    /// A failure to write to stdout.
+    fn output(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::Closed
+        } else {
+            Failure::Run(err.into())
+        }
+    }
+}
+
+/// Writes a line to stdout; a closed stdout ends the command quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(Failure::output)?;
+    }};
 }
 
 impl From<BuildErrors> for Failure {
@@ -166,9 +189,9 @@ impl From<BuildErrors> for Failure {
 impl From<RuntimeError> for Failure {
     fn from(err: RuntimeError) -> Self {
         match err {
-            RuntimeError::Options { .. } | RuntimeError::Unsupported { .. } => {
-                Failure::Usage(err.to_string())
-            }
+            RuntimeError::Options { .. }
+            | RuntimeError::Unsupported { .. }
+            | RuntimeError::TooLarge { .. } => Failure::Usage(err.to_string()),
             other => Failure::Run(other.into()),
         }
     }
@@ -194,6 +217,7 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Closed) => ExitCode::SUCCESS,
     }
 }
 
@@ -203,6 +227,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -227,11 +252,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 parallelism,
                 ..WordCountOptions::default()
             })?;
-            if dot {
-                print!("{}", wc.topology.to_dot());
+            let text = if dot {
+                wc.topology.to_dot()
             } else {
-                print!("{}", wc.topology);
-            }
+                wc.topology.to_string()
+            };
+            say!("{}", text.trim_end());
             Ok(())
         }
     }
@@ -242,10 +268,20 @@ fn windows(args: &WindowArgs, input: Option<&std::path::Path>) -> Result<(), Fai
         .map_err(|errors| Failure::Usage(format!("invalid window: {}", errors.join("; "))))?;
     let stdout = std::io::stdout();
     let out = std::io::BufWriter::new(stdout.lock());
+    for warning in ignored_window_args(args) {
+        eprintln!("warning: {warning}");
+    }
     let result = match input {
         Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let unreadable =
+                |why: String| Failure::Usage(format!("cannot read {}: {why}", path.display()));
+            if !std::fs::metadata(path)
+                .map_err(|e| unreadable(e.to_string()))?
+                .is_file()
+            {
+                return Err(unreadable("not a file".into()));
+            }
+            let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
             replay(&window, std::io::BufReader::new(file), out)
         }
         None => replay(&window, std::io::stdin().lock(), out),
@@ -253,7 +289,13 @@ fn windows(args: &WindowArgs, input: Option<&std::path::Path>) -> Result<(), Fai
     match result {
         Ok(()) => Ok(()),
         Err(err @ ReplayError::Malformed { .. }) => Err(Failure::Usage(err.to_string())),
-        Err(err) => Err(Failure::Run(err.into())),
+        Err(ReplayError::Io(err)) => Err(Failure::output(err)),
+    }
+}
+
+fn print_warnings(topology: &tempest_dsl::Topology) {
+    for w in topology.warnings() {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -292,6 +334,7 @@ fn catch_ctrl_c() -> mpsc::Receiver<()> {
 fn watch(
     running: RunningTopology,
     total: Option<u64>,
+    unit: &str,
     ctrl_c: &mpsc::Receiver<()>,
 ) -> Result<RunReport, RuntimeError> {
     let mut presses = 0u32;
@@ -301,10 +344,14 @@ fn watch(
             None => ProgressBar::new_spinner(),
         };
         let template = match total {
-            Some(_) => "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sentences ({per_sec})",
-            None => "{spinner} [{elapsed_precise}] {pos} sentences ({per_sec}) - Ctrl-C drains",
+            Some(_) => format!(
+                "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}})"
+            ),
+            None => format!(
+                "{{spinner}} [{{elapsed_precise}}] {{pos}} {unit} ({{per_sec}}) - Ctrl-C drains"
+            ),
         };
-        if let Ok(style) = ProgressStyle::with_template(template) {
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style);
         }
         Some(bar)
@@ -341,14 +388,12 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     let sentences = (!args.endless).then_some(args.sentences);
     let (wc_options, local) = options(&args.common, sentences);
     let wc = wordcount::topology(&wc_options)?;
-    for w in wc.topology.warnings() {
-        eprintln!("warning: {w}");
-    }
+    print_warnings(&wc.topology);
     let cluster = LocalCluster::new(local)?;
     // Before the run starts, so that an early Ctrl-C drains instead of killing the process.
     let ctrl_c = catch_ctrl_c();
     let running = cluster.start(wc.topology)?;
-    let report = watch(running, sentences, &ctrl_c)?;
+    let report = watch(running, sentences, "sentences", &ctrl_c)?;
 
     let parts: Vec<_> = wc.totals.try_iter().collect();
     let sink_total: u64 = wc.sink_counts.try_iter().sum();
@@ -356,20 +401,20 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Run(anyhow::anyhow!("a word was counted by two count tasks")))?;
     let mut ranked: Vec<(usize, u64)> = counts.iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    println!("top {} words:", args.top);
-    for (index, count) in ranked.iter().take(args.top) {
-        println!("  w{index:<6} {count}");
+    say!("top {} words:", args.top);
+    for (index, count) in ranked.iter().filter(|(_, c)| *c > 0).take(args.top) {
+        say!("  w{index:<6} {count}");
     }
     let words: u64 = counts.iter().sum();
     let sentences_done = report
         .component("sentences")
         .map(|c| c.metrics.emitted)
         .unwrap_or(0);
-    println!(
+    say!(
         "totals: {sentences_done} sentences, {words} words counted, {} distinct, {sink_total} records at the sink",
         counts.iter().filter(|&&c| c > 0).count()
     );
-    println!("{report}");
+    say!("{report}");
     if let Some(n) = sentences {
         if !report.drained {
             let expected = wordcount::expected_counts(n);
@@ -385,7 +430,7 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
                     "the counts do not match the input"
                 )));
             }
-            println!("check: every word count matches the input");
+            say!("check: every word count matches the input");
         }
     }
     Ok(())
@@ -399,6 +444,7 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
     let expected = window_count::expected_windows(n);
     let (wc_options, local) = options(&args.common, None);
     let cluster = LocalCluster::new(local.clone())?;
+    let ctrl_c = catch_ctrl_c();
     let mut rates = Vec::new();
     let mut all_ok = true;
     let mut last = (0u64, 0u64, 0u64);
@@ -409,8 +455,11 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
             args.common.guarantee,
             wc_options.config.clone(),
         )?;
+        if run == 1 {
+            print_warnings(&job.topology);
+        }
         let started = Instant::now();
-        let report = cluster.run(job.topology)?;
+        let report = watch(cluster.start(job.topology)?, Some(n), "events", &ctrl_c)?;
         let seconds = started.elapsed().as_secs_f64();
         let totals = job
             .totals
@@ -434,7 +483,7 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
             .field("counted", totals.1)
             .field("late", late);
         if args.runs > 1 {
-            println!("{}", line.render(&format!("RUN {run}"), ok));
+            say!("{}", line.render(&format!("RUN {run}"), ok));
         }
     }
     let rate = median(&rates).unwrap_or(0.0);
@@ -453,7 +502,7 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
         .field("workers", local.workers)
         .field("runs", args.runs)
         .field("peak_rss_kb", rss);
-    println!("{}", line.render("RESULT", all_ok));
+    say!("{}", line.render("RESULT", all_ok));
     if all_ok {
         Ok(())
     } else {
@@ -481,11 +530,17 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
     if args.runs == 0 {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
-    if !(0.0..=1.0).contains(&args.fail_rate) {
+    // A rate of 1 would fail every sentence for ever.
+    if !(0.0..1.0).contains(&args.fail_rate) {
         return Err(Failure::Usage(format!(
-            "--fail-rate must be between 0 and 1, got {}",
+            "--fail-rate must be at least 0 and below 1, got {}",
             args.fail_rate
         )));
+    }
+    if args.fail_rate > 0.0 && !args.common.guarantee.is_tracked() {
+        return Err(Failure::Usage(
+            "--fail-rate shows replay: it needs --guarantee at-least-once".into(),
+        ));
     }
     let n = args.sentences;
     let expected = wordcount::expected_counts(n);
@@ -495,11 +550,15 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
     wc_options.seed = args.seed;
     let tracked = args.common.guarantee.is_tracked();
     let cluster = LocalCluster::new(local.clone())?;
+    let ctrl_c = catch_ctrl_c();
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         let wc = wordcount::topology(&wc_options)?;
+        if run == 1 {
+            print_warnings(&wc.topology);
+        }
         let started = Instant::now();
-        let report = cluster.run(wc.topology)?;
+        let report = watch(cluster.start(wc.topology)?, Some(n), "sentences", &ctrl_c)?;
         let seconds = started.elapsed().as_secs_f64();
         let sink_total: u64 = wc.sink_counts.try_iter().sum();
         let counts = wordcount::merge_totals(wc.totals.try_iter());
@@ -531,7 +590,7 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
         eprintln!("{report}");
         if args.runs > 1 {
             let line = line(&args, &local, n, &figures);
-            println!("{}", line.render(&format!("RUN {run}"), ok));
+            say!("{}", line.render(&format!("RUN {run}"), ok));
         }
         runs.push(figures);
     }
@@ -549,7 +608,7 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
         duplicates: med(|r| r.duplicates),
     };
     let result = line(&args, &local, n, &summary);
-    println!("{}", result.render("RESULT", summary.ok));
+    say!("{}", result.render("RESULT", summary.ok));
     if summary.ok {
         Ok(())
     } else {

@@ -43,7 +43,8 @@ pub enum MeasureArg {
 pub enum TimeArg {
     /// The `ts` of each event, with watermarks.
     Event,
-    /// Processing time, moved by `{"advance": ms}` lines.
+    /// Processing time: starts at 0 and is set by `{"advance": ms}` lines (absolute; it never
+    /// moves back).
     Processing,
 }
 
@@ -57,22 +58,22 @@ pub struct WindowArgs {
     #[arg(long, value_enum, default_value = "time")]
     pub measure: MeasureArg,
     /// Window length: milliseconds, or elements with --measure count.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub size: Option<u64>,
     /// Distance between window starts (sliding windows).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub slide: Option<u64>,
     /// Inactivity gap in milliseconds (session windows).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gap: Option<u64>,
     /// The clock of time windows.
     #[arg(long, value_enum, default_value = "event")]
     pub time: TimeArg,
     /// Generate a watermark after every event, this many ms behind the largest `ts` seen.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lag: Option<u64>,
     /// How long after its end a window still takes late elements, in ms (event time).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub allowed_lateness: Option<u64>,
     /// Shift of window starts from the epoch, in ms (|offset| < slide).
     #[arg(long, allow_hyphen_values = true)]
@@ -160,7 +161,7 @@ pub enum ReplayError {
         message: String,
     },
     /// Reading the input or writing the output failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -284,11 +285,56 @@ enum Line {
 fn integer(object: &serde_json::Map<String, Value>, field: &str) -> Result<Option<i64>, String> {
     match object.get(field) {
         None => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| format!("`{field}` must be an integer, got {v}")),
+        Some(v) => match v.as_i64() {
+            Some(i) => Ok(Some(i)),
+            None if v.is_u64() || v.is_i64() || v.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                Err(format!(
+                    "`{field}` is out of range: {v} (a 64-bit signed integer)"
+                ))
+            }
+            None => Err(format!("`{field}` must be an integer, got {v}")),
+        },
     }
+}
+
+/// The longest input line accepted.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Reads one line of at most `MAX_LINE_BYTES` (without its newline) into `buf`; `Ok(false)` at
+/// the end of the input.
+fn read_line(
+    input: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    number: usize,
+) -> Result<bool, ReplayError> {
+    buf.clear();
+    let limit = (MAX_LINE_BYTES + 1) as u64;
+    let read = std::io::Read::take(&mut *input, limit).read_until(b'\n', buf)?;
+    if read == 0 {
+        return Ok(false);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > MAX_LINE_BYTES {
+        return Err(ReplayError::Malformed {
+            line: number,
+            message: format!("longer than {MAX_LINE_BYTES} bytes"),
+        });
+    }
+    Ok(true)
+}
+
+/// The flags that do not apply to the given window and are ignored, as warnings.
+pub fn ignored_window_args(args: &WindowArgs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if args.kind == KindArg::Session && args.size.is_some() {
+        warnings
+            .push("--size is ignored by session windows (their length comes from --gap)".into());
+    }
+    if args.measure == MeasureArg::Count && args.time == TimeArg::Processing {
+        warnings.push("--time is ignored by count windows (they count elements)".into());
+    }
+    warnings
 }
 
 fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
@@ -335,7 +381,7 @@ fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
 /// `max_ts - lag - 1` follows every event. Stops at the first malformed line.
 pub fn replay(
     window: &Window,
-    input: impl BufRead,
+    mut input: impl BufRead,
     mut output: impl Write,
 ) -> Result<(), ReplayError> {
     let mut core: WindowCore<String, Contents> =
@@ -352,16 +398,18 @@ pub fn replay(
     };
     let mut max_ts = i64::MIN;
     let mut seq = 0u64;
-    for (index, line) in input.lines().enumerate() {
-        let number = index + 1;
-        let text = line.map_err(|e| ReplayError::Malformed {
+    let mut buf = Vec::new();
+    let mut number = 0;
+    while read_line(&mut input, &mut buf, number + 1)? {
+        number += 1;
+        let text = std::str::from_utf8(&buf).map_err(|e| ReplayError::Malformed {
             line: number,
-            message: format!("unreadable: {e}"),
+            message: format!("not UTF-8: {e}"),
         })?;
         if text.trim().is_empty() {
             continue;
         }
-        let parsed = parse_line(&text, needs_ts).map_err(|message| ReplayError::Malformed {
+        let parsed = parse_line(text, needs_ts).map_err(|message| ReplayError::Malformed {
             line: number,
             message,
         })?;

@@ -1,4 +1,4 @@
-//! Word count (workload W1 of BENCHMARKS.md): sentences -> split -> count -> sink.
+//! Word count (benchmark workload W1; see the README): sentences -> split -> count -> sink.
 //!
 //! Sentence `i` (0 <= i < N) has 10 words; word `j` is `"w" + ((i*7919 + j*104729) % 1000)`,
 //! a 1000-word vocabulary. The split bolt cuts a sentence into words, the count bolt keeps a

@@ -86,7 +86,7 @@ fn bad_input_exits_with_code_2_and_a_clear_message() {
     assert_usage_error(&["local", "nosuch"], "unrecognized subcommand 'nosuch'");
     assert_usage_error(
         &["local", "wordcount", "--parallelism", "0"],
-        "parallelism and replicas must be >= 1",
+        "parallelism must be at least 1",
     );
     assert_usage_error(
         &["local", "wordcount", "--parallelism", "100000"],
@@ -94,7 +94,7 @@ fn bad_input_exits_with_code_2_and_a_clear_message() {
     );
     assert_usage_error(
         &["local", "wordcount", "--parallelism", "-3"],
-        "unexpected argument '-3'",
+        "invalid value '-3'",
     );
     assert_usage_error(
         &["local", "wordcount", "--parallelism", "99999999999"],
@@ -119,6 +119,74 @@ fn bad_input_exits_with_code_2_and_a_clear_message() {
     assert_usage_error(
         &["local", "wordcount", "--guarantee", "exactly-once"],
         "exactly-once is not supported",
+    );
+    assert_usage_error(
+        &["local", "wordcount", "--parallelism", "2000"],
+        "lower the parallelism",
+    );
+    assert_usage_error(
+        &[
+            "bench",
+            "wordcount",
+            "--guarantee",
+            "at-least-once",
+            "--fail-rate",
+            "1",
+        ],
+        "--fail-rate must be at least 0 and below 1",
+    );
+    assert_usage_error(
+        &["bench", "wordcount", "--fail-rate", "0.5"],
+        "it needs --guarantee at-least-once",
+    );
+    assert_usage_error(
+        &[
+            "windows", "--kind", "tumbling", "--size", "10", "--input", "/",
+        ],
+        "cannot read /: not a file",
+    );
+    assert_usage_error(
+        &[
+            "windows",
+            "--kind",
+            "sliding",
+            "--size",
+            "1000000000",
+            "--slide",
+            "1",
+        ],
+        "at most 10000 are allowed",
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    for args in [
+        &["show", "wordcount", "--dot"][..],
+        &["local", "wordcount", "--sentences", "2000", "--top", "1000"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tempest"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts");
+        // Close the reading end at once, as `| head -0` would: every write fails.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("ends");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_empty_run_lists_no_top_words() {
+    let out = tempest(&["local", "wordcount", "--sentences", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("top 10 words:\ntotals: 0 sentences"),
+        "{text}"
     );
 }
 

@@ -205,7 +205,7 @@ fn invalid_window_specs_exit_2_before_reading_input() -> anyhow::Result<()> {
     refused(
         &["--kind", "tumbling", "--size", "-5"],
         junk,
-        "unexpected argument '-5'",
+        "invalid value '-5'",
     )?;
     Ok(())
 }
@@ -255,5 +255,12 @@ fn malformed_lines_stop_with_their_number() -> anyhow::Result<()> {
         "{\"value\":1,\"ts\":1,\"watermark\":3}\n",
         "error: line 1: a line is one of",
     )?;
+    refused(
+        &args,
+        "{\"value\":99999999999999999999,\"ts\":1}\n",
+        "error: line 1: `value` is out of range",
+    )?;
+    let long = format!("{ok}{{\"mark\":\"{}\"}}\n", "x".repeat(2 << 20));
+    refused(&args, &long, "error: line 2: longer than 1048576 bytes")?;
     Ok(())
 }

@@ -16,6 +16,17 @@ pub enum RuntimeError {
         /// What it should be.
         expected: &'static str,
     },
+    /// The topology is too large for a local run.
+    #[error(
+        "the topology needs {links} links between tasks (every task links to every task of the \
+         components it feeds); a local run sets up at most {max}: lower the parallelism"
+    )]
+    TooLarge {
+        /// The links the plan needs.
+        links: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The topology asks for a guarantee this runtime does not provide yet.
     #[error("{guarantee} is not supported by this runtime yet: {why}")]
     Unsupported {

@@ -57,5 +57,5 @@ pub mod metrics;
 pub mod plan;
 
 pub use error::RuntimeError;
-pub use local::{LocalCluster, LocalOptions, MAX_WORKERS, RunningTopology};
+pub use local::{LocalCluster, LocalOptions, MAX_LOCAL_LINKS, MAX_WORKERS, RunningTopology};
 pub use metrics::{ComponentReport, MetricsSnapshot, RunReport};

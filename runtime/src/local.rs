@@ -29,6 +29,10 @@ use crate::plan::PhysicalPlan;
 /// The most worker threads a local cluster runs.
 pub const MAX_WORKERS: usize = 256;
 
+/// The most links between tasks a local run sets up (each task of a component links to every
+/// task of each component it feeds, so links grow with the square of the parallelism).
+pub const MAX_LOCAL_LINKS: usize = 2_000_000;
+
 /// Options of a local run.
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
@@ -103,6 +107,13 @@ impl LocalCluster {
         check_guarantee(topology.ir())?;
         let ir = topology.ir().clone();
         let plan = PhysicalPlan::new(&ir, self.options.workers);
+        let links: usize = plan.tasks.iter().map(|t| t.links.len()).sum();
+        if links > MAX_LOCAL_LINKS {
+            return Err(RuntimeError::TooLarge {
+                links,
+                max: MAX_LOCAL_LINKS,
+            });
+        }
         let metrics: Arc<[Arc<TaskMetrics>]> = plan
             .tasks
             .iter()
@@ -232,10 +243,10 @@ fn run_system(
     })
 }
 
-/// The addresses of one task's actor.
+/// The addresses of one task's actor, shared by every task that talks to it.
 struct TaskAddrs {
-    deliver: Option<Recipient<Deliver>>,
-    credit: Recipient<Credit>,
+    deliver: Option<Arc<Recipient<Deliver>>>,
+    credit: Arc<Recipient<Credit>>,
     wire: Recipient<Wire>,
 }
 
@@ -301,7 +312,7 @@ fn start_tasks(
                 verdicts.push((task.id, addr.clone().recipient()));
                 addrs.push(TaskAddrs {
                     deliver: None,
-                    credit: addr.clone().recipient(),
+                    credit: Arc::new(addr.clone().recipient()),
                     wire: addr.recipient(),
                 });
             }
@@ -312,8 +323,8 @@ fn start_tasks(
                     BoltActor::new(core, bolt, ends, tick, credit)
                 });
                 addrs.push(TaskAddrs {
-                    deliver: Some(addr.clone().recipient()),
-                    credit: addr.clone().recipient(),
+                    deliver: Some(Arc::new(addr.clone().recipient())),
+                    credit: Arc::new(addr.clone().recipient()),
                     wire: addr.recipient(),
                 });
             }
@@ -336,7 +347,7 @@ fn start_tasks(
         let upstream = plan
             .upstream_links_of(task.id)
             .into_iter()
-            .map(|(up, links)| (up, links, addrs[up.0 as usize].credit.clone()))
+            .map(|(up, links)| (up, links, Arc::clone(&addrs[up.0 as usize].credit)))
             .collect();
         addrs[task.id.0 as usize].wire.do_send(Wire {
             links,

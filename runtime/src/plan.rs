@@ -52,6 +52,8 @@ pub struct PhysicalPlan {
     /// The acker tasks (tracked guarantees only), with the worker of each. Their ids follow
     /// the component tasks'.
     pub ackers: Vec<(TaskId, usize)>,
+    /// For each task, the tasks with links to it and how many links each has.
+    upstream: Vec<Vec<(TaskId, u32)>>,
 }
 
 impl PhysicalPlan {
@@ -137,11 +139,23 @@ impl PhysicalPlan {
         let ackers = (0..acker_count)
             .map(|a| (TaskId((tasks.len() + a) as u32), a % workers))
             .collect();
+        // Links are grouped by sender, so counting runs of equal (target, sender) is enough.
+        let mut upstream: Vec<Vec<(TaskId, u32)>> = vec![Vec::new(); tasks.len()];
+        for t in &tasks {
+            for link in &t.links {
+                let ups = &mut upstream[link.target.0 as usize];
+                match ups.last_mut() {
+                    Some((sender, n)) if *sender == t.id => *n += 1,
+                    _ => ups.push((t.id, 1)),
+                }
+            }
+        }
         PhysicalPlan {
             tasks,
             workers,
             first_task,
             ackers,
+            upstream,
         }
     }
 
@@ -172,13 +186,10 @@ impl PhysicalPlan {
 
     /// The tasks with links to `target`, with how many each has (one per subscription).
     pub fn upstream_links_of(&self, target: TaskId) -> Vec<(TaskId, u32)> {
-        self.tasks
-            .iter()
-            .filter_map(|t| {
-                let n = t.links.iter().filter(|l| l.target == target).count() as u32;
-                (n > 0).then_some((t.id, n))
-            })
-            .collect()
+        self.upstream
+            .get(target.0 as usize)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

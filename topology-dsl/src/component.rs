@@ -19,24 +19,32 @@ use crate::tuple::Tuple;
 /// #[derive(Clone, Debug, Serialize, Deserialize, Record)]
 /// struct Number { n: u64 }
 ///
-/// /// Emits 0..limit, split between its tasks.
+/// /// Emits 0..limit, split between its tasks, and emits again whatever fails.
 /// #[derive(Clone)]
-/// struct Numbers { limit: u64, next: u64, step: u64 }
+/// struct Numbers { limit: u64, next: u64, step: u64, replay: Vec<u64> }
 ///
 /// impl Spout for Numbers {
 ///     type Out = Number;
+///     const REPLAYABLE: bool = true;
 ///     fn open(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
 ///         self.next = u64::from(ctx.task_index());
 ///         self.step = u64::from(ctx.parallelism());
 ///         Ok(())
 ///     }
 ///     fn next(&mut self, out: &mut SpoutEmitter<Number>) -> Result<SpoutStatus, TaskError> {
-///         if self.next >= self.limit {
-///             return Ok(SpoutStatus::Done);
-///         }
-///         out.emit_tracked(MsgId(self.next), Number { n: self.next });
-///         self.next += self.step;
+///         let n = match self.replay.pop() {
+///             Some(n) => n,
+///             None if self.next >= self.limit => return Ok(SpoutStatus::Done),
+///             None => {
+///                 self.next += self.step;
+///                 self.next - self.step
+///             }
+///         };
+///         out.emit_tracked(MsgId(n), Number { n }); // one tree per message
 ///         Ok(SpoutStatus::Active)
+///     }
+///     fn fail(&mut self, msg: MsgId) {
+///         self.replay.push(msg.0); // the next `next` emits it again
 ///     }
 /// }
 /// ```
@@ -44,7 +52,9 @@ pub trait Spout: Clone + Send + 'static {
     /// The record type of the default stream (and of any named stream the spout declares).
     type Out: Record;
 
-    /// Whether `fail(msg)` re-emits the message. Exactly-once requires replayable spouts.
+    /// Whether the spout replays what fails: its `fail(msg)` remembers the message and a later
+    /// `next` emits it again (the runtime only calls `fail`; replaying is the spout's job, as in
+    /// Storm). Exactly-once requires replayable spouts.
     const REPLAYABLE: bool = false;
 
     /// Called once per task before the first `next`. An error stops the topology.
@@ -54,7 +64,9 @@ pub trait Spout: Clone + Send + 'static {
 
     /// Emits zero or more tuples and says whether there is more to come. The runtime calls it in
     /// a loop (never concurrently with `ack` or `fail`) until the task's output batch is full,
-    /// its queues are full, or `max_spout_pending` trees are in flight.
+    /// its queues are full, or `max_spout_pending` trees are in flight. Limits are checked
+    /// between calls: a call that emits many records may overshoot them, so emit one record
+    /// (or a few) per call.
     ///
     /// An `Err` is counted and logged and the task backs off briefly, as for [`SpoutStatus::Idle`].
     fn next(&mut self, out: &mut SpoutEmitter<Self::Out>) -> Result<SpoutStatus, TaskError>;
@@ -78,7 +90,8 @@ pub enum SpoutStatus {
     /// Nothing is available now: back off briefly before calling `next` again.
     Idle,
     /// The source is exhausted (a finite input). Once every tracked message has completed, the
-    /// task ends and its downstream tasks drain.
+    /// task ends and its downstream tasks drain. If a message fails meanwhile, `fail` runs and
+    /// `next` is called again, so a replayable spout can re-emit it.
     Done,
 }
 
@@ -141,7 +154,8 @@ pub trait Bolt: Clone + Send + 'static {
     ) -> Result<(), TaskError>;
 
     /// Called every `tick_every` interval when the bolt declares one (Storm's tick tuples), for
-    /// bolts that flush or expire on time. Emits here are unanchored unless anchored explicitly.
+    /// bolts that flush or expire on time. No input is being executed: emits here are
+    /// unanchored, except a manual-ack bolt's `emit_anchored` to tuples it holds.
     fn tick(&mut self, _out: &mut Emitter<Self::Out>) -> Result<(), TaskError> {
         Ok(())
     }

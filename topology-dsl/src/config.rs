@@ -192,7 +192,7 @@ impl TopologyConfig {
                 errors.push(ConfigError::new(
                     "max_spout_pending",
                     p,
-                    format!("must be between 1 and {MAX_SPOUT_PENDING}, or None for unbounded"),
+                    format!("must be between 1 and {MAX_SPOUT_PENDING} (unset: unbounded)"),
                 ));
             }
         }
@@ -201,7 +201,7 @@ impl TopologyConfig {
                 errors.push(ConfigError::new(
                     "ackers",
                     a,
-                    format!("must be between 1 and {MAX_ACKERS}, or None for one per worker"),
+                    format!("must be between 1 and {MAX_ACKERS} (unset: one per worker)"),
                 ));
             }
         }

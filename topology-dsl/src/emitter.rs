@@ -167,6 +167,23 @@ impl<T: Record> Emitter<T> {
         }
     }
 
+    /// Emits on a named stream anchored to `anchors` (manual-ack bolts; in a default bolt,
+    /// anchored to the input being executed).
+    pub fn emit_anchored_to<A>(
+        &mut self,
+        stream: &str,
+        anchors: &[&Tuple<A>],
+        value: T,
+    ) -> Result<(), TaskError> {
+        let index = self.stream_index(stream, false)?;
+        let result = if self.manual_ack {
+            self.dispatch(index, None, value, Anchor::Tuples(anchors))
+        } else {
+            self.dispatch::<()>(index, None, value, Anchor::Current)
+        };
+        result.map_err(|e| TaskError::new(e.to_string()))
+    }
+
     /// Emits on the default stream without any anchor: the record is not tracked, so its loss
     /// downstream does not fail any tree.
     pub fn emit_unanchored(&mut self, value: T) {

@@ -147,8 +147,8 @@ pub enum TopologyError {
         /// What it needs.
         needs: &'static str,
     },
-    /// Zero parallelism (or an even or zero replica count).
-    #[error("`{component}`: parallelism and replicas must be >= 1 (replicas odd)")]
+    /// Zero parallelism.
+    #[error("`{component}`: parallelism must be at least 1")]
     BadCount {
         /// The component.
         component: String,

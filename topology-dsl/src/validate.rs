@@ -300,23 +300,6 @@ fn check_window(
                 .into(),
         ));
     }
-    let ratio = match spec.kind {
-        WindowKind::Sliding {
-            size: Size::TimeMs(a),
-            slide: Size::TimeMs(b),
-        } if b > 0 => a.unsigned_abs() / b.unsigned_abs(),
-        WindowKind::Sliding {
-            size: Size::Count(a),
-            slide: Size::Count(b),
-        } if b > 0 => a / b,
-        _ => 0,
-    };
-    if ratio > MAX_WINDOWS_PER_ELEMENT {
-        errors.push(bad(format!(
-            "each element would be in {ratio} sliding windows (size / slide); at most \
-             {MAX_WINDOWS_PER_ELEMENT} are allowed"
-        )));
-    }
     // Under a tracked guarantee a tuple stays in its tree until its window lets go of it.
     if ir.guarantee.is_tracked() {
         let length = match spec.kind {
@@ -365,9 +348,6 @@ fn check_window(
         }
     }
 }
-
-/// The most sliding windows one element may belong to.
-const MAX_WINDOWS_PER_ELEMENT: u64 = 10_000;
 
 /// Finds the cycles among subscriptions: Kahn's algorithm removes every component not on or
 /// behind a cycle, then a depth-first walk over what is left reports one path per cycle.

@@ -389,7 +389,7 @@ fn every_error_is_reported_at_once() {
         rendered.lines().collect::<Vec<_>>(),
         [
             "config `queue_batches` = 0: must be between 1 and 1024",
-            "`lines`: parallelism and replicas must be >= 1 (replicas odd)",
+            "`lines`: parallelism must be at least 1",
             "component `lines` is declared more than once",
             "`sink` groups on field `nope` that `split` does not emit (has [\"word\", \"ts\", \"extra\"])",
             "bolt `orphan` has no inputs",

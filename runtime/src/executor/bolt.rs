@@ -1,6 +1,7 @@
 //! [`BoltActor`]: runs one bolt task.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
@@ -33,11 +34,13 @@ pub(crate) struct BoltActor {
     task: Box<dyn BoltTask>,
     queues: Vec<SourceQueue>,
     queue_of: FxHashMap<TaskId, usize>,
-    /// Where the next round-robin pass starts.
-    next_queue: usize,
+    /// The non-empty queues, in round-robin order.
+    ready: VecDeque<usize>,
+    /// Deliveries queued over all queues.
+    queued: usize,
     /// Since when only deferred batches have been waiting, if so.
     stalled_since: Option<Instant>,
-    upstream: FxHashMap<TaskId, Recipient<Credit>>,
+    upstream: FxHashMap<TaskId, Arc<Recipient<Credit>>>,
     /// Per upstream task, its links whose end-of-data marker has not arrived yet.
     data_pending: FxHashMap<TaskId, u32>,
     data_ends: u32,
@@ -62,7 +65,8 @@ impl BoltActor {
             task,
             queues: Vec::new(),
             queue_of: FxHashMap::default(),
-            next_queue: 0,
+            ready: VecDeque::new(),
+            queued: 0,
             stalled_since: None,
             upstream: FxHashMap::default(),
             data_pending: FxHashMap::default(),
@@ -81,7 +85,7 @@ impl BoltActor {
     }
 
     fn inbox_is_empty(&self) -> bool {
-        self.queues.iter().all(|q| q.items.is_empty())
+        self.queued == 0
     }
 
     fn enqueue(&mut self, delivery: Delivery) {
@@ -103,25 +107,34 @@ impl BoltActor {
                 self.queues.len() - 1
             }
         };
-        self.queues[index].items.push_back(delivery);
+        let queue = &mut self.queues[index];
+        if queue.items.is_empty() {
+            self.ready.push_back(index);
+        }
+        queue.items.push_back(delivery);
+        self.queued += 1;
     }
 
     /// The next delivery to execute: one per upstream task per pass, skipping the batches the
     /// task defers (the end markers of such a task wait behind its batches) unless `force`.
     fn next_delivery(&mut self, force: bool) -> Option<Delivery> {
-        let n = self.queues.len();
-        for step in 0..n {
-            let i = (self.next_queue + step) % n;
-            let q = &self.queues[i];
+        for _ in 0..self.ready.len() {
+            let i = self.ready.pop_front()?;
+            let queue = &mut self.queues[i];
             let deferred = !force
-                && matches!(q.items.front(), Some(Delivery::Batch { .. }))
-                && self.task.defers(q.source);
+                && matches!(queue.items.front(), Some(Delivery::Batch { .. }))
+                && self.task.defers(queue.source);
             if deferred {
+                self.ready.push_back(i);
                 continue;
             }
-            if let Some(d) = self.queues[i].items.pop_front() {
-                self.next_queue = (i + 1) % n;
-                return Some(d);
+            let delivery = queue.items.pop_front();
+            if !queue.items.is_empty() {
+                self.ready.push_back(i);
+            }
+            if delivery.is_some() {
+                self.queued -= 1;
+                return delivery;
             }
         }
         None

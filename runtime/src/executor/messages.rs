@@ -1,5 +1,7 @@
 //! The messages executors exchange with each other and with the coordinator.
 
+use std::sync::Arc;
+
 use actix::{Message, Recipient};
 use tempest_dsl::engine::{LinkId, Payload};
 use tempest_dsl::{RootId, TaskId};
@@ -45,7 +47,7 @@ pub(crate) struct Wire {
     /// Outgoing links, indexed by `LinkId`.
     pub(crate) links: Vec<LocalLink>,
     /// Where to return credits, per upstream task, with its number of links to this task.
-    pub(crate) upstream: Vec<(TaskId, u32, Recipient<Credit>)>,
+    pub(crate) upstream: Vec<(TaskId, u32, Arc<Recipient<Credit>>)>,
     /// The ackers, by index (empty when the topology is untracked).
     pub(crate) ackers: Vec<Recipient<AckBatch>>,
 }

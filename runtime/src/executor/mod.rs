@@ -38,7 +38,8 @@ use outbox::{LinkSender, Outbox};
 pub(crate) struct LocalLink {
     pub(crate) from: TaskId,
     pub(crate) input: u16,
-    pub(crate) to: Recipient<Deliver>,
+    /// Shared by every link to the same task: an actix address clone costs a few allocations.
+    pub(crate) to: Arc<Recipient<Deliver>>,
     pub(crate) target_metrics: Arc<TaskMetrics>,
 }
 

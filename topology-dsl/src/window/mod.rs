@@ -58,7 +58,7 @@ mod watermark;
 
 pub use assign::{Bounds, sliding, tumbling, window_start};
 pub use core::{InvalidWindow, WindowCore, WindowHost};
-pub use spec::{Size, TimeDomain, Window, WindowKind};
+pub use spec::{MAX_WINDOWS_PER_ELEMENT, Size, TimeDomain, Window, WindowKind};
 pub use view::{WindowAggregate, WindowInfo, WindowView, WindowedBolt};
 pub use watermark::Watermarks;
 

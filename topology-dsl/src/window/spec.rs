@@ -46,6 +46,9 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The most sliding windows one element may belong to (size / slide).
+pub const MAX_WINDOWS_PER_ELEMENT: u64 = 10_000;
+
 /// The shape of a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WindowKind {
@@ -238,6 +241,17 @@ impl Window {
         if let (Some(size), Some(slide)) = (size, slide) {
             if !positive(slide) {
                 errors.push("the slide must be above zero".into());
+            }
+            let ratio = match (size, slide) {
+                (Size::Count(a), Size::Count(b)) if b > 0 => a / b,
+                (Size::TimeMs(a), Size::TimeMs(b)) if b > 0 => a.unsigned_abs() / b.unsigned_abs(),
+                _ => 0,
+            };
+            if ratio > MAX_WINDOWS_PER_ELEMENT {
+                errors.push(format!(
+                    "each element would be in {ratio} sliding windows (size / slide); at most \
+                     {MAX_WINDOWS_PER_ELEMENT} are allowed"
+                ));
             }
             match (size, slide) {
                 (Size::Count(a), Size::Count(b)) if b > a => errors.push(format!(
