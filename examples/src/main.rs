@@ -358,7 +358,7 @@ fn watch(
     } else {
         None
     };
-    while !running.is_finished() {
+    while !running.wait_timeout(Duration::from_millis(100)) {
         if ctrl_c.try_recv().is_ok() {
             presses += 1;
             if presses == 1 {
@@ -376,7 +376,6 @@ fn watch(
                 .unwrap_or(0);
             bar.set_position(emitted);
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

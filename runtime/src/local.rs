@@ -7,7 +7,8 @@
 //! every queue has drained; [`RunningTopology::drain`] (Ctrl-C in the CLI) ends an endless one
 //! the same way.
 
-use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -122,9 +123,15 @@ impl LocalCluster {
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let options = self.options.clone();
         let thread_metrics = Arc::clone(&metrics);
+        // Never sent on: the sender drops when the system thread ends (even by a panic), which
+        // is what `wait_timeout` waits for.
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("tempest-{}", ir.name))
-            .spawn(move || run_system(topology, plan, options, thread_metrics, control_tx))
+            .spawn(move || {
+                let _ended = ended_tx;
+                run_system(topology, plan, options, thread_metrics, control_tx)
+            })
             .map_err(RuntimeError::Spawn)?;
         // The system thread sends the coordinator's address once it exists, or drops the
         // sender if setup failed (the error then comes from `wait`).
@@ -133,6 +140,7 @@ impl LocalCluster {
             ir,
             metrics,
             control,
+            ended: Mutex::new(ended_rx),
             thread,
         })
     }
@@ -153,6 +161,7 @@ pub struct RunningTopology {
     ir: TopologyIr,
     metrics: Arc<[Arc<TaskMetrics>]>,
     control: Option<Addr<Coordinator>>,
+    ended: Mutex<std::sync::mpsc::Receiver<()>>,
     thread: JoinHandle<Result<RunReport, RuntimeError>>,
 }
 
@@ -186,6 +195,22 @@ impl RunningTopology {
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
+    }
+
+    /// Waits at most `timeout` for the run to end and says whether it has; returns as soon as
+    /// it does, so callers can poll for progress without delaying the end they measure.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        if self.is_finished() {
+            return true;
+        }
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match ended.recv_timeout(timeout) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
     }
 
     /// Waits for the end of the run.

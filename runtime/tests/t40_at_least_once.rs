@@ -293,9 +293,8 @@ fn max_spout_pending_bounds_the_trees_in_flight() -> anyhow::Result<()> {
     };
     let running = cluster(2).start(t.guarantee(Guarantee::AtLeastOnce).config(config).build()?)?;
     let mut most = 0;
-    while !running.is_finished() {
+    while !running.wait_timeout(Duration::from_millis(1)) {
         most = most.max(running.metrics()[0].1.pending);
-        std::thread::sleep(Duration::from_millis(1));
     }
     let report = running.wait()?;
     let spout = report.component("numbers").expect("spout");

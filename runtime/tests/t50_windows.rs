@@ -521,9 +521,8 @@ fn a_fast_upstream_waits_for_the_watermark() -> anyhow::Result<()> {
     t.add(bolt("sink", sink).shuffle(&w.output));
     let running = cluster(2).start(t.build()?)?;
     let mut most_open = 0;
-    while !running.is_finished() {
+    while !running.wait_timeout(Duration::from_millis(1)) {
         most_open = most_open.max(running.metrics()[2].1.open_windows);
-        std::thread::sleep(Duration::from_millis(1));
     }
     running.wait()?;
     let counted: u64 = all_items(&rx).iter().map(|s| s.count).sum();
