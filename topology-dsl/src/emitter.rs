@@ -135,7 +135,7 @@ impl<T: Record> Emitter<T> {
             Anchor::Current
         };
         self.dispatch::<()>(index, None, value, anchor)
-            .map_err(|e| TaskError::new(e.to_string()))
+            .map_err(TaskError::from)
     }
 
     /// Emits on a direct stream (declared with `.direct_stream(name)`) to task `task_index` of
@@ -153,7 +153,7 @@ impl<T: Record> Emitter<T> {
             Anchor::Current
         };
         self.dispatch::<()>(index, Some(task_index), value, anchor)
-            .map_err(|e| TaskError::new(e.to_string()))
+            .map_err(TaskError::from)
     }
 
     /// Emits on the default stream anchored to `anchors` (manual-ack bolts). Anchoring to inputs
@@ -181,7 +181,7 @@ impl<T: Record> Emitter<T> {
         } else {
             self.dispatch::<()>(index, None, value, Anchor::Current)
         };
-        result.map_err(|e| TaskError::new(e.to_string()))
+        result.map_err(TaskError::from)
     }
 
     /// Emits on the default stream without any anchor: the record is not tracked, so its loss
@@ -587,7 +587,7 @@ impl<T: Record> SpoutEmitter<T> {
         let index = self.inner.stream_index(stream, false)?;
         self.inner
             .dispatch::<()>(index, None, value, Anchor::None)
-            .map_err(|e| TaskError::new(e.to_string()))
+            .map_err(TaskError::from)
     }
 
     /// Emits an untracked record on a direct stream to task `task_index` of each subscriber.
@@ -600,7 +600,7 @@ impl<T: Record> SpoutEmitter<T> {
         let index = self.inner.stream_index(stream, true)?;
         self.inner
             .dispatch::<()>(index, Some(task_index), value, Anchor::None)
-            .map_err(|e| TaskError::new(e.to_string()))
+            .map_err(TaskError::from)
     }
 
     /// Emits a record on the default stream as message `msg`: under at-least-once it starts an

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use rustc_hash::FxHashMap;
-use tempest_dsl::TaskId;
 use tempest_dsl::engine::{BoltTask, LinkId, Payload};
+use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
 
@@ -210,11 +210,8 @@ impl BoltActor {
         let remaining = self.data_pending.entry(from).or_insert(1);
         *remaining = remaining.saturating_sub(1);
         if *remaining == 0 {
-            let task = &mut self.task;
-            match guarded(|| task.input_ended(from)) {
-                Err(panic) => return self.core.fail(format!("input_ended panicked: {panic}")),
-                Ok(Err(err)) => self.log_user_error(&err.to_string(), 1),
-                Ok(Ok(())) => {}
+            if !self.run_hook("input_ended", |task| task.input_ended(from)) {
+                return;
             }
             self.core.ship(self.task.as_mut());
             self.core.forward_acks(self.task.as_mut());
@@ -223,6 +220,28 @@ impl BoltActor {
         if self.data_ends >= self.ends_expected {
             self.core.flush(self.task.as_mut());
             self.core.outbox.end_data();
+        }
+    }
+
+    /// Runs one of the task's hooks, named `what` in messages. An error is counted as failed
+    /// and logged; a panic fails the whole task, and then this returns `false`.
+    fn run_hook(
+        &mut self,
+        what: &str,
+        hook: impl FnOnce(&mut dyn BoltTask) -> Result<(), TaskError>,
+    ) -> bool {
+        let task = self.task.as_mut();
+        match guarded(|| hook(task)) {
+            Err(panic) => {
+                self.core.fail(format!("{what} panicked: {panic}"));
+                false
+            }
+            Ok(Err(err)) => {
+                TaskMetrics::add(&self.core.metrics.failed, 1);
+                self.log_user_error(&err.to_string(), 1);
+                true
+            }
+            Ok(Ok(())) => true,
         }
     }
 
@@ -262,14 +281,8 @@ impl BoltActor {
     /// Every input has ended and been executed: run `finish`, send the rest and end the links.
     fn finish(&mut self) {
         self.finishing = true;
-        let task = &mut self.task;
-        match guarded(|| task.finish()) {
-            Err(panic) => return self.core.fail(format!("finish panicked: {panic}")),
-            Ok(Err(err)) => {
-                TaskMetrics::add(&self.core.metrics.failed, 1);
-                self.log_user_error(&err.to_string(), 1);
-            }
-            Ok(Ok(())) => {}
+        if !self.run_hook("finish", |task| task.finish()) {
+            return;
         }
         self.core.flush(self.task.as_mut());
         self.core.forward_acks(self.task.as_mut());
@@ -285,14 +298,8 @@ impl BoltActor {
         // Deliveries waiting (output blocked, or deferred) mean the inputs are not idle: a
         // windowed task must not move event time past what is queued.
         let waiting = !self.inbox_is_empty();
-        let task = &mut self.task;
-        match guarded(|| task.tick(waiting)) {
-            Err(panic) => return self.core.fail(format!("tick panicked: {panic}")),
-            Ok(Err(err)) => {
-                TaskMetrics::add(&self.core.metrics.failed, 1);
-                self.log_user_error(&err.to_string(), 1);
-            }
-            Ok(Ok(())) => {}
+        if !self.run_hook("tick", |task| task.tick(waiting)) {
+            return;
         }
         self.core.flush(self.task.as_mut());
         self.core.forward_acks(self.task.as_mut());
