@@ -107,7 +107,7 @@ struct Common {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Delivery guarantee: at-most-once, at-least-once or exactly-once.
+    /// Delivery guarantee: at-most-once or at-least-once (exactly-once is refused until it lands).
     #[arg(long, default_value = "at-most-once")]
     guarantee: Guarantee,
     /// Tuples per batch.
@@ -123,7 +123,7 @@ struct LocalWordcount {
     /// Sentences to emit.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1_000_000)]
     sentences: u64,
-    /// Run until Ctrl-C instead (which drains and stops it).
+    /// Run until Ctrl-C or SIGTERM instead (which drains and stops it).
     #[arg(long, conflicts_with = "sentences")]
     endless: bool,
     /// How many of the most frequent words to print.
@@ -141,7 +141,7 @@ struct BenchWordcount {
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
-    /// Share of sentences (0 to 1) the split bolt fails at random, to show replay under load.
+    /// Share of sentences in [0, 1) that the split bolt fails at random, to show replay under load.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     fail_rate: f64,
     /// Seed of the injected failures.
@@ -319,7 +319,7 @@ fn options(common: &Common, sentences: Option<u64>) -> (WordCountOptions, LocalO
     (wc, local)
 }
 
-/// Catches Ctrl-C from now on; each press arrives on the returned channel.
+/// Catches Ctrl-C, SIGTERM and SIGHUP from now on; each arrives on the returned channel.
 fn catch_ctrl_c() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel();
     // Fails only if a handler is already set, in which case Ctrl-C keeps its default meaning.
@@ -362,7 +362,7 @@ fn watch(
         if ctrl_c.try_recv().is_ok() {
             presses += 1;
             if presses == 1 {
-                eprintln!("draining (Ctrl-C again to exit now)");
+                eprintln!("draining (Ctrl-C or SIGTERM again to exit now)");
                 running.drain();
             } else {
                 std::process::exit(130);
@@ -401,8 +401,13 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     let mut ranked: Vec<(usize, u64)> = counts.iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     say!("top {} words:", args.top);
+    let mut listed = 0;
     for (index, count) in ranked.iter().filter(|(_, c)| *c > 0).take(args.top) {
         say!("  w{index:<6} {count}");
+        listed += 1;
+    }
+    if listed == 0 {
+        say!("  (no words counted)");
     }
     let words: u64 = counts.iter().sum();
     let sentences_done = report

@@ -155,19 +155,15 @@ pub struct ResultSink {
 
 impl Bolt for ResultSink {
     type In = WindowCount;
-    type Out = WindowCount;
+    type Out = ();
 
-    fn execute(
-        &mut self,
-        t: Tuple<WindowCount>,
-        _out: &mut Emitter<WindowCount>,
-    ) -> Result<(), TaskError> {
+    fn execute(&mut self, t: Tuple<WindowCount>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         self.totals.results += 1;
         self.totals.counted += t.count;
         Ok(())
     }
 
-    fn finish(&mut self, _out: &mut Emitter<WindowCount>) -> Result<(), TaskError> {
+    fn finish(&mut self, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         let _ = self.report.send(self.totals);
         Ok(())
     }

@@ -337,12 +337,15 @@ pub fn ignored_window_args(args: &WindowArgs) -> Vec<String> {
     warnings
 }
 
+/// The field that makes a line an event, a watermark, an advance or a mark.
+const LINE_KINDS: [&str; 4] = ["value", "watermark", "advance", "mark"];
+
 fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(object) = value else {
         return Err("expected a JSON object".into());
     };
-    let kinds = ["value", "watermark", "advance", "mark"]
+    let kinds = LINE_KINDS
         .iter()
         .filter(|k| object.contains_key(**k))
         .count();
@@ -354,6 +357,19 @@ fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
     }
     if kinds > 1 {
         return Err("a line is one of an event, a watermark, an advance or a mark".into());
+    }
+    // An event has `key`, `value` and `ts`; the other kinds of line stand alone.
+    let allowed: &[&str] = if object.contains_key("value") {
+        &["key", "value", "ts"]
+    } else {
+        &LINE_KINDS
+    };
+    if let Some(extra) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(if allowed == LINE_KINDS {
+            format!("unexpected field `{extra}`: a watermark, an advance or a mark stands alone")
+        } else {
+            format!("unexpected field `{extra}` in an event (it has `key`, `value` and `ts`)")
+        });
     }
     if let Some(mark) = object.get("mark") {
         return Ok(Line::Mark(mark.clone()));
@@ -496,5 +512,27 @@ mod tests {
             err.to_string(),
             "line 3: `ts` is required for event-time windows"
         );
+    }
+
+    #[test]
+    fn lines_of_one_kind_refuse_the_fields_of_another() {
+        let w = window_from_args(&args(KindArg::Tumbling)).expect("valid");
+        for (line, message) in [
+            (
+                r#"{"watermark":1,"key":"a"}"#,
+                "line 1: unexpected field `key`: a watermark, an advance or a mark stands alone",
+            ),
+            (
+                r#"{"value":1,"ts":5,"tss":6}"#,
+                "line 1: unexpected field `tss` in an event (it has `key`, `value` and `ts`)",
+            ),
+            (
+                r#"{"value":1,"ts":5,"mark":"m"}"#,
+                "line 1: a line is one of an event, a watermark, an advance or a mark",
+            ),
+        ] {
+            let err = replay(&w, line.as_bytes(), &mut Vec::new()).expect_err(line);
+            assert_eq!(err.to_string(), message, "{line}");
+        }
     }
 }

@@ -248,18 +248,14 @@ impl SinkBolt {
 
 impl Bolt for SinkBolt {
     type In = WordCount;
-    type Out = WordCount;
+    type Out = ();
 
-    fn execute(
-        &mut self,
-        _t: Tuple<WordCount>,
-        _out: &mut Emitter<WordCount>,
-    ) -> Result<(), TaskError> {
+    fn execute(&mut self, _t: Tuple<WordCount>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         self.received += 1;
         Ok(())
     }
 
-    fn finish(&mut self, _out: &mut Emitter<WordCount>) -> Result<(), TaskError> {
+    fn finish(&mut self, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         let _ = self.report.send(self.received);
         Ok(())
     }

@@ -63,7 +63,12 @@ fn show_prints_text_and_dot() {
         "{dot}"
     );
     let out = tempest(&["show", "wordcount"]);
-    assert!(stdout(&out).contains("bolt `count` x2 takes Word"));
+    let text = stdout(&out);
+    assert!(text.contains("bolt `count` x2 takes Word"), "{text}");
+    assert!(
+        text.ends_with("takes WordCount\n    <- count.default (local-or-shuffle)\n    -> default (nothing: a sink)\n"),
+        "{text}"
+    );
 }
 
 fn assert_usage_error(args: &[&str], needle: &str) {
@@ -185,13 +190,24 @@ fn an_empty_run_lists_no_top_words() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with("top 10 words:\ntotals: 0 sentences"),
+        text.starts_with("top 10 words:\n  (no words counted)\ntotals: 0 sentences"),
         "{text}"
     );
 }
 
 #[test]
 fn ctrl_c_drains_an_endless_run() {
+    signal_drains_an_endless_run("INT");
+}
+
+#[test]
+fn sigterm_drains_an_endless_run() {
+    signal_drains_an_endless_run("TERM");
+}
+
+/// Sends `signal` to an endless word count once it runs: it must drain, count everything it
+/// emitted, print its report and exit 0.
+fn signal_drains_an_endless_run(signal: &str) {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
@@ -205,7 +221,8 @@ fn ctrl_c_drains_an_endless_run() {
     let pid = child.id();
     let stderr = child.stderr.take().expect("piped stderr");
 
-    // The coordinator logs "starting" once the spouts run; then interrupt, as a terminal would.
+    // The coordinator logs "starting" once the spouts run; then signal, as a terminal or a
+    // process manager would.
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -218,7 +235,7 @@ fn ctrl_c_drains_an_endless_run() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the run started within 60 s");
     let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -230,7 +247,7 @@ fn ctrl_c_drains_an_endless_run() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the run did not drain within 60 s of Ctrl-C");
+            panic!("the run did not drain within 60 s of SIG{signal}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -7,7 +7,7 @@ use tempest_dsl::{Guarantee, TaskId};
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// Invalid runtime options.
-    #[error("invalid option `{field}` = {value}: {expected}")]
+    #[error("invalid option `{field}` = {value}: must be {expected}")]
     Options {
         /// The option.
         field: &'static str,

@@ -68,7 +68,7 @@ impl LocalOptions {
             return Err(RuntimeError::Options {
                 field: "metrics_interval",
                 value: "0s".into(),
-                expected: "above zero, or None",
+                expected: "above zero (or None)",
             });
         }
         Ok(())
@@ -296,7 +296,9 @@ fn start_tasks(
         .then_some((config.message_timeout, config.max_spout_pending));
     let mut ackers: Vec<(Recipient<AckBatch>, Recipient<AckerWire>)> = Vec::new();
     for &(id, worker) in &plan.ackers {
-        let span = tracing::info_span!("task", component = "__acker", task = id.0);
+        // ERROR level: a span is only entered when its level passes the filter, and the task's
+        // fields must reach every event that does (the CLI logs at `warn` by default).
+        let span = tracing::error_span!("task", component = "__acker", task = id.0);
         let timeout = config.message_timeout;
         let addr = AckerActor::start_in_arbiter(&workers[worker].handle(), move |_| {
             AckerActor::new(timeout, span)
@@ -314,7 +316,8 @@ fn start_tasks(
                 task: task.id,
                 source,
             })?;
-        let span = tracing::info_span!("task", component = %component.name, task = task.id.0);
+        // ERROR level for the same reason as the ackers' spans.
+        let span = tracing::error_span!("task", component = %component.name, task = task.id.0);
         let core = TaskCore::new(
             task.id,
             span,

@@ -44,6 +44,26 @@ pub trait Record: Clone + Send + Serialize + DeserializeOwned + 'static {
     }
 }
 
+/// The record of a sink: a bolt that ends a topology declares `type Out = ();`, so its output
+/// stream carries nothing and `show` says so.
+///
+/// ```
+/// use tempest_dsl::Record;
+///
+/// assert!(<() as Record>::FIELDS.is_empty());
+/// ```
+impl Record for () {
+    const FIELDS: &'static [Field] = &[];
+
+    fn hash_field(&self, _index: usize, _hasher: &mut KeyHasher) -> bool {
+        false
+    }
+
+    fn timestamp_field(&self, _index: usize) -> Option<i64> {
+        None
+    }
+}
+
 /// One field of a [`Record`]: its name and type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {

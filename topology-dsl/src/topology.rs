@@ -232,6 +232,10 @@ impl fmt::Display for TopologyIr {
                 )?;
             }
             for s in &c.streams {
+                if s.record.type_name == "()" {
+                    writeln!(f, "    -> {} (nothing: a sink)", s.name)?;
+                    continue;
+                }
                 let fields: Vec<_> = s
                     .record
                     .fields

@@ -464,6 +464,12 @@ pub(crate) fn warnings(ir: &TopologyIr) -> Vec<String> {
                 ));
             }
         }
+    } else if ir.config.max_spout_pending.is_some() {
+        warnings.push(format!(
+            "max_spout_pending bounds ack trees, and {} tracks none: it has no effect (queue \
+             bounds still hold the spouts back)",
+            ir.guarantee
+        ));
     }
     warnings
 }

@@ -243,6 +243,19 @@ fn at_least_once_with_a_plain_spout_warns() {
 }
 
 #[test]
+fn max_spout_pending_without_ack_trees_warns() {
+    let (mut t, lines) = with_spout("lines");
+    t.add(bolt("echo", LineEcho).shuffle(&lines));
+    let config = TopologyConfig {
+        max_spout_pending: Some(10),
+        ..TopologyConfig::default()
+    };
+    let topology = t.config(config).build().expect("valid");
+    assert_eq!(topology.warnings().len(), 1, "{:?}", topology.warnings());
+    assert!(topology.warnings()[0].contains("has no effect"));
+}
+
+#[test]
 fn zero_parallelism() {
     let (mut t, lines) = with_spout("lines");
     t.add(bolt("echo", LineEcho).parallelism(0).shuffle(&lines));

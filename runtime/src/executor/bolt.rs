@@ -254,9 +254,9 @@ impl BoltActor {
     fn log_user_error(&mut self, error: &str, count: u64) {
         let _enter = self.core.span.enter();
         if self.errors_logged == 0 {
-            tracing::warn!(%error, count, "execute failed (further failures are logged at debug)");
+            tracing::warn!(%error, failed_tuples = count, "execute failed (further failures are logged at debug)");
         } else {
-            tracing::debug!(%error, count, "execute failed");
+            tracing::debug!(%error, failed_tuples = count, "execute failed");
         }
         self.errors_logged += count;
     }
