@@ -6,7 +6,8 @@
 //!
 //! Input lines, in order: `{"key": "a", "value": 3, "ts": 1000}` (an event; `key` defaults to
 //! `""`, `ts` is required for event-time time windows), `{"watermark": 2999}`,
-//! `{"advance": 3000}` (processing time, absolute) and `{"mark": ...}` (echoed at once).
+//! `{"advance": 3000}` (processing time, absolute) and `{"mark": ...}` (echoed at once); a line
+//! holds only its own fields.
 //! Output lines: one per firing (`{"key","start","end","count","sum","values"}`, `start` and
 //! `end` null for count windows), one `{"late": {"key","value","ts"}}` per late element, and the
 //! marks. At the end of the input, watermark and processing time go to `i64::MAX`.
