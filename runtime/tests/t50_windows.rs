@@ -359,6 +359,20 @@ fn tuples_are_acked_only_after_their_window_fired() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the shared flag when a window result arrives (which releases held spouts).
+#[derive(Clone)]
+struct Flagging(Shared);
+
+impl Bolt for Flagging {
+    type In = Summary;
+    type Out = ();
+
+    fn execute(&mut self, _t: Tuple<Summary>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+        self.0.flag.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 #[test]
 fn processing_time_windows_fire_on_the_clock() -> anyhow::Result<()> {
     // The spout holds the run open until the sink has seen a window: only the clock can fire it.
@@ -366,20 +380,6 @@ fn processing_time_windows_fire_on_the_clock() -> anyhow::Result<()> {
     let mut spout_impl = Readings::new(readings(10, 1, 0));
     spout_impl.hold = Some((shared.clone(), Instant::now()));
     let flag = shared.clone();
-    #[derive(Clone)]
-    struct Flagging(Shared);
-    impl Bolt for Flagging {
-        type In = Summary;
-        type Out = Summary;
-        fn execute(
-            &mut self,
-            _t: Tuple<Summary>,
-            _out: &mut Emitter<Summary>,
-        ) -> Result<(), TaskError> {
-            self.0.flag.store(true, Ordering::SeqCst);
-            Ok(())
-        }
-    }
     let mut t = TopologyBuilder::new("processing");
     let src = t.add(spout("readings", spout_impl));
     let w =
@@ -404,20 +404,6 @@ fn an_idle_input_stops_holding_the_watermark_back() -> anyhow::Result<()> {
     active.hold = Some((shared.clone(), Instant::now()));
     let mut silent = Readings::new(Vec::new());
     silent.hold = Some((shared.clone(), Instant::now()));
-    #[derive(Clone)]
-    struct Flagging(Shared);
-    impl Bolt for Flagging {
-        type In = Summary;
-        type Out = Summary;
-        fn execute(
-            &mut self,
-            _t: Tuple<Summary>,
-            _out: &mut Emitter<Summary>,
-        ) -> Result<(), TaskError> {
-            self.0.flag.store(true, Ordering::SeqCst);
-            Ok(())
-        }
-    }
     let mut t = TopologyBuilder::new("idle");
     let a = t.add(spout("active", active));
     let s = t.add(spout("silent", silent));
