@@ -14,15 +14,16 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Recipient};
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use tempest_dsl::engine::Task;
-use tempest_dsl::{ComponentKind, Guarantee, Topology, TopologyIr};
+use tempest_dsl::{ComponentKind, Guarantee, TaskId, Topology, TopologyIr};
 use tokio::sync::oneshot;
 
 use crate::error::RuntimeError;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
-    AckBatch, AckerActor, AckerWire, BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor,
-    Start, TaskCore, TaskEvent, Verdicts, Wire,
+    AckBatch, AckerActor, BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor, Start,
+    TaskCore, TaskEvent, Verdicts, Wire,
 };
 use crate::metrics::{ComponentReport, LatencyHistogram, MetricsSnapshot, RunReport, TaskMetrics};
 use crate::plan::PhysicalPlan;
@@ -289,23 +290,11 @@ fn start_tasks(
     let mut rng = rand::rng();
     let mut addrs = Vec::with_capacity(plan.tasks.len());
     let mut spouts = Vec::new();
-    let mut verdicts: Vec<(tempest_dsl::TaskId, Recipient<Verdicts>)> = Vec::new();
+    let mut verdicts: Vec<(TaskId, Recipient<Verdicts>)> = Vec::new();
     let tracking = ir
         .guarantee
         .is_tracked()
         .then_some((config.message_timeout, config.max_spout_pending));
-    let mut ackers: Vec<(Recipient<AckBatch>, Recipient<AckerWire>)> = Vec::new();
-    for &(id, worker) in &plan.ackers {
-        // ERROR level: a span is only entered when its level passes the filter, and the task's
-        // fields must reach every event that does (the CLI logs at `warn` by default).
-        let span = tracing::error_span!("task", component = "__acker", task = id.0);
-        let timeout = config.message_timeout;
-        let addr = AckerActor::start_in_arbiter(&workers[worker].handle(), move |_| {
-            AckerActor::new(timeout, span)
-        });
-        ackers.push((addr.clone().recipient(), addr.recipient()));
-    }
-    let acker_batches: Vec<Recipient<AckBatch>> = ackers.iter().map(|(a, _)| a.clone()).collect();
     for task in &plan.tasks {
         let component = &ir.components[task.component];
         let setup = plan.task_setup(task.id, rng.random());
@@ -316,7 +305,8 @@ fn start_tasks(
                 task: task.id,
                 source,
             })?;
-        // ERROR level for the same reason as the ackers' spans.
+        // ERROR level: a span is only entered when its level passes the filter, and the task's
+        // fields must reach every event that does (the CLI logs at `warn` by default).
         let span = tracing::error_span!("task", component = %component.name, task = task.id.0);
         let core = TaskCore::new(
             task.id,
@@ -358,6 +348,21 @@ fn start_tasks(
             }
         }
     }
+    // The ackers start once the spouts exist, so that they know where to send verdicts.
+    let spout_verdicts: FxHashMap<TaskId, Recipient<Verdicts>> = verdicts.into_iter().collect();
+    let mut ackers: Vec<Recipient<AckBatch>> = Vec::with_capacity(plan.ackers.len());
+    for &(id, worker) in &plan.ackers {
+        // ERROR level: a span is only entered when its level passes the filter, and the task's
+        // fields must reach every event that does (the CLI logs at `warn` by default).
+        let span = tracing::error_span!("task", component = "__acker", task = id.0);
+        let timeout = config.message_timeout;
+        let spouts = spout_verdicts.clone();
+        let addr = AckerActor::start_in_arbiter(&workers[worker].handle(), move |_| {
+            AckerActor::new(timeout, spouts, span)
+        });
+        ackers.push(addr.recipient());
+    }
+    let ackers: Arc<[Recipient<AckBatch>]> = ackers.into();
     for task in &plan.tasks {
         let mut links = Vec::with_capacity(task.links.len());
         for link in &task.links {
@@ -374,18 +379,13 @@ fn start_tasks(
         }
         let upstream = plan
             .upstream_links_of(task.id)
-            .into_iter()
-            .map(|(up, links)| (up, links, Arc::clone(&addrs[up.0 as usize].credit)))
+            .iter()
+            .map(|&(up, links)| (up, links, Arc::clone(&addrs[up.0 as usize].credit)))
             .collect();
         addrs[task.id.0 as usize].wire.do_send(Wire {
             links,
             upstream,
-            ackers: acker_batches.clone(),
-        });
-    }
-    for (_, wire) in &ackers {
-        wire.do_send(AckerWire {
-            spouts: verdicts.clone(),
+            ackers: Arc::clone(&ackers),
         });
     }
     coordinator.do_send(Begin { spouts });

@@ -179,17 +179,16 @@ impl PhysicalPlan {
     /// The tasks with a link to `target`, each once.
     pub fn upstream_of(&self, target: TaskId) -> Vec<TaskId> {
         self.upstream_links_of(target)
-            .into_iter()
-            .map(|(t, _)| t)
+            .iter()
+            .map(|&(t, _)| t)
             .collect()
     }
 
     /// The tasks with links to `target`, with how many each has (one per subscription).
-    pub fn upstream_links_of(&self, target: TaskId) -> Vec<(TaskId, u32)> {
+    pub fn upstream_links_of(&self, target: TaskId) -> &[(TaskId, u32)] {
         self.upstream
             .get(target.0 as usize)
-            .cloned()
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     }
 }
 

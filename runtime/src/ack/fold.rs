@@ -20,6 +20,19 @@ pub struct AckMsg {
     pub kind: AckKind,
 }
 
+impl AckMsg {
+    /// The message for operation `op` recorded by task `me`, before any folding.
+    pub fn from_op(me: TaskId, op: AckOp) -> AckMsg {
+        let (root, kind) = match op {
+            AckOp::Init { root, xor, .. } => (root, AckKind::Init { xor, spout: me }),
+            AckOp::Ack { root, xor } => (root, AckKind::Ack { xor }),
+            AckOp::Fail { root } => (root, AckKind::Fail),
+            AckOp::Reset { root } => (root, AckKind::Reset),
+        };
+        AckMsg { root, kind }
+    }
+}
+
 /// What an [`AckMsg`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckKind {
@@ -61,24 +74,13 @@ impl AckFolder {
 
     /// Adds one operation recorded by task `me`.
     pub fn add(&mut self, me: TaskId, op: AckOp) {
-        let ackers = self.per_acker.len() as u32;
-        match op {
-            AckOp::Init { root, xor, .. } => {
-                let a = acker_for(root, ackers) as usize;
-                self.per_acker[a].push(AckMsg {
-                    root,
-                    kind: AckKind::Init { xor, spout: me },
-                });
+        let msg = AckMsg::from_op(me, op);
+        match msg.kind {
+            AckKind::Init { .. } | AckKind::Reset => {
+                let a = acker_for(msg.root, self.per_acker.len() as u32) as usize;
+                self.per_acker[a].push(msg);
             }
-            AckOp::Reset { root } => {
-                let a = acker_for(root, ackers) as usize;
-                self.per_acker[a].push(AckMsg {
-                    root,
-                    kind: AckKind::Reset,
-                });
-            }
-            AckOp::Ack { root, xor } => self.fold(root, AckKind::Ack { xor }),
-            AckOp::Fail { root } => self.fold(root, AckKind::Fail),
+            AckKind::Ack { .. } | AckKind::Fail => self.fold(msg.root, msg.kind),
         }
     }
 

@@ -1,9 +1,11 @@
 //! [`AckLedger`]: the acker's table of trees, `root -> XOR of edge ids`.
 
-use std::time::Duration;
+use std::collections::hash_map;
 
 use rustc_hash::FxHashMap;
 use tempest_dsl::{RootId, TaskId};
+
+use crate::ack::{AckKind, AckMsg};
 
 /// What happened to a tree, for the spout task that owns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,22 @@ struct Entry {
     failed: bool,
     /// The sweep generation of the last update.
     touched: u64,
+}
+
+impl Entry {
+    /// The tree's outcome, if it can be decided: once the init has arrived, a failure wins
+    /// over completion (Storm checks completion first; then a fail and the acks that overtake
+    /// an init would complete a failed tree, and its failure would be lost).
+    fn decision(&self) -> Option<(TaskId, TreeOutcome)> {
+        let spout = self.spout?;
+        if self.failed {
+            Some((spout, TreeOutcome::Failed))
+        } else if self.xor == 0 {
+            Some((spout, TreeOutcome::Acked))
+        } else {
+            None
+        }
+    }
 }
 
 /// The acker's table: for each root, the XOR of the edge ids heard of, and which spout task
@@ -59,58 +77,76 @@ impl AckLedger {
         self.entries.is_empty()
     }
 
-    fn entry(&mut self, root: RootId) -> &mut Entry {
+    /// Applies `update` to the entry of `root` (made if new) and decides the tree if it can
+    /// be decided, removing it: one lookup per operation.
+    fn update(
+        &mut self,
+        root: RootId,
+        update: impl FnOnce(&mut Entry),
+    ) -> Option<(TaskId, TreeOutcome)> {
         let generation = self.generation;
-        let entry = self.entries.entry(root).or_insert(Entry {
-            xor: 0,
-            spout: None,
-            failed: false,
-            touched: generation,
-        });
-        entry.touched = generation;
-        entry
+        match self.entries.entry(root) {
+            hash_map::Entry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                entry.touched = generation;
+                update(entry);
+                let decided = entry.decision()?;
+                occupied.remove();
+                Some(decided)
+            }
+            hash_map::Entry::Vacant(vacant) => {
+                let mut entry = Entry {
+                    xor: 0,
+                    spout: None,
+                    failed: false,
+                    touched: generation,
+                };
+                update(&mut entry);
+                let decided = entry.decision();
+                if decided.is_none() {
+                    vacant.insert(entry);
+                }
+                decided
+            }
+        }
     }
 
-    /// Decides a tree if it can be decided, removing it. A failure wins over completion
-    /// (Storm checks completion first; then a fail and the acks that overtake an init would
-    /// complete a failed tree, and its failure would be lost).
-    fn settle(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
-        let entry = self.entries.get(&root)?;
-        let spout = entry.spout?;
-        let outcome = if entry.failed {
-            TreeOutcome::Failed
-        } else if entry.xor == 0 {
-            TreeOutcome::Acked
-        } else {
-            return None;
-        };
-        self.entries.remove(&root);
-        Some((spout, outcome))
+    /// Applies one message; returns the tree's outcome if this decided it (or, for a reset,
+    /// the spout to tell).
+    pub fn apply(&mut self, msg: AckMsg) -> Option<(TaskId, TreeOutcome)> {
+        match msg.kind {
+            AckKind::Init { xor, spout } => self.init(msg.root, xor, spout),
+            AckKind::Ack { xor } => self.ack(msg.root, xor),
+            AckKind::Fail => self.fail(msg.root),
+            AckKind::Reset => self.reset(msg.root),
+        }
     }
 
     /// Spout task `spout` started tree `root` with first edges `xor`.
     pub fn init(&mut self, root: RootId, xor: u64, spout: TaskId) -> Option<(TaskId, TreeOutcome)> {
-        let entry = self.entry(root);
-        entry.xor ^= xor;
-        entry.spout = Some(spout);
-        self.settle(root)
+        self.update(root, |entry| {
+            entry.xor ^= xor;
+            entry.spout = Some(spout);
+        })
     }
 
     /// A tuple of `root` was acked: its edge XOR the edges of its children.
     pub fn ack(&mut self, root: RootId, xor: u64) -> Option<(TaskId, TreeOutcome)> {
-        self.entry(root).xor ^= xor;
-        self.settle(root)
+        self.update(root, |entry| entry.xor ^= xor)
     }
 
     /// A tuple of `root` failed.
     pub fn fail(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
-        self.entry(root).failed = true;
-        self.settle(root)
+        self.update(root, |entry| entry.failed = true)
     }
 
     /// A bolt asked to restart the timeout of `root`: returns the spout to tell, if known.
+    /// An unknown root is remembered (its init may still be on the way).
     pub fn reset(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
-        self.entry(root).spout.map(|s| (s, TreeOutcome::Reset))
+        let mut spout = None;
+        // A reset changes nothing a decision depends on, so it never decides the tree.
+        let _undecided = self.update(root, |entry| spout = entry.spout);
+        spout.map(|s| (s, TreeOutcome::Reset))
     }
 
     /// Forgets entries untouched since the previous `SWEEPS_TO_LIVE` sweeps; call once per
@@ -121,11 +157,6 @@ impl AckLedger {
         let horizon = self.generation.saturating_sub(SWEEPS_TO_LIVE);
         self.entries.retain(|_, e| e.touched >= horizon);
         before - self.entries.len()
-    }
-
-    /// How often to call [`AckLedger::sweep`] for a given message timeout.
-    pub fn sweep_interval(message_timeout: Duration) -> Duration {
-        message_timeout
     }
 }
 

@@ -6,8 +6,8 @@ use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use rustc_hash::FxHashMap;
 use tempest_dsl::{RootId, TaskId};
 
-use crate::ack::{AckKind, AckLedger, TreeOutcome};
-use crate::executor::{AckBatch, AckerWire, Verdicts};
+use crate::ack::{AckLedger, TreeOutcome};
+use crate::executor::{AckBatch, Verdicts};
 
 /// Applies ack-tree operations to its ledger and tells spout tasks about decided trees, one
 /// message per spout task per batch of operations.
@@ -20,12 +20,19 @@ pub(crate) struct AckerActor {
 }
 
 impl AckerActor {
-    pub(crate) fn new(message_timeout: Duration, span: tracing::Span) -> Self {
+    /// An acker that sends verdicts to `spouts`, the spout tasks by id.
+    pub(crate) fn new(
+        message_timeout: Duration,
+        spouts: FxHashMap<TaskId, Recipient<Verdicts>>,
+        span: tracing::Span,
+    ) -> Self {
         AckerActor {
             ledger: AckLedger::new(),
-            spouts: FxHashMap::default(),
+            spouts,
             verdicts: FxHashMap::default(),
-            sweep_every: AckLedger::sweep_interval(message_timeout),
+            // The spout times a tree out after one message timeout; sweeping once per timeout
+            // keeps a dead entry between two and three timeouts, like Storm's rotating map.
+            sweep_every: message_timeout,
             span,
         }
     }
@@ -44,26 +51,12 @@ impl Actor for AckerActor {
     }
 }
 
-impl Handler<AckerWire> for AckerActor {
-    type Result = ();
-
-    fn handle(&mut self, wire: AckerWire, _: &mut Context<Self>) {
-        self.spouts = wire.spouts.into_iter().collect();
-    }
-}
-
 impl Handler<AckBatch> for AckerActor {
     type Result = ();
 
     fn handle(&mut self, AckBatch(ops): AckBatch, _: &mut Context<Self>) {
         for op in ops {
-            let decided = match op.kind {
-                AckKind::Init { xor, spout } => self.ledger.init(op.root, xor, spout),
-                AckKind::Ack { xor } => self.ledger.ack(op.root, xor),
-                AckKind::Fail => self.ledger.fail(op.root),
-                AckKind::Reset => self.ledger.reset(op.root),
-            };
-            if let Some((spout, outcome)) = decided {
+            if let Some((spout, outcome)) = self.ledger.apply(op) {
                 self.verdicts
                     .entry(spout)
                     .or_default()

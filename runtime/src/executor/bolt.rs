@@ -11,17 +11,33 @@ use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
 
+use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
+use crate::metrics::TaskMetrics;
+
 /// How long a bolt may sit with nothing to execute but deferred batches before it executes one
 /// anyway. Deferral (watermark alignment) bounds memory; this bounds how long it can stall, so
 /// that upstream tasks sharing a blocked source cannot wait on each other for ever.
 const ALIGNMENT_PATIENCE: Duration = Duration::from_millis(50);
-use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
-use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
 struct SourceQueue {
     source: TaskId,
     items: VecDeque<Delivery>,
+    /// Where executed batches return their credit (`None` for a task not wired as upstream).
+    credit: Option<Arc<Recipient<Credit>>>,
+    /// Links from this task whose end-of-data marker has not arrived yet.
+    data_pending: u32,
+}
+
+impl SourceQueue {
+    fn new(source: TaskId, links: u32, credit: Option<Arc<Recipient<Credit>>>) -> Self {
+        SourceQueue {
+            source,
+            items: VecDeque::new(),
+            credit,
+            data_pending: links,
+        }
+    }
 }
 
 /// Runs one bolt task: executes the batches that arrive, in order per upstream task and
@@ -36,13 +52,8 @@ pub(crate) struct BoltActor {
     queue_of: FxHashMap<TaskId, usize>,
     /// The non-empty queues, in round-robin order.
     ready: VecDeque<usize>,
-    /// Deliveries queued over all queues.
-    queued: usize,
     /// Since when only deferred batches have been waiting, if so.
     stalled_since: Option<Instant>,
-    upstream: FxHashMap<TaskId, Arc<Recipient<Credit>>>,
-    /// Per upstream task, its links whose end-of-data marker has not arrived yet.
-    data_pending: FxHashMap<TaskId, u32>,
     data_ends: u32,
     ends_expected: u32,
     ends_received: u32,
@@ -66,10 +77,7 @@ impl BoltActor {
             queues: Vec::new(),
             queue_of: FxHashMap::default(),
             ready: VecDeque::new(),
-            queued: 0,
             stalled_since: None,
-            upstream: FxHashMap::default(),
-            data_pending: FxHashMap::default(),
             data_ends: 0,
             ends_expected,
             ends_received: 0,
@@ -85,7 +93,8 @@ impl BoltActor {
     }
 
     fn inbox_is_empty(&self) -> bool {
-        self.queued == 0
+        // `ready` holds exactly the non-empty queues.
+        self.ready.is_empty()
     }
 
     fn enqueue(&mut self, delivery: Delivery) {
@@ -98,26 +107,25 @@ impl BoltActor {
         };
         let index = match self.queue_of.get(&source) {
             Some(&i) => i,
-            None => {
-                self.queues.push(SourceQueue {
-                    source,
-                    items: VecDeque::new(),
-                });
-                self.queue_of.insert(source, self.queues.len() - 1);
-                self.queues.len() - 1
-            }
+            None => self.add_queue(SourceQueue::new(source, 1, None)),
         };
         let queue = &mut self.queues[index];
         if queue.items.is_empty() {
             self.ready.push_back(index);
         }
         queue.items.push_back(delivery);
-        self.queued += 1;
+    }
+
+    fn add_queue(&mut self, queue: SourceQueue) -> usize {
+        let index = self.queues.len();
+        self.queue_of.insert(queue.source, index);
+        self.queues.push(queue);
+        index
     }
 
     /// The next delivery to execute: one per upstream task per pass, skipping the batches the
     /// task defers (the end markers of such a task wait behind its batches) unless `force`.
-    fn next_delivery(&mut self, force: bool) -> Option<Delivery> {
+    fn next_delivery(&mut self, force: bool) -> Option<(usize, Delivery)> {
         for _ in 0..self.ready.len() {
             let i = self.ready.pop_front()?;
             let queue = &mut self.queues[i];
@@ -128,14 +136,11 @@ impl BoltActor {
                 self.ready.push_back(i);
                 continue;
             }
-            let delivery = queue.items.pop_front();
+            let delivery = queue.items.pop_front()?;
             if !queue.items.is_empty() {
                 self.ready.push_back(i);
             }
-            if delivery.is_some() {
-                self.queued -= 1;
-                return delivery;
-            }
+            return Some((i, delivery));
         }
         None
     }
@@ -143,7 +148,7 @@ impl BoltActor {
     /// Executes queued deliveries while the output is not blocked.
     fn pump(&mut self) {
         while !self.core.outbox.is_blocked() && !self.is_done() {
-            let delivery = match self.next_delivery(false) {
+            let (queue, delivery) = match self.next_delivery(false) {
                 Some(d) => d,
                 None if self.inbox_is_empty() => break,
                 None => {
@@ -165,8 +170,8 @@ impl BoltActor {
                     link,
                     input,
                     payload,
-                } => self.execute(from, link, input, payload),
-                Delivery::DataEnd { from } => self.data_ended(from),
+                } => self.execute(queue, from, link, input, payload),
+                Delivery::DataEnd { from } => self.data_ended(queue, from),
                 Delivery::End { from } => {
                     self.ends_received += 1;
                     tracing::trace!(parent: &self.core.span, from = from.0, "end of stream");
@@ -176,14 +181,14 @@ impl BoltActor {
         self.after_work();
     }
 
-    fn execute(&mut self, from: TaskId, link: LinkId, input: u16, payload: Payload) {
+    fn execute(&mut self, queue: usize, from: TaskId, link: LinkId, input: u16, payload: Payload) {
         let n = payload.len();
         let started = Instant::now();
         let task = &mut self.task;
         let result = guarded(|| task.execute_batch(input, from, payload));
         let elapsed = started.elapsed();
         self.core.metrics.dequeue(n);
-        if let Some(sender) = self.upstream.get(&from) {
+        if let Some(sender) = &self.queues[queue].credit {
             sender.do_send(Credit { link, batches: 1 });
         }
         match result {
@@ -198,24 +203,32 @@ impl BoltActor {
                 }
             }
         }
-        self.core.ship(self.task.as_mut());
+        self.send_results(false);
+    }
+
+    /// Sends what the task produced (all of it with `flush`, else full batches) and its ack
+    /// operations, and publishes its window statistics.
+    fn send_results(&mut self, flush: bool) {
+        if flush {
+            self.core.flush(self.task.as_mut());
+        } else {
+            self.core.ship(self.task.as_mut());
+        }
         self.core.forward_acks(self.task.as_mut());
         self.publish_window_stats();
     }
 
     /// An upstream link's data ended: once all of a task's links have, tell the engine (event
     /// time moves past that task); once all links have, pass the marker on.
-    fn data_ended(&mut self, from: TaskId) {
+    fn data_ended(&mut self, queue: usize, from: TaskId) {
         self.data_ends += 1;
-        let remaining = self.data_pending.entry(from).or_insert(1);
+        let remaining = &mut self.queues[queue].data_pending;
         *remaining = remaining.saturating_sub(1);
         if *remaining == 0 {
             if !self.run_hook("input_ended", |task| task.input_ended(from)) {
                 return;
             }
-            self.core.ship(self.task.as_mut());
-            self.core.forward_acks(self.task.as_mut());
-            self.publish_window_stats();
+            self.send_results(false);
         }
         if self.data_ends >= self.ends_expected {
             self.core.flush(self.task.as_mut());
@@ -284,9 +297,7 @@ impl BoltActor {
         if !self.run_hook("finish", |task| task.finish()) {
             return;
         }
-        self.core.flush(self.task.as_mut());
-        self.core.forward_acks(self.task.as_mut());
-        self.publish_window_stats();
+        self.send_results(true);
         self.core.outbox.close();
         self.core.report_if_finished();
     }
@@ -301,9 +312,7 @@ impl BoltActor {
         if !self.run_hook("tick", |task| task.tick(waiting)) {
             return;
         }
-        self.core.flush(self.task.as_mut());
-        self.core.forward_acks(self.task.as_mut());
-        self.publish_window_stats();
+        self.send_results(true);
         // Time has passed: a deferred upstream may go on (an idle one stopped holding it).
         self.pump();
     }
@@ -319,13 +328,7 @@ impl Handler<Wire> for BoltActor {
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
         self.core.outbox = Outbox::new(wire.links, self.credit);
         for (task, links, credit) in wire.upstream {
-            self.upstream.insert(task, credit);
-            self.data_pending.insert(task, links);
-            self.queue_of.insert(task, self.queues.len());
-            self.queues.push(SourceQueue {
-                source: task,
-                items: VecDeque::new(),
-            });
+            self.add_queue(SourceQueue::new(task, links, Some(credit)));
         }
         self.core.set_ackers(wire.ackers);
         let task = &mut self.task;

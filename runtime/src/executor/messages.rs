@@ -48,8 +48,8 @@ pub(crate) struct Wire {
     pub(crate) links: Vec<LocalLink>,
     /// Where to return credits, per upstream task, with its number of links to this task.
     pub(crate) upstream: Vec<(TaskId, u32, Arc<Recipient<Credit>>)>,
-    /// The ackers, by index (empty when the topology is untracked).
-    pub(crate) ackers: Vec<Recipient<AckBatch>>,
+    /// The ackers, by index (empty when the topology is untracked), shared by every task.
+    pub(crate) ackers: Arc<[Recipient<AckBatch>]>,
 }
 
 /// Ack-tree operations for one acker, folded per root by the sending task.
@@ -61,13 +61,6 @@ pub(crate) struct AckBatch(pub(crate) Vec<AckMsg>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Verdicts(pub(crate) Vec<(RootId, TreeOutcome)>);
-
-/// The spout tasks an acker reports to.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AckerWire {
-    pub(crate) spouts: Vec<(TaskId, Recipient<Verdicts>)>,
-}
 
 /// Starts a spout.
 #[derive(Message)]

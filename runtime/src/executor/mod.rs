@@ -26,7 +26,7 @@ use tempest_dsl::engine::{AckOp, LinkId, Payload, TaskOutput};
 pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{
-    AckBatch, AckerWire, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
+    AckBatch, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
 };
 pub(crate) use spout::SpoutActor;
 
@@ -92,7 +92,7 @@ pub(crate) struct TaskCore {
     /// Ack-tree operations taken from the task, not yet sent.
     pub(crate) acks: Vec<AckOp>,
     folder: AckFolder,
-    ackers: Vec<Recipient<AckBatch>>,
+    ackers: Arc<[Recipient<AckBatch>]>,
     last_flush: Instant,
     flush_interval: Duration,
     reported: bool,
@@ -118,7 +118,7 @@ impl TaskCore {
             ready: Vec::new(),
             acks: Vec::new(),
             folder: AckFolder::new(1),
-            ackers: Vec::new(),
+            ackers: Arc::new([]),
             last_flush: Instant::now(),
             flush_interval,
             reported: false,
@@ -137,7 +137,7 @@ impl TaskCore {
     }
 
     /// Sets where ack-tree operations go (from the task's `Wire`).
-    pub(crate) fn set_ackers(&mut self, ackers: Vec<Recipient<AckBatch>>) {
+    pub(crate) fn set_ackers(&mut self, ackers: Arc<[Recipient<AckBatch>]>) {
         self.folder = AckFolder::new(ackers.len() as u32);
         self.ackers = ackers;
     }

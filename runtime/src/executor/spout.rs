@@ -33,7 +33,6 @@ enum State {
 struct Tracking {
     pending: PendingTrees,
     max_pending: Option<usize>,
-    expired: Vec<MsgId>,
 }
 
 /// Runs one spout task: calls `next` in rounds of about one batch, yielding to the other actors
@@ -74,7 +73,6 @@ impl SpoutActor {
             tracking: tracking.map(|(timeout, max_pending)| Tracking {
                 pending: PendingTrees::new(timeout, Instant::now()),
                 max_pending,
-                expired: Vec::new(),
             }),
             errors_logged: 0,
         }
@@ -155,13 +153,16 @@ impl SpoutActor {
                 self.core.flush(self.task.as_mut());
                 self.poll_later(ctx, IDLE_BACKOFF);
             }
-            SpoutStatus::Done => {
-                self.core.flush(self.task.as_mut());
-                self.core.outbox.end_data();
-                self.state = State::Settling;
-                self.end_if_settled();
-            }
+            SpoutStatus::Done => self.stop_emitting(),
         }
+    }
+
+    /// The source is done or drained: send what is held back, end the data, and settle.
+    fn stop_emitting(&mut self) {
+        self.core.flush(self.task.as_mut());
+        self.core.outbox.end_data();
+        self.state = State::Settling;
+        self.end_if_settled();
     }
 
     /// Records the trees the last round started and sends their inits to the ackers.
@@ -190,9 +191,9 @@ impl SpoutActor {
         }
     }
 
-    /// A tree failed or timed out: tell the spout, and let a finished spout replay.
+    /// A tree failed or timed out: tell the spout, and let a finished spout replay. (The
+    /// caller counts it.)
     fn on_failed(&mut self, msg: MsgId, ctx: &mut Context<Self>) {
-        TaskMetrics::add(&self.core.metrics.tree_failed, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.fail(msg)) {
             return self.core.fail(format!("fail panicked: {panic}"));
@@ -205,8 +206,8 @@ impl SpoutActor {
         }
     }
 
+    /// A tree completed: tell the spout. (The caller counts it.)
     fn on_acked(&mut self, msg: MsgId, latency: Duration) {
-        TaskMetrics::add(&self.core.metrics.acked, 1);
         self.core.complete_latency.record_n(latency, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.ack(msg)) {
@@ -219,15 +220,13 @@ impl SpoutActor {
         let Some(tracking) = &mut self.tracking else {
             return;
         };
-        tracking.pending.tick(Instant::now(), &mut tracking.expired);
-        let expired = std::mem::take(&mut tracking.expired);
-        TaskMetrics::add(&self.core.metrics.timed_out, expired.len() as u64);
-        for &msg in &expired {
+        let mut expired = Vec::new();
+        tracking.pending.tick(Instant::now(), &mut expired);
+        let count = expired.len() as u64;
+        TaskMetrics::add(&self.core.metrics.timed_out, count);
+        TaskMetrics::add(&self.core.metrics.tree_failed, count);
+        for msg in expired {
             self.on_failed(msg, ctx);
-        }
-        if let Some(tracking) = &mut self.tracking {
-            tracking.expired = expired;
-            tracking.expired.clear();
         }
         self.publish_pending();
         self.end_if_settled();
@@ -321,16 +320,25 @@ impl Handler<Verdicts> for SpoutActor {
 
     fn handle(&mut self, Verdicts(verdicts): Verdicts, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        let (mut acked, mut failed) = (0, 0);
         for (root, outcome) in verdicts {
             let Some(tracking) = &mut self.tracking else {
                 return;
             };
             match tracking.pending.settle(root, outcome, now) {
-                Some(Settled::Acked { msg, latency }) => self.on_acked(msg, latency),
-                Some(Settled::Failed { msg }) => self.on_failed(msg, ctx),
+                Some(Settled::Acked { msg, latency }) => {
+                    acked += 1;
+                    self.on_acked(msg, latency);
+                }
+                Some(Settled::Failed { msg }) => {
+                    failed += 1;
+                    self.on_failed(msg, ctx);
+                }
                 None => {}
             }
         }
+        TaskMetrics::add(&self.core.metrics.acked, acked);
+        TaskMetrics::add(&self.core.metrics.tree_failed, failed);
         self.publish_pending();
         if self.state == State::Running {
             self.yield_then_poll(ctx);
@@ -345,12 +353,7 @@ impl Handler<Drain> for SpoutActor {
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.draining = true;
         match self.state {
-            State::Running | State::Waiting => {
-                self.core.flush(self.task.as_mut());
-                self.core.outbox.end_data();
-                self.state = State::Settling;
-                self.end_if_settled();
-            }
+            State::Running | State::Waiting => self.stop_emitting(),
             State::Settling | State::Ending => {}
         }
     }
