@@ -4,33 +4,31 @@
 //! their ack operations go to an [`AckLedger`]. A tree must complete exactly when every edge
 //! has been acked, whatever the order, and never when one operation is missing.
 
-use std::collections::{HashMap, VecDeque};
+mod common;
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use common::{N, Pass};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 use tempest_dsl::engine::{AckOp, LinkId, Payload, Task};
 use tempest_dsl::*;
 use tempest_runtime::ack::{AckFolder, AckKind, AckLedger, AckMsg, TreeOutcome};
 use tempest_runtime::plan::PhysicalPlan;
 
-#[derive(Clone, Debug, Serialize, Deserialize, Record)]
-struct V {
-    n: u64,
-}
-
 #[derive(Clone)]
 struct OneMessage(bool);
 
 impl Spout for OneMessage {
-    type Out = V;
-    fn next(&mut self, out: &mut SpoutEmitter<V>) -> Result<SpoutStatus, TaskError> {
+    type Out = N;
+    fn next(&mut self, out: &mut SpoutEmitter<N>) -> Result<SpoutStatus, TaskError> {
         if std::mem::replace(&mut self.0, true) {
             return Ok(SpoutStatus::Done);
         }
-        out.emit_tracked(MsgId(1), V { n: 0 });
+        out.emit_tracked(MsgId(1), N { n: 0 });
         Ok(SpoutStatus::Active)
     }
 }
@@ -40,24 +38,27 @@ impl Spout for OneMessage {
 struct Three;
 
 impl Bolt for Three {
-    type In = V;
-    type Out = V;
-    fn execute(&mut self, t: Tuple<V>, out: &mut Emitter<V>) -> Result<(), TaskError> {
+    type In = N;
+    type Out = N;
+    fn execute(&mut self, t: Tuple<N>, out: &mut Emitter<N>) -> Result<(), TaskError> {
         for i in 0..3 {
-            out.emit(V { n: t.n * 10 + i });
+            out.emit(N { n: t.n * 10 + i });
         }
         Ok(())
     }
 }
 
-/// Passes each input on (auto-ack).
+/// Records the ack-tree ids of each input, then passes it on (auto-ack).
 #[derive(Clone)]
-struct Pass;
+struct RecordIds(Arc<Mutex<Vec<(RootId, EdgeId)>>>);
 
-impl Bolt for Pass {
-    type In = V;
-    type Out = V;
-    fn execute(&mut self, t: Tuple<V>, out: &mut Emitter<V>) -> Result<(), TaskError> {
+impl Bolt for RecordIds {
+    type In = N;
+    type Out = N;
+    fn execute(&mut self, t: Tuple<N>, out: &mut Emitter<N>) -> Result<(), TaskError> {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.extend_from_slice(t.ids().pairs());
+        }
         out.emit(t.into_value());
         Ok(())
     }
@@ -67,19 +68,19 @@ impl Bolt for Pass {
 #[derive(Clone)]
 struct JoinAll {
     want: usize,
-    held: Vec<Tuple<V>>,
+    held: Vec<Tuple<N>>,
 }
 
 impl Bolt for JoinAll {
-    type In = V;
-    type Out = V;
+    type In = N;
+    type Out = N;
     const MANUAL_ACK: bool = true;
-    fn execute(&mut self, t: Tuple<V>, out: &mut Emitter<V>) -> Result<(), TaskError> {
+    fn execute(&mut self, t: Tuple<N>, out: &mut Emitter<N>) -> Result<(), TaskError> {
         self.held.push(t);
         if self.held.len() == self.want {
             let held = std::mem::take(&mut self.held);
-            let anchors: Vec<&Tuple<V>> = held.iter().collect();
-            out.emit_anchored(&anchors, V { n: 999 });
+            let anchors: Vec<&Tuple<N>> = held.iter().collect();
+            out.emit_anchored(&anchors, N { n: 999 });
             for t in held {
                 out.ack(t);
             }
@@ -155,44 +156,26 @@ impl Harness {
     fn messages(&self) -> Vec<AckMsg> {
         self.ops
             .iter()
-            .map(|&(task, op)| match op {
-                AckOp::Init { root, xor, .. } => AckMsg {
-                    root,
-                    kind: AckKind::Init { xor, spout: task },
-                },
-                AckOp::Ack { root, xor } => AckMsg {
-                    root,
-                    kind: AckKind::Ack { xor },
-                },
-                AckOp::Fail { root } => AckMsg {
-                    root,
-                    kind: AckKind::Fail,
-                },
-                AckOp::Reset { root } => AckMsg {
-                    root,
-                    kind: AckKind::Reset,
-                },
-            })
+            .map(|&(task, op)| AckMsg::from_op(task, op))
             .collect()
-    }
-}
-
-fn apply(ledger: &mut AckLedger, m: AckMsg) -> Option<(TaskId, TreeOutcome)> {
-    match m.kind {
-        AckKind::Init { xor, spout } => ledger.init(m.root, xor, spout),
-        AckKind::Ack { xor } => ledger.ack(m.root, xor),
-        AckKind::Fail => ledger.fail(m.root),
-        AckKind::Reset => ledger.reset(m.root),
     }
 }
 
 /// Fan-out (3 children, each to both tasks of an all-grouped bolt) then a join anchored to all
 /// six copies, then a sink.
 fn fan_out_and_join(guarantee: Guarantee) -> anyhow::Result<Topology> {
+    fan_out_and_join_through(guarantee, Pass)
+}
+
+/// [`fan_out_and_join`] with `both` as the all-grouped bolt.
+fn fan_out_and_join_through(
+    guarantee: Guarantee,
+    both: impl Bolt<In = N, Out = N>,
+) -> anyhow::Result<Topology> {
     let mut t = TopologyBuilder::new("tree");
     let s = t.add(spout("s", OneMessage(false)));
     let a = t.add(bolt("three", Three).shuffle(&s));
-    let b = t.add(bolt("both", Pass).parallelism(2).all(&a));
+    let b = t.add(bolt("both", both).parallelism(2).all(&a));
     let j = t.add(
         bolt(
             "join",
@@ -212,7 +195,8 @@ fn a_fan_out_and_join_completes_exactly_on_its_last_ack_in_any_order() -> anyhow
     let mut h = Harness::new(&fan_out_and_join(Guarantee::AtLeastOnce)?)?;
     h.run()?;
     let messages = h.messages();
-    // init, the fan-out's ack, 6 acks at `both`, 6 at the join, 1 at the sink, folding aside.
+    // The init, then the acks of every task that executed a tuple of the tree (each task folds
+    // the acks of one batch per root): at least the spout, `three`, one `both`, join and sink.
     assert!(messages.len() >= 5, "{messages:?}");
     let roots: std::collections::HashSet<RootId> = messages.iter().map(|m| m.root).collect();
     assert_eq!(roots.len(), 1, "one spout message, one tree");
@@ -223,7 +207,7 @@ fn a_fan_out_and_join_completes_exactly_on_its_last_ack_in_any_order() -> anyhow
         order.shuffle(&mut rng);
         let mut ledger = AckLedger::new();
         for (i, m) in order.iter().enumerate() {
-            let outcome = apply(&mut ledger, *m);
+            let outcome = ledger.apply(*m);
             if i + 1 < order.len() {
                 assert_eq!(
                     outcome,
@@ -247,7 +231,7 @@ fn a_fan_out_and_join_completes_exactly_on_its_last_ack_in_any_order() -> anyhow
         for (i, m) in messages.iter().enumerate() {
             if i != missing {
                 assert_eq!(
-                    apply(&mut ledger, *m),
+                    ledger.apply(*m),
                     None,
                     "completed without message {missing}"
                 );
@@ -270,7 +254,7 @@ fn folding_per_batch_does_not_change_the_outcome() -> anyhow::Result<()> {
     let mut ledger = AckLedger::new();
     let mut outcomes = Vec::new();
     for m in batches.into_iter().flatten() {
-        outcomes.extend(apply(&mut ledger, m));
+        outcomes.extend(ledger.apply(m));
     }
     assert_eq!(outcomes, [(TaskId(0), TreeOutcome::Acked)]);
     Ok(())
@@ -348,7 +332,7 @@ proptest! {
         let mut ledger = AckLedger::new();
         let mut outcomes = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            if let Some(o) = apply(&mut ledger, *m) {
+            if let Some(o) = ledger.apply(*m) {
                 outcomes.push((i, o));
             }
         }
@@ -374,7 +358,7 @@ proptest! {
         let mut ledger = AckLedger::new();
         let mut outcomes = Vec::new();
         for m in &messages {
-            outcomes.extend(apply(&mut ledger, *m));
+            outcomes.extend(ledger.apply(*m));
         }
         // The victim's ack never arrives, so the value never returns to zero: decided once,
         // as failed, whenever the fail arrives relative to the init.
@@ -384,19 +368,20 @@ proptest! {
 
 #[test]
 fn edges_are_per_copy_and_per_anchor() -> anyhow::Result<()> {
-    // Every delivered copy carries its own edge id: 6 copies into `both`, all distinct.
-    let mut h = Harness::new(&fan_out_and_join(Guarantee::AtLeastOnce)?)?;
+    // Every delivered copy carries its own edge id: 3 children, each to both tasks of `both`,
+    // make 6 copies with 6 distinct edges, all in the one tree.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let topology = fan_out_and_join_through(Guarantee::AtLeastOnce, RecordIds(seen.clone()))?;
+    let mut h = Harness::new(&topology)?;
     h.run()?;
-    let acks_at_both: Vec<u64> = h
-        .ops
-        .iter()
-        .filter(|(task, _)| h.plan.tasks[task.0 as usize].component == 2)
-        .filter_map(|(_, op)| match op {
-            AckOp::Ack { xor, .. } => Some(*xor),
-            _ => None,
-        })
-        .collect();
-    let distinct: HashMap<u64, usize> = acks_at_both.iter().map(|&x| (x, 0)).collect();
-    assert_eq!(distinct.len(), acks_at_both.len());
+    let seen = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    let edges: HashSet<EdgeId> = seen.iter().map(|&(_, edge)| edge).collect();
+    assert_eq!(edges.len(), 6, "{seen:?}");
+    let roots: HashSet<RootId> = seen.iter().map(|&(root, _)| root).collect();
+    assert_eq!(roots.len(), 1, "{seen:?}");
     Ok(())
 }

@@ -68,7 +68,8 @@ impl<T> Tuple<T> {
         self.input
     }
 
-    /// The ack trees this tuple belongs to.
+    /// The ack trees this tuple belongs to, with its edge in each (`Untracked` under
+    /// at-most-once or for an unanchored tuple).
     pub fn ids(&self) -> &TupleIds {
         &self.ids
     }

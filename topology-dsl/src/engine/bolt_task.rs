@@ -8,7 +8,7 @@ use crate::emitter::Emitter;
 use crate::engine::input::InputAdapter;
 use crate::engine::{AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Payload, TaskOutput};
 use crate::ids::TaskId;
-use crate::tuple::{Tuple, TupleIds};
+use crate::tuple::Tuple;
 
 pub(crate) struct BoltTaskImpl<B: Bolt> {
     bolt: B,
@@ -64,8 +64,9 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             }
         } else {
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                self.out.begin_input(ids);
-                let tuple = Tuple::with_ids(value, source, input, TupleIds::Untracked);
+                // The emitter acks for the bolt; the tuple's copy of its ids is for reading.
+                self.out.begin_input(ids.clone());
+                let tuple = Tuple::with_ids(value, source, input, ids);
                 let result = self.bolt.execute(tuple, &mut self.out);
                 let ok = outcome.note(result);
                 self.out.end_input(ok);
