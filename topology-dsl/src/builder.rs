@@ -65,7 +65,7 @@ use crate::topology::{
     StreamIr, Topology, TopologyIr, WindowIr,
 };
 use crate::validate;
-use crate::window::{LATE_STREAM, Size, Window, WindowAggregate, WindowKind, WindowedBolt};
+use crate::window::{LATE_STREAM, Window, WindowAggregate, WindowedBolt};
 
 static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -160,7 +160,6 @@ pub(crate) mod private {
         pub(crate) replayable: bool,
         pub(crate) manual_ack: bool,
         pub(crate) window: Option<WindowIr>,
-        pub(crate) late_record: Option<RecordIr>,
         pub(crate) code: Arc<dyn ComponentCode>,
     }
 
@@ -172,10 +171,6 @@ pub(crate) mod private {
             window: Option<WindowIr>,
             code: Arc<dyn ComponentCode>,
         ) -> Decl {
-            let late_record = window
-                .as_ref()
-                .filter(|w| w.spec.late_stream)
-                .map(|_| record_ir::<In>());
             let tick_every = window.as_ref().and_then(|w| window_tick(&w.spec));
             Decl {
                 name: common.name,
@@ -190,7 +185,6 @@ pub(crate) mod private {
                 replayable: false,
                 manual_ack: false,
                 window,
-                late_record,
                 code,
             }
         }
@@ -216,18 +210,10 @@ pub trait ComponentSpec: private::Sealed {
 /// How often a windowed bolt is ticked: often enough for processing-time windows to fire
 /// close to their time and for idle inputs to be noticed; count windows need no tick.
 fn window_tick(window: &Window) -> Option<Duration> {
-    let span = match window.kind {
-        _ if window.is_count() => return None,
-        WindowKind::Tumbling {
-            size: Size::TimeMs(s),
-        } => s,
-        WindowKind::Sliding {
-            slide: Size::TimeMs(s),
-            ..
-        } => s,
-        WindowKind::Session { gap_ms } => gap_ms,
-        _ => return None,
-    };
+    if window.is_count() {
+        return None;
+    }
+    let span = window.step_ms()?;
     let span = if window.is_event_time() {
         window.idle_timeout_ms.unwrap_or(400)
     } else {
@@ -322,7 +308,6 @@ impl<S: Spout> private::Sealed for SpoutSpec<S> {
             replayable: S::REPLAYABLE,
             manual_ack: false,
             window: None,
-            late_record: None,
             code: Arc::new(SpoutCode {
                 proto: Proto::new(self.spout),
             }),
@@ -733,7 +718,6 @@ impl TopologyBuilder {
         let mut components = Vec::with_capacity(self.decls.len());
         let mut entries = Vec::with_capacity(self.decls.len());
         let mut type_checks = Vec::new();
-        let mut foreign = Vec::new();
         for decl in self.decls {
             let mut inputs = Vec::with_capacity(decl.inputs.len());
             let mut key_fns = Vec::with_capacity(decl.inputs.len());
@@ -748,7 +732,6 @@ impl TopologyBuilder {
                             errors.push(TopologyError::ForeignHandle {
                                 component: decl.name.clone(),
                             });
-                            foreign.push(decl.name.clone());
                             continue;
                         }
                         (names[component].clone(), stream.to_owned())
@@ -786,7 +769,9 @@ impl TopologyBuilder {
                 direct,
                 record: decl.out_record.clone(),
             }));
-            if let Some(record) = decl.late_record {
+            // The late stream carries the windowed input.
+            let late_stream = decl.window.as_ref().is_some_and(|w| w.spec.late_stream);
+            if let Some(record) = decl.input_type.clone().filter(|_| late_stream) {
                 streams.push(StreamIr {
                     name: LATE_STREAM.to_owned(),
                     direct: false,
@@ -834,11 +819,16 @@ impl TopologyBuilder {
             components: components.into_iter().map(|(_, c)| c).collect(),
         };
         // A bolt whose only subscriptions were foreign handles was already reported.
-        errors.extend(
-            validate::validate(&ir)
-                .into_iter()
-                .filter(|e| !matches!(e, TopologyError::NoInputs(c) if foreign.contains(c))),
-        );
+        let foreign = |c: &String| {
+            errors
+                .iter()
+                .any(|e| matches!(e, TopologyError::ForeignHandle { component } if component == c))
+        };
+        let more: Vec<TopologyError> = validate::validate(&ir)
+            .into_iter()
+            .filter(|e| !matches!(e, TopologyError::NoInputs(c) if foreign(c)))
+            .collect();
+        errors.extend(more);
         if !errors.is_empty() {
             return Err(BuildErrors(errors));
         }

@@ -160,11 +160,8 @@ impl<T: Record> Emitter<T> {
     /// of several trees makes the record part of each of them. In a default (auto-ack) bolt the
     /// record is anchored to the input being executed, as [`Emitter::emit`] does.
     pub fn emit_anchored<A>(&mut self, anchors: &[&Tuple<A>], value: T) {
-        if self.manual_ack {
-            let _ = self.dispatch(0, None, value, Anchor::Tuples(anchors));
-        } else {
-            self.emit(value);
-        }
+        // The default stream always exists and is not direct: nothing to report.
+        let _ = self.dispatch_anchored(0, anchors, value);
     }
 
     /// Emits on a named stream anchored to `anchors` (manual-ack bolts; in a default bolt,
@@ -176,12 +173,23 @@ impl<T: Record> Emitter<T> {
         value: T,
     ) -> Result<(), TaskError> {
         let index = self.stream_index(stream, false)?;
-        let result = if self.manual_ack {
-            self.dispatch(index, None, value, Anchor::Tuples(anchors))
+        self.dispatch_anchored(index, anchors, value)
+            .map_err(TaskError::from)
+    }
+
+    /// Dispatches on `stream` anchored to `anchors` in a manual-ack bolt, to the current input
+    /// in a default one.
+    fn dispatch_anchored<A>(
+        &mut self,
+        stream: usize,
+        anchors: &[&Tuple<A>],
+        value: T,
+    ) -> Result<(), DirectOutOfRange> {
+        if self.manual_ack {
+            self.dispatch(stream, None, value, Anchor::Tuples(anchors))
         } else {
-            self.dispatch::<()>(index, None, value, Anchor::Current)
-        };
-        result.map_err(TaskError::from)
+            self.dispatch::<()>(stream, None, value, Anchor::Current)
+        }
     }
 
     /// Emits on the default stream without any anchor: the record is not tracked, so its loss
@@ -197,11 +205,7 @@ impl<T: Record> Emitter<T> {
             return;
         }
         let (_, ids, ack_val) = input.into_parts();
-        if let Some(track) = self.track.as_deref_mut() {
-            for &(root, edge) in ids.pairs() {
-                push_folded(&mut track.acks, root, edge.0 ^ ack_val);
-            }
-        }
+        self.ack_ids(&ids, ack_val);
     }
 
     /// Fails an input (manual-ack bolts): its tree fails and the spout replays it.
@@ -209,11 +213,7 @@ impl<T: Record> Emitter<T> {
         if !self.allow_manual("fail") {
             return;
         }
-        if let Some(track) = self.track.as_deref_mut() {
-            for &(root, _) in input.ids().pairs() {
-                track.acks.push(AckOp::Fail { root });
-            }
-        }
+        self.fail_ids(input.ids());
     }
 
     /// Restarts the message timeout of the trees `input` belongs to, for inputs held a long time

@@ -165,15 +165,15 @@ impl TupleIds {
             _ => {
                 // Sort by root, then XOR the edges of equal roots: O(n log n) for the thousands
                 // of anchors of a window's output.
-                let mut sorted = contributions.to_vec();
-                sorted.sort_unstable_by_key(|(r, _)| r.0);
-                let mut merged: Vec<(RootId, EdgeId)> = Vec::with_capacity(sorted.len());
-                for (root, edge) in sorted {
-                    match merged.last_mut() {
-                        Some((r, e)) if *r == root => e.0 ^= edge.0,
-                        _ => merged.push((root, edge)),
+                let mut merged = contributions.to_vec();
+                merged.sort_unstable_by_key(|(r, _)| r.0);
+                merged.dedup_by(|later, kept| {
+                    let same_root = later.0 == kept.0;
+                    if same_root {
+                        kept.1.0 ^= later.1.0;
                     }
-                }
+                    same_root
+                });
                 if merged.len() == 1 {
                     TupleIds::One(merged[0])
                 } else {

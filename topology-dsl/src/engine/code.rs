@@ -252,12 +252,12 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             .saturating_mul(4)
             .saturating_add(window.lag_ms.unwrap_or(0))
             .max(1000);
-        let input = WindowInput::new(
-            key_fields.into_boxed_slice(),
-            time_field,
-            watermarks,
-            max_drift_ms,
-        );
+        let key = if key_fields.is_empty() {
+            KeyExtract::None
+        } else {
+            KeyExtract::Fields(key_fields.into_boxed_slice())
+        };
+        let input = WindowInput::new(key, time_field, watermarks, max_drift_ms);
         let core = WindowCore::new(&window).map_err(|e| EngineError::Setup(e.to_string()))?;
         Ok(Task::Bolt(Box::new(WindowedTask::new(
             self.proto.instance(),

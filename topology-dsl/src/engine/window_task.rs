@@ -7,6 +7,7 @@
 //! window that held it, or at once when it is late), with the edges of the results anchored to
 //! it; a failed `on_window` or `emit` fails the trees of the window's tuples.
 
+use std::collections::hash_map;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,16 +17,16 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::component::{TaskContext, TaskError};
 use crate::emitter::Emitter;
 use crate::engine::input::InputAdapter;
+use crate::engine::route::KeyExtract;
 use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Payload, TaskOutput, WindowStats,
 };
 use crate::ids::TaskId;
-use crate::key_hasher::KeyHasher;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 use crate::window::{
-    Bounds, Watermarks, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo, WindowKind,
-    WindowView, WindowedBolt,
+    Bounds, Watermarks, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo, WindowView,
+    WindowedBolt,
 };
 
 /// Milliseconds since the epoch: processing time.
@@ -37,8 +38,8 @@ pub(crate) fn now_ms() -> i64 {
 
 /// How a windowed task reads key and time from its input, and its watermark.
 pub(crate) struct WindowInput<In> {
-    /// Fields of the key (a fields grouping); empty for unkeyed windows.
-    key_fields: Box<[usize]>,
+    /// The key (the fields of a fields grouping); `None` for unkeyed windows, all in key 0.
+    key: KeyExtract<In>,
     /// The event-time field, for event-time windows.
     time_field: Option<usize>,
     watermarks: Option<Watermarks>,
@@ -49,30 +50,18 @@ pub(crate) struct WindowInput<In> {
 
 impl<In: Record> WindowInput<In> {
     pub(crate) fn new(
-        key_fields: Box<[usize]>,
+        key: KeyExtract<In>,
         time_field: Option<usize>,
         watermarks: Option<Watermarks>,
         max_drift_ms: i64,
     ) -> Self {
         WindowInput {
-            key_fields,
+            key,
             time_field,
             watermarks,
             max_drift_ms,
             _in: PhantomData,
         }
-    }
-
-    #[inline]
-    fn key(&self, value: &In) -> u64 {
-        if self.key_fields.is_empty() {
-            return 0;
-        }
-        let mut h = KeyHasher::new();
-        for &f in self.key_fields.iter() {
-            value.hash_field(f, &mut h);
-        }
-        h.finish()
     }
 
     /// The element's event time (`Ok(0)` for processing-time and count windows).
@@ -144,20 +133,28 @@ impl<V> Store<V> {
 
     /// One window less holds `id`; acks it when none does.
     fn release<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
-        if let Some(e) = self.elements.get_mut(&id) {
-            e.refs = e.refs.saturating_sub(1);
-            if e.refs == 0 {
-                self.ack_unheld(id, out);
+        if let hash_map::Entry::Occupied(mut e) = self.elements.entry(id) {
+            let refs = &mut e.get_mut().refs;
+            *refs = refs.saturating_sub(1);
+            if *refs == 0 {
+                Self::ack_removed(e.remove(), out);
             }
         }
     }
 
     /// Acks `id` if no window holds it (unless its trees were failed).
     fn ack_unheld<O: Record>(&mut self, id: u64, out: &mut Emitter<O>) {
-        if self.elements.get(&id).is_some_and(|e| e.refs == 0) {
-            if let Some(e) = self.elements.remove(&id).filter(|e| !e.failed) {
-                out.ack_ids(&e.ids, e.ack_val);
+        if let hash_map::Entry::Occupied(e) = self.elements.entry(id) {
+            if e.get().refs == 0 {
+                Self::ack_removed(e.remove(), out);
             }
+        }
+    }
+
+    /// Acks an element no window holds any more, unless its trees were failed.
+    fn ack_removed<O: Record>(e: Element<V>, out: &mut Emitter<O>) {
+        if !e.failed {
+            out.ack_ids(&e.ids, e.ack_val);
         }
     }
 
@@ -170,26 +167,29 @@ impl<V> Store<V> {
         outcome: &mut BatchOutcome,
         emit: impl FnOnce(&Store<V>, &mut Emitter<O>) -> Result<(), TaskError>,
     ) {
-        let held: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.elements.contains_key(id))
-            .collect();
+        if !out.is_tracking() {
+            if let Err(err) = emit(self, out) {
+                outcome.note_error(err);
+            }
+            return;
+        }
+        // One scope entry per id, in order (an id no longer stored anchors nothing).
+        static GONE: TupleIds = TupleIds::Untracked;
         out.begin_scope(
-            held.iter()
-                .filter_map(|id| self.elements.get(id).map(|e| &e.ids)),
+            ids.iter()
+                .map(|id| self.elements.get(id).map_or(&GONE, |e| &e.ids)),
         );
         let result = emit(self, out);
         let mut xors = Vec::new();
         out.end_scope(&mut xors);
-        for (id, x) in held.iter().zip(xors) {
+        for (id, x) in ids.iter().zip(xors) {
             if let Some(e) = self.elements.get_mut(id) {
                 e.ack_val ^= x;
             }
         }
         if let Err(err) = result {
             outcome.note_error(err);
-            for id in &held {
+            for id in ids {
                 if let Some(e) = self.elements.get_mut(id) {
                     if !e.failed {
                         e.failed = true;
@@ -388,7 +388,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
                 self.io.stats.skew_max_ms = self.io.stats.skew_max_ms.max(skew);
                 max_ts = max_ts.max(ts);
             }
-            let key = self.input.key(&value);
+            let key = self.input.key.hash(&value);
             self.mode
                 .ingest(&mut self.io, &mut self.core, key, ts, value, tuple_ids);
         }
@@ -409,12 +409,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
             return Ok(());
         }
         self.advance(now_ms());
-        let clock = if self.core.is_event_time() {
-            self.core.watermark()
-        } else {
-            self.core.processing_time()
-        };
-        self.mode.sweep(clock);
+        self.mode.sweep(self.core.clock());
         self.take_error()
     }
 
@@ -519,17 +514,7 @@ impl<B: WindowedBolt> Whole<B> {
 /// How long after a window's end the next window of its key may end: the slide (or size) of
 /// time windows, the gap of sessions; count windows have no end.
 pub(crate) fn horizon(window: &Window) -> i64 {
-    match window.kind {
-        WindowKind::Tumbling {
-            size: crate::window::Size::TimeMs(s),
-        } => s,
-        WindowKind::Sliding {
-            slide: crate::window::Size::TimeMs(s),
-            ..
-        } => s,
-        WindowKind::Session { gap_ms } => gap_ms,
-        _ => i64::MAX,
-    }
+    window.step_ms().unwrap_or(i64::MAX)
 }
 
 struct WholeHost<'a, B: WindowedBolt> {

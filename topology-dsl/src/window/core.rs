@@ -276,7 +276,8 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         self.event_time && bounds.max_timestamp().saturating_add(self.lateness) <= self.watermark
     }
 
-    fn clock(&self) -> i64 {
+    /// The time windows fire by: the watermark (event time) or the processing time.
+    pub fn clock(&self) -> i64 {
         if self.event_time {
             self.watermark
         } else {

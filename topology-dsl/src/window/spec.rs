@@ -211,6 +211,22 @@ impl Window {
         }
     }
 
+    /// How far apart the ends of a key's successive time windows are: the size of a tumbling
+    /// time window, the slide of a sliding one, the gap of a session; `None` by count.
+    pub(crate) fn step_ms(&self) -> Option<i64> {
+        match self.kind {
+            WindowKind::Tumbling {
+                size: Size::TimeMs(s),
+            }
+            | WindowKind::Sliding {
+                slide: Size::TimeMs(s),
+                ..
+            } => Some(s),
+            WindowKind::Session { gap_ms } => Some(gap_ms),
+            _ => None,
+        }
+    }
+
     /// Whether the window runs on event time.
     pub fn is_event_time(&self) -> bool {
         matches!(self.time, TimeDomain::Event { .. })
@@ -309,20 +325,15 @@ impl Window {
         }
         // Time windows: |offset| < slide (the slide of a tumbling window is its size).
         let time_slide = match self.kind {
-            WindowKind::Tumbling {
-                size: Size::TimeMs(s),
-            } => Some(s),
-            WindowKind::Sliding {
-                slide: Size::TimeMs(s),
-                ..
-            } => Some(s),
-            WindowKind::Session { .. } if self.offset_ms != 0 => {
-                errors.push(
-                    "an offset applies to tumbling and sliding windows, not to sessions".into(),
-                );
+            WindowKind::Session { .. } => {
+                if self.offset_ms != 0 {
+                    errors.push(
+                        "an offset applies to tumbling and sliding windows, not to sessions".into(),
+                    );
+                }
                 None
             }
-            _ => None,
+            _ => self.step_ms(),
         };
         if let Some(slide) = time_slide {
             if slide > 0 && self.offset_ms.unsigned_abs() >= slide.unsigned_abs() {

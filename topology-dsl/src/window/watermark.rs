@@ -98,13 +98,6 @@ impl Watermarks {
         }
     }
 
-    /// Every upstream has ended.
-    pub fn end_all(&mut self) {
-        for input in self.inputs.values_mut() {
-            input.ended = true;
-        }
-    }
-
     /// Whether `source` runs more than `max_drift_ms` ahead of the watermark (its own
     /// watermark beyond the bolt's), at processing time `now_ms`. Before every live upstream
     /// has been heard from, any upstream that has sent something is ahead (its windows could
