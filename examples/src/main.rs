@@ -275,13 +275,14 @@ fn windows(args: &WindowArgs, input: Option<&std::path::Path>) -> Result<(), Fai
         Some(path) => {
             let unreadable =
                 |why: String| Failure::Usage(format!("cannot read {}: {why}", path.display()));
-            if !std::fs::metadata(path)
+            let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+            if !file
+                .metadata()
                 .map_err(|e| unreadable(e.to_string()))?
                 .is_file()
             {
                 return Err(unreadable("not a file".into()));
             }
-            let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
             replay(&window, std::io::BufReader::new(file), out)
         }
         None => replay(&window, std::io::stdin().lock(), out),
@@ -299,24 +300,33 @@ fn print_warnings(topology: &tempest_dsl::Topology) {
     }
 }
 
-fn options(common: &Common, sentences: Option<u64>) -> (WordCountOptions, LocalOptions) {
+/// The topology config the common flags ask for.
+fn topology_config(common: &Common) -> TopologyConfig {
     let mut config = TopologyConfig::default();
     if let Some(b) = common.batch_size {
         config.batch_size = b;
     }
     config.max_spout_pending = common.max_spout_pending;
-    let wc = WordCountOptions {
-        sentences,
-        parallelism: common.parallelism,
-        guarantee: common.guarantee,
-        config,
-        ..WordCountOptions::default()
-    };
+    config
+}
+
+/// The local cluster the common flags ask for.
+fn local_options(common: &Common) -> LocalOptions {
     let mut local = LocalOptions::default();
     if let Some(w) = common.workers {
         local.workers = w;
     }
-    (wc, local)
+    local
+}
+
+fn wordcount_options(common: &Common, sentences: Option<u64>) -> WordCountOptions {
+    WordCountOptions {
+        sentences,
+        parallelism: common.parallelism,
+        guarantee: common.guarantee,
+        config: topology_config(common),
+        ..WordCountOptions::default()
+    }
 }
 
 /// Catches Ctrl-C, SIGTERM and SIGHUP from now on; each arrives on the returned channel.
@@ -385,10 +395,9 @@ fn watch(
 
 fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     let sentences = (!args.endless).then_some(args.sentences);
-    let (wc_options, local) = options(&args.common, sentences);
-    let wc = wordcount::topology(&wc_options)?;
+    let wc = wordcount::topology(&wordcount_options(&args.common, sentences))?;
     print_warnings(&wc.topology);
-    let cluster = LocalCluster::new(local)?;
+    let cluster = LocalCluster::new(local_options(&args.common))?;
     // Before the run starts, so that an early Ctrl-C drains instead of killing the process.
     let ctrl_c = catch_ctrl_c();
     let running = cluster.start(wc.topology)?;
@@ -421,15 +430,8 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     say!("{report}");
     if let Some(n) = sentences {
         if !report.drained {
-            let expected = wordcount::expected_counts(n);
-            let exact = counts == expected && sink_total == n * wordcount::WORDS_PER_SENTENCE;
-            let at_least = counts.iter().zip(&expected).all(|(c, e)| c >= e);
-            let ok = if args.common.guarantee == Guarantee::AtMostOnce {
-                exact
-            } else {
-                at_least
-            };
-            if !ok {
+            let tracked = args.common.guarantee.is_tracked();
+            if !wordcount::counts_ok(&counts, sink_total, n, tracked) {
                 return Err(Failure::Run(anyhow::anyhow!(
                     "the counts do not match the input"
                 )));
@@ -440,80 +442,134 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     Ok(())
 }
 
-fn bench_window(args: BenchWindow) -> Result<(), Failure> {
-    if args.runs == 0 {
-        return Err(Failure::Usage("--runs must be at least 1".into()));
+/// One timed run of a benchmark topology: its warnings on the first run, progress while it
+/// runs, and its report on stderr. Returns the report and the wall-clock seconds.
+fn timed_run(
+    cluster: &LocalCluster,
+    topology: tempest_dsl::Topology,
+    run: u32,
+    total: u64,
+    unit: &str,
+    ctrl_c: &mpsc::Receiver<()>,
+) -> Result<(RunReport, f64), Failure> {
+    if run == 1 {
+        print_warnings(&topology);
     }
-    let n = args.events;
-    let expected = window_count::expected_windows(n);
-    let (wc_options, local) = options(&args.common, None);
-    let cluster = LocalCluster::new(local.clone())?;
-    let ctrl_c = catch_ctrl_c();
-    let mut rates = Vec::new();
-    let mut all_ok = true;
-    let mut last = (0u64, 0u64, 0u64);
-    for run in 1..=args.runs {
-        let job = window_count::topology(
-            n,
-            args.common.parallelism,
-            args.common.guarantee,
-            wc_options.config.clone(),
-        )?;
-        if run == 1 {
-            print_warnings(&job.topology);
-        }
-        let started = Instant::now();
-        let report = watch(cluster.start(job.topology)?, Some(n), "events", &ctrl_c)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let totals = job
-            .totals
-            .try_iter()
-            .fold((0u64, 0u64), |(r, c), t| (r + t.results, c + t.counted));
-        let late = report.component("count").map_or(0, |c| c.metrics.late);
-        let ok = totals.0 == expected && totals.1 == n && late == 0;
-        all_ok &= ok;
-        let rate = n as f64 / seconds;
-        rates.push(rate);
-        last = (totals.0, late, totals.1);
-        eprintln!("{report}");
-        let line = ResultLine::new()
-            .field("workload", "window")
-            .field("guarantee", args.common.guarantee)
-            .field("records", n)
-            .field("seconds", format!("{seconds:.3}"))
-            .field("rate", format!("{rate:.0}/s"))
-            .field("results", totals.0)
-            .field("expected_results", expected)
-            .field("counted", totals.1)
-            .field("late", late);
-        if args.runs > 1 {
-            say!("{}", line.render(&format!("RUN {run}"), ok));
-        }
-    }
-    let rate = median(&rates).unwrap_or(0.0);
+    let started = Instant::now();
+    let report = watch(cluster.start(topology)?, Some(total), unit, ctrl_c)?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{report}");
+    Ok((report, seconds))
+}
+
+/// The median over `runs` of one figure.
+fn median_of<F>(runs: &[F], figure: impl Fn(&F) -> f64) -> f64 {
+    median(&runs.iter().map(figure).collect::<Vec<_>>()).unwrap_or(0.0)
+}
+
+/// The fields every benchmark's line ends with.
+fn run_setup_fields(
+    line: ResultLine,
+    common: &Common,
+    local: &LocalOptions,
+    runs: u32,
+) -> ResultLine {
     let rss = peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string());
-    let line = ResultLine::new()
-        .field("workload", "window")
-        .field("guarantee", args.common.guarantee)
-        .field("records", n)
-        .field("seconds", format!("{:.3}", n as f64 / rate.max(1.0)))
-        .field("rate", format!("{rate:.0}/s"))
-        .field("results", last.0)
-        .field("expected_results", expected)
-        .field("counted", last.2)
-        .field("late", last.1)
-        .field("parallelism", args.common.parallelism)
+    line.field("parallelism", common.parallelism)
         .field("workers", local.workers)
-        .field("runs", args.runs)
-        .field("peak_rss_kb", rss);
-    say!("{}", line.render("RESULT", all_ok));
-    if all_ok {
+        .field("runs", runs)
+        .field("peak_rss_kb", rss)
+}
+
+/// Prints the `RESULT` line and fails when the benchmark's check did.
+fn finish_bench(result: ResultLine, ok: bool) -> Result<(), Failure> {
+    say!("{}", result.render("RESULT", ok));
+    if ok {
         Ok(())
     } else {
         Err(Failure::Run(anyhow::anyhow!(
             "the benchmark's check failed"
         )))
     }
+}
+
+/// What one run of the window benchmark measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct WindowFigures {
+    seconds: f64,
+    rate: f64,
+    ok: bool,
+    results: f64,
+    counted: f64,
+    late: f64,
+}
+
+fn bench_window(args: BenchWindow) -> Result<(), Failure> {
+    if args.runs == 0 {
+        return Err(Failure::Usage("--runs must be at least 1".into()));
+    }
+    let n = args.events;
+    let expected = window_count::expected_windows(n);
+    let config = topology_config(&args.common);
+    let local = local_options(&args.common);
+    let cluster = LocalCluster::new(local.clone())?;
+    let ctrl_c = catch_ctrl_c();
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        let job = window_count::topology(
+            n,
+            args.common.parallelism,
+            args.common.guarantee,
+            config.clone(),
+        )?;
+        let (report, seconds) = timed_run(&cluster, job.topology, run, n, "events", &ctrl_c)?;
+        let (results, counted) = job
+            .totals
+            .try_iter()
+            .fold((0u64, 0u64), |(r, c), t| (r + t.results, c + t.counted));
+        let late = report.component("count").map_or(0, |c| c.metrics.late);
+        let figures = WindowFigures {
+            seconds,
+            rate: n as f64 / seconds,
+            ok: results == expected && counted == n && late == 0,
+            results: results as f64,
+            counted: counted as f64,
+            late: late as f64,
+        };
+        if args.runs > 1 {
+            let line = window_line(&args, &local, expected, &figures);
+            say!("{}", line.render(&format!("RUN {run}"), figures.ok));
+        }
+        runs.push(figures);
+    }
+    let summary = WindowFigures {
+        seconds: median_of(&runs, |r| r.seconds),
+        rate: median_of(&runs, |r| r.rate),
+        ok: runs.iter().all(|r| r.ok),
+        results: median_of(&runs, |r| r.results),
+        counted: median_of(&runs, |r| r.counted),
+        late: median_of(&runs, |r| r.late),
+    };
+    finish_bench(window_line(&args, &local, expected, &summary), summary.ok)
+}
+
+fn window_line(
+    args: &BenchWindow,
+    local: &LocalOptions,
+    expected: u64,
+    run: &WindowFigures,
+) -> ResultLine {
+    let line = ResultLine::new()
+        .field("workload", "window")
+        .field("guarantee", args.common.guarantee)
+        .field("records", args.events)
+        .field("seconds", format!("{:.3}", run.seconds))
+        .field("rate", format!("{:.0}/s", run.rate))
+        .field("results", run.results)
+        .field("expected_results", expected)
+        .field("counted", run.counted)
+        .field("late", run.late);
+    run_setup_fields(line, &args.common, local, args.runs)
 }
 
 /// What one benchmark run measured.
@@ -547,37 +603,27 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
         ));
     }
     let n = args.sentences;
-    let expected = wordcount::expected_counts(n);
-    let expected_words: u64 = expected.iter().sum();
-    let (mut wc_options, local) = options(&args.common, Some(n));
+    let expected_words = n * wordcount::WORDS_PER_SENTENCE;
+    let mut wc_options = wordcount_options(&args.common, Some(n));
     wc_options.fail_rate = args.fail_rate;
     wc_options.seed = args.seed;
+    let local = local_options(&args.common);
     let tracked = args.common.guarantee.is_tracked();
     let cluster = LocalCluster::new(local.clone())?;
     let ctrl_c = catch_ctrl_c();
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         let wc = wordcount::topology(&wc_options)?;
-        if run == 1 {
-            print_warnings(&wc.topology);
-        }
-        let started = Instant::now();
-        let report = watch(cluster.start(wc.topology)?, Some(n), "sentences", &ctrl_c)?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (report, seconds) = timed_run(&cluster, wc.topology, run, n, "sentences", &ctrl_c)?;
         let sink_total: u64 = wc.sink_counts.try_iter().sum();
         let counts = wordcount::merge_totals(wc.totals.try_iter());
         let spout = report.component("sentences");
         let acked = spout.map_or(0, |c| c.metrics.acked);
-        let ok = match &counts {
-            None => false,
-            // Every spout message acked once, every word counted at least once.
-            Some(counts) if tracked => {
-                acked == n
-                    && counts.iter().zip(&expected).all(|(c, e)| c >= e)
-                    && sink_total >= expected_words
-            }
-            Some(counts) => *counts == expected && sink_total == expected_words,
-        };
+        // Tracked: every spout message acked once, besides the counts.
+        let ok = counts
+            .as_ref()
+            .is_some_and(|c| wordcount::counts_ok(c, sink_total, n, tracked))
+            && (!tracked || acked == n);
         let counted: u64 = counts.as_ref().map_or(0, |c| c.iter().sum());
         let ms = |q: f64| spout.map_or(0.0, |c| c.complete_latency.quantile(q).as_secs_f64() * 1e3);
         let figures = RunFigures {
@@ -591,15 +637,13 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
             timed_out: spout.map_or(0, |c| c.metrics.timed_out) as f64,
             duplicates: counted.saturating_sub(expected_words) as f64,
         };
-        eprintln!("{report}");
         if args.runs > 1 {
             let line = line(&args, &local, n, &figures);
             say!("{}", line.render(&format!("RUN {run}"), ok));
         }
         runs.push(figures);
     }
-    let med =
-        |f: fn(&RunFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
+    let med = |f: fn(&RunFigures) -> f64| median_of(&runs, f);
     let summary = RunFigures {
         seconds: med(|r| r.seconds),
         rate: med(|r| r.rate),
@@ -611,15 +655,7 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
         timed_out: med(|r| r.timed_out),
         duplicates: med(|r| r.duplicates),
     };
-    let result = line(&args, &local, n, &summary);
-    say!("{}", result.render("RESULT", summary.ok));
-    if summary.ok {
-        Ok(())
-    } else {
-        Err(Failure::Run(anyhow::anyhow!(
-            "the benchmark's check failed"
-        )))
-    }
+    finish_bench(line(&args, &local, n, &summary), summary.ok)
 }
 
 fn line(args: &BenchWordcount, local: &LocalOptions, n: u64, run: &RunFigures) -> ResultLine {
@@ -641,9 +677,5 @@ fn line(args: &BenchWordcount, local: &LocalOptions, n: u64, run: &RunFigures) -
             .field("duplicates", run.duplicates)
             .field("fail_rate", args.fail_rate);
     }
-    let rss = peak_rss_kb().map_or_else(|| "unknown".to_owned(), |kb| kb.to_string());
-    line.field("parallelism", args.common.parallelism)
-        .field("workers", local.workers)
-        .field("runs", args.runs)
-        .field("peak_rss_kb", rss)
+    run_setup_fields(line, &args.common, local, args.runs)
 }

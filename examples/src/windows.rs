@@ -92,7 +92,10 @@ pub fn window_from_args(args: &WindowArgs) -> Result<Window, Vec<String>> {
         MeasureArg::Time => Size::TimeMs(ms(v)),
         MeasureArg::Count => Size::Count(v),
     };
-    let window = match args.kind {
+    if args.kind != KindArg::Session && args.gap.is_some() {
+        errors.push("--gap applies to session windows only".into());
+    }
+    let mut window = match args.kind {
         KindArg::Tumbling => {
             let Some(s) = args.size else {
                 return Err(vec!["--size is required for tumbling windows".into()]);
@@ -103,9 +106,6 @@ pub fn window_from_args(args: &WindowArgs) -> Result<Window, Vec<String>> {
                         .into(),
                 );
             }
-            if args.gap.is_some() {
-                errors.push("--gap applies to session windows only".into());
-            }
             Window::tumbling(size(s))
         }
         KindArg::Sliding => {
@@ -114,9 +114,6 @@ pub fn window_from_args(args: &WindowArgs) -> Result<Window, Vec<String>> {
                     "--size and --slide are required for sliding windows".into(),
                 ]);
             };
-            if args.gap.is_some() {
-                errors.push("--gap applies to session windows only".into());
-            }
             Window::sliding(size(s), size(d))
         }
         KindArg::Session => {
@@ -134,7 +131,6 @@ pub fn window_from_args(args: &WindowArgs) -> Result<Window, Vec<String>> {
             Window::session(std::time::Duration::from_millis(gap))
         }
     };
-    let mut window = window;
     // Count windows count elements whatever the clock; only time windows take --time.
     if !window.is_count() && args.time == TimeArg::Event {
         window = window.event_time("ts");
@@ -288,11 +284,9 @@ fn integer(object: &serde_json::Map<String, Value>, field: &str) -> Result<Optio
         None => Ok(None),
         Some(v) => match v.as_i64() {
             Some(i) => Ok(Some(i)),
-            None if v.is_u64() || v.is_i64() || v.as_f64().is_some_and(|f| f.fract() == 0.0) => {
-                Err(format!(
-                    "`{field}` is out of range: {v} (a 64-bit signed integer)"
-                ))
-            }
+            None if v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0) => Err(format!(
+                "`{field}` is out of range: {v} (a 64-bit signed integer)"
+            )),
             None => Err(format!("`{field}` must be an integer, got {v}")),
         },
     }
@@ -343,7 +337,7 @@ const LINE_KINDS: [&str; 4] = ["value", "watermark", "advance", "mark"];
 
 fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(object) = value else {
+    let Value::Object(mut object) = value else {
         return Err("expected a JSON object".into());
     };
     let kinds = LINE_KINDS
@@ -372,8 +366,8 @@ fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
             format!("unexpected field `{extra}` in an event (it has `key`, `value` and `ts`)")
         });
     }
-    if let Some(mark) = object.get("mark") {
-        return Ok(Line::Mark(mark.clone()));
+    if let Some(mark) = object.remove("mark") {
+        return Ok(Line::Mark(mark));
     }
     if let Some(w) = integer(&object, "watermark")? {
         return Ok(Line::Watermark(w));
@@ -382,9 +376,9 @@ fn parse_line(text: &str, needs_ts: bool) -> Result<Line, String> {
         return Ok(Line::Advance(t));
     }
     let value = integer(&object, "value")?.ok_or("`value` is required")?;
-    let key = match object.get("key") {
+    let key = match object.remove("key") {
         None => String::new(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s,
         Some(other) => return Err(format!("`key` must be a string, got {other}")),
     };
     let ts = integer(&object, "ts")?;

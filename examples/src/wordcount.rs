@@ -347,6 +347,21 @@ pub fn expected_counts(sentences: u64) -> Vec<u64> {
     counts
 }
 
+/// Whether a finished run of `sentences` counted right: exactly, with one record per word at
+/// the sink (`tracked` false); or, where replays add duplicates (`tracked`), every word at least
+/// its expected count and at least that many records at the sink.
+pub fn counts_ok(counts: &[u64], sink_total: u64, sentences: u64, tracked: bool) -> bool {
+    let expected = expected_counts(sentences);
+    let words = sentences * WORDS_PER_SENTENCE;
+    if tracked {
+        counts.len() == expected.len()
+            && counts.iter().zip(&expected).all(|(c, e)| c >= e)
+            && sink_total >= words
+    } else {
+        counts == expected && sink_total == words
+    }
+}
+
 /// Merges the totals of every count task into one count per vocabulary index. Returns `None` if
 /// a word outside the vocabulary appears, or two tasks counted the same word (the fields
 /// grouping must send a word to one task only).
@@ -368,6 +383,25 @@ pub fn merge_totals(parts: impl IntoIterator<Item = CountTotals>) -> Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_checked_exactly_or_at_least() {
+        let exact = expected_counts(20);
+        assert!(counts_ok(&exact, 200, 20, false));
+        assert!(counts_ok(&exact, 200, 20, true));
+        let mut more = exact.clone();
+        more[3] += 1;
+        assert!(
+            !counts_ok(&more, 201, 20, false),
+            "a duplicate is not exact"
+        );
+        assert!(counts_ok(&more, 201, 20, true), "replays may duplicate");
+        let mut fewer = exact.clone();
+        let lost = fewer.iter().position(|&c| c > 0).unwrap_or(0);
+        fewer[lost] -= 1;
+        assert!(!counts_ok(&fewer, 199, 20, true), "a lost word is never ok");
+        assert!(!counts_ok(&exact, 199, 20, false), "the sink lost a record");
+    }
 
     #[test]
     fn sentences_follow_the_formula() {

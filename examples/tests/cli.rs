@@ -1,11 +1,14 @@
 //! The `tempest` command: its contract for users and scripts.
 
+mod common;
+
 use std::process::{Command, Output};
 
+use common::{assert_refused, tempest_command};
+
 fn tempest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tempest"))
+    tempest_command()
         .args(args)
-        .env("RUST_LOG", "error")
         .output()
         .expect("the tempest binary runs")
 }
@@ -73,13 +76,7 @@ fn show_prints_text_and_dot() {
 
 fn assert_usage_error(args: &[&str], needle: &str) {
     let out = tempest(args);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains(needle),
-        "{args:?}: expected {needle:?} in {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    assert_refused(&args, out.status.code(), &stderr(&out), needle);
 }
 
 #[test]
@@ -170,7 +167,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
         &["show", "wordcount", "--dot"][..],
         &["local", "wordcount", "--sentences", "2000", "--top", "1000"][..],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tempest"))
+        let mut child = tempest_command()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -211,7 +208,7 @@ fn signal_drains_an_endless_run(signal: &str) {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tempest"))
+    let mut child = tempest_command()
         .args(["local", "wordcount", "--endless", "--top", "2"])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())

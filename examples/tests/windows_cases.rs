@@ -10,9 +10,13 @@
 //! {"key":"a","start":0,"end":3000,"count":1,"sum":1,"values":[1]}
 //! ```
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+use common::{assert_refused, tempest_command};
 
 use serde_json::Value;
 
@@ -51,7 +55,7 @@ fn parse(path: &Path) -> anyhow::Result<Case> {
 }
 
 fn run(case: &Case) -> anyhow::Result<(Vec<Value>, String, Option<i32>)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tempest"))
+    let mut child = tempest_command()
         .arg("windows")
         .args(&case.args)
         .stdin(Stdio::piped())
@@ -116,12 +120,7 @@ fn refused(args: &[&str], input: &str, needle: &str) -> anyhow::Result<()> {
         expected: Vec::new(),
     };
     let (_, stderr, code) = run(&case)?;
-    assert_eq!(code, Some(2), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_refused(&args, code, &stderr, needle);
     Ok(())
 }
 

@@ -193,6 +193,13 @@ impl RunningTopology {
         per_component
     }
 
+    /// Live counters of the component called `name`, summed over its tasks.
+    pub fn component_metrics(&self, name: &str) -> Option<MetricsSnapshot> {
+        self.metrics()
+            .into_iter()
+            .find_map(|(component, m)| (component == name).then_some(m))
+    }
+
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()

@@ -21,9 +21,8 @@ fn drain_ends_an_endless_run_without_losing_what_was_emitted() -> anyhow::Result
     tracing::info!("--- let it run until the sink has seen something, then drain");
     let seen = wait_until(Duration::from_secs(30), || {
         running
-            .metrics()
-            .iter()
-            .any(|(name, m)| name == "sink" && m.executed > 10_000)
+            .component_metrics("sink")
+            .is_some_and(|m| m.executed > 10_000)
     });
     assert!(seen, "the sink saw nothing in 30 s");
     running.drain();

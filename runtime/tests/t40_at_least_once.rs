@@ -122,7 +122,7 @@ fn failures_and_losses_are_replayed_until_every_message_is_acked_once() -> anyho
         "the flaky bolt failed nothing?"
     );
     assert!(spout.metrics.timed_out > 0, "the lossy bolt lost nothing?");
-    assert!(spout.complete_latency.count() == TOTAL);
+    assert_eq!(spout.complete_latency.count(), TOTAL);
     assert!(received >= TOTAL);
     Ok(())
 }
@@ -294,7 +294,11 @@ fn max_spout_pending_bounds_the_trees_in_flight() -> anyhow::Result<()> {
     let running = cluster(2).start(t.guarantee(Guarantee::AtLeastOnce).config(config).build()?)?;
     let mut most = 0;
     while !running.wait_timeout(Duration::from_millis(1)) {
-        most = most.max(running.metrics()[0].1.pending);
+        most = most.max(
+            running
+                .component_metrics("numbers")
+                .map_or(0, |m| m.pending),
+        );
     }
     let report = running.wait()?;
     let spout = report.component("numbers").expect("spout");
@@ -311,7 +315,8 @@ fn max_spout_pending_bounds_the_trees_in_flight() -> anyhow::Result<()> {
 
 #[test]
 fn reset_timeout_keeps_a_slow_tree_alive() -> anyhow::Result<()> {
-    /// Holds every input for about 4 message timeouts, resetting their timeouts on each tick.
+    /// Holds every input for 40 ticks of 25 ms (2.5 message timeouts of 400 ms), resetting their
+    /// timeouts on each tick: a tick may come up to about 375 ms late before a tree times out.
     #[derive(Clone, Default)]
     struct Holder {
         held: Vec<(Tuple<N>, u32)>,
@@ -327,7 +332,7 @@ fn reset_timeout_keeps_a_slow_tree_alive() -> anyhow::Result<()> {
         fn tick(&mut self, out: &mut Emitter<N>) -> Result<(), TaskError> {
             let mut keep = Vec::new();
             for (t, ticks) in self.held.drain(..) {
-                if ticks >= 8 {
+                if ticks >= 40 {
                     out.ack(t);
                 } else {
                     out.reset_timeout(&t);
@@ -347,7 +352,7 @@ fn reset_timeout_keeps_a_slow_tree_alive() -> anyhow::Result<()> {
     );
     let report = run(
         t.guarantee(Guarantee::AtLeastOnce)
-            .config(tracked(100))
+            .config(tracked(400))
             .build()?,
         2,
     )?;

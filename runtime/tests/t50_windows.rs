@@ -508,7 +508,11 @@ fn a_fast_upstream_waits_for_the_watermark() -> anyhow::Result<()> {
     let running = cluster(2).start(t.build()?)?;
     let mut most_open = 0;
     while !running.wait_timeout(Duration::from_millis(1)) {
-        most_open = most_open.max(running.metrics()[2].1.open_windows);
+        most_open = most_open.max(
+            running
+                .component_metrics("win")
+                .map_or(0, |m| m.open_windows),
+        );
     }
     running.wait()?;
     let counted: u64 = all_items(&rx).iter().map(|s| s.count).sum();
