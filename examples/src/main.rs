@@ -95,6 +95,16 @@ struct BenchWindow {
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
+    /// Put a pass-through bolt (shuffle grouping) between the spout and the window.
+    #[arg(long)]
+    through_bolt: bool,
+    /// Share of events in [0, 1) that the pass-through bolt fails before emitting them
+    /// (needs --through-bolt and at-least-once): every count must still come out exact.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Seed of the injected failures.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 42)]
+    seed: u64,
     #[command(flatten)]
     common: Common,
 }
@@ -502,39 +512,66 @@ struct WindowFigures {
     results: f64,
     counted: f64,
     late: f64,
+    replays: f64,
 }
 
 fn bench_window(args: BenchWindow) -> Result<(), Failure> {
     if args.runs == 0 {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
+    if !(0.0..1.0).contains(&args.fail_rate) {
+        return Err(Failure::Usage(format!(
+            "--fail-rate must be at least 0 and below 1, got {}",
+            args.fail_rate
+        )));
+    }
+    if args.fail_rate > 0.0 && !(args.through_bolt && args.common.guarantee.is_tracked()) {
+        return Err(Failure::Usage(
+            "--fail-rate fails events in the pass-through bolt and shows replay: it needs \
+             --through-bolt and --guarantee at-least-once"
+                .into(),
+        ));
+    }
     let n = args.events;
-    let expected = window_count::expected_windows(n);
+    let expected = window_count::expected(n);
     let config = topology_config(&args.common);
+    let options = window_count::W2Options {
+        parallelism: args.common.parallelism,
+        guarantee: args.common.guarantee,
+        config,
+        through_bolt: args.through_bolt,
+        fail_rate: args.fail_rate,
+        seed: args.seed,
+    };
     let local = local_options(&args.common);
     let cluster = LocalCluster::new(local.clone())?;
     let ctrl_c = catch_ctrl_c();
     let mut runs = Vec::new();
     for run in 1..=args.runs {
-        let job = window_count::topology(
-            n,
-            args.common.parallelism,
-            args.common.guarantee,
-            config.clone(),
-        )?;
+        let job = window_count::topology(n, &options)?;
         let (report, seconds) = timed_run(&cluster, job.topology, run, n, "events", &ctrl_c)?;
-        let (results, counted) = job
+        let (results, counted, fingerprint) = job
             .totals
             .try_iter()
-            .fold((0u64, 0u64), |(r, c), t| (r + t.results, c + t.counted));
+            .fold((0u64, 0u64, 0u64), |(r, c, f), t| {
+                (r + t.results, c + t.counted, f.wrapping_add(t.fingerprint))
+            });
         let late = report.component("count").map_or(0, |c| c.metrics.late);
+        let replays = report
+            .component("events")
+            .map_or(0, |c| c.metrics.tree_failed);
         let figures = WindowFigures {
             seconds,
             rate: n as f64 / seconds,
-            ok: results == expected && counted == n && late == 0,
+            // Every (key, window) count exact (the fingerprint), nothing late.
+            ok: results == expected.results
+                && counted == n
+                && fingerprint == expected.fingerprint
+                && late == 0,
             results: results as f64,
             counted: counted as f64,
             late: late as f64,
+            replays: replays as f64,
         };
         if args.runs > 1 {
             let line = window_line(&args, &local, expected, &figures);
@@ -549,6 +586,7 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
         results: median_of(&runs, |r| r.results),
         counted: median_of(&runs, |r| r.counted),
         late: median_of(&runs, |r| r.late),
+        replays: median_of(&runs, |r| r.replays),
     };
     finish_bench(window_line(&args, &local, expected, &summary), summary.ok)
 }
@@ -556,7 +594,7 @@ fn bench_window(args: BenchWindow) -> Result<(), Failure> {
 fn window_line(
     args: &BenchWindow,
     local: &LocalOptions,
-    expected: u64,
+    expected: window_count::Expected,
     run: &WindowFigures,
 ) -> ResultLine {
     let line = ResultLine::new()
@@ -566,9 +604,12 @@ fn window_line(
         .field("seconds", format!("{:.3}", run.seconds))
         .field("rate", format!("{:.0}/s", run.rate))
         .field("results", run.results)
-        .field("expected_results", expected)
+        .field("expected_results", expected.results)
         .field("counted", run.counted)
-        .field("late", run.late);
+        .field("late", run.late)
+        .field("through_bolt", args.through_bolt)
+        .field("fail_rate", args.fail_rate)
+        .field("replays", run.replays);
     run_setup_fields(line, &args.common, local, args.runs)
 }
 

@@ -3,11 +3,17 @@
 //! Event `i` (0 <= i < N) has `key = i % 1000` and `ts = max(0, i - (i*7919 % 51))`: 1000 events
 //! per simulated second, up to 50 ms out of order. A windowed bolt counts events per key in
 //! tumbling one-second event-time windows, with a 100 ms lag, keeping a count per window (not
-//! its events); a sink counts the results and adds their counts up.
+//! its events); a sink counts the results, adds their counts up, and folds every (key, window,
+//! count) into an order-independent fingerprint that the driver compares with the one computed
+//! from the formula, so a window that fires twice, fires short or goes missing is caught.
+//! With [`W2Options::through_bolt`] a pass-through bolt sits between the spout and the window
+//! and fails a share of the events before it emits them (at-least-once replays them).
 
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tempest_dsl::{
     Bolt, BuildErrors, Emitter, Guarantee, MsgId, Record, Spout, SpoutEmitter, SpoutStatus,
@@ -137,6 +143,59 @@ impl WindowAggregate for CountPerWindow {
     }
 }
 
+/// Passes events on, failing a share of them (before emitting anything) at random.
+#[derive(Clone, Debug)]
+pub struct FailingPass {
+    fail_rate: f64,
+    seed: u64,
+    rng: SmallRng,
+}
+
+impl FailingPass {
+    /// A pass-through bolt that fails `fail_rate` (0.0 to 1.0) of its events, drawing from a
+    /// generator seeded with `seed` and the task index.
+    pub fn new(fail_rate: f64, seed: u64) -> Self {
+        FailingPass {
+            fail_rate,
+            seed,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Bolt for FailingPass {
+    type In = Event;
+    type Out = Event;
+
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.rng = SmallRng::seed_from_u64(self.seed ^ u64::from(ctx.task_index()));
+        Ok(())
+    }
+
+    fn execute(&mut self, t: Tuple<Event>, out: &mut Emitter<Event>) -> Result<(), TaskError> {
+        if self.fail_rate > 0.0 && self.rng.random_bool(self.fail_rate) {
+            return Err(TaskError::new("injected failure"));
+        }
+        out.emit(t.into_value());
+        Ok(())
+    }
+}
+
+/// One (key, window, count) term of a result fingerprint: a strong 64-bit mix, summed with
+/// wrapping over all results, so the sum does not depend on their order.
+pub fn fingerprint_term(key: u64, start: i64, count: u64) -> u64 {
+    let mut x = key
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((start as u64).rotate_left(21))
+        .wrapping_add(count.wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+    // splitmix64's finaliser.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// What one sink task received.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SinkTotals {
@@ -144,6 +203,8 @@ pub struct SinkTotals {
     pub results: u64,
     /// The sum of their counts.
     pub counted: u64,
+    /// The wrapping sum of [`fingerprint_term`] over the results.
+    pub fingerprint: u64,
 }
 
 /// Counts window results and adds their counts up; reports at the end of its input.
@@ -160,6 +221,10 @@ impl Bolt for ResultSink {
     fn execute(&mut self, t: Tuple<WindowCount>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         self.totals.results += 1;
         self.totals.counted += t.count;
+        self.totals.fingerprint = self
+            .totals
+            .fingerprint
+            .wrapping_add(fingerprint_term(t.key, t.start, t.count));
         Ok(())
     }
 
@@ -177,19 +242,52 @@ pub struct WindowCountJob {
     pub totals: mpsc::Receiver<SinkTotals>,
 }
 
-/// Builds W2 over `events` events with `parallelism` tasks per component.
-pub fn topology(
-    events: u64,
-    parallelism: u32,
-    guarantee: Guarantee,
-    config: TopologyConfig,
-) -> Result<WindowCountJob, BuildErrors> {
+/// Options of W2 beyond the number of events.
+#[derive(Clone, Debug)]
+pub struct W2Options {
+    /// Tasks per component.
+    pub parallelism: u32,
+    /// The delivery guarantee.
+    pub guarantee: Guarantee,
+    /// The topology config.
+    pub config: TopologyConfig,
+    /// A pass-through bolt between the spout and the window (shuffle grouping).
+    pub through_bolt: bool,
+    /// The share of events that bolt fails (replayed under at-least-once).
+    pub fail_rate: f64,
+    /// Seed of those failures.
+    pub seed: u64,
+}
+
+impl Default for W2Options {
+    fn default() -> Self {
+        W2Options {
+            parallelism: 2,
+            guarantee: Guarantee::AtMostOnce,
+            config: TopologyConfig::default(),
+            through_bolt: false,
+            fail_rate: 0.0,
+            seed: 42,
+        }
+    }
+}
+
+/// Builds W2 over `events` events.
+pub fn topology(events: u64, options: &W2Options) -> Result<WindowCountJob, BuildErrors> {
+    let parallelism = options.parallelism;
     let (tx, totals) = mpsc::channel();
     let window = Window::tumbling(Duration::from_millis(WINDOW_MS.unsigned_abs()))
         .event_time("ts")
         .lag(Duration::from_millis(LAG_MS));
     let mut t = TopologyBuilder::new("window-count");
-    let events = t.add(spout("events", EventSpout::new(events)).parallelism(parallelism));
+    let mut events = t.add(spout("events", EventSpout::new(events)).parallelism(parallelism));
+    if options.through_bolt {
+        events = t.add(
+            bolt("pass", FailingPass::new(options.fail_rate, options.seed))
+                .parallelism(parallelism)
+                .shuffle(&events),
+        );
+    }
     let counts = t.add(
         aggregated("count", CountPerWindow, window)
             .parallelism(parallelism)
@@ -206,25 +304,50 @@ pub fn topology(
         .parallelism(parallelism)
         .local_or_shuffle(&counts.output),
     );
-    let topology = t.guarantee(guarantee).config(config).build()?;
+    let topology = t
+        .guarantee(options.guarantee)
+        .config(options.config.clone())
+        .build()?;
     Ok(WindowCountJob { topology, totals })
 }
 
-/// The number of distinct (key, window) pairs among events `0..n`, computed from the formula:
-/// per key, timestamps only grow (consecutive events of a key are 1000 apart, at most 50 out
-/// of order), so each change of window is a new pair.
-pub fn expected_windows(n: u64) -> u64 {
-    let mut last = vec![i64::MIN; KEYS as usize];
-    let mut pairs = 0;
-    for i in 0..n {
-        let key = (i % KEYS) as usize;
-        let window = event_ts(i).div_euclid(WINDOW_MS);
-        if last[key] != window {
-            last[key] = window;
-            pairs += 1;
+/// What the results of events `0..n` must be, computed from the formula.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Distinct (key, window) pairs: one result each.
+    pub results: u64,
+    /// The wrapping sum of [`fingerprint_term`] over the exact (key, window, count) triples.
+    pub fingerprint: u64,
+}
+
+/// The expected results of events `0..n`. Per key, timestamps only grow (consecutive events
+/// of a key are 1000 apart, at most 50 out of order), so each change of window closes a pair.
+pub fn expected(n: u64) -> Expected {
+    // Per key: (window, events in it so far).
+    let mut open = vec![(i64::MIN, 0u64); KEYS as usize];
+    let mut e = Expected::default();
+    let close = |key: u64, (window, count): (i64, u64), e: &mut Expected| {
+        if count > 0 {
+            e.results += 1;
+            e.fingerprint =
+                e.fingerprint
+                    .wrapping_add(fingerprint_term(key, window * WINDOW_MS, count));
         }
+    };
+    for i in 0..n {
+        let key = i % KEYS;
+        let window = event_ts(i).div_euclid(WINDOW_MS);
+        let slot = &mut open[key as usize];
+        if slot.0 != window {
+            close(key, *slot, &mut e);
+            *slot = (window, 0);
+        }
+        slot.1 += 1;
     }
-    pairs
+    for (key, slot) in open.into_iter().enumerate() {
+        close(key as u64, slot, &mut e);
+    }
+    e
 }
 
 #[cfg(test)]
@@ -248,13 +371,34 @@ mod tests {
     }
 
     #[test]
-    fn expected_windows_of_a_small_run() {
+    fn expected_results_of_a_small_run() {
         // 3000 events: 3 simulated seconds, each key in windows 0, 1 and 2 (ts < 3000).
         let n = 3000;
-        let mut pairs = std::collections::HashSet::new();
+        let mut counts = std::collections::HashMap::new();
         for i in 0..n {
-            pairs.insert((i % KEYS, event_ts(i).div_euclid(WINDOW_MS)));
+            *counts
+                .entry((i % KEYS, event_ts(i).div_euclid(WINDOW_MS) * WINDOW_MS))
+                .or_insert(0u64) += 1;
         }
-        assert_eq!(expected_windows(n), pairs.len() as u64);
+        let fingerprint = counts.iter().fold(0u64, |f, (&(k, s), &c)| {
+            f.wrapping_add(fingerprint_term(k, s, c))
+        });
+        assert_eq!(
+            expected(n),
+            Expected {
+                results: counts.len() as u64,
+                fingerprint
+            }
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_sees_a_double_firing_and_a_missing_window() {
+        let good = fingerprint_term(1, 0, 3).wrapping_add(fingerprint_term(2, 0, 1));
+        // The same number of results and the same total count, but wrong windows.
+        let swapped = fingerprint_term(1, 0, 1).wrapping_add(fingerprint_term(2, 0, 3));
+        let twice = fingerprint_term(1, 0, 3).wrapping_add(fingerprint_term(1, 0, 1));
+        assert_ne!(good, swapped);
+        assert_ne!(good, twice);
     }
 }

@@ -167,8 +167,26 @@ impl PhysicalPlan {
             task_index: task.index,
             outputs: task.outputs.clone(),
             id_seed,
-            upstream: self.upstream_of(id),
+            channels: self.channels_of(id),
         }
+    }
+
+    /// The input channels of `target`: (upstream task, subscription) for every link to it.
+    pub fn channels_of(&self, target: TaskId) -> Vec<(TaskId, u16)> {
+        let mut channels: Vec<(TaskId, u16)> = self
+            .upstream_links_of(target)
+            .iter()
+            .flat_map(|&(up, _)| {
+                self.tasks[up.0 as usize]
+                    .links
+                    .iter()
+                    .filter(move |l| l.target == target)
+                    .map(move |l| (up, l.input))
+            })
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels
     }
 
     /// The tasks of component `component`.
@@ -236,6 +254,7 @@ mod tests {
             replayable: false,
             manual_ack: false,
             window: None,
+            event_time: None,
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde::{Deserialize, Serialize};
 use tempest_dsl::*;
+use tempest_runtime::RunReport;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Record)]
 struct Reading {
@@ -28,6 +29,10 @@ struct Readings {
     step: usize,
     /// Once done, wait for this flag (or a 10 s deadline) before saying Done.
     hold: Option<(Shared, Instant)>,
+    /// Emitted once the flag is up (after the hold), before Done.
+    after_flag: Vec<Reading>,
+    /// Positions of failed messages, emitted again first.
+    replay: Vec<usize>,
     log: Option<Arc<Mutex<Vec<String>>>>,
 }
 
@@ -38,6 +43,8 @@ impl Readings {
             next: 0,
             step: 1,
             hold: None,
+            after_flag: Vec::new(),
+            replay: Vec::new(),
             log: None,
         }
     }
@@ -55,6 +62,10 @@ impl Spout for Readings {
         Ok(())
     }
     fn next(&mut self, out: &mut SpoutEmitter<Reading>) -> Result<SpoutStatus, TaskError> {
+        if let Some(i) = self.replay.pop() {
+            out.emit_tracked(MsgId(i as u64), self.all[i].clone());
+            return Ok(SpoutStatus::Active);
+        }
         if let Some(r) = self.all.get(self.next) {
             out.emit_tracked(MsgId(self.next as u64), r.clone());
             self.next += self.step;
@@ -69,7 +80,20 @@ impl Spout for Readings {
                 shared.count.fetch_add(1, Ordering::SeqCst);
                 Ok(SpoutStatus::Done)
             }
-            _ => Ok(SpoutStatus::Done),
+            _ => match self.after_flag.pop() {
+                Some(r) => {
+                    let id = (self.all.len() + self.after_flag.len()) as u64;
+                    out.emit_tracked(MsgId(id), r);
+                    Ok(SpoutStatus::Active)
+                }
+                None => Ok(SpoutStatus::Done),
+            },
+        }
+    }
+    fn fail(&mut self, msg: MsgId) {
+        let i = msg.0 as usize;
+        if i < self.all.len() {
+            self.replay.push(i);
         }
     }
     fn ack(&mut self, msg: MsgId) {
@@ -273,21 +297,26 @@ fn a_sliding_window_sees_its_new_and_expired_tuples() -> anyhow::Result<()> {
 
 #[test]
 fn late_tuples_go_to_the_late_stream_and_are_acked() -> anyhow::Result<()> {
-    let mut all = readings(20, 1, 100); // ts 0..1900
-    all.push(Reading {
+    // 20 readings (ts 0..1900), then, once a window has fired, one at ts 50: behind the
+    // watermark by then.
+    let shared = Shared::default();
+    let mut readings_spout = Readings::new(readings(20, 1, 100));
+    readings_spout.hold = Some((shared.clone(), Instant::now()));
+    readings_spout.after_flag = vec![Reading {
         key: 0,
         ts: 50,
         value: 1000,
-    }); // behind the watermark by then
+    }];
     let (sink, rx) = Collect::<Summary>::new();
     let (late_sink, late_rx) = Collect::<Reading>::new();
     let mut t = TopologyBuilder::new("late");
-    let src = t.add(spout("readings", Readings::new(all)));
+    let src = t.add(spout("readings", readings_spout));
     let window = Window::tumbling(Duration::from_millis(500))
         .event_time("ts")
         .late_to_side_stream();
     let w = t.add(aggregated("win", Tally, window).shuffle(&src));
     t.add(bolt("sink", sink).shuffle(&w.output));
+    t.add(bolt("flag", Flagging(shared.clone())).shuffle(&w.output));
     t.add(bolt("late-sink", late_sink).shuffle(&w.late));
     let report = run(
         t.guarantee(Guarantee::AtLeastOnce)
@@ -312,6 +341,7 @@ fn late_tuples_go_to_the_late_stream_and_are_acked() -> anyhow::Result<()> {
     assert_eq!(win.metrics.late, 1);
     let spout = report.component("readings").expect("spout");
     assert_eq!((spout.metrics.acked, spout.metrics.tree_failed), (21, 0));
+    assert_eq!(shared.count(), 0, "no window fired before the deadline");
     Ok(())
 }
 
@@ -471,15 +501,24 @@ fn processing_time_windows_fire_at_the_end_of_a_tracked_input() -> anyhow::Resul
 
 #[test]
 fn a_fast_upstream_waits_for_the_watermark() -> anyhow::Result<()> {
-    // `fast` floods 20 s of event time at once; `slow` covers the same 20 s at about 20 ms of
-    // event time per millisecond. Unaligned, `fast` would open all 2000 windows of 10 ms at
-    // once; aligned, it may run at most the maximum drift (1 s here: 100 windows) ahead.
+    // `fast` floods 2 s of event time over 50 keys (10,000 windows of 10 ms); `slow` starts
+    // 0.8 s late, then covers the same 2 s at about 2 ms of event time per millisecond.
+    // Unaligned, `fast` opens thousands of windows before `slow` lets any fire; aligned, once
+    // 500 are open it stops until `slow` catches up.
     #[derive(Clone)]
-    struct Slow(i64);
+    struct Slow(i64, Instant);
     impl Spout for Slow {
         type Out = Reading;
+        fn open(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
+            self.1 = Instant::now();
+            Ok(())
+        }
         fn next(&mut self, out: &mut SpoutEmitter<Reading>) -> Result<SpoutStatus, TaskError> {
-            if self.0 >= 20_000 {
+            if self.1.elapsed() < Duration::from_millis(800) {
+                // Late to start: the watermark stays at the beginning of time meanwhile.
+                return Ok(SpoutStatus::Idle);
+            }
+            if self.0 >= 2_000 {
                 return Ok(SpoutStatus::Done);
             }
             out.emit(Reading {
@@ -487,25 +526,34 @@ fn a_fast_upstream_waits_for_the_watermark() -> anyhow::Result<()> {
                 ts: self.0,
                 value: 1,
             });
-            self.0 += 20;
+            self.0 += 2;
             Ok(SpoutStatus::Idle)
         }
     }
     let fast = (0..40_000)
         .map(|i| Reading {
-            key: 0,
-            ts: i / 2,
+            key: (i % 50) as u64,
+            ts: i / 20,
             value: 1,
         })
         .collect();
     let (sink, rx) = Collect::<Summary>::new();
     let mut t = TopologyBuilder::new("alignment");
     let f = t.add(spout("fast", Readings::new(fast)));
-    let s = t.add(spout("slow", Slow(0)));
+    let s = t.add(spout("slow", Slow(0, Instant::now())));
     let window = Window::tumbling(Duration::from_millis(10)).event_time("ts");
-    let w = t.add(aggregated("win", Tally, window).shuffle(&f).shuffle(&s));
+    let w = t.add(
+        aggregated("win", Tally, window)
+            .fields(&f, ["key"])
+            .fields(&s, ["key"]),
+    );
     t.add(bolt("sink", sink).shuffle(&w.output));
-    let running = cluster(2).start(t.build()?)?;
+    let config = TopologyConfig {
+        max_open_windows: 500,
+        batch_size: 64,
+        ..TopologyConfig::default()
+    };
+    let running = cluster(2).start(t.config(config).build()?)?;
     let mut most_open = 0;
     while !running.wait_timeout(Duration::from_millis(1)) {
         most_open = most_open.max(
@@ -517,19 +565,20 @@ fn a_fast_upstream_waits_for_the_watermark() -> anyhow::Result<()> {
     running.wait()?;
     let counted: u64 = all_items(&rx).iter().map(|s| s.count).sum();
     assert_eq!(counted, 40_000 + 1000);
-    // Within the drift plus what is in flight: far below the 2000 windows of no alignment.
-    assert!(most_open < 400, "{most_open} windows open at once");
+    // The cap plus what the batches in flight open.
+    assert!(most_open < 1500, "{most_open} windows open at once");
     Ok(())
 }
 
 #[test]
 fn alignment_cannot_deadlock_upstream_tasks_that_share_a_source() -> anyhow::Result<()> {
-    // One spout feeds two pass-through tasks by key, one key each, and each key lives in its
-    // own era of event time (the second key 10^6 ms later): the task holding it is always far
-    // ahead. Holding it back blocks it, which blocks the spout, which starves the other task,
-    // which the watermark waits for. The bolt's patience must keep the run going.
+    // One spout feeds two pass-through tasks by key, one key each; the task of `slow_key`
+    // takes a millisecond per tuple, so the other one's watermark runs ahead at the window,
+    // which stops reading it. That blocks it, which blocks the spout; the spout's marks must
+    // still reach the slow task, whose progress releases the fast one. The run must end with
+    // every window exact.
     #[derive(Clone)]
-    struct PassReading;
+    struct PassReading(u64);
     impl Bolt for PassReading {
         type In = Reading;
         type Out = Reading;
@@ -538,50 +587,198 @@ fn alignment_cannot_deadlock_upstream_tasks_that_share_a_source() -> anyhow::Res
             t: Tuple<Reading>,
             out: &mut Emitter<Reading>,
         ) -> Result<(), TaskError> {
+            if t.key == self.0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             out.emit(t.into_value());
             Ok(())
         }
     }
     // Two keys that the fields grouping sends to different pass tasks.
     let keys: Vec<u64> = (0..64u64).collect();
-    let early = keys[0];
-    let late_key = *keys
+    let fast_key = keys[0];
+    let slow_key = *keys
         .iter()
         .find(|&&k| {
-            routing::reduce(stable_hash_of(&k), 2) != routing::reduce(stable_hash_of(&early), 2)
+            routing::reduce(stable_hash_of(&k), 2) != routing::reduce(stable_hash_of(&fast_key), 2)
         })
         .expect("some key reaches the other task");
+    // In event-time order: the spout's own watermark never makes a reading late.
     let all: Vec<Reading> = (0..1200i64)
-        .map(|i| {
-            let (key, era) = if i % 2 == 0 {
-                (early, 0)
-            } else {
-                (late_key, 1_000_000)
-            };
-            Reading {
-                key,
-                ts: era + (i / 2) * 10,
-                value: i,
-            }
+        .map(|i| Reading {
+            key: if i % 4 == 0 { slow_key } else { fast_key },
+            ts: i * 10,
+            value: i,
         })
         .collect();
     let (sink, rx) = Collect::<Summary>::new();
     let mut t = TopologyBuilder::new("shared-source");
     let src = t.add(spout("readings", Readings::new(all.clone())));
     let pass = t.add(
-        bolt("pass", PassReading)
+        bolt("pass", PassReading(slow_key))
             .parallelism(2)
             .fields(&src, ["key"]),
     );
     let window = Window::tumbling(Duration::from_millis(100)).event_time("ts");
-    let w = t.add(aggregated("win", Tally, window).shuffle(&pass));
+    let w = t.add(aggregated("win", Tally, window).fields(&pass, ["key"]));
     t.add(bolt("sink", sink).shuffle(&w.output));
     let config = TopologyConfig {
-        batch_size: 64,
+        batch_size: 16,
         queue_batches: 1,
         ..TopologyConfig::default()
     };
-    run(t.config(config).build()?, 2)?;
+    let report = run(t.config(config).build()?, 2)?;
     assert_eq!(by_window(all_items(&rx)), expected(&all, 100));
+    assert_eq!(report.component("win").map(|c| c.metrics.late), Some(0));
+    Ok(())
+}
+
+/// Passes readings through; under a tracked guarantee, fails the first attempt of every
+/// reading whose value is a multiple of `fail_every` (its tree is replayed).
+#[derive(Clone)]
+struct PassFailing {
+    fail_every: i64,
+    failed: std::collections::HashSet<i64>,
+}
+
+impl PassFailing {
+    fn new(fail_every: i64) -> Self {
+        PassFailing {
+            fail_every,
+            failed: std::collections::HashSet::new(),
+        }
+    }
+}
+
+impl Bolt for PassFailing {
+    type In = Reading;
+    type Out = Reading;
+    fn execute(&mut self, t: Tuple<Reading>, out: &mut Emitter<Reading>) -> Result<(), TaskError> {
+        if self.fail_every > 0 && t.value % self.fail_every == 0 && self.failed.insert(t.value) {
+            return Err(TaskError::new("injected failure"));
+        }
+        out.emit(t.into_value());
+        Ok(())
+    }
+}
+
+/// (key, window start) -> (count, sum).
+type Counts = BTreeMap<(u64, i64), (u64, i64)>;
+
+/// The window results and the report of `spout(2) -> pass(2, shuffle) -> aggregated(fields)`.
+fn through_a_bolt(
+    all: Vec<Reading>,
+    fail_every: i64,
+    guarantee: Guarantee,
+) -> anyhow::Result<(Counts, Vec<Reading>, RunReport)> {
+    let (sink, rx) = Collect::<Summary>::new();
+    let (late_sink, late_rx) = Collect::<Reading>::new();
+    let mut t = TopologyBuilder::new("through-a-bolt");
+    let src = t.add(spout("readings", Readings::new(all)).parallelism(2));
+    let pass = t.add(
+        bolt("pass", PassFailing::new(fail_every))
+            .parallelism(2)
+            .shuffle(&src),
+    );
+    let window = Window::tumbling(Duration::from_secs(1))
+        .event_time("ts")
+        .lag(Duration::from_millis(100))
+        .late_to_side_stream();
+    let w = t.add(
+        aggregated("win", Tally, window)
+            .parallelism(2)
+            .fields(&pass, ["key"]),
+    );
+    t.add(bolt("sink", sink).parallelism(2).shuffle(&w.output));
+    t.add(bolt("late-sink", late_sink).shuffle(&w.late));
+    let report = run(t.guarantee(guarantee).build()?, 2)?;
+    Ok((by_window(all_items(&rx)), all_items(&late_rx), report))
+}
+
+#[test]
+fn a_bolt_between_the_spouts_and_the_window_keeps_event_time() -> anyhow::Result<()> {
+    // The measurement: readings with ts = id from 2 spout tasks, through a pass-through
+    // bolt (shuffle), into keyed one-second windows with a 100 ms lag. When the window derived
+    // its watermark from the largest timestamp each pass task forwarded, about 40% went late.
+    let all = readings(20_000, 10, 1);
+    for guarantee in [Guarantee::AtMostOnce, Guarantee::AtLeastOnce] {
+        tracing::info!(%guarantee, "--- 20,000 readings through a pass-through bolt");
+        let (got, late, report) = through_a_bolt(all.clone(), 0, guarantee)?;
+        assert!(late.is_empty(), "{} late under {guarantee}", late.len());
+        assert_eq!(got, expected(&all, 1000), "under {guarantee}");
+        assert_eq!(report.component("win").map(|c| c.metrics.late), Some(0));
+    }
+    Ok(())
+}
+
+#[test]
+fn replays_through_an_event_time_window_are_not_late() -> anyhow::Result<()> {
+    // Every 7th reading fails once before the window: its spout's watermark waits for the
+    // replay, so the replay is on time and every window count is exact.
+    let all = readings(20_000, 10, 1);
+    let (got, late, report) = through_a_bolt(all.clone(), 7, Guarantee::AtLeastOnce)?;
+    let spout = report.component("readings").expect("spout");
+    // Each pass task fails a reading once, and a replay may reach the other task.
+    let failing = 20_000 / 7 + 1;
+    let failed = spout.metrics.tree_failed;
+    assert!(
+        (failing..=2 * failing).contains(&failed),
+        "{failed} trees failed"
+    );
+    assert!(late.is_empty(), "{} replays were late", late.len());
+    assert_eq!(got, expected(&all, 1000));
+    assert_eq!(spout.metrics.acked, 20_000);
+    Ok(())
+}
+
+#[test]
+fn a_window_task_that_gets_no_data_from_a_spout_task_still_fires() -> anyhow::Result<()> {
+    // Spout task 0 emits only `a`, spout task 1 only `b`, and the fields grouping sends them
+    // to different window tasks: the task of `b` has a channel from spout task 0 that carries
+    // no data, only watermarks. Both spouts stay open until a result for `b` arrives (or 10 s
+    // pass): before watermarks were messages, that channel held the task of `b` back until
+    // spout task 0 ended.
+    let a = 0u64;
+    let b = (1..64u64)
+        .find(|k| routing::reduce(stable_hash_of(k), 2) != routing::reduce(stable_hash_of(&a), 2))
+        .expect("some key reaches the other task");
+    // Positions alternate between the two spout tasks: even ones (task 0) are `a`.
+    let all: Vec<Reading> = (0..400i64)
+        .map(|i| Reading {
+            key: if i % 2 == 0 { a } else { b },
+            ts: i * 10,
+            value: i,
+        })
+        .collect();
+    #[derive(Clone)]
+    struct FlagOn(Shared, u64);
+    impl Bolt for FlagOn {
+        type In = Summary;
+        type Out = ();
+        fn execute(&mut self, t: Tuple<Summary>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+            if t.key == self.1 {
+                self.0.flag.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+    let shared = Shared::default();
+    let mut held = Readings::new(all);
+    held.hold = Some((shared.clone(), Instant::now()));
+    let mut t = TopologyBuilder::new("silent-channel");
+    let src = t.add(spout("readings", held).parallelism(2));
+    let window = Window::tumbling(Duration::from_millis(100)).event_time("ts");
+    let w = t.add(
+        aggregated("win", Tally, window)
+            .parallelism(2)
+            .fields(&src, ["key"]),
+    );
+    t.add(bolt("flag", FlagOn(shared.clone(), b)).shuffle(&w.output));
+    run(t.guarantee(Guarantee::AtLeastOnce).build()?, 2)?;
+    assert_eq!(
+        shared.count(),
+        0,
+        "the window task of `b` fired only once the spouts ended"
+    );
     Ok(())
 }

@@ -58,6 +58,7 @@ use crate::engine::input::{Convert, InputAdapter};
 use crate::engine::route::{AnyKeyFn, KeyFn};
 use crate::engine::window_task::{Aggregate, Whole, WindowMode};
 use crate::error::{BuildErrors, TopologyError};
+use crate::event_time::EventTime;
 use crate::grouping::Grouping;
 use crate::record::{FieldKind, Record, stable_hash_of};
 use crate::topology::{
@@ -160,6 +161,7 @@ pub(crate) mod private {
         pub(crate) replayable: bool,
         pub(crate) manual_ack: bool,
         pub(crate) window: Option<WindowIr>,
+        pub(crate) event_time: Option<EventTime>,
         pub(crate) code: Arc<dyn ComponentCode>,
     }
 
@@ -185,6 +187,7 @@ pub(crate) mod private {
                 replayable: false,
                 manual_ack: false,
                 window,
+                event_time: None,
                 code,
             }
         }
@@ -257,6 +260,7 @@ impl Common {
 pub struct SpoutSpec<S: Spout> {
     common: Common,
     spout: S,
+    event_time: Option<EventTime>,
 }
 
 /// Declares a spout called `name`. Each of its tasks runs a clone of `spout`.
@@ -264,6 +268,7 @@ pub fn spout<S: Spout>(name: impl Into<String>, spout: S) -> SpoutSpec<S> {
     SpoutSpec {
         common: Common::new(name.into()),
         spout,
+        event_time: None,
     }
 }
 
@@ -283,6 +288,30 @@ impl<S: Spout> SpoutSpec<S> {
     /// Declares a named direct stream: its emitter picks the receiving task.
     pub fn direct_stream(mut self, name: impl Into<String>) -> Self {
         self.common.streams.push((name.into(), true));
+        self
+    }
+
+    /// Declares the event time of the spout's records: each task generates watermarks from
+    /// the timestamps it emits (see [`EventTime`]). `build()` checks the field.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use serde::{Deserialize, Serialize};
+    /// # use tempest_dsl::*;
+    /// # #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+    /// # struct Reading { ts: i64 }
+    /// # #[derive(Clone)] struct Readings;
+    /// # impl Spout for Readings {
+    /// #     type Out = Reading;
+    /// #     fn next(&mut self, _: &mut SpoutEmitter<Reading>) -> Result<SpoutStatus, TaskError> { Ok(SpoutStatus::Done) }
+    /// # }
+    /// let mut t = TopologyBuilder::new("readings");
+    /// t.add(spout("readings", Readings)
+    ///     .event_time(EventTime::field("ts").lag(Duration::from_millis(100))));
+    /// # assert!(t.build().is_ok());
+    /// ```
+    pub fn event_time(mut self, event_time: EventTime) -> Self {
+        self.event_time = Some(event_time);
         self
     }
 }
@@ -308,6 +337,7 @@ impl<S: Spout> private::Sealed for SpoutSpec<S> {
             replayable: S::REPLAYABLE,
             manual_ack: false,
             window: None,
+            event_time: self.event_time,
             code: Arc::new(SpoutCode {
                 proto: Proto::new(self.spout),
             }),
@@ -485,6 +515,7 @@ pub struct BoltSpec<B: Bolt> {
     bolt: B,
     subs: Subscriptions<B::In>,
     tick_every: Option<Duration>,
+    event_time: Option<EventTime>,
 }
 
 /// Declares a bolt called `name`. Each of its tasks runs a clone of `bolt`.
@@ -494,6 +525,7 @@ pub fn bolt<B: Bolt>(name: impl Into<String>, bolt: B) -> BoltSpec<B> {
         bolt,
         subs: Subscriptions::new(),
         tick_every: None,
+        event_time: None,
     }
 }
 
@@ -503,6 +535,15 @@ impl<B: Bolt> BoltSpec<B> {
     /// Calls [`Bolt::tick`] on every task at this interval.
     pub fn tick_every(mut self, interval: Duration) -> Self {
         self.tick_every = Some(interval);
+        self
+    }
+
+    /// Declares that this bolt assigns the event time of its output (Flink's
+    /// `assignTimestampsAndWatermarks`): its tasks generate watermarks from the timestamps
+    /// they emit, and the watermarks of its inputs stop here (see [`EventTime`]). Use it on
+    /// the bolt that parses or makes the timestamps when no spout has them.
+    pub fn event_time(mut self, event_time: EventTime) -> Self {
+        self.event_time = Some(event_time);
         self
     }
 }
@@ -515,6 +556,7 @@ impl<B: Bolt> private::Sealed for BoltSpec<B> {
         Decl {
             tick_every: self.tick_every,
             manual_ack: B::MANUAL_ACK,
+            event_time: self.event_time,
             ..Decl::bolt::<B::In, B::Out>(
                 self.common,
                 self.subs.inputs,
@@ -791,6 +833,7 @@ impl TopologyBuilder {
                     replayable: decl.replayable,
                     manual_ack: decl.manual_ack,
                     window: decl.window,
+                    event_time: decl.event_time,
                 },
             ));
             entries.push(ComponentEntry {
@@ -812,12 +855,13 @@ impl TopologyBuilder {
                 }
             }
         }
-        let ir = TopologyIr {
+        let mut ir = TopologyIr {
             name: self.name,
             guarantee: self.guarantee,
             config: self.config,
             components: components.into_iter().map(|(_, c)| c).collect(),
         };
+        errors.extend(crate::event_time::place(&mut ir));
         // A bolt whose only subscriptions were foreign handles was already reported.
         let foreign = |c: &String| {
             errors

@@ -92,6 +92,8 @@ pub mod limits {
     pub const MAX_ACKERS: u32 = 1024;
     /// The most tasks of one component.
     pub const MAX_PARALLELISM: u32 = 4096;
+    /// The largest `max_open_windows`.
+    pub const MAX_OPEN_WINDOWS: usize = 1 << 30;
     /// The most tasks of a whole topology.
     pub const MAX_TASKS: u32 = 65_536;
 }
@@ -116,6 +118,11 @@ pub struct TopologyConfig {
     pub max_spout_pending: Option<usize>,
     /// The number of acker tasks; `None` gives one per worker thread.
     pub ackers: Option<u32>,
+    /// Watermark alignment: while an event-time windowed task has more windows open than this,
+    /// it stops reading every input whose watermark runs more than a few windows ahead of its
+    /// own (their credits are not returned, so those upstream tasks stop), until the slower
+    /// inputs catch up and windows close. The slowest input is never stopped.
+    pub max_open_windows: usize,
 }
 
 impl Default for TopologyConfig {
@@ -127,6 +134,7 @@ impl Default for TopologyConfig {
             message_timeout: Duration::from_secs(30),
             max_spout_pending: None,
             ackers: None,
+            max_open_windows: 8_192,
         }
     }
 }
@@ -205,6 +213,13 @@ impl TopologyConfig {
                 ));
             }
         }
+        if !(1..=MAX_OPEN_WINDOWS).contains(&self.max_open_windows) {
+            errors.push(ConfigError::new(
+                "max_open_windows",
+                self.max_open_windows,
+                format!("must be between 1 and {MAX_OPEN_WINDOWS}"),
+            ));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -231,6 +246,7 @@ mod tests {
             message_timeout: Duration::from_millis(1),
             max_spout_pending: Some(0),
             ackers: Some(0),
+            max_open_windows: 0,
         };
         let errors = config.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
@@ -242,7 +258,8 @@ mod tests {
                 "queue_batches",
                 "message_timeout",
                 "max_spout_pending",
-                "ackers"
+                "ackers",
+                "max_open_windows"
             ]
         );
         assert_eq!(

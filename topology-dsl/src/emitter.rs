@@ -13,11 +13,12 @@ use rand::{Rng, SeedableRng};
 
 use crate::component::TaskError;
 use crate::engine::route::Route;
-use crate::engine::{AckOp, LinkId, Payload};
+use crate::engine::{AckOp, LinkId, Mark, Payload};
 use crate::ids::{EdgeId, MsgId, RootId};
 use crate::record::Record;
 use crate::routing::{DirectOutOfRange, Pick};
 use crate::tuple::{Tuple, TupleIds};
+use crate::window::EventClock;
 
 /// The output of a bolt task: emit records on the bolt's streams, and (for manual-ack bolts)
 /// ack and fail inputs.
@@ -30,8 +31,33 @@ pub struct Emitter<T> {
     ready: Vec<(LinkId, Payload)>,
     emitted: u64,
     track: Option<Box<Tracking>>,
+    clock: Option<Box<OutClock>>,
     manual_ack: bool,
     warned_auto_ack: bool,
+}
+
+/// The event time of a task's output: its watermark generator, and the timestamp field of
+/// the records it emits (`None` when they have no event time).
+pub(crate) struct OutClock {
+    pub(crate) clock: EventClock,
+    pub(crate) field: Option<usize>,
+}
+
+impl OutClock {
+    /// The timestamp of `value`, or `i64::MIN`; notes the emit either way.
+    #[inline]
+    fn observe<T: Record>(&mut self, value: &T) -> i64 {
+        match self.field.and_then(|f| value.timestamp_field(f)) {
+            Some(ts) => {
+                self.clock.observe(ts);
+                ts
+            }
+            None => {
+                self.clock.touch();
+                i64::MIN
+            }
+        }
+    }
 }
 
 /// One output stream: its name and its subscriptions.
@@ -107,9 +133,21 @@ impl<T: Record> Emitter<T> {
                     in_scope: false,
                 })
             }),
+            clock: None,
             manual_ack,
             warned_auto_ack: false,
         }
+    }
+
+    /// Gives the task's output a watermark generator.
+    pub(crate) fn with_clock(mut self, clock: EventClock, field: Option<usize>) -> Self {
+        self.clock = Some(Box::new(OutClock { clock, field }));
+        self
+    }
+
+    /// The output's watermark generator, if it has one.
+    pub(crate) fn clock_mut(&mut self) -> Option<&mut EventClock> {
+        self.clock.as_deref_mut().map(|c| &mut c.clock)
     }
 
     /// Emits on the default stream. In a default (auto-ack) bolt the record is anchored to the
@@ -274,6 +312,7 @@ impl<T: Record> Emitter<T> {
             ready,
             emitted,
             track,
+            clock,
             ..
         } = self;
         let routes = &mut streams[stream].routes;
@@ -284,6 +323,10 @@ impl<T: Record> Emitter<T> {
             }
         }
         *emitted += 1;
+        if let Some(clock) = clock.as_deref_mut() {
+            clock.observe(&value);
+        }
+        let ready_before = ready.len();
         let n = routes.len();
         let mut value = Some(value);
         for (i, route) in routes.iter_mut().enumerate() {
@@ -324,6 +367,16 @@ impl<T: Record> Emitter<T> {
                     }
                 }
                 Pick::None => {}
+            }
+        }
+        if let Some(c) = clock.as_deref() {
+            // A batch this emit filled holds all its link's data up to now: the watermark
+            // rides on it, so event time moves with the data, not only at flushes.
+            let wm = c.clock.current();
+            if ready.len() > ready_before && wm > i64::MIN && c.field.is_some() {
+                for (_, payload) in &mut ready[ready_before..] {
+                    payload.set_mark(Mark::Time(wm));
+                }
             }
         }
         Ok(())
@@ -381,6 +434,16 @@ impl<T: Record> Emitter<T> {
         if let Some(track) = self.track.as_deref_mut() {
             for &(root, edge) in ids.pairs() {
                 push_folded(&mut track.acks, root, edge.0 ^ ack_val);
+            }
+        }
+    }
+
+    /// Tells the trees of a tuple a window took that it holds them (they stop holding their
+    /// spouts' watermarks).
+    pub(crate) fn park_ids(&mut self, ids: &TupleIds) {
+        if let Some(track) = self.track.as_deref_mut() {
+            for &(root, _) in ids.pairs() {
+                track.acks.push(AckOp::Park { root });
             }
         }
     }
@@ -452,6 +515,13 @@ impl<T: Record> Emitter<T> {
     pub(crate) fn take_acks(&mut self, out: &mut Vec<AckOp>) {
         if let Some(track) = self.track.as_deref_mut() {
             out.append(&mut track.acks);
+        }
+    }
+
+    /// Moves the marks of the output's watermark generator into `out`.
+    pub(crate) fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
+        if let Some(c) = self.clock.as_deref_mut() {
+            c.clock.take_marks(now_ms, out);
         }
     }
 
@@ -608,18 +678,39 @@ impl<T: Record> SpoutEmitter<T> {
     /// once.
     #[inline]
     pub fn emit_tracked(&mut self, msg: MsgId, value: T) {
+        let ts = self.timestamp(&value);
         match self.inner.emit_root(msg, 0, None, value) {
-            Ok(true) => {}
+            Ok(true) => self.hold(msg, ts),
             // Untracked, or no task subscribes: the message is complete already.
             Ok(false) | Err(_) => self.immediate_acks.push(msg),
+        }
+    }
+
+    /// The event time of `value` (`i64::MIN` when it has none).
+    #[inline]
+    fn timestamp(&self, value: &T) -> i64 {
+        self.inner
+            .clock
+            .as_deref()
+            .and_then(|c| c.field)
+            .and_then(|f| value.timestamp_field(f))
+            .unwrap_or(i64::MIN)
+    }
+
+    /// A tree started: it holds the watermark until a window takes it or it completes.
+    #[inline]
+    fn hold(&mut self, msg: MsgId, ts: i64) {
+        if let Some(clock) = self.inner.clock_mut() {
+            clock.hold(msg, ts);
         }
     }
 
     /// Emits a record on a named stream as message `msg` (see [`SpoutEmitter::emit_tracked`]).
     pub fn emit_tracked_to(&mut self, msg: MsgId, stream: &str, value: T) -> Result<(), TaskError> {
         let index = self.inner.stream_index(stream, false)?;
+        let ts = self.timestamp(&value);
         match self.inner.emit_root(msg, index, None, value) {
-            Ok(true) => {}
+            Ok(true) => self.hold(msg, ts),
             Ok(false) => self.immediate_acks.push(msg),
             Err(e) => return Err(TaskError::new(e.to_string())),
         }

@@ -137,6 +137,15 @@ pub enum TopologyError {
         /// What is wrong.
         reason: String,
     },
+    /// An event-time declaration is invalid, missing where timestamps originate, or in
+    /// conflict with another.
+    #[error("`{component}`: {reason}")]
+    BadEventTime {
+        /// The component at fault (the one that declares or needs event time).
+        component: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// The guarantee needs something this component does not provide.
     #[error("`{component}`: {guarantee} requires {needs}")]
     GuaranteeUnsupported {

@@ -12,6 +12,7 @@ use crate::config::{Guarantee, TopologyConfig};
 use crate::engine::code::{ComponentCode, Instance, RoutePlan, StreamPlan};
 use crate::engine::route::AnyKeyFn;
 use crate::engine::{EngineError, Task, TaskSetup};
+use crate::event_time::EventTime;
 use crate::grouping::Grouping;
 use crate::record::FieldType;
 use crate::window::Window;
@@ -55,6 +56,10 @@ pub struct ComponentIr {
     pub manual_ack: bool,
     /// The window of a windowed bolt.
     pub window: Option<WindowIr>,
+    /// The event time of the component's output, where its timestamps originate (declared with
+    /// `.event_time(..)`, or moved here by `build()` from a window downstream).
+    #[serde(default)]
+    pub event_time: Option<EventTime>,
 }
 
 /// The window of a windowed bolt.
@@ -377,9 +382,10 @@ impl Topology {
             context,
             streams,
             batch_size: self.ir.config.batch_size,
+            max_open_windows: self.ir.config.max_open_windows,
             tracking_seed,
             component: ir,
-            upstream: &setup.upstream,
+            channels: &setup.channels,
         })
     }
 }

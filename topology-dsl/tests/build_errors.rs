@@ -419,9 +419,14 @@ fn replayable_spouts_satisfy_exactly_once_checks() {
     assert!(errors(t.guarantee(Guarantee::ExactlyOnce)).is_empty());
 }
 
+/// Words made by a bolt, which declares their event time (its timestamps originate there).
 fn split_words() -> (TopologyBuilder, Handle<Word>) {
     let (mut t, lines) = with_spout("lines");
-    let words = t.add(bolt("split", Split).shuffle(&lines));
+    let words = t.add(
+        bolt("split", Split)
+            .shuffle(&lines)
+            .event_time(EventTime::field("ts").lag(Duration::from_secs(1))),
+    );
     (t, words)
 }
 
@@ -442,7 +447,6 @@ fn a_valid_windowed_topology_builds() {
     let (mut t, words) = split_words();
     let window = Window::sliding(Duration::from_secs(10), Duration::from_secs(5))
         .event_time("ts")
-        .lag(Duration::from_secs(1))
         .late_to_side_stream();
     let w = t.add(windowed("win", WindowCount, window).fields(&words, ["word"]));
     t.add(bolt("late-sink", WordSink).shuffle(&w.late));
@@ -650,5 +654,112 @@ fn tracked_windows_warn_about_sessions_and_pending_limits() {
     assert!(
         warnings.iter().any(|w| w.contains("max_spout_pending")),
         "{warnings:?}"
+    );
+}
+
+fn event_time_errors(errs: &[TopologyError]) -> Vec<(String, String)> {
+    errs.iter()
+        .map(|e| match e {
+            TopologyError::BadEventTime { component, reason } => {
+                (component.clone(), reason.clone())
+            }
+            other => panic!("unexpected {other}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_window_event_time_moves_up_to_the_spouts_through_bolts_that_keep_the_type() {
+    let mut t = TopologyBuilder::new("test");
+    let words = t.add(spout("words", Words).parallelism(2));
+    let passed = t.add(bolt("pass", WordSink).parallelism(2).shuffle(&words));
+    let window = Window::tumbling(Duration::from_secs(1))
+        .event_time("ts")
+        .lag(Duration::from_millis(100))
+        .idle_timeout(Duration::from_secs(3));
+    t.add(windowed("win", WindowCount, window).fields(&passed, ["word"]));
+    let topology = t.build().expect("valid");
+    let ir = topology.ir();
+    let spout = &ir.components[0];
+    assert_eq!(
+        spout.event_time,
+        Some(EventTime {
+            field: "ts".into(),
+            lag_ms: 100,
+            idle_timeout_ms: Some(3000),
+            derived_from: Some("win".into()),
+        }),
+        "the spout tasks generate the watermarks"
+    );
+    assert_eq!(ir.components[1].event_time, None, "`pass` forwards them");
+}
+
+#[test]
+fn a_bolt_that_makes_the_records_must_declare_their_event_time() {
+    let (mut t, lines) = with_spout("lines");
+    let words = t.add(bolt("split", Split).shuffle(&lines));
+    let w = Window::tumbling(Duration::from_secs(1)).event_time("ts");
+    t.add(windowed("win", WindowCount, w).fields(&words, ["word"]));
+    let errs = event_time_errors(&errors(t));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "win");
+    assert!(
+        errs[0].1.contains("declare `.event_time(..)` on `split`"),
+        "{}",
+        errs[0].1
+    );
+}
+
+#[test]
+fn a_window_lag_conflicts_with_watermarks_declared_upstream() {
+    let (mut t, words) = split_words();
+    let w = Window::tumbling(Duration::from_secs(1))
+        .event_time("ts")
+        .lag(Duration::from_secs(2));
+    t.add(windowed("win", WindowCount, w).fields(&words, ["word"]));
+    let errs = event_time_errors(&errors(t));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].1.contains("would mean nothing"), "{}", errs[0].1);
+}
+
+#[test]
+fn two_windows_that_derive_different_strategies_from_one_spout_conflict() {
+    let mut t = TopologyBuilder::new("test");
+    let words = t.add(spout("words", Words));
+    let w1 = Window::tumbling(Duration::from_secs(1))
+        .event_time("ts")
+        .lag(Duration::from_millis(100));
+    let w2 = Window::tumbling(Duration::from_secs(1))
+        .event_time("ts")
+        .lag(Duration::from_millis(500));
+    t.add(windowed("a", WindowCount, w1).fields(&words, ["word"]));
+    t.add(windowed("b", WindowCount, w2.clone()).fields(&words, ["word"]));
+    let errs = event_time_errors(&errors(t));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "b");
+    // The same strategy twice is fine.
+    let mut t = TopologyBuilder::new("test");
+    let words = t.add(spout("words", Words));
+    t.add(windowed("a", WindowCount, w2.clone()).fields(&words, ["word"]));
+    t.add(windowed("b", WindowCount, w2).fields(&words, ["word"]));
+    assert!(errors(t).is_empty());
+}
+
+#[test]
+fn event_time_declarations_are_checked() {
+    let mut t = TopologyBuilder::new("test");
+    t.add(spout("a", Words).event_time(EventTime::field("nope")));
+    t.add(spout("b", Words).event_time(EventTime::field("word")));
+    t.add(spout("c", Words).event_time(EventTime::field("ts").idle_timeout(Duration::ZERO)));
+    let errs = errors(t);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        matches!(&errs[0], TopologyError::BadEventTime { component, reason }
+        if component == "a" && reason.contains("`nope` is not a field"))
+    );
+    assert!(matches!(&errs[1], TopologyError::NotATimestamp { component, .. } if component == "b"));
+    assert!(
+        matches!(&errs[2], TopologyError::BadEventTime { component, reason }
+        if component == "c" && reason == "the idle timeout must be above zero")
     );
 }

@@ -28,6 +28,7 @@ impl AckMsg {
             AckOp::Ack { root, xor } => (root, AckKind::Ack { xor }),
             AckOp::Fail { root } => (root, AckKind::Fail),
             AckOp::Reset { root } => (root, AckKind::Reset),
+            AckOp::Park { root } => (root, AckKind::Park),
         };
         AckMsg { root, kind }
     }
@@ -52,6 +53,8 @@ pub enum AckKind {
     Fail,
     /// Restart the tree's timeout.
     Reset,
+    /// A window took a tuple of the tree.
+    Park,
 }
 
 /// Folds the ack operations of one batch: all acks of one root become one XOR, a failure
@@ -76,7 +79,7 @@ impl AckFolder {
     pub fn add(&mut self, me: TaskId, op: AckOp) {
         let msg = AckMsg::from_op(me, op);
         match msg.kind {
-            AckKind::Init { .. } | AckKind::Reset => {
+            AckKind::Init { .. } | AckKind::Reset | AckKind::Park => {
                 let a = acker_for(msg.root, self.per_acker.len() as u32) as usize;
                 self.per_acker[a].push(msg);
             }

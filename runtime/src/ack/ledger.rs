@@ -16,6 +16,8 @@ pub enum TreeOutcome {
     Failed,
     /// A bolt asked to restart the tree's timeout.
     Reset,
+    /// A window took a tuple of the tree: it no longer holds its spout's watermark.
+    Parked,
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ struct Entry {
     /// The spout task, once its init has arrived.
     spout: Option<TaskId>,
     failed: bool,
+    /// A window took a tuple of the tree (the spout is told once).
+    parked: bool,
     /// The sweep generation of the last update.
     touched: u64,
 }
@@ -99,6 +103,7 @@ impl AckLedger {
                     xor: 0,
                     spout: None,
                     failed: false,
+                    parked: false,
                     touched: generation,
                 };
                 update(&mut entry);
@@ -119,15 +124,33 @@ impl AckLedger {
             AckKind::Ack { xor } => self.ack(msg.root, xor),
             AckKind::Fail => self.fail(msg.root),
             AckKind::Reset => self.reset(msg.root),
+            AckKind::Park => self.park(msg.root),
         }
     }
 
-    /// Spout task `spout` started tree `root` with first edges `xor`.
+    /// Spout task `spout` started tree `root` with first edges `xor`. A park that overtook
+    /// the init is reported now, if nothing decided the tree.
     pub fn init(&mut self, root: RootId, xor: u64, spout: TaskId) -> Option<(TaskId, TreeOutcome)> {
-        self.update(root, |entry| {
+        let mut parked = false;
+        let decided = self.update(root, |entry| {
             entry.xor ^= xor;
             entry.spout = Some(spout);
-        })
+            parked = entry.parked;
+        });
+        decided.or_else(|| parked.then_some((spout, TreeOutcome::Parked)))
+    }
+
+    /// A window took a tuple of `root`: returns the spout to tell, the first time only.
+    pub fn park(&mut self, root: RootId) -> Option<(TaskId, TreeOutcome)> {
+        let mut tell = None;
+        // A park changes nothing a decision depends on, so it never decides the tree.
+        let _undecided = self.update(root, |entry| {
+            if !entry.parked {
+                entry.parked = true;
+                tell = entry.spout;
+            }
+        });
+        tell.map(|s| (s, TreeOutcome::Parked))
     }
 
     /// A tuple of `root` was acked: its edge XOR the edges of its children.
@@ -216,6 +239,19 @@ mod tests {
         l.init(r, 1, SPOUT);
         assert_eq!(l.reset(r), Some((SPOUT, TreeOutcome::Reset)));
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_park_reaches_the_spout_once_even_before_the_init() {
+        let mut l = AckLedger::new();
+        let r = RootId(6);
+        assert_eq!(l.park(r), None, "the spout is not known yet");
+        assert_eq!(l.init(r, 3, SPOUT), Some((SPOUT, TreeOutcome::Parked)));
+        assert_eq!(l.park(r), None, "once");
+        assert_eq!(l.ack(r, 3), Some((SPOUT, TreeOutcome::Acked)));
+        let r = RootId(8);
+        l.init(r, 5, SPOUT);
+        assert_eq!(l.park(r), Some((SPOUT, TreeOutcome::Parked)));
     }
 
     #[test]

@@ -70,14 +70,22 @@ impl PendingTrees {
         self.rotate_every
     }
 
-    /// Trees in flight.
+    /// Trees in flight, counting those that timed out and that `tick` has not handed out yet
+    /// (their spout has not been told, so they are not settled).
     pub fn len(&self) -> usize {
-        self.len
+        self.len + self.expired.len()
     }
 
-    /// Whether no tree is in flight.
+    /// Whether no tree is in flight or waiting to be reported as timed out.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// The message of tree `root`, if it is in flight.
+    pub fn msg_of(&self, root: RootId) -> Option<MsgId> {
+        self.buckets
+            .iter()
+            .find_map(|bucket| bucket.get(&root).map(|p| p.msg))
     }
 
     /// A tree started for message `msg`.
@@ -111,6 +119,7 @@ impl PendingTrees {
                 latency: now.saturating_duration_since(p.started),
             }),
             TreeOutcome::Failed => self.remove(root).map(|p| Settled::Failed { msg: p.msg }),
+            TreeOutcome::Parked => None,
             TreeOutcome::Reset => {
                 // Restart the timeout: move it to the newest bucket, keeping its start time.
                 if let Some(p) = self.remove(root) {
@@ -222,6 +231,24 @@ mod tests {
         assert!(expired.is_empty(), "reset at 3/4 T: still alive at 3/2 T");
         p.tick(t0 + T * 2, &mut expired);
         assert_eq!(expired, [MsgId(1)]);
+    }
+
+    #[test]
+    fn a_timed_out_tree_is_pending_until_tick_reports_it() {
+        let t0 = Instant::now();
+        let mut p = PendingTrees::new(T, t0);
+        p.insert(RootId(1), MsgId(1), t0);
+        // A later insert rotates the wheel: tree 1 times out inside the table.
+        p.insert(RootId(2), MsgId(2), t0 + T * 2);
+        p.settle(RootId(2), TreeOutcome::Acked, t0 + T * 2);
+        assert!(
+            !p.is_empty(),
+            "tree 1 timed out but its spout has not been told: not settled"
+        );
+        let mut expired = Vec::new();
+        p.tick(t0 + T * 2, &mut expired);
+        assert_eq!(expired, [MsgId(1)]);
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -14,11 +14,6 @@ use crate::executor::outbox::Outbox;
 use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
 use crate::metrics::TaskMetrics;
 
-/// How long a bolt may sit with nothing to execute but deferred batches before it executes one
-/// anyway. Deferral (watermark alignment) bounds memory; this bounds how long it can stall, so
-/// that upstream tasks sharing a blocked source cannot wait on each other for ever.
-const ALIGNMENT_PATIENCE: Duration = Duration::from_millis(50);
-
 /// What one upstream task has delivered and this task has not executed yet, in order.
 struct SourceQueue {
     source: TaskId,
@@ -43,8 +38,10 @@ impl SourceQueue {
 /// Runs one bolt task: executes the batches that arrive, in order per upstream task and
 /// round-robin across them, unless its own output is blocked, in which case they wait (and
 /// their credits are not returned, which blocks the senders in turn). A batch the task defers
-/// (an upstream too far ahead of an event-time watermark) waits the same way while the other
-/// upstream tasks go on.
+/// (an upstream whose watermark runs too far ahead of the task's) waits the same way while the
+/// other upstream tasks go on, until their marks move the task's watermark: there is no timer
+/// that forces it through. Watermark marks are executed in their place among the batches; a
+/// mark queued right behind another of the same channel replaces it.
 pub(crate) struct BoltActor {
     core: TaskCore,
     task: Box<dyn BoltTask>,
@@ -52,8 +49,6 @@ pub(crate) struct BoltActor {
     queue_of: FxHashMap<TaskId, usize>,
     /// The non-empty queues, in round-robin order.
     ready: VecDeque<usize>,
-    /// Since when only deferred batches have been waiting, if so.
-    stalled_since: Option<Instant>,
     data_ends: u32,
     ends_expected: u32,
     ends_received: u32,
@@ -77,7 +72,6 @@ impl BoltActor {
             queues: Vec::new(),
             queue_of: FxHashMap::default(),
             ready: VecDeque::new(),
-            stalled_since: None,
             data_ends: 0,
             ends_expected,
             ends_received: 0,
@@ -99,17 +93,31 @@ impl BoltActor {
 
     fn enqueue(&mut self, delivery: Delivery) {
         let source = match &delivery {
-            Delivery::Batch { from, .. } => {
-                self.task.input_arrived(*from);
-                *from
-            }
-            Delivery::DataEnd { from } | Delivery::End { from } => *from,
+            Delivery::Batch { from, .. }
+            | Delivery::Mark { from, .. }
+            | Delivery::DataEnd { from }
+            | Delivery::End { from } => *from,
         };
         let index = match self.queue_of.get(&source) {
             Some(&i) => i,
             None => self.add_queue(SourceQueue::new(source, 1, None)),
         };
         let queue = &mut self.queues[index];
+        if let (
+            Delivery::Mark { input, mark, .. },
+            Some(Delivery::Mark {
+                input: queued_input,
+                mark: queued,
+                ..
+            }),
+        ) = (&delivery, queue.items.back_mut())
+        {
+            // Only the latest watermark of a channel matters (idleness must not hide one).
+            if input == queued_input && !matches!(mark, tempest_dsl::engine::Mark::Idle) {
+                *queued = *mark;
+                return;
+            }
+        }
         if queue.items.is_empty() {
             self.ready.push_back(index);
         }
@@ -124,13 +132,12 @@ impl BoltActor {
     }
 
     /// The next delivery to execute: one per upstream task per pass, skipping the batches the
-    /// task defers (the end markers of such a task wait behind its batches) unless `force`.
-    fn next_delivery(&mut self, force: bool) -> Option<(usize, Delivery)> {
+    /// task defers (what follows them waits behind them).
+    fn next_delivery(&mut self) -> Option<(usize, Delivery)> {
         for _ in 0..self.ready.len() {
             let i = self.ready.pop_front()?;
             let queue = &mut self.queues[i];
-            let deferred = !force
-                && matches!(queue.items.front(), Some(Delivery::Batch { .. }))
+            let deferred = matches!(queue.items.front(), Some(Delivery::Batch { .. }))
                 && self.task.defers(queue.source);
             if deferred {
                 self.ready.push_back(i);
@@ -148,22 +155,9 @@ impl BoltActor {
     /// Executes queued deliveries while the output is not blocked.
     fn pump(&mut self) {
         while !self.core.outbox.is_blocked() && !self.is_done() {
-            let (queue, delivery) = match self.next_delivery(false) {
-                Some(d) => d,
-                None if self.inbox_is_empty() => break,
-                None => {
-                    // Only deferred batches wait: give them a little time, then go on anyway.
-                    let since = *self.stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() < ALIGNMENT_PATIENCE {
-                        break;
-                    }
-                    match self.next_delivery(true) {
-                        Some(d) => d,
-                        None => break,
-                    }
-                }
+            let Some((queue, delivery)) = self.next_delivery() else {
+                break;
             };
-            self.stalled_since = None;
             match delivery {
                 Delivery::Batch {
                     from,
@@ -171,6 +165,11 @@ impl BoltActor {
                     input,
                     payload,
                 } => self.execute(queue, from, link, input, payload),
+                Delivery::Mark { from, input, mark } => {
+                    if self.run_hook("on_mark", |task| task.on_mark(from, input, mark)) {
+                        self.send_results(false);
+                    }
+                }
                 Delivery::DataEnd { from } => self.data_ended(queue, from),
                 Delivery::End { from } => {
                     self.ends_received += 1;
@@ -183,6 +182,7 @@ impl BoltActor {
 
     fn execute(&mut self, queue: usize, from: TaskId, link: LinkId, input: u16, payload: Payload) {
         let n = payload.len();
+        let mark = payload.mark();
         let started = Instant::now();
         let task = &mut self.task;
         let result = guarded(|| task.execute_batch(input, from, payload));
@@ -201,6 +201,12 @@ impl BoltActor {
                 if let Some(err) = outcome.first_error {
                     self.log_user_error(&err.to_string(), outcome.failed);
                 }
+            }
+        }
+        if let Some(mark) = mark {
+            // The watermark that rode on the batch, after its data.
+            if !self.run_hook("on_mark", |task| task.on_mark(from, input, mark)) {
+                return;
             }
         }
         self.send_results(false);

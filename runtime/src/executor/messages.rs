@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use tempest_dsl::engine::{LinkId, Payload};
+use tempest_dsl::engine::{LinkId, Mark, Payload};
 use tempest_dsl::{RootId, TaskId};
 
 use crate::ack::{AckMsg, TreeOutcome};
@@ -26,7 +26,13 @@ pub(crate) enum Delivery {
         input: u16,
         payload: Payload,
     },
-    /// The sender's input is exhausted: only replays may follow on this link.
+    /// A watermark on subscription `input`, after the batches sent before it.
+    Mark {
+        from: TaskId,
+        input: u16,
+        mark: Mark,
+    },
+    /// The sender's input is exhausted and its trees settled: nothing new follows.
     DataEnd { from: TaskId },
     /// The sender will send nothing more on this link.
     End { from: TaskId },

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use tempest_dsl::TaskId;
-use tempest_dsl::engine::{AckOp, LinkId, Payload, TaskOutput};
+use tempest_dsl::engine::{AckOp, LinkId, Mark, Payload, TaskOutput};
 
 pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
@@ -55,6 +55,14 @@ impl LinkSender for LocalLink {
         }));
     }
 
+    fn send_mark(&self, mark: Mark) {
+        self.to.do_send(Deliver(Delivery::Mark {
+            from: self.from,
+            input: self.input,
+            mark,
+        }));
+    }
+
     fn send_data_end(&self) {
         self.to
             .do_send(Deliver(Delivery::DataEnd { from: self.from }));
@@ -63,6 +71,14 @@ impl LinkSender for LocalLink {
     fn send_eos(&self) {
         self.to.do_send(Deliver(Delivery::End { from: self.from }));
     }
+}
+
+/// Processing time in milliseconds since the epoch, as the engine's watermark generators and
+/// windows get it.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs user code, turning a panic into an error message so one bad task cannot take down a
@@ -89,6 +105,7 @@ pub(crate) struct TaskCore {
     pub(crate) latency: LatencyHistogram,
     pub(crate) complete_latency: LatencyHistogram,
     ready: Vec<(LinkId, Payload)>,
+    marks: Vec<Mark>,
     /// Ack-tree operations taken from the task, not yet sent.
     pub(crate) acks: Vec<AckOp>,
     folder: AckFolder,
@@ -116,6 +133,7 @@ impl TaskCore {
             latency: LatencyHistogram::default(),
             complete_latency: LatencyHistogram::default(),
             ready: Vec::new(),
+            marks: Vec::new(),
             acks: Vec::new(),
             folder: AckFolder::new(1),
             ackers: Arc::new([]),
@@ -172,10 +190,15 @@ impl TaskCore {
         self.send_acks();
     }
 
-    /// Sends partly filled batches too.
+    /// Sends partly filled batches too, then the task's watermark marks (after the data they
+    /// follow).
     pub(crate) fn flush(&mut self, task: &mut dyn TaskOutput) {
         task.flush();
         self.ship(task);
+        task.take_marks(now_ms(), &mut self.marks);
+        for mark in self.marks.drain(..) {
+            self.outbox.mark(mark);
+        }
         self.last_flush = Instant::now();
     }
 

@@ -13,18 +13,22 @@
 //!   credit 4
 //! ```
 //!
-//! End of stream is queued behind the waiting batches of its link, so it is always the last
-//! thing a link delivers.
+//! Watermark marks and the end markers take no credit but are queued behind the waiting
+//! batches of their link, so they keep their place in its order; a mark waiting behind
+//! batches is replaced by a newer one (only the latest watermark matters). End of stream is
+//! always the last thing a link delivers.
 
 use std::collections::VecDeque;
 
-use tempest_dsl::engine::{LinkId, Payload};
+use tempest_dsl::engine::{LinkId, Mark, Payload};
 
 /// Sends along one link.
 pub(crate) trait LinkSender {
     /// Delivers a batch (sent over `link` of the sending task).
     fn send_data(&self, link: LinkId, payload: Payload);
-    /// Delivers the end-of-data marker: nothing new will come, though replays may.
+    /// Delivers a watermark mark.
+    fn send_mark(&self, mark: Mark);
+    /// Delivers the end-of-data marker: nothing new will come.
     fn send_data_end(&self);
     /// Delivers the end-of-stream marker.
     fn send_eos(&self);
@@ -32,6 +36,7 @@ pub(crate) trait LinkSender {
 
 enum Item {
     Batch(Payload),
+    Mark(Mark),
     DataEnd,
     Eos,
 }
@@ -105,6 +110,11 @@ impl<S: LinkSender> Outbox<S> {
                         l.sender.send_data(link, p);
                     }
                 }
+                Item::Mark(m) => {
+                    let m = *m;
+                    l.waiting.pop_front();
+                    l.sender.send_mark(m);
+                }
                 Item::DataEnd => {
                     l.waiting.pop_front();
                     l.sender.send_data_end();
@@ -120,8 +130,26 @@ impl<S: LinkSender> Outbox<S> {
         }
     }
 
-    /// Tells every link that no new data follows (replays may): the marker goes out after
-    /// whatever is queued. Once only.
+    /// Sends a watermark mark on every link, after whatever is queued there. Nothing is sent
+    /// once the data has ended.
+    pub(crate) fn mark(&mut self, mark: Mark) {
+        if self.data_ended {
+            return;
+        }
+        for l in &mut self.links {
+            match (l.waiting.back_mut(), mark) {
+                (None, _) => l.sender.send_mark(mark),
+                // Only the latest watermark matters; idleness once is enough.
+                (Some(Item::Mark(m)), Mark::Time(_)) => *m = mark,
+                (Some(Item::Mark(Mark::Idle)), Mark::Idle) => {}
+                // Behind a watermark, idleness must not hide it.
+                (Some(_), _) => l.waiting.push_back(Item::Mark(mark)),
+            }
+        }
+    }
+
+    /// Tells every link that no new data follows: the marker goes out after whatever is
+    /// queued. Once only.
     pub(crate) fn end_data(&mut self) {
         if self.data_ended {
             return;
@@ -188,6 +216,7 @@ mod tests {
     #[derive(Clone, Debug, PartialEq)]
     enum Sent {
         Data(u32, usize),
+        Mark(u32, Mark),
         DataEnd(u32),
         Eos(u32),
     }
@@ -202,6 +231,9 @@ mod tests {
             self.log
                 .borrow_mut()
                 .push(Sent::Data(self.id, payload.len()));
+        }
+        fn send_mark(&self, mark: Mark) {
+            self.log.borrow_mut().push(Sent::Mark(self.id, mark));
         }
         fn send_data_end(&self) {
             self.log.borrow_mut().push(Sent::DataEnd(self.id));
@@ -258,7 +290,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Sent::Data(_, n) => *n,
-                Sent::DataEnd(_) | Sent::Eos(_) => 0,
+                Sent::Mark(..) | Sent::DataEnd(_) | Sent::Eos(_) => 0,
             })
             .collect();
         assert_eq!(sizes, [1, 2, 3, 4]);
@@ -281,6 +313,44 @@ mod tests {
         assert_eq!(
             log.borrow()[3..],
             [Sent::Data(0, 2), Sent::DataEnd(0), Sent::Eos(0)]
+        );
+    }
+
+    #[test]
+    fn marks_keep_their_place_and_coalesce_behind_waiting_batches() {
+        let (mut out, log) = outbox(2, 1);
+        out.send(LinkId(0), batch(1));
+        out.send(LinkId(0), batch(2)); // waits
+        out.mark(Mark::Time(10));
+        out.mark(Mark::Time(20));
+        assert_eq!(
+            *log.borrow(),
+            [
+                Sent::Data(0, 1),
+                Sent::Mark(1, Mark::Time(10)),
+                Sent::Mark(1, Mark::Time(20))
+            ],
+            "link 1 had nothing queued: both go at once"
+        );
+        out.credit(LinkId(0), 1);
+        assert_eq!(
+            log.borrow()[3..],
+            [Sent::Data(0, 2), Sent::Mark(0, Mark::Time(20))],
+            "link 0: after the batch sent before it, only the latest"
+        );
+        out.send(LinkId(0), batch(3));
+        out.send(LinkId(0), batch(4)); // waits
+        out.mark(Mark::Time(30));
+        out.mark(Mark::Idle);
+        out.credit(LinkId(0), 5);
+        assert!(
+            log.borrow().ends_with(&[
+                Sent::Data(0, 4),
+                Sent::Mark(0, Mark::Time(30)),
+                Sent::Mark(0, Mark::Idle)
+            ]),
+            "idleness does not hide a watermark that moved: {:?}",
+            log.borrow()
         );
     }
 

@@ -7,7 +7,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use tempest_dsl::engine::{AckOp, SpoutTask};
 use tempest_dsl::{MsgId, SpoutStatus};
 
-use crate::ack::{PendingTrees, Settled};
+use crate::ack::{PendingTrees, Settled, TreeOutcome};
 use crate::executor::outbox::Outbox;
 use crate::executor::{Credit, Drain, Start, TaskCore, Verdicts, Wire, guarded};
 use crate::metrics::TaskMetrics;
@@ -157,10 +157,12 @@ impl SpoutActor {
         }
     }
 
-    /// The source is done or drained: send what is held back, end the data, and settle.
+    /// The source is done or drained: send what is held back, with the watermark (at the
+    /// end of time once no tree holds it), and settle. The end-of-data marker waits until the
+    /// trees have settled: replays may still come.
     fn stop_emitting(&mut self) {
+        self.task.end_of_data();
         self.core.flush(self.task.as_mut());
-        self.core.outbox.end_data();
         self.state = State::Settling;
         self.end_if_settled();
     }
@@ -325,6 +327,12 @@ impl Handler<Verdicts> for SpoutActor {
             let Some(tracking) = &mut self.tracking else {
                 return;
             };
+            if outcome == TreeOutcome::Parked {
+                if let Some(msg) = tracking.pending.msg_of(root) {
+                    self.task.parked(msg);
+                }
+                continue;
+            }
             match tracking.pending.settle(root, outcome, now) {
                 Some(Settled::Acked { msg, latency }) => {
                     acked += 1;
@@ -340,8 +348,11 @@ impl Handler<Verdicts> for SpoutActor {
         TaskMetrics::add(&self.core.metrics.acked, acked);
         TaskMetrics::add(&self.core.metrics.tree_failed, failed);
         self.publish_pending();
-        if self.state == State::Running {
-            self.yield_then_poll(ctx);
+        match self.state {
+            State::Running => self.yield_then_poll(ctx),
+            // No more polls: the watermark the settled trees held goes out now.
+            State::Settling => self.core.flush(self.task.as_mut()),
+            State::Waiting | State::Ending => {}
         }
         self.end_if_settled();
     }

@@ -42,6 +42,9 @@ pub struct Payload {
     len: usize,
     type_name: &'static str,
     batch: Box<dyn Any + Send>,
+    /// The sender's watermark right after this batch, when it has one (a mark that rides on
+    /// the batch instead of following it as a message of its own).
+    mark: Option<crate::window::Mark>,
 }
 
 impl Payload {
@@ -51,7 +54,18 @@ impl Payload {
             len: batch.len(),
             type_name: type_name::<T>(),
             batch: Box::new(batch),
+            mark: None,
         }
+    }
+
+    /// The watermark that follows this batch on its link, if any.
+    pub fn mark(&self) -> Option<crate::window::Mark> {
+        self.mark
+    }
+
+    /// Sets the watermark that follows this batch on its link.
+    pub fn set_mark(&mut self, mark: crate::window::Mark) {
+        self.mark = Some(mark);
     }
 
     /// The number of records.

@@ -6,15 +6,21 @@ use std::sync::Arc;
 use crate::component::{Bolt, TaskContext, TaskError};
 use crate::emitter::Emitter;
 use crate::engine::input::InputAdapter;
-use crate::engine::{AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Payload, TaskOutput};
+use crate::engine::{
+    AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
+};
 use crate::ids::TaskId;
 use crate::tuple::Tuple;
+use crate::window::{Channel, Valve};
 
 pub(crate) struct BoltTaskImpl<B: Bolt> {
     bolt: B,
     context: TaskContext,
     inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
     out: Emitter<B::Out>,
+    /// The watermark of the inputs: forwarded downstream, unless the bolt assigns its own
+    /// event time (its emitter then has a clock, done once every input has ended).
+    valve: Valve,
 }
 
 impl<B: Bolt> BoltTaskImpl<B> {
@@ -23,12 +29,14 @@ impl<B: Bolt> BoltTaskImpl<B> {
         context: TaskContext,
         inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
         out: Emitter<B::Out>,
+        channels: &[Channel],
     ) -> Self {
         BoltTaskImpl {
             bolt,
             context,
             inputs,
             out,
+            valve: Valve::new(channels),
         }
     }
 }
@@ -49,6 +57,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             .get(usize::from(input))
             .ok_or(EngineError::NoSuchInput(input))?;
         let batch = adapter.adapt(payload)?;
+        self.valve.data((source, input));
         let mut outcome = BatchOutcome::default();
         if batch.ids.is_empty() || !self.out.is_tracking() {
             for value in batch.values {
@@ -82,17 +91,62 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
     fn finish(&mut self) -> Result<(), TaskError> {
         self.bolt.finish(&mut self.out)
     }
+
+    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError> {
+        self.valve.mark((source, input), mark);
+        self.clock_done_at_end();
+        Ok(())
+    }
+
+    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
+        self.valve.end(source);
+        self.clock_done_at_end();
+        Ok(())
+    }
+}
+
+impl<B: Bolt> BoltTaskImpl<B> {
+    /// A bolt that assigns its own event time is done once its inputs are at the end of time.
+    fn clock_done_at_end(&mut self) {
+        if self.valve.current() == i64::MAX {
+            if let Some(clock) = self.out.clock_mut() {
+                clock.done();
+            }
+        }
+    }
 }
 
 impl<B: Bolt> TaskOutput for BoltTaskImpl<B> {
     fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
+        let before = out.len();
         self.out.take_ready(out);
+        // Everything emitted so far follows from inputs before the watermark: it may ride on
+        // the batches (a bolt with its own event time marks them in its emitter).
+        let wm = self.valve.current();
+        if wm > i64::MIN && !self.valve.is_idle() && self.out.clock_mut().is_none() {
+            for (_, payload) in &mut out[before..] {
+                if payload.mark().is_none() {
+                    payload.set_mark(Mark::Time(wm));
+                }
+            }
+        }
     }
     fn flush(&mut self) {
         self.out.flush();
     }
     fn take_acks(&mut self, out: &mut Vec<AckOp>) {
         self.out.take_acks(out);
+    }
+    fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
+        if self.out.clock_mut().is_some() {
+            // Its own event time: the inputs' watermarks stop here (Flink's
+            // assignTimestampsAndWatermarks), except the end of time.
+            let mut inputs = Vec::new();
+            self.valve.take_marks(&mut inputs);
+            self.out.take_marks(now_ms, out);
+        } else {
+            self.valve.take_marks(out);
+        }
     }
     fn emitted(&self) -> u64 {
         self.out.emitted()

@@ -9,16 +9,13 @@ use crate::engine::bolt_task::BoltTaskImpl;
 use crate::engine::input::InputAdapter;
 use crate::engine::route::{AnyKeyFn, KeyExtract, KeyFn, Route};
 use crate::engine::spout_task::SpoutTaskImpl;
-use crate::engine::window_task::{
-    WindowInput, WindowIo, WindowMode, WindowedTask, horizon, now_ms,
-};
+use crate::engine::window_task::{WindowInput, WindowIo, WindowMode, WindowedTask, horizon};
 use crate::engine::{EngineError, RouteSetup, Task};
 use crate::grouping::Grouping;
-use crate::ids::TaskId;
 use crate::record::Record;
 use crate::routing::Router;
 use crate::topology::{ComponentIr, InputIr};
-use crate::window::{LATE_STREAM, Size, TimeDomain, Watermarks, WindowCore, WindowKind};
+use crate::window::{Channel, EventClock, LATE_STREAM, Size, TimeDomain, WindowCore, WindowKind};
 
 /// One subscription as the sending task will serve it.
 pub(crate) struct RoutePlan {
@@ -39,9 +36,38 @@ pub(crate) struct Instance<'a> {
     pub(crate) context: TaskContext,
     pub(crate) streams: Vec<StreamPlan>,
     pub(crate) batch_size: usize,
+    pub(crate) max_open_windows: usize,
     pub(crate) tracking_seed: Option<u64>,
     pub(crate) component: &'a ComponentIr,
-    pub(crate) upstream: &'a [TaskId],
+    pub(crate) channels: &'a [Channel],
+}
+
+impl Instance<'_> {
+    /// The watermark generator of a task whose output record is `T`: from the component's
+    /// event-time declaration, or (`untimed`) one that only says when a spout is done.
+    fn clock<T: Record>(
+        &self,
+        untimed: bool,
+    ) -> Result<Option<(EventClock, Option<usize>)>, EngineError> {
+        let replayable = self.component.replayable;
+        match &self.component.event_time {
+            Some(et) => {
+                let field = T::field_index(&et.field).ok_or_else(|| {
+                    EngineError::Setup(format!(
+                        "`{}` has no field `{}`",
+                        std::any::type_name::<T>(),
+                        et.field
+                    ))
+                })?;
+                Ok(Some((
+                    EventClock::new(Some(et.lag_ms), et.idle_timeout_ms, replayable),
+                    Some(field),
+                )))
+            }
+            None if untimed => Ok(Some((EventClock::new(None, None, replayable), None))),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A component's user code, type-erased.
@@ -150,8 +176,13 @@ pub(crate) struct SpoutCode<S: Spout> {
 impl<S: Spout> ComponentCode for SpoutCode<S> {
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let tracked = i.tracking_seed.is_some();
+        let clock = i.clock::<S::Out>(true)?;
         let streams = build_streams::<S::Out>(i.streams, i.context.task_index(), tracked)?;
-        let out = SpoutEmitter::new(Emitter::new(streams, i.batch_size, i.tracking_seed, false));
+        let mut emitter = Emitter::new(streams, i.batch_size, i.tracking_seed, false);
+        if let Some((clock, field)) = clock {
+            emitter = emitter.with_clock(clock, field);
+        }
+        let out = SpoutEmitter::new(emitter);
         Ok(Task::Spout(Box::new(SpoutTaskImpl::new(
             self.proto.instance(),
             i.context,
@@ -169,13 +200,18 @@ pub(crate) struct BoltCode<B: Bolt> {
 impl<B: Bolt> ComponentCode for BoltCode<B> {
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let tracked = i.tracking_seed.is_some();
+        let clock = i.clock::<B::Out>(false)?;
         let streams = build_streams::<B::Out>(i.streams, i.context.task_index(), tracked)?;
-        let out = Emitter::new(streams, i.batch_size, i.tracking_seed, B::MANUAL_ACK);
+        let mut out = Emitter::new(streams, i.batch_size, i.tracking_seed, B::MANUAL_ACK);
+        if let Some((clock, field)) = clock {
+            out = out.with_clock(clock, field);
+        }
         Ok(Task::Bolt(Box::new(BoltTaskImpl::new(
             self.proto.instance(),
             i.context,
             Arc::clone(&self.inputs),
             out,
+            i.channels,
         ))))
     }
 }
@@ -228,36 +264,31 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             .iter()
             .map(|f| field(f))
             .collect::<Result<Vec<_>, _>>()?;
-        let (time_field, watermarks) = match &window.time {
-            TimeDomain::Event { field: name } if !window.is_count() => (
-                Some(field(name)?),
-                Some(Watermarks::new(
-                    window.lag_ms.unwrap_or(0),
-                    window.idle_timeout_ms,
-                    i.upstream,
-                    now_ms(),
-                )),
-            ),
-            _ => (None, None),
+        let time_field = match &window.time {
+            TimeDomain::Event { field: name } if !window.is_count() => Some(field(name)?),
+            _ => None,
         };
-        // Watermark alignment: an upstream may run a few windows ahead of the slowest one.
-        let span = match window.kind {
+        // Watermark alignment: past `max_open_windows`, an upstream may run one window ahead of
+        // the slowest one.
+        let max_drift_ms = match window.kind {
             WindowKind::Sliding {
                 size: Size::TimeMs(s),
                 ..
             } => s,
             _ => horizon(&window),
         };
-        let max_drift_ms = span
-            .saturating_mul(4)
-            .saturating_add(window.lag_ms.unwrap_or(0))
-            .max(1000);
         let key = if key_fields.is_empty() {
             KeyExtract::None
         } else {
             KeyExtract::Fields(key_fields.into_boxed_slice())
         };
-        let input = WindowInput::new(key, time_field, watermarks, max_drift_ms);
+        let input = WindowInput::new(
+            key,
+            time_field,
+            i.channels,
+            max_drift_ms,
+            i.max_open_windows,
+        );
         let core = WindowCore::new(&window).map_err(|e| EngineError::Setup(e.to_string()))?;
         Ok(Task::Bolt(Box::new(WindowedTask::new(
             self.proto.instance(),
@@ -266,7 +297,6 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             WindowIo::new(out, late),
             core,
             input,
-            i.upstream,
         ))))
     }
 }

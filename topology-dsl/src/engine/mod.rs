@@ -12,7 +12,15 @@
 //!                                                                      │ routes, batches
 //!   links / credits ◄── take_ready(LinkId, Payload) ◄──────────────────┘
 //!   ackers          ◄── take_acks(AckOp)
+//!   links (in order) ◄── take_marks(Mark)      watermarks, after the data they follow
+//!   Mark{input, source} ──► BoltTask::on_mark   a channel's watermark moved
 //! ```
+//!
+//! Watermarks are control messages ([`Mark`]) on every link, in order with its batches. A
+//! spout's come from its [`EventClock`](crate::window::EventClock); a bolt forwards the minimum
+//! over its input channels ([`Valve`](crate::window::Valve)), unless it declares its own event
+//! time. The runtime sends a task's marks whenever it flushes the task's partial batches, so a
+//! mark always follows the data emitted before it.
 
 pub(crate) mod batch;
 pub(crate) mod bolt_task;
@@ -22,6 +30,7 @@ pub(crate) mod route;
 pub(crate) mod spout_task;
 pub(crate) mod window_task;
 
+pub use crate::window::{Channel, Mark};
 pub use batch::{Payload, TypedBatch};
 
 use crate::component::{SpoutStatus, TaskError};
@@ -62,6 +71,12 @@ pub enum AckOp {
         /// The tree.
         root: RootId,
     },
+    /// A window took a tuple of tree `root`: the tree no longer holds its spout's watermark
+    /// (it stays in flight until the window lets go of the tuple).
+    Park {
+        /// The tree.
+        root: RootId,
+    },
 }
 
 /// What the runtime tells a task about its place in the physical plan.
@@ -75,8 +90,9 @@ pub struct TaskSetup {
     pub outputs: Vec<Vec<RouteSetup>>,
     /// A random seed for the task's ack-tree ids.
     pub id_seed: u64,
-    /// The tasks that send to this one (event-time watermarks take the minimum over them).
-    pub upstream: Vec<TaskId>,
+    /// The input channels of this task, (upstream task, subscription) pairs: its watermark
+    /// is the minimum over them.
+    pub channels: Vec<Channel>,
 }
 
 /// One subscription of one output stream, from one sending task.
@@ -110,6 +126,9 @@ pub trait TaskOutput: Send {
     fn flush(&mut self);
     /// Moves the ack-tree operations recorded so far into `out`.
     fn take_acks(&mut self, out: &mut Vec<AckOp>);
+    /// Moves the watermark marks to send on every outgoing link into `out`, at processing time
+    /// `now_ms`. Call right after `flush` and sending what it made ready.
+    fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>);
     /// Records emitted so far.
     fn emitted(&self) -> u64;
 }
@@ -125,6 +144,11 @@ pub trait SpoutTask: TaskOutput {
     fn ack(&mut self, msg: MsgId);
     /// Calls `Spout::fail`.
     fn fail(&mut self, msg: MsgId);
+    /// A window took a tuple of message `msg`'s tree: it no longer holds the watermark.
+    fn parked(&mut self, _msg: MsgId) {}
+    /// The spout emits no new data (it was drained): its watermark goes to the end of time
+    /// once its trees settle.
+    fn end_of_data(&mut self) {}
     /// Calls `Spout::close`.
     fn close(&mut self);
 }
@@ -144,20 +168,21 @@ pub trait BoltTask: TaskOutput {
     fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError>;
     /// Calls `Bolt::finish`.
     fn finish(&mut self) -> Result<(), TaskError>;
-    /// Upstream task `source` will send no more data (its watermark goes to the end of time).
-    fn input_ended(&mut self, _source: TaskId) -> Result<(), TaskError> {
-        Ok(())
-    }
-    /// A batch from `source` arrived (it may wait before it is executed): the source is active.
-    fn input_arrived(&mut self, _source: TaskId) {}
+    /// A watermark mark arrived on channel (`source`, `input`), after every batch the channel
+    /// delivered before it.
+    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError>;
+    /// Upstream task `source` will send no more data (its channels' watermarks go to the end
+    /// of time).
+    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError>;
     /// Window counters, for windowed bolts.
     fn window_stats(&self) -> Option<WindowStats> {
         None
     }
     /// Whether batches from `source` should wait: an event-time windowed bolt holds back an
-    /// upstream task that runs too far ahead of its watermark (watermark alignment), so that
-    /// its windows do not pile up. The runtime keeps such batches, and their credits, until
-    /// this turns false; batches of the other upstream tasks go on.
+    /// upstream task whose watermark runs too far ahead of its own (watermark alignment), so
+    /// that its windows do not pile up. The runtime keeps such batches, and their credits (so
+    /// the upstream task stops), until this turns false, which only a mark can make happen;
+    /// batches of the other upstream tasks go on.
     fn defers(&self, _source: TaskId) -> bool {
         false
     }

@@ -3,7 +3,7 @@
 
 use crate::component::{Spout, SpoutStatus, TaskContext, TaskError};
 use crate::emitter::SpoutEmitter;
-use crate::engine::{AckOp, LinkId, Payload, SpoutTask, TaskOutput};
+use crate::engine::{AckOp, LinkId, Mark, Payload, SpoutTask, TaskOutput};
 use crate::ids::MsgId;
 
 pub(crate) struct SpoutTaskImpl<S: Spout> {
@@ -59,15 +59,36 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
             }
         };
         self.ack_immediate();
+        if matches!(result, Ok(SpoutStatus::Done)) {
+            self.end_of_data();
+        }
         result
     }
 
     fn ack(&mut self, msg: MsgId) {
+        if let Some(clock) = self.out.inner_mut().clock_mut() {
+            clock.release(msg);
+        }
         self.spout.ack(msg);
     }
 
     fn fail(&mut self, msg: MsgId) {
+        if let Some(clock) = self.out.inner_mut().clock_mut() {
+            clock.failed(msg);
+        }
         self.spout.fail(msg);
+    }
+
+    fn parked(&mut self, msg: MsgId) {
+        if let Some(clock) = self.out.inner_mut().clock_mut() {
+            clock.release(msg);
+        }
+    }
+
+    fn end_of_data(&mut self) {
+        if let Some(clock) = self.out.inner_mut().clock_mut() {
+            clock.done();
+        }
     }
 
     fn close(&mut self) {
@@ -84,6 +105,9 @@ impl<S: Spout> TaskOutput for SpoutTaskImpl<S> {
     }
     fn take_acks(&mut self, out: &mut Vec<AckOp>) {
         self.out.inner_mut().take_acks(out);
+    }
+    fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
+        self.out.inner_mut().take_marks(now_ms, out);
     }
     fn emitted(&self) -> u64 {
         self.out.inner().emitted()

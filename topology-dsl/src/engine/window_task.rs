@@ -12,21 +12,21 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::component::{TaskContext, TaskError};
 use crate::emitter::Emitter;
 use crate::engine::input::InputAdapter;
 use crate::engine::route::KeyExtract;
 use crate::engine::{
-    AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Payload, TaskOutput, WindowStats,
+    AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput, WindowStats,
 };
 use crate::ids::TaskId;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 use crate::window::{
-    Bounds, Watermarks, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo, WindowView,
-    WindowedBolt,
+    Bounds, Channel, Valve, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo,
+    WindowView, WindowedBolt,
 };
 
 /// Milliseconds since the epoch: processing time.
@@ -42,9 +42,13 @@ pub(crate) struct WindowInput<In> {
     key: KeyExtract<In>,
     /// The event-time field, for event-time windows.
     time_field: Option<usize>,
-    watermarks: Option<Watermarks>,
-    /// How far an upstream task may run ahead of the watermark before its batches wait.
+    /// The watermark of the input channels.
+    valve: Valve,
+    /// How far an upstream task's watermark may run ahead of the task's before its batches
+    /// wait (event time only) ...
     max_drift_ms: i64,
+    /// ... while more windows than this are open.
+    max_open_windows: usize,
     _in: PhantomData<fn(In)>,
 }
 
@@ -52,14 +56,16 @@ impl<In: Record> WindowInput<In> {
     pub(crate) fn new(
         key: KeyExtract<In>,
         time_field: Option<usize>,
-        watermarks: Option<Watermarks>,
+        channels: &[Channel],
         max_drift_ms: i64,
+        max_open_windows: usize,
     ) -> Self {
         WindowInput {
             key,
             time_field,
-            watermarks,
+            valve: Valve::new(channels),
             max_drift_ms,
+            max_open_windows,
             _in: PhantomData,
         }
     }
@@ -75,10 +81,18 @@ impl<In: Record> WindowInput<In> {
         }
     }
 
-    fn defers(&self, source: TaskId) -> bool {
-        self.watermarks
-            .as_ref()
-            .is_some_and(|w| w.is_ahead(source, self.max_drift_ms, now_ms()))
+    /// Watermark alignment: whether, with `open` windows open, `source`'s watermark is more
+    /// than the drift ahead of the task's while too many windows are open. Its batches then
+    /// wait (and with them its credits, so it stops) until a mark from a slower channel moves
+    /// the task's watermark and windows close. The slowest channel is never ahead, so the
+    /// watermark keeps moving.
+    fn defers(&self, source: TaskId, open: usize) -> bool {
+        self.time_field.is_some()
+            && open > self.max_open_windows
+            && self
+                .valve
+                .source_watermark(source)
+                .is_some_and(|w| w.saturating_sub(self.valve.current()) > self.max_drift_ms)
     }
 }
 
@@ -280,8 +294,12 @@ pub(crate) struct WindowedTask<M: WindowMode> {
     io: WindowIo<M::In, M::Out>,
     core: WindowCore<u64, M::Contents>,
     input: WindowInput<M::In>,
-    /// Upstream tasks whose data has not ended yet; when none is left, time ends.
-    open_inputs: FxHashSet<TaskId>,
+    /// Whether the end of the input was reached (every channel at the end of time, or every
+    /// upstream task finished): every time window has fired and partial count windows let go.
+    ended: bool,
+    /// Whether tuples taken into windows are parked (tracked topologies), so that they stop
+    /// holding their spouts' watermarks.
+    park: bool,
 }
 
 impl<M: WindowMode> WindowedTask<M> {
@@ -292,8 +310,8 @@ impl<M: WindowMode> WindowedTask<M> {
         io: WindowIo<M::In, M::Out>,
         core: WindowCore<u64, M::Contents>,
         input: WindowInput<M::In>,
-        upstream: &[TaskId],
     ) -> Self {
+        let park = io.out.is_tracking();
         WindowedTask {
             mode,
             context,
@@ -301,33 +319,43 @@ impl<M: WindowMode> WindowedTask<M> {
             io,
             core,
             input,
-            open_inputs: upstream.iter().copied().collect(),
+            ended: false,
+            park,
         }
     }
 
-    /// Brings the core's clock to processing time `now`: the watermark from the inputs (event
-    /// time) or the processing time itself, firing what is due. `i64::MAX` ends the input:
-    /// every time window fires and partial count windows let go of their tuples, which are
-    /// acked (they never fire).
+    /// Brings the core's clocks forward: event time to the input watermark, processing time to
+    /// `now`, firing what is due. A watermark at the end of time ends the input: every time
+    /// window fires and partial count windows let go of their tuples, which are acked (they
+    /// never fire).
     fn advance(&mut self, now: i64) {
-        let WindowedTask {
-            mode,
-            io,
-            core,
-            input,
-            ..
-        } = self;
+        if self.ended {
+            return;
+        }
+        let watermark = self.input.valve.current();
+        let WindowedTask { mode, io, core, .. } = self;
         mode.with_host(io, &mut |host| {
-            if now == i64::MAX {
+            if watermark == i64::MAX {
                 core.end_of_input(host);
             } else if core.is_event_time() {
-                if let Some(w) = input.watermarks.as_mut() {
-                    core.advance_watermark(w.update(now), host);
-                }
+                core.advance_watermark(watermark, host);
             } else if !core.is_count() {
                 core.advance_processing_time(now, host);
             }
         });
+        self.ended = watermark == i64::MAX;
+        self.io.stats.open_windows = self.core.open_windows() as u64;
+        self.io.stats.watermark = self.core.watermark();
+    }
+
+    /// Ends the input (the last upstream task finished).
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        let WindowedTask { mode, io, core, .. } = self;
+        mode.with_host(io, &mut |host| core.end_of_input(host));
+        self.ended = true;
         self.io.stats.open_windows = self.core.open_windows() as u64;
         self.io.stats.watermark = self.core.watermark();
     }
@@ -358,6 +386,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
             .get(usize::from(input))
             .ok_or(EngineError::NoSuchInput(input))?;
         let batch = adapter.adapt(payload)?;
+        self.input.valve.data((source, input));
         let now = now_ms();
         let event_time = self.core.is_event_time();
         if !event_time {
@@ -366,7 +395,6 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         }
         let tracked = !batch.ids.is_empty();
         let mut ids = batch.ids.into_iter();
-        let mut max_ts = i64::MIN;
         for value in batch.values {
             let tuple_ids = if tracked {
                 ids.next().unwrap_or_default()
@@ -374,6 +402,13 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
                 TupleIds::Untracked
             };
             self.io.outcome.executed += 1;
+            if self.ended && self.core.is_count() {
+                // A replay after the end of the input: count windows have let go of their
+                // partial contents, which never fire; so does this tuple.
+                self.io.stats.late += 1;
+                self.io.out.ack_ids(&tuple_ids, 0);
+                continue;
+            }
             let ts = match self.input.time(&value) {
                 Ok(ts) => ts,
                 Err(err) => {
@@ -386,26 +421,22 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
                 let skew = now.saturating_sub(ts);
                 self.io.stats.skew_ms = skew;
                 self.io.stats.skew_max_ms = self.io.stats.skew_max_ms.max(skew);
-                max_ts = max_ts.max(ts);
             }
             let key = self.input.key.hash(&value);
+            let parked = (self.park && tuple_ids.is_tracked()).then(|| tuple_ids.clone());
+            let late_before = self.io.stats.late;
             self.mode
                 .ingest(&mut self.io, &mut self.core, key, ts, value, tuple_ids);
-        }
-        if let Some(w) = self.input.watermarks.as_mut() {
-            if max_ts != i64::MIN {
-                w.observe(source, max_ts, now);
+            if let Some(ids) = parked.filter(|_| self.io.stats.late == late_before) {
+                self.io.out.park_ids(&ids);
             }
-        }
-        if event_time {
-            self.advance(now);
         }
         Ok(self.take_outcome())
     }
 
     fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError> {
-        if inputs_waiting {
-            // Queued batches are not idleness: time waits for them to be executed.
+        if inputs_waiting && !self.core.is_event_time() {
+            // Queued batches are not idleness: processing time waits for them to be executed.
             return Ok(());
         }
         self.advance(now_ms());
@@ -414,30 +445,24 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
-        self.advance(i64::MAX);
+        self.end();
+        self.take_error()
+    }
+
+    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError> {
+        if self.input.valve.mark((source, input), mark).is_some() {
+            self.advance(now_ms());
+        }
         self.take_error()
     }
 
     fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
-        if let Some(w) = self.input.watermarks.as_mut() {
-            w.end(source);
+        // Results go out before the end-of-data marker this task passes on, and held tuples
+        // are acked while their trees are still waited on.
+        if self.input.valve.end(source).is_some() {
+            self.advance(now_ms());
         }
-        self.open_inputs.remove(&source);
-        // Once every input has ended, time ends: results go out before the end-of-data marker
-        // this task passes on, and held tuples are acked while their trees are still waited on.
-        let now = if self.open_inputs.is_empty() {
-            i64::MAX
-        } else {
-            now_ms()
-        };
-        self.advance(now);
         self.take_error()
-    }
-
-    fn input_arrived(&mut self, source: TaskId) {
-        if let Some(w) = self.input.watermarks.as_mut() {
-            w.touch(source, now_ms());
-        }
     }
 
     fn window_stats(&self) -> Option<WindowStats> {
@@ -445,7 +470,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
     }
 
     fn defers(&self, source: TaskId) -> bool {
-        self.input.defers(source)
+        self.input.defers(source, self.core.open_windows())
     }
 }
 
@@ -467,6 +492,10 @@ impl<M: WindowMode> TaskOutput for WindowedTask<M> {
         if let Some(late) = &mut self.io.late {
             late.take_acks(out);
         }
+    }
+    fn take_marks(&mut self, _now_ms: i64, out: &mut Vec<Mark>) {
+        // The window's watermark, forwarded after the results it fired.
+        self.input.valve.take_marks(out);
     }
     fn emitted(&self) -> u64 {
         self.io.out.emitted() + self.io.late.as_ref().map_or(0, Emitter::emitted)

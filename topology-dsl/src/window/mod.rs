@@ -1,7 +1,7 @@
 //! Windows: what a windowed bolt declares ([`Window`]), what it implements
 //! ([`WindowedBolt`] for the whole window, [`WindowAggregate`] for incremental aggregation),
 //! what it sees ([`WindowView`], [`WindowInfo`]), and the pure cores behind them
-//! ([`WindowCore`], [`Watermarks`]).
+//! ([`WindowCore`], [`Valve`], [`EventClock`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -52,15 +52,17 @@
 
 mod assign;
 mod core;
+mod event_clock;
 mod spec;
+mod valve;
 mod view;
-mod watermark;
 
 pub use assign::{Bounds, sliding, tumbling, window_start};
 pub use core::{InvalidWindow, WindowCore, WindowHost};
+pub use event_clock::EventClock;
 pub use spec::{MAX_WINDOWS_PER_ELEMENT, Size, TimeDomain, Window, WindowKind};
+pub use valve::{Channel, Mark, Valve};
 pub use view::{WindowAggregate, WindowInfo, WindowView, WindowedBolt};
-pub use watermark::Watermarks;
 
 /// The name of a windowed bolt's late-tuple stream.
 pub const LATE_STREAM: &str = "late";

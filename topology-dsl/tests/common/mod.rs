@@ -30,6 +30,17 @@ impl Spout for Lines {
     }
 }
 
+/// Emits nothing: a source of `Word`s, which carry a timestamp.
+#[derive(Clone)]
+pub struct Words;
+
+impl Spout for Words {
+    type Out = Word;
+    fn next(&mut self, _out: &mut SpoutEmitter<Word>) -> Result<SpoutStatus, TaskError> {
+        Ok(SpoutStatus::Done)
+    }
+}
+
 #[derive(Clone)]
 pub struct Replayable;
 
