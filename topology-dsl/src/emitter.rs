@@ -32,6 +32,9 @@ pub struct Emitter<T> {
     emitted: u64,
     track: Option<Box<Tracking>>,
     clock: Option<Box<OutClock>>,
+    /// The watermark a bolt without its own event time forwards (its inputs'), riding on the
+    /// batches it fills; `i64::MIN` for none.
+    forwarded: i64,
     manual_ack: bool,
     warned_auto_ack: bool,
 }
@@ -44,18 +47,12 @@ pub(crate) struct OutClock {
 }
 
 impl OutClock {
-    /// The timestamp of `value`, or `i64::MIN`; notes the emit either way.
+    /// Notes the emit of `value`, with its timestamp when it has one.
     #[inline]
-    fn observe<T: Record>(&mut self, value: &T) -> i64 {
+    fn observe<T: Record>(&mut self, value: &T) {
         match self.field.and_then(|f| value.timestamp_field(f)) {
-            Some(ts) => {
-                self.clock.observe(ts);
-                ts
-            }
-            None => {
-                self.clock.touch();
-                i64::MIN
-            }
+            Some(ts) => self.clock.observe(ts),
+            None => self.clock.touch(),
         }
     }
 }
@@ -134,6 +131,7 @@ impl<T: Record> Emitter<T> {
                 })
             }),
             clock: None,
+            forwarded: i64::MIN,
             manual_ack,
             warned_auto_ack: false,
         }
@@ -143,6 +141,12 @@ impl<T: Record> Emitter<T> {
     pub(crate) fn with_clock(mut self, clock: EventClock, field: Option<usize>) -> Self {
         self.clock = Some(Box::new(OutClock { clock, field }));
         self
+    }
+
+    /// Sets the watermark that rides on the batches filled from now on (bolts that forward
+    /// their inputs' watermark).
+    pub(crate) fn set_forwarded(&mut self, watermark: i64) {
+        self.forwarded = watermark;
     }
 
     /// The output's watermark generator, if it has one.
@@ -313,6 +317,7 @@ impl<T: Record> Emitter<T> {
             emitted,
             track,
             clock,
+            forwarded,
             ..
         } = self;
         let routes = &mut streams[stream].routes;
@@ -369,11 +374,15 @@ impl<T: Record> Emitter<T> {
                 Pick::None => {}
             }
         }
-        if let Some(c) = clock.as_deref() {
-            // A batch this emit filled holds all its link's data up to now: the watermark
-            // rides on it, so event time moves with the data, not only at flushes.
-            let wm = c.clock.current();
-            if ready.len() > ready_before && wm > i64::MIN && c.field.is_some() {
+        // A batch this emit filled holds all its link's data up to now: the watermark of now
+        // rides on it, so event time moves with the data, not only at flushes.
+        if ready.len() > ready_before {
+            let wm = match clock.as_deref() {
+                Some(c) if c.field.is_some() => c.clock.current(),
+                Some(_) => i64::MIN,
+                None => *forwarded,
+            };
+            if wm > i64::MIN {
                 for (_, payload) in &mut ready[ready_before..] {
                     payload.set_mark(Mark::Time(wm));
                 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use rustc_hash::FxHashMap;
-use tempest_dsl::engine::{BoltTask, LinkId, Payload};
+use tempest_dsl::engine::{BoltTask, LinkId, Mark, Payload};
 use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
@@ -113,7 +113,7 @@ impl BoltActor {
         ) = (&delivery, queue.items.back_mut())
         {
             // Only the latest watermark of a channel matters (idleness must not hide one).
-            if input == queued_input && !matches!(mark, tempest_dsl::engine::Mark::Idle) {
+            if input == queued_input && !matches!(mark, Mark::Idle) {
                 *queued = *mark;
                 return;
             }

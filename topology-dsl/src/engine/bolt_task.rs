@@ -94,42 +94,35 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
 
     fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError> {
         self.valve.mark((source, input), mark);
-        self.clock_done_at_end();
+        self.watermark_moved();
         Ok(())
     }
 
     fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
         self.valve.end(source);
-        self.clock_done_at_end();
+        self.watermark_moved();
         Ok(())
     }
 }
 
 impl<B: Bolt> BoltTaskImpl<B> {
-    /// A bolt that assigns its own event time is done once its inputs are at the end of time.
-    fn clock_done_at_end(&mut self) {
-        if self.valve.current() == i64::MAX {
-            if let Some(clock) = self.out.clock_mut() {
-                clock.done();
-            }
+    /// What the inputs' watermark changes downstream: the watermark that rides on the batches
+    /// filled from now on (everything emitted before came from inputs before it); for a bolt
+    /// that assigns its own event time, only the end of time.
+    fn watermark_moved(&mut self) {
+        let wm = self.valve.current();
+        match self.out.clock_mut() {
+            Some(clock) if wm == i64::MAX => clock.done(),
+            Some(_) => {}
+            None if self.valve.is_idle() => self.out.set_forwarded(i64::MIN),
+            None => self.out.set_forwarded(wm),
         }
     }
 }
 
 impl<B: Bolt> TaskOutput for BoltTaskImpl<B> {
     fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
-        let before = out.len();
         self.out.take_ready(out);
-        // Everything emitted so far follows from inputs before the watermark: it may ride on
-        // the batches (a bolt with its own event time marks them in its emitter).
-        let wm = self.valve.current();
-        if wm > i64::MIN && !self.valve.is_idle() && self.out.clock_mut().is_none() {
-            for (_, payload) in &mut out[before..] {
-                if payload.mark().is_none() {
-                    payload.set_mark(Mark::Time(wm));
-                }
-            }
-        }
     }
     fn flush(&mut self) {
         self.out.flush();
@@ -141,8 +134,7 @@ impl<B: Bolt> TaskOutput for BoltTaskImpl<B> {
         if self.out.clock_mut().is_some() {
             // Its own event time: the inputs' watermarks stop here (Flink's
             // assignTimestampsAndWatermarks), except the end of time.
-            let mut inputs = Vec::new();
-            self.valve.take_marks(&mut inputs);
+            self.valve.discard_marks();
             self.out.take_marks(now_ms, out);
         } else {
             self.valve.take_marks(out);

@@ -59,9 +59,6 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
             }
         };
         self.ack_immediate();
-        if matches!(result, Ok(SpoutStatus::Done)) {
-            self.end_of_data();
-        }
         result
     }
 

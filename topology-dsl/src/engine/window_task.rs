@@ -96,6 +96,9 @@ impl<In: Record> WindowInput<In> {
     }
 }
 
+/// A step run on a window core with a host for clock-driven firings.
+type CoreStep<'f, C> = dyn FnMut(&mut WindowCore<u64, C>, &mut dyn WindowHost<u64, C>) + 'f;
+
 /// A tuple held by windows.
 #[derive(Clone)]
 struct Element<V> {
@@ -297,9 +300,6 @@ pub(crate) struct WindowedTask<M: WindowMode> {
     /// Whether the end of the input was reached (every channel at the end of time, or every
     /// upstream task finished): every time window has fired and partial count windows let go.
     ended: bool,
-    /// Whether tuples taken into windows are parked (tracked topologies), so that they stop
-    /// holding their spouts' watermarks.
-    park: bool,
 }
 
 impl<M: WindowMode> WindowedTask<M> {
@@ -311,7 +311,6 @@ impl<M: WindowMode> WindowedTask<M> {
         core: WindowCore<u64, M::Contents>,
         input: WindowInput<M::In>,
     ) -> Self {
-        let park = io.out.is_tracking();
         WindowedTask {
             mode,
             context,
@@ -320,7 +319,6 @@ impl<M: WindowMode> WindowedTask<M> {
             core,
             input,
             ended: false,
-            park,
         }
     }
 
@@ -329,33 +327,33 @@ impl<M: WindowMode> WindowedTask<M> {
     /// window fires and partial count windows let go of their tuples, which are acked (they
     /// never fire).
     fn advance(&mut self, now: i64) {
-        if self.ended {
-            return;
-        }
         let watermark = self.input.valve.current();
-        let WindowedTask { mode, io, core, .. } = self;
-        mode.with_host(io, &mut |host| {
-            if watermark == i64::MAX {
-                core.end_of_input(host);
-            } else if core.is_event_time() {
+        if watermark == i64::MAX {
+            return self.end();
+        }
+        self.run_core(&mut |core, host| {
+            if core.is_event_time() {
                 core.advance_watermark(watermark, host);
             } else if !core.is_count() {
                 core.advance_processing_time(now, host);
             }
         });
-        self.ended = watermark == i64::MAX;
-        self.io.stats.open_windows = self.core.open_windows() as u64;
-        self.io.stats.watermark = self.core.watermark();
     }
 
-    /// Ends the input (the last upstream task finished).
+    /// Ends the input (every channel at the end of time, or the last upstream task finished).
     fn end(&mut self) {
+        self.run_core(&mut |core, host| core.end_of_input(host));
+        self.ended = true;
+    }
+
+    /// Runs `f` on the core with a host for clock-driven firings, unless the input has ended,
+    /// and publishes the window statistics.
+    fn run_core(&mut self, f: &mut CoreStep<'_, M::Contents>) {
         if self.ended {
             return;
         }
         let WindowedTask { mode, io, core, .. } = self;
-        mode.with_host(io, &mut |host| core.end_of_input(host));
-        self.ended = true;
+        mode.with_host(io, &mut |host| f(core, host));
         self.io.stats.open_windows = self.core.open_windows() as u64;
         self.io.stats.watermark = self.core.watermark();
     }
@@ -423,13 +421,11 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
                 self.io.stats.skew_max_ms = self.io.stats.skew_max_ms.max(skew);
             }
             let key = self.input.key.hash(&value);
-            let parked = (self.park && tuple_ids.is_tracked()).then(|| tuple_ids.clone());
-            let late_before = self.io.stats.late;
+            // Taken (or, if late, acked at once): either way it no longer needs to hold its
+            // spout's watermark.
+            self.io.out.park_ids(&tuple_ids);
             self.mode
                 .ingest(&mut self.io, &mut self.core, key, ts, value, tuple_ids);
-            if let Some(ids) = parked.filter(|_| self.io.stats.late == late_before) {
-                self.io.out.park_ids(&ids);
-            }
         }
         Ok(self.take_outcome())
     }

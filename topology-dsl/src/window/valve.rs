@@ -161,6 +161,11 @@ impl Valve {
         out.append(&mut self.pending);
     }
 
+    /// Drops the marks not taken (a task that makes its own watermarks ignores these).
+    pub fn discard_marks(&mut self) {
+        self.pending.clear();
+    }
+
     fn set_idle(&mut self) {
         // No channel will advance the watermark: move it to the largest of theirs.
         let max = self
