@@ -119,9 +119,11 @@ pub struct TopologyConfig {
     /// The number of acker tasks; `None` gives one per worker thread.
     pub ackers: Option<u32>,
     /// Watermark alignment: while an event-time windowed task has more windows open than this,
-    /// it stops reading every input whose watermark runs more than a few windows ahead of its
-    /// own (their credits are not returned, so those upstream tasks stop), until the slower
-    /// inputs catch up and windows close. The slowest input is never stopped.
+    /// it stops reading every input whose watermark runs more than one window ahead of its own
+    /// (their credits are not returned, so those upstream tasks stop), until the slower inputs
+    /// catch up and windows close. The slowest input is never stopped. Measured on W2 (1000
+    /// keys, two spout tasks): 1024 keeps the inputs close and the windows in cache (about
+    /// 20 M events/s); 8192 let them drift seconds of event time apart (about 6 M events/s).
     pub max_open_windows: usize,
 }
 
@@ -134,7 +136,7 @@ impl Default for TopologyConfig {
             message_timeout: Duration::from_secs(30),
             max_spout_pending: None,
             ackers: None,
-            max_open_windows: 8_192,
+            max_open_windows: 1_024,
         }
     }
 }
