@@ -44,6 +44,8 @@ pub struct Emitter<T> {
 pub(crate) struct OutClock {
     pub(crate) clock: EventClock,
     pub(crate) field: Option<usize>,
+    /// Whether a spout's trees hold its watermark (the topology has windows).
+    pub(crate) holds: bool,
 }
 
 impl OutClock {
@@ -138,8 +140,8 @@ impl<T: Record> Emitter<T> {
     }
 
     /// Gives the task's output a watermark generator.
-    pub(crate) fn with_clock(mut self, clock: EventClock, field: Option<usize>) -> Self {
-        self.clock = Some(Box::new(OutClock { clock, field }));
+    pub(crate) fn with_clock(mut self, clock: OutClock) -> Self {
+        self.clock = Some(Box::new(clock));
         self
     }
 
@@ -471,15 +473,15 @@ impl<T: Record> Emitter<T> {
         self.track.is_some()
     }
 
-    /// Emits a tracked spout message: a new tree. Returns whether the message reached any task
-    /// (when it did not, its tree is trivially complete).
+    /// Emits a tracked spout message: a new tree. Returns its root if the message reached any
+    /// task (when it did not, its tree is trivially complete).
     fn emit_root(
         &mut self,
         msg: MsgId,
         stream: usize,
         direct: Option<u32>,
         value: T,
-    ) -> Result<bool, DirectOutOfRange> {
+    ) -> Result<Option<RootId>, DirectOutOfRange> {
         let root = match self.track.as_deref_mut() {
             Some(track) => {
                 track.root_xor = 0;
@@ -487,7 +489,7 @@ impl<T: Record> Emitter<T> {
             }
             None => {
                 self.dispatch::<()>(stream, direct, value, Anchor::None)?;
-                return Ok(false);
+                return Ok(None);
             }
         };
         self.dispatch::<()>(stream, direct, value, Anchor::Root(root))?;
@@ -496,14 +498,14 @@ impl<T: Record> Emitter<T> {
             .as_deref_mut()
             .expect("tracking was checked above");
         if track.root_xor == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         track.acks.push(AckOp::Init {
             root,
             xor: track.root_xor,
             msg,
         });
-        Ok(true)
+        Ok(Some(root))
     }
 
     /// Moves every partly filled batch to the ready list.
@@ -689,9 +691,9 @@ impl<T: Record> SpoutEmitter<T> {
     pub fn emit_tracked(&mut self, msg: MsgId, value: T) {
         let ts = self.timestamp(&value);
         match self.inner.emit_root(msg, 0, None, value) {
-            Ok(true) => self.hold(msg, ts),
+            Ok(Some(root)) => self.hold(root, msg, ts),
             // Untracked, or no task subscribes: the message is complete already.
-            Ok(false) | Err(_) => self.immediate_acks.push(msg),
+            Ok(None) | Err(_) => self.immediate_acks.push(msg),
         }
     }
 
@@ -706,11 +708,12 @@ impl<T: Record> SpoutEmitter<T> {
             .unwrap_or(i64::MIN)
     }
 
-    /// A tree started: it holds the watermark until a window takes it or it completes.
+    /// A tree started: it holds the watermark until a window takes it or it completes (only
+    /// where windows read watermarks: elsewhere no one waits for them).
     #[inline]
-    fn hold(&mut self, msg: MsgId, ts: i64) {
-        if let Some(clock) = self.inner.clock_mut() {
-            clock.hold(msg, ts);
+    fn hold(&mut self, root: RootId, msg: MsgId, ts: i64) {
+        if let Some(c) = self.inner.clock.as_deref_mut().filter(|c| c.holds) {
+            c.clock.hold(root, msg, ts);
         }
     }
 
@@ -719,8 +722,8 @@ impl<T: Record> SpoutEmitter<T> {
         let index = self.inner.stream_index(stream, false)?;
         let ts = self.timestamp(&value);
         match self.inner.emit_root(msg, index, None, value) {
-            Ok(true) => self.hold(msg, ts),
-            Ok(false) => self.immediate_acks.push(msg),
+            Ok(Some(root)) => self.hold(root, msg, ts),
+            Ok(None) => self.immediate_acks.push(msg),
             Err(e) => return Err(TaskError::new(e.to_string())),
         }
         Ok(())

@@ -386,6 +386,7 @@ impl Topology {
             tracking_seed,
             component: ir,
             channels: &setup.channels,
+            windowed: self.ir.components.iter().any(|c| c.window.is_some()),
         })
     }
 }

@@ -50,7 +50,7 @@ pub struct PendingTrees {
     last_rotation: Instant,
     len: usize,
     /// Timed out by a rotation, not yet handed out by `tick`.
-    expired: Vec<MsgId>,
+    expired: Vec<(RootId, MsgId)>,
 }
 
 impl PendingTrees {
@@ -79,13 +79,6 @@ impl PendingTrees {
     /// Whether no tree is in flight or waiting to be reported as timed out.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The message of tree `root`, if it is in flight.
-    pub fn msg_of(&self, root: RootId) -> Option<MsgId> {
-        self.buckets
-            .iter()
-            .find_map(|bucket| bucket.get(&root).map(|p| p.msg))
     }
 
     /// A tree started for message `msg`.
@@ -131,9 +124,9 @@ impl PendingTrees {
         }
     }
 
-    /// Rotates the buckets as time has passed; the messages of trees that timed out go to
-    /// `expired`.
-    pub fn tick(&mut self, now: Instant, expired: &mut Vec<MsgId>) {
+    /// Rotates the buckets as time has passed; the trees that timed out go to `expired`, with
+    /// their messages.
+    pub fn tick(&mut self, now: Instant, expired: &mut Vec<(RootId, MsgId)>) {
         self.rotate(now);
         expired.append(&mut self.expired);
     }
@@ -143,7 +136,7 @@ impl PendingTrees {
         if !self.rotate_every.is_zero() && behind >= self.rotate_every * BUCKETS as u32 {
             // Idle for longer than the whole wheel: everything is due.
             for bucket in &mut self.buckets {
-                self.expired.extend(bucket.drain().map(|(_, p)| p.msg));
+                self.expired.extend(bucket.drain().map(|(r, p)| (r, p.msg)));
             }
             self.len = 0;
             self.last_rotation = now;
@@ -153,7 +146,8 @@ impl PendingTrees {
             self.last_rotation += self.rotate_every;
             if let Some(oldest) = self.buckets.pop_back() {
                 self.len -= oldest.len();
-                self.expired.extend(oldest.into_values().map(|p| p.msg));
+                self.expired
+                    .extend(oldest.into_iter().map(|(r, p)| (r, p.msg)));
             }
             self.buckets.push_front(FxHashMap::default());
             if self.rotate_every.is_zero() {
@@ -202,15 +196,15 @@ mod tests {
         p.tick(t0 + T - ms(1), &mut expired);
         assert!(expired.is_empty(), "nothing times out before T");
         p.tick(t0 + T * 5 / 4, &mut expired);
-        assert_eq!(expired, [MsgId(1)], "root 1 is due by 5/4 T");
+        assert_eq!(expired, [(RootId(1), MsgId(1))], "root 1 is due by 5/4 T");
         p.tick(t0 + ms(150) + T, &mut expired);
         assert_eq!(
             expired,
-            [MsgId(1)],
+            [(RootId(1), MsgId(1))],
             "root 2 is not due before T after its start"
         );
         p.tick(t0 + ms(150) + T * 5 / 4, &mut expired);
-        assert_eq!(expired, [MsgId(1), MsgId(2)]);
+        assert_eq!(expired, [(RootId(1), MsgId(1)), (RootId(2), MsgId(2))]);
         assert!(p.is_empty());
         // A verdict after the timeout is ignored.
         assert_eq!(p.settle(RootId(2), TreeOutcome::Acked, t0 + T * 2), None);
@@ -230,7 +224,7 @@ mod tests {
         p.tick(t0 + T * 3 / 2, &mut expired);
         assert!(expired.is_empty(), "reset at 3/4 T: still alive at 3/2 T");
         p.tick(t0 + T * 2, &mut expired);
-        assert_eq!(expired, [MsgId(1)]);
+        assert_eq!(expired, [(RootId(1), MsgId(1))]);
     }
 
     #[test]
@@ -247,7 +241,7 @@ mod tests {
         );
         let mut expired = Vec::new();
         p.tick(t0 + T * 2, &mut expired);
-        assert_eq!(expired, [MsgId(1)]);
+        assert_eq!(expired, [(RootId(1), MsgId(1))]);
         assert!(p.is_empty());
     }
 

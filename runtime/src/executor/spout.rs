@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 use tempest_dsl::engine::{AckOp, SpoutTask};
-use tempest_dsl::{MsgId, SpoutStatus};
+use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
 use crate::executor::outbox::Outbox;
@@ -195,9 +195,9 @@ impl SpoutActor {
 
     /// A tree failed or timed out: tell the spout, and let a finished spout replay. (The
     /// caller counts it.)
-    fn on_failed(&mut self, msg: MsgId, ctx: &mut Context<Self>) {
+    fn on_failed(&mut self, root: RootId, msg: MsgId, ctx: &mut Context<Self>) {
         let task = &mut self.task;
-        if let Err(panic) = guarded(|| task.fail(msg)) {
+        if let Err(panic) = guarded(|| task.fail(root, msg)) {
             return self.core.fail(format!("fail panicked: {panic}"));
         }
         if self.state == State::Settling && !self.draining {
@@ -209,10 +209,10 @@ impl SpoutActor {
     }
 
     /// A tree completed: tell the spout. (The caller counts it.)
-    fn on_acked(&mut self, msg: MsgId, latency: Duration) {
+    fn on_acked(&mut self, root: RootId, msg: MsgId, latency: Duration) {
         self.core.complete_latency.record_n(latency, 1);
         let task = &mut self.task;
-        if let Err(panic) = guarded(|| task.ack(msg)) {
+        if let Err(panic) = guarded(|| task.ack(root, msg)) {
             self.core.fail(format!("ack panicked: {panic}"));
         }
     }
@@ -227,8 +227,8 @@ impl SpoutActor {
         let count = expired.len() as u64;
         TaskMetrics::add(&self.core.metrics.timed_out, count);
         TaskMetrics::add(&self.core.metrics.tree_failed, count);
-        for msg in expired {
-            self.on_failed(msg, ctx);
+        for (root, msg) in expired {
+            self.on_failed(root, msg, ctx);
         }
         self.publish_pending();
         self.end_if_settled();
@@ -328,19 +328,17 @@ impl Handler<Verdicts> for SpoutActor {
                 return;
             };
             if outcome == TreeOutcome::Parked {
-                if let Some(msg) = tracking.pending.msg_of(root) {
-                    self.task.parked(msg);
-                }
+                self.task.parked(root);
                 continue;
             }
             match tracking.pending.settle(root, outcome, now) {
                 Some(Settled::Acked { msg, latency }) => {
                     acked += 1;
-                    self.on_acked(msg, latency);
+                    self.on_acked(root, msg, latency);
                 }
                 Some(Settled::Failed { msg }) => {
                     failed += 1;
-                    self.on_failed(msg, ctx);
+                    self.on_failed(root, msg, ctx);
                 }
                 None => {}
             }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::component::{Bolt, Spout, TaskContext};
-use crate::emitter::{Emitter, SpoutEmitter, StreamOut};
+use crate::emitter::{Emitter, OutClock, SpoutEmitter, StreamOut};
 use crate::engine::bolt_task::BoltTaskImpl;
 use crate::engine::input::InputAdapter;
 use crate::engine::route::{AnyKeyFn, KeyExtract, KeyFn, Route};
@@ -40,17 +40,16 @@ pub(crate) struct Instance<'a> {
     pub(crate) tracking_seed: Option<u64>,
     pub(crate) component: &'a ComponentIr,
     pub(crate) channels: &'a [Channel],
+    /// Whether the topology has windowed bolts (the only readers of watermarks).
+    pub(crate) windowed: bool,
 }
 
 impl Instance<'_> {
     /// The watermark generator of a task whose output record is `T`: from the component's
     /// event-time declaration, or (`untimed`) one that only says when a spout is done.
-    fn clock<T: Record>(
-        &self,
-        untimed: bool,
-    ) -> Result<Option<(EventClock, Option<usize>)>, EngineError> {
+    fn clock<T: Record>(&self, untimed: bool) -> Result<Option<OutClock>, EngineError> {
         let replayable = self.component.replayable;
-        match &self.component.event_time {
+        let (clock, field) = match &self.component.event_time {
             Some(et) => {
                 let field = T::field_index(&et.field).ok_or_else(|| {
                     EngineError::Setup(format!(
@@ -59,14 +58,19 @@ impl Instance<'_> {
                         et.field
                     ))
                 })?;
-                Ok(Some((
+                (
                     EventClock::new(Some(et.lag_ms), et.idle_timeout_ms, replayable),
                     Some(field),
-                )))
+                )
             }
-            None if untimed => Ok(Some((EventClock::new(None, None, replayable), None))),
-            None => Ok(None),
-        }
+            None if untimed => (EventClock::new(None, None, replayable), None),
+            None => return Ok(None),
+        };
+        Ok(Some(OutClock {
+            clock,
+            field,
+            holds: self.windowed,
+        }))
     }
 }
 
@@ -179,8 +183,8 @@ impl<S: Spout> ComponentCode for SpoutCode<S> {
         let clock = i.clock::<S::Out>(true)?;
         let streams = build_streams::<S::Out>(i.streams, i.context.task_index(), tracked)?;
         let mut emitter = Emitter::new(streams, i.batch_size, i.tracking_seed, false);
-        if let Some((clock, field)) = clock {
-            emitter = emitter.with_clock(clock, field);
+        if let Some(clock) = clock {
+            emitter = emitter.with_clock(clock);
         }
         let out = SpoutEmitter::new(emitter);
         Ok(Task::Spout(Box::new(SpoutTaskImpl::new(
@@ -203,8 +207,8 @@ impl<B: Bolt> ComponentCode for BoltCode<B> {
         let clock = i.clock::<B::Out>(false)?;
         let streams = build_streams::<B::Out>(i.streams, i.context.task_index(), tracked)?;
         let mut out = Emitter::new(streams, i.batch_size, i.tracking_seed, B::MANUAL_ACK);
-        if let Some((clock, field)) = clock {
-            out = out.with_clock(clock, field);
+        if let Some(clock) = clock {
+            out = out.with_clock(clock);
         }
         Ok(Task::Bolt(Box::new(BoltTaskImpl::new(
             self.proto.instance(),

@@ -140,12 +140,12 @@ pub trait SpoutTask: TaskOutput {
     /// Calls `Spout::next` until at least `budget` records were emitted or the spout is not
     /// `Active`. Returns the last status; an `Err` from the spout is returned as is.
     fn next_batch(&mut self, budget: usize) -> Result<SpoutStatus, TaskError>;
-    /// Calls `Spout::ack`.
-    fn ack(&mut self, msg: MsgId);
-    /// Calls `Spout::fail`.
-    fn fail(&mut self, msg: MsgId);
-    /// A window took a tuple of message `msg`'s tree: it no longer holds the watermark.
-    fn parked(&mut self, _msg: MsgId) {}
+    /// Tree `root` of message `msg` completed: calls `Spout::ack`.
+    fn ack(&mut self, root: RootId, msg: MsgId);
+    /// Tree `root` of message `msg` failed or timed out: calls `Spout::fail`.
+    fn fail(&mut self, root: RootId, msg: MsgId);
+    /// A window took a tuple of tree `root`: it no longer holds the watermark.
+    fn parked(&mut self, _root: RootId) {}
     /// The spout emits no new data (it was drained): its watermark goes to the end of time
     /// once its trees settle.
     fn end_of_data(&mut self) {}

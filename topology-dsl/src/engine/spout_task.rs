@@ -4,7 +4,7 @@
 use crate::component::{Spout, SpoutStatus, TaskContext, TaskError};
 use crate::emitter::SpoutEmitter;
 use crate::engine::{AckOp, LinkId, Mark, Payload, SpoutTask, TaskOutput};
-use crate::ids::MsgId;
+use crate::ids::{MsgId, RootId};
 
 pub(crate) struct SpoutTaskImpl<S: Spout> {
     spout: S,
@@ -62,23 +62,21 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         result
     }
 
-    fn ack(&mut self, msg: MsgId) {
-        if let Some(clock) = self.out.inner_mut().clock_mut() {
-            clock.release(msg);
-        }
+    fn ack(&mut self, root: RootId, msg: MsgId) {
+        self.parked(root);
         self.spout.ack(msg);
     }
 
-    fn fail(&mut self, msg: MsgId) {
+    fn fail(&mut self, root: RootId, msg: MsgId) {
         if let Some(clock) = self.out.inner_mut().clock_mut() {
-            clock.failed(msg);
+            clock.failed(root, msg);
         }
         self.spout.fail(msg);
     }
 
-    fn parked(&mut self, msg: MsgId) {
+    fn parked(&mut self, root: RootId) {
         if let Some(clock) = self.out.inner_mut().clock_mut() {
-            clock.release(msg);
+            clock.release(root);
         }
     }
 

@@ -14,17 +14,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::ids::MsgId;
+use crate::ids::{MsgId, RootId};
 use crate::window::valve::Mark;
-
-#[derive(Clone, Copy, Debug)]
-struct Hold {
-    ts: i64,
-    /// Emits of this message in flight (a spout may emit one message id more than once).
-    count: u32,
-    /// It failed and its replay has not been emitted yet.
-    awaiting_replay: bool,
-}
 
 /// A task's watermark generator. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -34,8 +25,11 @@ pub struct EventClock {
     /// Whether a failed message is replayed (and holds the watermark until it is).
     replayable: bool,
     max_ts: i64,
-    holds: FxHashMap<MsgId, Hold>,
-    /// The timestamps of `holds`, as a multiset, for their minimum.
+    /// Trees in flight that no window has taken yet, with their timestamps.
+    trees: FxHashMap<RootId, i64>,
+    /// Failed messages whose replay has not been emitted yet, with their timestamps.
+    awaiting: FxHashMap<MsgId, i64>,
+    /// The timestamps of `trees` and `awaiting`, as a multiset, for their minimum.
     held: BTreeMap<i64, u32>,
     done: bool,
     /// Something was emitted since the last `take_marks`.
@@ -55,7 +49,8 @@ impl EventClock {
             idle_timeout_ms,
             replayable,
             max_ts: i64::MIN,
-            holds: FxHashMap::default(),
+            trees: FxHashMap::default(),
+            awaiting: FxHashMap::default(),
             held: BTreeMap::new(),
             done: false,
             active: false,
@@ -78,51 +73,47 @@ impl EventClock {
         self.active = true;
     }
 
-    /// Tracked message `msg` with timestamp `ts` (`i64::MIN` when it has none) was emitted.
-    pub fn hold(&mut self, msg: MsgId, ts: i64) {
-        match self.holds.get_mut(&msg) {
-            Some(hold) => {
-                hold.count += 1;
-                hold.awaiting_replay = false;
-                if ts < hold.ts {
-                    dec(&mut self.held, hold.ts);
-                    hold.ts = ts;
-                    *self.held.entry(ts).or_insert(0) += 1;
-                }
+    /// Tree `root` of message `msg`, with timestamp `ts` (`i64::MIN` when it has none), was
+    /// emitted. If it is the replay of a failed message, that message's hold passes to it.
+    pub fn hold(&mut self, root: RootId, msg: MsgId, ts: i64) {
+        match self.awaiting.remove(&msg) {
+            // The replay keeps the earlier of the two timestamps held.
+            Some(before) if before <= ts => {
+                self.trees.insert(root, before);
             }
-            None => {
-                self.holds.insert(
-                    msg,
-                    Hold {
-                        ts,
-                        count: 1,
-                        awaiting_replay: false,
-                    },
-                );
-                *self.held.entry(ts).or_insert(0) += 1;
+            Some(before) => {
+                dec(&mut self.held, before);
+                self.hold_tree(root, ts);
             }
+            None => self.hold_tree(root, ts),
         }
     }
 
-    /// Message `msg` no longer holds the watermark: its tree completed, or a window took it.
-    pub fn release(&mut self, msg: MsgId) {
-        self.settle(msg, false);
+    fn hold_tree(&mut self, root: RootId, ts: i64) {
+        self.trees.insert(root, ts);
+        *self.held.entry(ts).or_insert(0) += 1;
     }
 
-    /// Message `msg` failed: a replayable source keeps holding it until it emits it again.
-    pub fn failed(&mut self, msg: MsgId) {
-        self.settle(msg, self.replayable);
+    /// Tree `root` no longer holds the watermark: it completed, or a window took it.
+    pub fn release(&mut self, root: RootId) {
+        if let Some(ts) = self.trees.remove(&root) {
+            dec(&mut self.held, ts);
+        }
     }
 
-    fn settle(&mut self, msg: MsgId, await_replay: bool) {
-        if let Some(hold) = self.holds.get_mut(&msg) {
-            hold.count = hold.count.saturating_sub(1);
-            hold.awaiting_replay |= await_replay;
-            if hold.count == 0 && !hold.awaiting_replay {
-                let ts = hold.ts;
-                self.holds.remove(&msg);
-                dec(&mut self.held, ts);
+    /// Tree `root` of message `msg` failed. A replayable source keeps holding its timestamp
+    /// until it emits the message again, unless a window had already taken it (its replay
+    /// may then be late, as in Storm).
+    pub fn failed(&mut self, root: RootId, msg: MsgId) {
+        let Some(ts) = self.trees.remove(&root) else {
+            return;
+        };
+        if self.replayable {
+            if let Some(previous) = self.awaiting.insert(msg, ts) {
+                dec(&mut self.held, previous);
             }
+        } else {
+            dec(&mut self.held, ts);
         }
     }
 
@@ -131,9 +122,9 @@ impl EventClock {
         self.done = true;
     }
 
-    /// Messages holding the watermark.
+    /// Trees and failed messages holding the watermark.
     pub fn held(&self) -> usize {
-        self.holds.len()
+        self.trees.len() + self.awaiting.len()
     }
 
     /// The watermark now.
@@ -215,13 +206,13 @@ mod tests {
     fn a_pending_tree_holds_the_watermark_until_it_completes() {
         let mut c = EventClock::new(Some(0), None, true);
         c.observe(1200);
-        c.hold(MsgId(1), 1200);
+        c.hold(RootId(1), MsgId(1), 1200);
         c.observe(5000);
-        c.hold(MsgId(2), 5000);
+        c.hold(RootId(2), MsgId(2), 5000);
         assert_eq!(c.current(), 1199);
-        c.release(MsgId(2));
+        c.release(RootId(2));
         assert_eq!(c.current(), 1199);
-        c.release(MsgId(1));
+        c.release(RootId(1));
         assert_eq!(c.current(), 4999);
     }
 
@@ -229,13 +220,14 @@ mod tests {
     fn a_failed_tree_holds_until_its_replay_completes() {
         let mut c = EventClock::new(Some(0), None, true);
         c.observe(1000);
-        c.hold(MsgId(7), 1000);
+        c.hold(RootId(1), MsgId(7), 1000);
         c.observe(9000);
-        c.failed(MsgId(7));
+        c.failed(RootId(1), MsgId(7));
         assert_eq!(c.current(), 999, "held until replayed");
-        c.hold(MsgId(7), 1000); // the replay
+        c.hold(RootId(2), MsgId(7), 1000); // the replay, a new tree
         assert_eq!(c.current(), 999);
-        c.release(MsgId(7));
+        assert_eq!(c.held(), 1);
+        c.release(RootId(2));
         assert_eq!(c.current(), 8999);
         assert_eq!(c.held(), 0);
     }
@@ -244,23 +236,23 @@ mod tests {
     fn a_source_that_cannot_replay_stops_holding_on_failure() {
         let mut c = EventClock::new(Some(0), None, false);
         c.observe(1000);
-        c.hold(MsgId(7), 1000);
+        c.hold(RootId(1), MsgId(7), 1000);
         c.observe(9000);
-        c.failed(MsgId(7));
+        c.failed(RootId(1), MsgId(7));
         assert_eq!(c.current(), 8999);
     }
 
     #[test]
     fn done_goes_to_the_end_of_time_once_nothing_is_held() {
         let mut c = EventClock::new(None, None, true);
-        c.hold(MsgId(1), i64::MIN);
+        c.hold(RootId(1), MsgId(1), i64::MIN);
         c.done();
         assert_eq!(
             marks(&mut c, 0),
             [],
             "an untimed hold keeps it at the beginning"
         );
-        c.release(MsgId(1));
+        c.release(RootId(1));
         assert_eq!(marks(&mut c, 0), [Mark::Time(i64::MAX)]);
     }
 
@@ -279,11 +271,23 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_a_window_took_does_not_hold_its_replay() {
+        let mut c = EventClock::new(Some(0), None, true);
+        c.observe(1000);
+        c.hold(RootId(1), MsgId(7), 1000);
+        c.release(RootId(1)); // parked
+        c.observe(9000);
+        c.failed(RootId(1), MsgId(7));
+        assert_eq!(c.current(), 8999);
+        assert_eq!(c.held(), 0);
+    }
+
+    #[test]
     fn it_never_moves_back() {
         let mut c = EventClock::new(Some(0), None, true);
         c.observe(100);
         assert_eq!(marks(&mut c, 0), [Mark::Time(99)]);
-        c.hold(MsgId(1), 50); // out of order by more than the lag: late downstream anyway
+        c.hold(RootId(1), MsgId(1), 50); // out of order by more than the lag: late anyway
         assert_eq!(c.current(), 99);
     }
 }
