@@ -123,7 +123,8 @@ struct Common {
     /// Tuples per batch.
     #[arg(long, allow_negative_numbers = true)]
     batch_size: Option<usize>,
-    /// Most ack trees in flight per spout task (tracked guarantees).
+    /// Most ack trees in flight per spout task (tracked guarantees); 0 for no bound.
+    /// Default: the topology config's (1000).
     #[arg(long, allow_negative_numbers = true)]
     max_spout_pending: Option<usize>,
 }
@@ -316,7 +317,9 @@ fn topology_config(common: &Common) -> TopologyConfig {
     if let Some(b) = common.batch_size {
         config.batch_size = b;
     }
-    config.max_spout_pending = common.max_spout_pending;
+    if let Some(m) = common.max_spout_pending {
+        config.max_spout_pending = (m > 0).then_some(m);
+    }
     config
 }
 

@@ -782,3 +782,38 @@ fn a_window_task_that_gets_no_data_from_a_spout_task_still_fires() -> anyhow::Re
     );
     Ok(())
 }
+
+#[test]
+fn keyed_count_windows_do_not_stall_a_bounded_spout() -> anyhow::Result<()> {
+    // 100 keys, count windows of 5: up to 400 tuples wait in partial windows at once, far more
+    // than max_spout_pending (50). Trees a window holds do not count against it, so the spout
+    // goes on instead of waiting for their timeouts (Storm's rule could not hold per key).
+    let all = readings(1000, 100, 1);
+    let (sink, rx) = Collect::<Summary>::new();
+    let mut t = TopologyBuilder::new("count-pending");
+    let src = t.add(spout("readings", Readings::new(all)));
+    let w = t.add(
+        windowed("win", Summer::default(), Window::tumbling(Size::count(5))).fields(&src, ["key"]),
+    );
+    t.add(bolt("sink", sink).shuffle(&w.output));
+    let config = TopologyConfig {
+        max_spout_pending: Some(50),
+        message_timeout: Duration::from_secs(20),
+        ..TopologyConfig::default()
+    };
+    let started = Instant::now();
+    let report = run(
+        t.guarantee(Guarantee::AtLeastOnce).config(config).build()?,
+        2,
+    )?;
+    let got = all_items(&rx);
+    assert_eq!(got.len(), 200, "two windows of 5 per key");
+    assert!(got.iter().all(|s| s.count == 5));
+    let spout = report.component("readings").expect("spout");
+    assert_eq!((spout.metrics.acked, spout.metrics.timed_out), (1000, 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the spout waited for timeouts"
+    );
+    Ok(())
+}

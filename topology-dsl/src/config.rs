@@ -114,7 +114,12 @@ pub struct TopologyConfig {
     /// (at-least-once and exactly-once only).
     pub message_timeout: Duration,
     /// The most ack trees in flight per spout task; `None` is unbounded (at-least-once and
-    /// exactly-once only).
+    /// exactly-once only). A tree a window has taken does not count: windows hold their
+    /// tuples' trees until they fire, and their memory is bounded by alignment (event time)
+    /// or by keys times size (count windows), not by this. Default 1000: measured on W1 and W2
+    /// (two spout tasks), it keeps W1's rate within about 10% of unbounded, makes W2's
+    /// at-least-once rate 1.6x faster, and cuts W1's complete latency p99 from about 14 ms
+    /// to 3 ms.
     pub max_spout_pending: Option<usize>,
     /// The number of acker tasks; `None` gives one per worker thread.
     pub ackers: Option<u32>,
@@ -134,7 +139,7 @@ impl Default for TopologyConfig {
             flush_interval: Duration::from_millis(1),
             queue_batches: 4,
             message_timeout: Duration::from_secs(30),
-            max_spout_pending: None,
+            max_spout_pending: Some(1000),
             ackers: None,
             max_open_windows: 1_024,
         }

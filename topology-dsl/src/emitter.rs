@@ -151,6 +151,15 @@ impl<T: Record> Emitter<T> {
         self.forwarded = watermark;
     }
 
+    /// Trees in flight that no window has taken yet, where spouts track that (topologies with
+    /// windows).
+    pub(crate) fn unparked(&self) -> Option<usize> {
+        self.clock
+            .as_deref()
+            .filter(|c| c.holds)
+            .map(|c| c.clock.unparked())
+    }
+
     /// The output's watermark generator, if it has one.
     pub(crate) fn clock_mut(&mut self) -> Option<&mut EventClock> {
         self.clock.as_deref_mut().map(|c| &mut c.clock)

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{Guarantee, limits};
+use crate::config::{Guarantee, TopologyConfig, limits};
 use crate::error::{BuildErrors, TopologyError};
 use crate::grouping::Grouping;
 use crate::topology::{ComponentIr, ComponentKind, TopologyIr, WindowIr};
@@ -326,26 +326,6 @@ fn check_window(
                 )));
             }
         }
-        // Storm's rule: a count window must be able to fill with the trees allowed in flight.
-        let count_length = match spec.kind {
-            WindowKind::Tumbling {
-                size: Size::Count(n),
-            } => Some(n.saturating_mul(2)),
-            WindowKind::Sliding {
-                size: Size::Count(n),
-                slide: Size::Count(d),
-            } => Some(n.saturating_add(d)),
-            _ => None,
-        };
-        if let (Some(needed), Some(pending)) = (count_length, ir.config.max_spout_pending) {
-            if needed > pending as u64 {
-                errors.push(bad(format!(
-                    "under {} a count window holds its tuples' trees until it fires: size plus \
-                     slide ({needed}) must not exceed max_spout_pending ({pending})",
-                    ir.guarantee
-                )));
-            }
-        }
     }
 }
 
@@ -442,14 +422,6 @@ pub(crate) fn warnings(ir: &TopologyIr) -> Vec<String> {
                     c.name
                 ));
             }
-            if ir.config.max_spout_pending.is_some() && window.spec.is_event_time() {
-                warnings.push(format!(
-                    "`{}`: windows hold their tuples' trees until the watermark passes them, and \
-                     max_spout_pending stops the spouts while that many trees are in flight: if \
-                     a window spans more tuples than that, the spouts wait for timeouts",
-                    c.name
-                ));
-            }
         }
         for c in ir
             .components
@@ -464,7 +436,7 @@ pub(crate) fn warnings(ir: &TopologyIr) -> Vec<String> {
                 ));
             }
         }
-    } else if ir.config.max_spout_pending.is_some() {
+    } else if ir.config.max_spout_pending != TopologyConfig::default().max_spout_pending {
         warnings.push(format!(
             "max_spout_pending bounds ack trees, and {} tracks none: it has no effect (queue \
              bounds still hold the spouts back)",

@@ -100,14 +100,17 @@ impl SpoutActor {
     }
 
     /// How many records the next round may emit: a batch, or fewer when `max_spout_pending`
-    /// leaves less room. Zero means wait for verdicts.
+    /// leaves less room (trees that windows hold do not count). Zero means wait for verdicts.
     fn budget(&self) -> usize {
         match &self.tracking {
             Some(Tracking {
                 pending,
                 max_pending: Some(max),
                 ..
-            }) => self.batch_size.min(max.saturating_sub(pending.len())),
+            }) => {
+                let in_flight = self.task.unparked().unwrap_or_else(|| pending.len());
+                self.batch_size.min(max.saturating_sub(in_flight))
+            }
             _ => self.batch_size,
         }
     }

@@ -146,6 +146,11 @@ pub trait SpoutTask: TaskOutput {
     fn fail(&mut self, root: RootId, msg: MsgId);
     /// A window took a tuple of tree `root`: it no longer holds the watermark.
     fn parked(&mut self, _root: RootId) {}
+    /// Trees in flight that no window has taken, when the task tracks that (topologies with
+    /// windows): `max_spout_pending` bounds these, not the trees windows hold.
+    fn unparked(&self) -> Option<usize> {
+        None
+    }
     /// The spout emits no new data (it was drained): its watermark goes to the end of time
     /// once its trees settle.
     fn end_of_data(&mut self) {}

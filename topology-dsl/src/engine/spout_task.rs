@@ -80,6 +80,10 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         }
     }
 
+    fn unparked(&self) -> Option<usize> {
+        self.out.inner().unparked()
+    }
+
     fn end_of_data(&mut self) {
         if let Some(clock) = self.out.inner_mut().clock_mut() {
             clock.done();

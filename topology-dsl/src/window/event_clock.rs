@@ -122,6 +122,11 @@ impl EventClock {
         self.done = true;
     }
 
+    /// Trees in flight that no window has taken yet.
+    pub fn unparked(&self) -> usize {
+        self.trees.len()
+    }
+
     /// Trees and failed messages holding the watermark.
     pub fn held(&self) -> usize {
         self.trees.len() + self.awaiting.len()
