@@ -167,9 +167,16 @@ impl Bolt for Fan {
 
 /// Holds halves until all four copies of a key (2 numbers x 2 copies) have arrived, then emits
 /// one record anchored to all four (a multi-anchored join across two trees) and acks them.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Join {
     held: std::collections::HashMap<u64, Vec<Tuple<Half>>>,
+}
+
+/// Tuples cannot be cloned: the runtime clones the prototype, which holds none.
+impl Clone for Join {
+    fn clone(&self) -> Self {
+        Join::default()
+    }
 }
 
 impl Bolt for Join {
@@ -317,9 +324,14 @@ fn max_spout_pending_bounds_the_trees_in_flight() -> anyhow::Result<()> {
 fn reset_timeout_keeps_a_slow_tree_alive() -> anyhow::Result<()> {
     /// Holds every input for 40 ticks of 25 ms (2.5 message timeouts of 400 ms), resetting their
     /// timeouts on each tick: a tick may come up to about 375 ms late before a tree times out.
-    #[derive(Clone, Default)]
+    #[derive(Default)]
     struct Holder {
         held: Vec<(Tuple<N>, u32)>,
+    }
+    impl Clone for Holder {
+        fn clone(&self) -> Self {
+            Holder::default()
+        }
     }
     impl Bolt for Holder {
         type In = N;

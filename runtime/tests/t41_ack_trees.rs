@@ -65,10 +65,19 @@ impl Bolt for RecordIds {
 }
 
 /// Holds `want` inputs, then emits one record anchored to all of them and acks them.
-#[derive(Clone)]
 struct JoinAll {
     want: usize,
     held: Vec<Tuple<N>>,
+}
+
+/// Tuples cannot be cloned: the runtime clones the prototype, which holds none.
+impl Clone for JoinAll {
+    fn clone(&self) -> Self {
+        JoinAll {
+            want: self.want,
+            held: Vec::new(),
+        }
+    }
 }
 
 impl Bolt for JoinAll {

@@ -10,6 +10,12 @@ use crate::ids::{EdgeId, RootId, TaskId};
 
 /// One input of a bolt: a record plus its envelope. It dereferences to the record.
 ///
+/// A tuple is not `Clone`: its place in an ack tree (the edges emitted anchored to it, which
+/// its ack reports) must live in one value, or anchoring to a copy and acking the original
+/// would complete the tree while the copy's children are in flight. Clone the record
+/// (`t.value().clone()`) to keep it. A manual-ack bolt that holds tuples implements `Clone` by
+/// hand: the runtime clones the bolt only as a prototype, before it holds any.
+///
 /// ```
 /// use tempest_dsl::{TaskId, Tuple};
 ///
@@ -101,21 +107,6 @@ mod tests {
             TupleIds::from_contributions(&[(r(2), e(4)), (r(1), e(1)), (r(2), e(1))]),
             TupleIds::Many(vec![(r(1), e(1)), (r(2), e(5))].into_boxed_slice())
         );
-    }
-}
-
-/// A clone has the same ack-tree identity as the original: a manual-ack bolt must ack (or fail)
-/// exactly one of the two, or the tree never completes and times out. (Bolts must be `Clone`
-/// to be copied into each task; a bolt that holds tuples clones them with its state.)
-impl<T: Clone> Clone for Tuple<T> {
-    fn clone(&self) -> Self {
-        Tuple {
-            value: self.value.clone(),
-            source_task: self.source_task,
-            input: self.input,
-            ids: self.ids.clone(),
-            ack_val: Cell::new(self.ack_val.get()),
-        }
     }
 }
 
