@@ -5,8 +5,9 @@
 //! [`WindowHost`] that owns what a window holds (its tuples, or an accumulator). The same core
 //! runs inside a windowed bolt and behind `tempest windows`.
 //!
-//! Semantics are Flink's: time windows are `[start, end)`; a window fires when the clock
-//! reaches `end - 1`, keeps its contents until `end - 1 + allowed_lateness`, and fires again
+//! Semantics are Flink's: time windows are `[start, end)`; a window fires when the watermark
+//! reaches `end - 1` (or processing time has passed it: Flink's timers fire at least 1 ms
+//! after their time), keeps its contents until `end - 1 + allowed_lateness`, and fires again
 //! with its whole contents for each late element it takes in that time; an element is late when
 //! every window it would join is past that point. Count windows are per key and never fire
 //! partially. Session windows merge when they overlap or touch, and lateness is judged on the
@@ -496,7 +497,14 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
     /// Fires every window whose time has come, in (max timestamp, start, creation) order, then
     /// removes the windows past their cleanup time.
     fn fire_due<H: WindowHost<K, C> + ?Sized>(&mut self, host: &mut H) {
-        let clock = self.clock();
+        // A processing-time timer fires once the clock has passed its time (Flink's fire at
+        // least 1 ms late): elements that arrive while the clock reads `end - 1` still join
+        // the window, and it fires once for all of them.
+        let clock = if self.event_time {
+            self.watermark
+        } else {
+            self.now.saturating_sub(1)
+        };
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > clock {
                 break;

@@ -87,7 +87,7 @@ pub enum TimeDomain {
 /// A window specification for a windowed bolt, following Flink's semantics: time windows are
 /// `[start, end)` aligned to the epoch plus an offset, a result's time is `end - 1`, the
 /// watermark trails the largest event time by the lag, and a window fires when the watermark
-/// (or the processing time) reaches `end - 1`.
+/// reaches `end - 1` (or the processing time has passed it).
 ///
 /// ```
 /// use std::time::Duration;
