@@ -47,29 +47,44 @@ fn clamp(v: i128) -> i64 {
 /// The start of the window of `slide` (aligned to the epoch plus `offset`) that holds `ts`:
 /// `ts - (ts - offset).rem_euclid(slide)`.
 pub fn window_start(ts: i64, offset: i64, slide: i64) -> i64 {
+    clamp(start_wide(ts, offset, slide))
+}
+
+fn start_wide(ts: i64, offset: i64, slide: i64) -> i128 {
     let (ts, offset, slide) = (i128::from(ts), i128::from(offset), i128::from(slide.max(1)));
-    clamp(ts - (ts - offset).rem_euclid(slide))
+    ts - (ts - offset).rem_euclid(slide)
+}
+
+/// The window `[start, start + size)` computed in 128 bits, then clamped: the end comes from
+/// the true start, so windows cut by the ends of the range still meet their neighbours
+/// exactly (never overlap) and hold their elements.
+fn bounds_wide(start: i128, size: i64) -> Bounds {
+    Bounds {
+        start: clamp(start),
+        end: clamp(start + i128::from(size)),
+    }
 }
 
 /// The tumbling window of `size` holding `ts`.
 pub fn tumbling(ts: i64, size: i64, offset: i64) -> Bounds {
-    Bounds::new(window_start(ts, offset, size), size)
+    bounds_wide(start_wide(ts, offset, size), size)
 }
 
 /// Every sliding window of `size` and `slide` holding `ts`, latest start first.
 pub fn sliding(ts: i64, size: i64, slide: i64, offset: i64, out: &mut Vec<Bounds>) {
     out.clear();
     let (size, slide) = (size.max(1), slide.max(1));
-    let last = i128::from(window_start(ts, offset, slide));
+    let last = start_wide(ts, offset, slide);
     let lowest = i128::from(ts) - i128::from(size);
     let mut start = last;
     while start > lowest {
-        let s = clamp(start);
-        out.push(Bounds::new(s, size));
-        start -= i128::from(slide);
-        if s == i64::MIN {
+        let b = bounds_wide(start, size);
+        if b.start == b.end {
+            // Wholly below the range: it cannot hold `ts`.
             break;
         }
+        out.push(b);
+        start -= i128::from(slide);
     }
 }
 
@@ -142,16 +157,52 @@ mod tests {
     }
 
     #[test]
-    fn arithmetic_near_the_limits_saturates() {
-        let b = tumbling(i64::MAX - 10, 1000, 0);
-        assert!(b.start <= i64::MAX - 10);
-        assert_eq!(b.end, i64::MAX, "end saturates");
-        assert_eq!(b.max_timestamp(), i64::MAX - 1);
+    fn windows_near_the_limits_hold_their_elements_and_never_overlap() {
+        // Every timestamp within 3000 of either end (but i64::MAX itself, which no `[start,
+        // end)` of i64 can hold), with sizes and offsets that do not divide the range.
+        let near = (i64::MIN..i64::MIN + 3000).chain(i64::MAX - 3000..i64::MAX);
+        let mut out = Vec::new();
+        let mut previous: Option<(i64, Bounds)> = None;
+        for ts in near {
+            let b = tumbling(ts, 1000, 7);
+            assert!(b.start <= ts && ts < b.end, "{ts} not in {b:?}");
+            if let Some((prev_ts, p)) = previous.filter(|(p, _)| *p + 1 == ts) {
+                assert!(
+                    p == b || p.end == b.start,
+                    "windows of {prev_ts} and {ts} overlap or leave a gap: {p:?} {b:?}"
+                );
+            }
+            previous = Some((ts, b));
+            sliding(ts, 3000, 700, -13, &mut out);
+            assert!(!out.is_empty(), "{ts} in no sliding window");
+            for w in &out {
+                assert!(w.start <= ts && ts < w.end, "{ts} not in {w:?}");
+            }
+            // Distinct windows, latest first (near either end several share a clamped start or
+            // end, never both).
+            assert!(
+                out.windows(2)
+                    .all(|p| p[0].start >= p[1].start && p[0].end >= p[1].end && p[0] != p[1]),
+                "{out:?}"
+            );
+        }
+        // The window cut by the bottom of the range ends where its true (uncut) end is.
         let low = tumbling(i64::MIN + 5, 1000, 0);
         assert_eq!(low.start, i64::MIN, "start clamps");
-        let mut out = Vec::new();
-        sliding(i64::MIN + 5, 3000, 1000, 0, &mut out);
-        assert!(!out.is_empty() && out.iter().all(|b| b.start == i64::MIN || b.start < 0));
+        assert_eq!(
+            tumbling(low.end, 1000, 0).start,
+            low.end,
+            "the next window starts at its end"
+        );
+        assert!(
+            low.end < i64::MIN + 1000,
+            "the end is not start + size after clamping"
+        );
+        assert_eq!(
+            tumbling(i64::MAX - 10, 1000, 0).end,
+            i64::MAX,
+            "end saturates"
+        );
     }
 
     #[test]

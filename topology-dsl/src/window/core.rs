@@ -63,7 +63,8 @@ struct CountWin<C> {
 /// The windows of every key. See the [module docs](self).
 ///
 /// Storage is shaped for many open windows per key (a fast upstream can run far ahead of the
-/// watermark): aligned windows are found by `(key, start)` in a hash map, sessions in a per-key
+/// watermark): aligned windows are found by `(key, bounds)` in a hash map (near the ends of the
+/// range several windows share a clamped start or end, never both), sessions in a per-key
 /// ordered map, count windows by key; timers are ordered maps from time to windows.
 #[derive(Debug)]
 pub struct WindowCore<K, C> {
@@ -72,16 +73,16 @@ pub struct WindowCore<K, C> {
     lateness: i64,
     watermark: i64,
     now: i64,
-    /// Tumbling and sliding windows by (key, start).
-    aligned: FxHashMap<(K, i64), Win<C>>,
+    /// Tumbling and sliding windows by (key, bounds).
+    aligned: FxHashMap<(K, Bounds), Win<C>>,
     /// Session windows by key, then start (disjoint and not touching).
     sessions: FxHashMap<K, BTreeMap<i64, Win<C>>>,
     /// Count windows by key.
     counts: FxHashMap<K, CountWin<C>>,
     /// Fire timers: (max timestamp, start) -> windows (key, id) in creation order.
     timers: BTreeMap<(i64, i64), Vec<(K, u64)>>,
-    /// Cleanup timers (event time with allowed lateness): time -> windows (key, start, id).
-    cleanups: BTreeMap<i64, Vec<(K, i64, u64)>>,
+    /// Cleanup timers (event time with allowed lateness): time -> windows (key, bounds, id).
+    cleanups: BTreeMap<i64, Vec<(K, Bounds, u64)>>,
     next_id: u64,
     scratch: Vec<Bounds>,
     open: usize,
@@ -96,7 +97,7 @@ pub struct InvalidWindow(pub Vec<String>);
 #[allow(clippy::too_many_arguments)]
 fn register<K: Clone>(
     timers: &mut BTreeMap<(i64, i64), Vec<(K, u64)>>,
-    cleanups: &mut BTreeMap<i64, Vec<(K, i64, u64)>>,
+    cleanups: &mut BTreeMap<i64, Vec<(K, Bounds, u64)>>,
     event_time: bool,
     lateness: i64,
     watermark: i64,
@@ -117,7 +118,7 @@ fn register<K: Clone>(
         cleanups
             .entry(max_ts.saturating_add(lateness))
             .or_default()
-            .push((key.clone(), bounds.start, id));
+            .push((key.clone(), bounds, id));
     }
 }
 
@@ -311,28 +312,26 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
                 open,
                 ..
             } = self;
-            let win = aligned
-                .entry((key.clone(), bounds.start))
-                .or_insert_with(|| {
-                    *next_id += 1;
-                    *open += 1;
-                    let id = *next_id;
-                    register(
-                        timers,
-                        cleanups,
-                        *event_time,
-                        *lateness,
-                        *watermark,
-                        &key,
-                        bounds,
-                        id,
-                    );
-                    Win {
-                        id,
-                        bounds,
-                        contents: C::default(),
-                    }
-                });
+            let win = aligned.entry((key.clone(), bounds)).or_insert_with(|| {
+                *next_id += 1;
+                *open += 1;
+                let id = *next_id;
+                register(
+                    timers,
+                    cleanups,
+                    *event_time,
+                    *lateness,
+                    *watermark,
+                    &key,
+                    bounds,
+                    id,
+                );
+                Win {
+                    id,
+                    bounds,
+                    contents: C::default(),
+                }
+            });
             host.add(&key, &mut win.contents);
             if *event_time && bounds.max_timestamp() <= *watermark {
                 host.fire(&key, Some(bounds), &mut win.contents);
@@ -460,22 +459,23 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         }
     }
 
-    /// Removes window (`key`, `start`) if it is still window `id`.
-    fn take_window(&mut self, key: &K, start: i64, id: u64) -> Option<Win<C>> {
+    /// Removes window (`key`, `bounds`) if it is still window `id` (a session is found by its
+    /// start: merging may have moved its end).
+    fn take_window(&mut self, key: &K, bounds: Bounds, id: u64) -> Option<Win<C>> {
         let win = match self.shape {
             Shape::Session { .. } => {
                 let map = self.sessions.get_mut(key)?;
-                if map.get(&start)?.id != id {
+                if map.get(&bounds.start)?.id != id {
                     return None;
                 }
-                let win = map.remove(&start);
+                let win = map.remove(&bounds.start);
                 if map.is_empty() {
                     self.sessions.remove(key);
                 }
                 win
             }
             _ => {
-                let k = (key.clone(), start);
+                let k = (key.clone(), bounds);
                 if self.aligned.get(&k)?.id != id {
                     return None;
                 }
@@ -486,10 +486,10 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         win
     }
 
-    fn window_mut(&mut self, key: &K, start: i64, id: u64) -> Option<&mut Win<C>> {
+    fn window_mut(&mut self, key: &K, bounds: Bounds, id: u64) -> Option<&mut Win<C>> {
         let win = match self.shape {
-            Shape::Session { .. } => self.sessions.get_mut(key)?.get_mut(&start)?,
-            _ => self.aligned.get_mut(&(key.clone(), start))?,
+            Shape::Session { .. } => self.sessions.get_mut(key)?.get_mut(&bounds.start)?,
+            _ => self.aligned.get_mut(&(key.clone(), bounds))?,
         };
         (win.id == id).then_some(win)
     }
@@ -510,15 +510,20 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
                 break;
             }
             let ((max_ts, start), windows) = entry.remove_entry();
+            // Windows are never empty, so their end is above `i64::MIN`.
+            let bounds = Bounds {
+                start,
+                end: max_ts.saturating_add(1),
+            };
             let gone = !self.event_time || max_ts.saturating_add(self.lateness) <= clock;
             for (key, id) in windows {
                 if gone {
                     // Fired and removed at once (merged-away sessions are skipped).
-                    if let Some(mut win) = self.take_window(&key, start, id) {
+                    if let Some(mut win) = self.take_window(&key, bounds, id) {
                         host.fire(&key, Some(win.bounds), &mut win.contents);
                         host.purge(&key, win.contents);
                     }
-                } else if let Some(win) = self.window_mut(&key, start, id) {
+                } else if let Some(win) = self.window_mut(&key, bounds, id) {
                     host.fire(&key, Some(win.bounds), &mut win.contents);
                 }
             }
@@ -527,8 +532,8 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
             if *entry.key() > clock {
                 break;
             }
-            for (key, start, id) in entry.remove() {
-                if let Some(win) = self.take_window(&key, start, id) {
+            for (key, bounds, id) in entry.remove() {
+                if let Some(win) = self.take_window(&key, bounds, id) {
                     host.purge(&key, win.contents);
                 }
             }
