@@ -1,6 +1,8 @@
 //! The window core's bookkeeping, checked with a recording host: an element that joins windows
 //! leaves them as often as it joined (the windowed bolt acks it on its last leave), a late
 //! element joins none, and at the end of time only partial count windows still hold elements.
+//! Event-time tumbling windows are also checked against a reference model: which windows fire,
+//! with what, and after which step (a core that fired only at the end of time would fail).
 
 use std::collections::HashMap;
 
@@ -168,4 +170,98 @@ fn an_invalid_window_is_refused() {
         err.to_string(),
         "invalid window: the window size must be above zero"
     );
+}
+
+/// An event-time tumbling window as a reference model: what fires after each step.
+fn model_firings(size: i64, steps: &[Step]) -> (Vec<(usize, i64, Vec<u64>)>, Vec<u64>) {
+    let mut watermark = i64::MIN;
+    let mut open: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
+    let mut fired = Vec::new();
+    let mut late = Vec::new();
+    let mut fire_upto = |step: usize,
+                         wm: i64,
+                         open: &mut std::collections::BTreeMap<i64, Vec<u64>>,
+                         fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+        while let Some((&start, _)) = open.first_key_value() {
+            if start + size - 1 > wm {
+                break;
+            }
+            if let Some(ids) = open.remove(&start) {
+                fired.push((step, start, ids));
+            }
+        }
+    };
+    for (i, step) in steps.iter().enumerate() {
+        match *step {
+            Step::Element { ts, .. } => {
+                let start = ts.div_euclid(size) * size;
+                if start + size - 1 <= watermark {
+                    late.push(i as u64);
+                } else {
+                    open.entry(start).or_default().push(i as u64);
+                }
+            }
+            Step::Watermark(w) if w > watermark => {
+                watermark = w;
+                fire_upto(i, watermark, &mut open, &mut fired);
+            }
+            _ => {}
+        }
+    }
+    fire_upto(steps.len(), i64::MAX, &mut open, &mut fired);
+    (fired, late)
+}
+
+proptest! {
+    #[test]
+    fn event_time_tumbling_windows_fire_when_the_model_says(
+        size in 1i64..300,
+        raw in prop::collection::vec((0u8..4, 0i64..3000), 1..80),
+    ) {
+        // Elements (3 in 4) and watermarks (1 in 4), on one key.
+        let steps: Vec<Step> = raw
+            .iter()
+            .map(|&(kind, t)| if kind == 0 { Step::Watermark(t) } else { Step::Element { key: 0, ts: t } })
+            .collect();
+        let window = Window::tumbling(Size::TimeMs(size)).event_time("ts");
+        let mut core: WindowCore<u64, Vec<u64>> = WindowCore::new(&window).expect("valid");
+        let mut host = Recorder::default();
+        let mut fired = Vec::new();
+        let mut record = |host: &mut Recorder, step: usize, fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+            for (_, bounds, contents) in host.fired.drain(..) {
+                let b = bounds.expect("time windows have bounds");
+                fired.push((step, b.start, contents));
+            }
+        };
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Element { key, ts } => {
+                    host.current = i as u64;
+                    core.insert(key, ts, &mut host);
+                }
+                Step::Watermark(w) => core.advance_watermark(w, &mut host),
+                Step::Advance(_) => {}
+            }
+            record(&mut host, i, &mut fired);
+        }
+        core.end_of_input(&mut host);
+        record(&mut host, steps.len(), &mut fired);
+        let (expected, late) = model_firings(size, &steps);
+        prop_assert_eq!(fired, expected);
+        prop_assert_eq!(host.late, late);
+    }
+}
+
+#[test]
+fn merging_sessions_delete_the_timers_of_what_they_merge() {
+    // One long session: every element extends it, which replaces the session by its cover.
+    let window = Window::session(std::time::Duration::from_millis(100)).event_time("ts");
+    let mut core: WindowCore<u64, Vec<u64>> = WindowCore::new(&window).expect("valid");
+    let mut host = Recorder::default();
+    for i in 0..1000 {
+        host.current = i;
+        core.insert(0, i as i64 * 10, &mut host);
+    }
+    assert_eq!(core.open_windows(), 1);
+    assert_eq!(core.timers(), 1, "one session, one timer");
 }

@@ -13,7 +13,7 @@
 //! partially. Session windows merge when they overlap or touch, and lateness is judged on the
 //! merged session. Empty windows never exist, so they never fire.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -384,6 +384,9 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
                 let mut parts: Vec<Win<C>> = meeting.iter().filter_map(|s| map.remove(s)).collect();
                 parts.sort_by_key(|w| w.bounds.start);
                 self.open -= parts.len();
+                for part in &parts {
+                    self.unregister(&key, part.bounds, part.id);
+                }
                 let mut parts = parts.into_iter();
                 let mut contents = parts.next().map(|w| w.contents).unwrap_or_default();
                 for other in parts {
@@ -399,6 +402,32 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
                 host.fire(&key, Some(win.bounds), &mut win.contents);
             }
         }
+    }
+
+    /// Deletes the timers of window `id` (a session merged into another), as Flink deletes
+    /// them, so timer state does not grow with every element of a long session.
+    fn unregister(&mut self, key: &K, bounds: Bounds, id: u64) {
+        let max_ts = bounds.max_timestamp();
+        if let btree_map::Entry::Occupied(mut e) = self.timers.entry((max_ts, bounds.start)) {
+            e.get_mut().retain(|(k, i)| !(*i == id && k == key));
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        if let btree_map::Entry::Occupied(mut e) =
+            self.cleanups.entry(max_ts.saturating_add(self.lateness))
+        {
+            e.get_mut().retain(|(k, _, i)| !(*i == id && k == key));
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Timers pending (fire and cleanup), for tests of their bookkeeping.
+    pub fn timers(&self) -> usize {
+        self.timers.values().map(Vec::len).sum::<usize>()
+            + self.cleanups.values().map(Vec::len).sum::<usize>()
     }
 
     fn open_session(&mut self, key: &K, bounds: Bounds, contents: C) -> i64 {
