@@ -178,10 +178,10 @@ fn model_firings(size: i64, steps: &[Step]) -> (Vec<(usize, i64, Vec<u64>)>, Vec
     let mut open: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
     let mut fired = Vec::new();
     let mut late = Vec::new();
-    let mut fire_upto = |step: usize,
-                         wm: i64,
-                         open: &mut std::collections::BTreeMap<i64, Vec<u64>>,
-                         fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+    let fire_upto = |step: usize,
+                     wm: i64,
+                     open: &mut std::collections::BTreeMap<i64, Vec<u64>>,
+                     fired: &mut Vec<(usize, i64, Vec<u64>)>| {
         while let Some((&start, _)) = open.first_key_value() {
             if start + size - 1 > wm {
                 break;
@@ -227,7 +227,7 @@ proptest! {
         let mut core: WindowCore<u64, Vec<u64>> = WindowCore::new(&window).expect("valid");
         let mut host = Recorder::default();
         let mut fired = Vec::new();
-        let mut record = |host: &mut Recorder, step: usize, fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+        let record = |host: &mut Recorder, step: usize, fired: &mut Vec<(usize, i64, Vec<u64>)>| {
             for (_, bounds, contents) in host.fired.drain(..) {
                 let b = bounds.expect("time windows have bounds");
                 fired.push((step, b.start, contents));
