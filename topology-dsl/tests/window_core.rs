@@ -172,8 +172,12 @@ fn an_invalid_window_is_refused() {
     );
 }
 
-/// An event-time tumbling window as a reference model: what fires after each step.
-fn model_firings(size: i64, steps: &[Step]) -> (Vec<(usize, i64, Vec<u64>)>, Vec<u64>) {
+/// Firings: (after which step, window start, elements).
+type Firings = Vec<(usize, i64, Vec<u64>)>;
+
+/// An event-time tumbling window as a reference model: what fires after each step, and the
+/// late elements.
+fn model_firings(size: i64, steps: &[Step]) -> (Firings, Vec<u64>) {
     let mut watermark = i64::MIN;
     let mut open: std::collections::BTreeMap<i64, Vec<u64>> = Default::default();
     let mut fired = Vec::new();
@@ -181,7 +185,7 @@ fn model_firings(size: i64, steps: &[Step]) -> (Vec<(usize, i64, Vec<u64>)>, Vec
     let fire_upto = |step: usize,
                      wm: i64,
                      open: &mut std::collections::BTreeMap<i64, Vec<u64>>,
-                     fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+                     fired: &mut Firings| {
         while let Some((&start, _)) = open.first_key_value() {
             if start + size - 1 > wm {
                 break;
@@ -227,7 +231,7 @@ proptest! {
         let mut core: WindowCore<u64, Vec<u64>> = WindowCore::new(&window).expect("valid");
         let mut host = Recorder::default();
         let mut fired = Vec::new();
-        let record = |host: &mut Recorder, step: usize, fired: &mut Vec<(usize, i64, Vec<u64>)>| {
+        let record = |host: &mut Recorder, step: usize, fired: &mut Firings| {
             for (_, bounds, contents) in host.fired.drain(..) {
                 let b = bounds.expect("time windows have bounds");
                 fired.push((step, b.start, contents));
