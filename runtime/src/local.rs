@@ -25,7 +25,7 @@ use crate::executor::{
     AckBatch, AckerActor, BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor, Start,
     TaskCore, TaskEvent, Verdicts, Wire,
 };
-use crate::metrics::{ComponentReport, LatencyHistogram, MetricsSnapshot, RunReport, TaskMetrics};
+use crate::metrics::{ComponentReport, MetricsSnapshot, RunReport, TaskHistograms, TaskMetrics};
 use crate::plan::PhysicalPlan;
 
 /// The most worker threads a local cluster runs.
@@ -422,8 +422,7 @@ struct Coordinator {
     metrics_interval: Option<Duration>,
     finished: Vec<bool>,
     remaining: usize,
-    latency: Vec<LatencyHistogram>,
-    complete_latency: Vec<LatencyHistogram>,
+    histograms: Vec<TaskHistograms>,
     drains: Vec<Recipient<Drain>>,
     drained: bool,
     started: Instant,
@@ -451,8 +450,7 @@ impl Coordinator {
             metrics_interval,
             finished: vec![false; plan.tasks.len()],
             remaining: plan.tasks.len(),
-            latency: vec![LatencyHistogram::default(); ir.components.len()],
-            complete_latency: vec![LatencyHistogram::default(); ir.components.len()],
+            histograms: vec![TaskHistograms::default(); ir.components.len()],
             drains: Vec::new(),
             drained: false,
             started: Instant::now(),
@@ -504,8 +502,9 @@ impl Coordinator {
                     kind: *kind,
                     tasks: *tasks,
                     metrics,
-                    execute_latency: std::mem::take(&mut self.latency[i]),
-                    complete_latency: std::mem::take(&mut self.complete_latency[i]),
+                    execute_latency: std::mem::take(&mut self.histograms[i].execute),
+                    complete_latency: std::mem::take(&mut self.histograms[i].complete),
+                    time_skew: std::mem::take(&mut self.histograms[i].skew),
                 })
                 .collect(),
         }
@@ -567,9 +566,7 @@ impl Handler<TaskEvent> for Coordinator {
     fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
         match event {
             TaskEvent::Finished {
-                task,
-                latency,
-                complete_latency,
+                task, histograms, ..
             } => {
                 let Some(finished) = self.finished.get_mut(task.0 as usize) else {
                     return;
@@ -578,8 +575,7 @@ impl Handler<TaskEvent> for Coordinator {
                     return;
                 }
                 let component = self.task_component[task.0 as usize];
-                self.latency[component].merge(&latency);
-                self.complete_latency[component].merge(&complete_latency);
+                self.histograms[component].merge(&histograms);
                 self.remaining -= 1;
                 if self.remaining == 0 {
                     let report = self.report();

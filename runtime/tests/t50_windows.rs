@@ -817,3 +817,74 @@ fn keyed_count_windows_do_not_stall_a_bounded_spout() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn time_skew_is_measured_wherever_event_time_is_known() -> anyhow::Result<()> {
+    // A spout that declares event time and stamps readings `offset` ms before (or after) the
+    // wall clock, into a plain bolt: no window anywhere, the skew is still measured.
+    #[derive(Clone)]
+    struct Stamped {
+        left: u32,
+        offset_ms: i64,
+    }
+    impl Spout for Stamped {
+        type Out = Reading;
+        fn next(&mut self, out: &mut SpoutEmitter<Reading>) -> Result<SpoutStatus, TaskError> {
+            if self.left == 0 {
+                return Ok(SpoutStatus::Done);
+            }
+            self.left -= 1;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            out.emit(Reading {
+                key: 0,
+                ts: now - self.offset_ms,
+                value: 0,
+            });
+            Ok(SpoutStatus::Idle)
+        }
+    }
+    let (sink, _rx) = Collect::<Reading>::new();
+    let (sink2, _rx2) = Collect::<Reading>::new();
+    let mut t = TopologyBuilder::new("skew");
+    let past = t.add(
+        spout(
+            "past",
+            Stamped {
+                left: 50,
+                offset_ms: 5_000,
+            },
+        )
+        .event_time(EventTime::field("ts")),
+    );
+    let future = t.add(
+        spout(
+            "future",
+            Stamped {
+                left: 50,
+                offset_ms: -60_000,
+            },
+        )
+        .event_time(EventTime::field("ts")),
+    );
+    t.add(bolt("sink", sink).shuffle(&past));
+    t.add(bolt("sink2", sink2).shuffle(&future));
+    let report = run(t.build()?, 2)?;
+    let past = report.component("past").expect("past");
+    assert!(past.time_skew.count() > 0, "no skew sample");
+    let p50 = past.time_skew.quantile(0.5).as_millis();
+    assert!((4_900..60_000).contains(&p50), "p50 {p50} ms");
+    assert!(past.metrics.time_skew_max_ms >= 5_000);
+    assert_eq!(past.metrics.time_skew_future, 0);
+    let future = report.component("future").expect("future");
+    assert!(
+        future.metrics.time_skew_future > 0,
+        "samples from the future count"
+    );
+    assert_eq!(
+        report.component("sink").map(|c| c.time_skew.count()),
+        Some(0)
+    );
+    Ok(())
+}

@@ -538,6 +538,11 @@ impl<T: Record> Emitter<T> {
         }
     }
 
+    /// The largest event time emitted since the last call, where the output has event time.
+    pub(crate) fn take_event_time(&mut self) -> Option<i64> {
+        self.clock_mut().and_then(EventClock::take_seen)
+    }
+
     /// Moves the marks of the output's watermark generator into `out`.
     pub(crate) fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
         if let Some(c) = self.clock.as_deref_mut() {

@@ -197,7 +197,10 @@ impl BoltActor {
             Ok(Ok(outcome)) => {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
-                self.core.latency.record_batch(elapsed, outcome.executed);
+                self.core
+                    .histograms
+                    .execute
+                    .record_batch(elapsed, outcome.executed);
                 if let Some(err) = outcome.first_error {
                     self.log_user_error(&err.to_string(), outcome.failed);
                 }

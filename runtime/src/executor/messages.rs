@@ -9,7 +9,7 @@ use tempest_dsl::{RootId, TaskId};
 use crate::ack::{AckMsg, TreeOutcome};
 
 use crate::executor::LocalLink;
-use crate::metrics::LatencyHistogram;
+use crate::metrics::TaskHistograms;
 
 /// Something arriving on a link. One message type for data and end of stream, so both travel
 /// in one FIFO mailbox and the end always comes after the link's last batch.
@@ -85,8 +85,7 @@ pub(crate) enum TaskEvent {
     /// The task ended normally; its histograms go into the run report.
     Finished {
         task: TaskId,
-        latency: LatencyHistogram,
-        complete_latency: LatencyHistogram,
+        histograms: Box<TaskHistograms>,
     },
     /// The task hit a fatal error (a panic, a failed open, a bad batch): the run stops.
     Failed { task: TaskId, error: String },

@@ -31,7 +31,7 @@ pub(crate) use messages::{
 pub(crate) use spout::SpoutActor;
 
 use crate::ack::AckFolder;
-use crate::metrics::{LatencyHistogram, TaskMetrics};
+use crate::metrics::{TaskHistograms, TaskMetrics};
 use outbox::{LinkSender, Outbox};
 
 /// A link to a task in the same process: its actor's address.
@@ -102,8 +102,8 @@ pub(crate) struct TaskCore {
     pub(crate) outbox: Outbox<LocalLink>,
     pub(crate) metrics: Arc<TaskMetrics>,
     pub(crate) events: Recipient<TaskEvent>,
-    pub(crate) latency: LatencyHistogram,
-    pub(crate) complete_latency: LatencyHistogram,
+    /// Execute and complete latency, and time skew, for the run report.
+    pub(crate) histograms: TaskHistograms,
     ready: Vec<(LinkId, Payload)>,
     marks: Vec<Mark>,
     /// Ack-tree operations taken from the task, not yet sent.
@@ -130,8 +130,7 @@ impl TaskCore {
             outbox,
             metrics,
             events,
-            latency: LatencyHistogram::default(),
-            complete_latency: LatencyHistogram::default(),
+            histograms: TaskHistograms::default(),
             ready: Vec::new(),
             marks: Vec::new(),
             acks: Vec::new(),
@@ -195,9 +194,17 @@ impl TaskCore {
     pub(crate) fn flush(&mut self, task: &mut dyn TaskOutput) {
         task.flush();
         self.ship(task);
-        task.take_marks(now_ms(), &mut self.marks);
+        let now = now_ms();
+        task.take_marks(now, &mut self.marks);
         for mark in self.marks.drain(..) {
             self.outbox.mark(mark);
+        }
+        if let Some(ts) = task.take_event_time() {
+            // Time skew, the seed's definition: stream (processing) time minus event time.
+            let skew = now.saturating_sub(ts);
+            self.metrics.set_skew(skew);
+            let ms = Duration::from_millis(u64::try_from(skew).unwrap_or(0));
+            self.histograms.skew.record_n(ms, 1);
         }
         self.last_flush = Instant::now();
     }
@@ -236,8 +243,7 @@ impl TaskCore {
         tracing::debug!("task finished");
         self.events.do_send(TaskEvent::Finished {
             task: self.id,
-            latency: std::mem::take(&mut self.latency),
-            complete_latency: std::mem::take(&mut self.complete_latency),
+            histograms: Box::new(std::mem::take(&mut self.histograms)),
         });
         true
     }

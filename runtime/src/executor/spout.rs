@@ -213,7 +213,7 @@ impl SpoutActor {
 
     /// A tree completed: tell the spout. (The caller counts it.)
     fn on_acked(&mut self, root: RootId, msg: MsgId, latency: Duration) {
-        self.core.complete_latency.record_n(latency, 1);
+        self.core.histograms.complete.record_n(latency, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.ack(root, msg)) {
             self.core.fail(format!("ack panicked: {panic}"));

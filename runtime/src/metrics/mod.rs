@@ -10,5 +10,6 @@ mod report;
 mod task_metrics;
 
 pub use latency::LatencyHistogram;
+pub(crate) use latency::TaskHistograms;
 pub use report::{ComponentReport, RunReport};
 pub use task_metrics::{MetricsSnapshot, TaskMetrics};

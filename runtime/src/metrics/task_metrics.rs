@@ -29,10 +29,14 @@ pub struct TaskMetrics {
     pub window_fires: AtomicU64,
     /// Late tuples (windowed bolts).
     pub late: AtomicU64,
-    /// Time skew of the last tuple: processing time minus event time, in ms.
+    /// Time skew (processing time minus event time, in ms) of the newest tuple at the task's
+    /// last flush, for tasks that know event time (those that assign it, and event-time
+    /// windows).
     pub time_skew_ms: AtomicI64,
     /// The largest time skew seen, in ms.
     pub time_skew_max_ms: AtomicI64,
+    /// Skew samples whose event time was ahead of processing time (from the future).
+    pub time_skew_future: AtomicU64,
     /// Windows open now.
     pub open_windows: AtomicU64,
 }
@@ -70,11 +74,17 @@ impl TaskMetrics {
     pub fn set_window(&self, stats: &tempest_dsl::engine::WindowStats) {
         self.window_fires.store(stats.fires, Ordering::Relaxed);
         self.late.store(stats.late, Ordering::Relaxed);
-        self.time_skew_ms.store(stats.skew_ms, Ordering::Relaxed);
-        self.time_skew_max_ms
-            .store(stats.skew_max_ms, Ordering::Relaxed);
         self.open_windows
             .store(stats.open_windows, Ordering::Relaxed);
+    }
+
+    /// Publishes a time-skew sample, in ms.
+    pub fn set_skew(&self, skew_ms: i64) {
+        self.time_skew_ms.store(skew_ms, Ordering::Relaxed);
+        self.time_skew_max_ms.fetch_max(skew_ms, Ordering::Relaxed);
+        if skew_ms < 0 {
+            self.time_skew_future.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A consistent-enough copy of the counters.
@@ -94,6 +104,7 @@ impl TaskMetrics {
             late: self.late.load(Ordering::Relaxed),
             time_skew_ms: self.time_skew_ms.load(Ordering::Relaxed),
             time_skew_max_ms: self.time_skew_max_ms.load(Ordering::Relaxed),
+            time_skew_future: self.time_skew_future.load(Ordering::Relaxed),
             open_windows: self.open_windows.load(Ordering::Relaxed),
         }
     }
@@ -130,6 +141,8 @@ pub struct MetricsSnapshot {
     pub time_skew_ms: i64,
     /// The largest time skew seen in ms.
     pub time_skew_max_ms: i64,
+    /// Skew samples from the future (event time ahead of processing time).
+    pub time_skew_future: u64,
     /// Windows open now.
     pub open_windows: u64,
 }
@@ -151,6 +164,7 @@ impl MetricsSnapshot {
         self.late += other.late;
         self.time_skew_ms = self.time_skew_ms.max(other.time_skew_ms);
         self.time_skew_max_ms = self.time_skew_max_ms.max(other.time_skew_max_ms);
+        self.time_skew_future += other.time_skew_future;
         self.open_windows += other.open_windows;
     }
 }

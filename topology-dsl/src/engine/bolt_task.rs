@@ -140,6 +140,9 @@ impl<B: Bolt> TaskOutput for BoltTaskImpl<B> {
             self.valve.take_marks(out);
         }
     }
+    fn take_event_time(&mut self) -> Option<i64> {
+        self.out.take_event_time()
+    }
     fn emitted(&self) -> u64 {
         self.out.emitted()
     }

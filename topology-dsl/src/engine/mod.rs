@@ -129,6 +129,11 @@ pub trait TaskOutput: Send {
     /// Moves the watermark marks to send on every outgoing link into `out`, at processing time
     /// `now_ms`. Call right after `flush` and sending what it made ready.
     fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>);
+    /// The largest event time the task emitted (or, a windowed task, took in) since the last
+    /// call, where it knows event time: the runtime measures time skew from it.
+    fn take_event_time(&mut self) -> Option<i64> {
+        None
+    }
     /// Records emitted so far.
     fn emitted(&self) -> u64;
 }
@@ -200,10 +205,6 @@ pub struct WindowStats {
     pub fires: u64,
     /// Late tuples (sent to the late stream, or counted and acked).
     pub late: u64,
-    /// Time skew of the last tuple: processing time minus event time, in milliseconds.
-    pub skew_ms: i64,
-    /// The largest time skew seen.
-    pub skew_max_ms: i64,
     /// Windows open now.
     pub open_windows: u64,
     /// The event-time watermark.

@@ -108,6 +108,9 @@ impl<S: Spout> TaskOutput for SpoutTaskImpl<S> {
     fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
         self.out.inner_mut().take_marks(now_ms, out);
     }
+    fn take_event_time(&mut self) -> Option<i64> {
+        self.out.inner_mut().take_event_time()
+    }
     fn emitted(&self) -> u64 {
         self.out.inner().emitted()
     }

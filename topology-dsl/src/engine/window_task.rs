@@ -297,6 +297,8 @@ pub(crate) struct WindowedTask<M: WindowMode> {
     io: WindowIo<M::In, M::Out>,
     core: WindowCore<u64, M::Contents>,
     input: WindowInput<M::In>,
+    /// The largest event time taken in since the last `take_event_time`.
+    seen_ts: i64,
     /// Whether the end of the input was reached (every channel at the end of time, or every
     /// upstream task finished): every time window has fired and partial count windows let go.
     ended: bool,
@@ -318,6 +320,7 @@ impl<M: WindowMode> WindowedTask<M> {
             io,
             core,
             input,
+            seen_ts: i64::MIN,
             ended: false,
         }
     }
@@ -385,11 +388,10 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
             .ok_or(EngineError::NoSuchInput(input))?;
         let batch = adapter.adapt(payload)?;
         self.input.valve.data((source, input));
-        let now = now_ms();
         let event_time = self.core.is_event_time();
         if !event_time {
             // Processing time first, so the batch joins the windows of now.
-            self.advance(now);
+            self.advance(now_ms());
         }
         let tracked = !batch.ids.is_empty();
         let mut ids = batch.ids.into_iter();
@@ -416,9 +418,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
                 }
             };
             if event_time {
-                let skew = now.saturating_sub(ts);
-                self.io.stats.skew_ms = skew;
-                self.io.stats.skew_max_ms = self.io.stats.skew_max_ms.max(skew);
+                self.seen_ts = self.seen_ts.max(ts);
             }
             let key = self.input.key.hash(&value);
             // Taken (or, if late, acked at once): either way it no longer needs to hold its
@@ -488,6 +488,10 @@ impl<M: WindowMode> TaskOutput for WindowedTask<M> {
         if let Some(late) = &mut self.io.late {
             late.take_acks(out);
         }
+    }
+    fn take_event_time(&mut self) -> Option<i64> {
+        let seen = std::mem::replace(&mut self.seen_ts, i64::MIN);
+        (seen != i64::MIN).then_some(seen)
     }
     fn take_marks(&mut self, _now_ms: i64, out: &mut Vec<Mark>) {
         // The window's watermark, forwarded after the results it fired.

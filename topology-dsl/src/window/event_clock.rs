@@ -25,6 +25,8 @@ pub struct EventClock {
     /// Whether a failed message is replayed (and holds the watermark until it is).
     replayable: bool,
     max_ts: i64,
+    /// The largest timestamp observed since the last `take_seen`.
+    seen: i64,
     /// Trees in flight that no window has taken yet, with their timestamps.
     trees: FxHashMap<RootId, i64>,
     /// Failed messages whose replay has not been emitted yet, with their timestamps.
@@ -49,6 +51,7 @@ impl EventClock {
             idle_timeout_ms,
             replayable,
             max_ts: i64::MIN,
+            seen: i64::MIN,
             trees: FxHashMap::default(),
             awaiting: FxHashMap::default(),
             held: BTreeMap::new(),
@@ -64,7 +67,14 @@ impl EventClock {
     #[inline]
     pub fn observe(&mut self, ts: i64) {
         self.max_ts = self.max_ts.max(ts);
+        self.seen = self.seen.max(ts);
         self.active = true;
+    }
+
+    /// The largest timestamp observed since the last call, if any (for time skew).
+    pub fn take_seen(&mut self) -> Option<i64> {
+        let seen = std::mem::replace(&mut self.seen, i64::MIN);
+        (seen != i64::MIN).then_some(seen)
     }
 
     /// An emit without a timestamp (the task is active).
