@@ -49,8 +49,9 @@ pub(crate) struct OutClock {
 }
 
 impl OutClock {
-    /// Notes the emit of `value`, with its timestamp when it has one.
-    #[inline]
+    /// Notes the emit of `value`, with its timestamp when it has one. Out of line, so that the
+    /// emit path of tasks without event time stays small enough to inline.
+    #[inline(never)]
     fn observe<T: Record>(&mut self, value: &T) {
         match self.field.and_then(|f| value.timestamp_field(f)) {
             Some(ts) => self.clock.observe(ts),
@@ -313,7 +314,9 @@ impl<T: Record> Emitter<T> {
         }
     }
 
-    /// Routes one record to every subscription of `stream`.
+    /// Routes one record to every subscription of `stream`. Inlined into the emit calls (the
+    /// hot path of every bolt): what only tasks with event time need is out of line.
+    #[inline]
     fn dispatch<A>(
         &mut self,
         stream: usize,
@@ -385,19 +388,8 @@ impl<T: Record> Emitter<T> {
                 Pick::None => {}
             }
         }
-        // A batch this emit filled holds all its link's data up to now: the watermark of now
-        // rides on it, so event time moves with the data, not only at flushes.
         if ready.len() > ready_before {
-            let wm = match clock.as_deref() {
-                Some(c) if c.field.is_some() => c.clock.current(),
-                Some(_) => i64::MIN,
-                None => *forwarded,
-            };
-            if wm > i64::MIN {
-                for (_, payload) in &mut ready[ready_before..] {
-                    payload.set_mark(Mark::Time(wm));
-                }
-            }
+            mark_filled(clock.as_deref(), *forwarded, &mut ready[ready_before..]);
         }
         Ok(())
     }
@@ -553,6 +545,23 @@ impl<T: Record> Emitter<T> {
     /// Records emitted so far (one per emit call, whatever the fan-out).
     pub(crate) fn emitted(&self) -> u64 {
         self.emitted
+    }
+}
+
+/// A batch an emit filled holds all its link's data up to now: the watermark of now rides on
+/// it, so event time moves with the data, not only at flushes. Once per batch, out of line.
+#[cold]
+#[inline(never)]
+fn mark_filled(clock: Option<&OutClock>, forwarded: i64, batches: &mut [(LinkId, Payload)]) {
+    let wm = match clock {
+        Some(c) if c.field.is_some() => c.clock.current(),
+        Some(_) => i64::MIN,
+        None => forwarded,
+    };
+    if wm > i64::MIN {
+        for (_, payload) in batches {
+            payload.set_mark(Mark::Time(wm));
+        }
     }
 }
 
