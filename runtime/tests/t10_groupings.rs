@@ -75,7 +75,9 @@ fn fields_grouping_keeps_each_key_on_one_task() -> anyhow::Result<()> {
 
     let mut owner: HashMap<String, u32> = HashMap::new();
     let mut total = 0;
-    for c in collected(&rx) {
+    let per_task = collected(&rx);
+    assert_eq!(per_task.len(), 4, "every sink task reports");
+    for c in per_task {
         for item in c.items {
             total += 1;
             let prev = owner.insert(item.key.clone(), c.task_index);
@@ -143,6 +145,7 @@ fn global_grouping_reaches_only_the_lowest_task() -> anyhow::Result<()> {
     t.add(bolt("sink", sink).parallelism(3).global(&numbers));
     run(t.build()?, 2)?;
     let per_task = collected(&rx);
+    assert_eq!(per_task.len(), 3, "every sink task reports");
     assert_eq!(per_task[0].items.len(), 500);
     assert!(per_task[1].items.is_empty() && per_task[2].items.is_empty());
     Ok(())
@@ -176,6 +179,7 @@ fn direct_grouping_reaches_the_chosen_task() -> anyhow::Result<()> {
     );
     run(t.build()?, 2)?;
     let per_task = collected(&rx);
+    assert_eq!(per_task.len(), 3, "every sink task reports");
     for c in &per_task {
         assert_eq!(c.items.len(), 300);
         assert!(c.items.iter().all(|x| (x.n % 3) as u32 == c.task_index));
@@ -221,6 +225,7 @@ fn local_or_shuffle_delivers_everything() -> anyhow::Result<()> {
     t.add(bolt("sink", sink).parallelism(2).local_or_shuffle(&numbers));
     run(t.build()?, 2)?;
     let per_task = collected(&rx);
+    assert_eq!(per_task.len(), 2, "every sink task reports");
     // Spout task i and sink task i share worker i, so each sink gets its own spout's half.
     for c in &per_task {
         assert!(c.items.iter().all(|x| x.n % 2 == u64::from(c.task_index)));

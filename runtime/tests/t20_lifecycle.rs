@@ -55,6 +55,12 @@ fn drain_before_start_ends_at_once() -> anyhow::Result<()> {
     running.drain();
     let report = running.wait()?;
     assert!(report.drained);
+    // An endless spout drained at once: it stopped, everything it emitted reached the sink
+    // before the run ended, and the run did not wait for anything.
+    let emitted = report.component("numbers").map(|c| c.metrics.emitted);
+    let received = report.component("sink").map(|c| c.metrics.executed);
+    assert_eq!(emitted, received);
+    assert!(report.elapsed < std::time::Duration::from_secs(10));
     Ok(())
 }
 
