@@ -18,7 +18,8 @@ pub struct ComponentReport {
     pub tasks: u32,
     /// Its counters, summed over its tasks.
     pub metrics: MetricsSnapshot,
-    /// Execute latency per record (bolts), merged over its tasks.
+    /// Execute latency per record (bolts), merged over its tasks. Each batch records the mean
+    /// of its records, so a slow record inside a fast batch does not show in the tail.
     pub execute_latency: LatencyHistogram,
     /// Complete latency of spout trees (tracked guarantees), merged over its tasks.
     pub complete_latency: LatencyHistogram,
@@ -78,8 +79,8 @@ impl fmt::Display for RunReport {
             "executed",
             "failed",
             "queue max",
-            "exec p50",
-            "exec p99"
+            "exec p50*",
+            "exec p99*"
         )?;
         for c in &self.components {
             let (p50, p99) = match c.kind {
@@ -102,6 +103,10 @@ impl fmt::Display for RunReport {
                 p99
             )?;
         }
+        writeln!(
+            f,
+            "  * per record, as the mean of its batch (a slow record in a fast batch is hidden)"
+        )?;
         for c in self
             .components
             .iter()
