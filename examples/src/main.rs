@@ -123,6 +123,9 @@ struct Common {
     /// Tuples per batch.
     #[arg(long, allow_negative_numbers = true)]
     batch_size: Option<usize>,
+    /// The run seed of the tasks' ack-tree ids (the run report prints the one drawn otherwise).
+    #[arg(long)]
+    run_seed: Option<u64>,
     /// Most ack trees in flight per spout task (tracked guarantees); 0 for no bound.
     /// Default: the topology config's (1000).
     #[arg(long, allow_negative_numbers = true)]
@@ -329,6 +332,7 @@ fn local_options(common: &Common) -> LocalOptions {
     if let Some(w) = common.workers {
         local.workers = w;
     }
+    local.seed = common.run_seed;
     local
 }
 

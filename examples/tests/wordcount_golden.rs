@@ -12,6 +12,7 @@ fn cluster(workers: usize) -> LocalCluster {
     LocalCluster::new(LocalOptions {
         workers,
         metrics_interval: None,
+        ..LocalOptions::default()
     })
     .expect("valid options")
 }

@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Recipient};
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use tempest_dsl::engine::Task;
 use tempest_dsl::{ComponentKind, Guarantee, TaskId, Topology, TopologyIr};
@@ -42,6 +43,9 @@ pub struct LocalOptions {
     pub workers: usize,
     /// How often per-component metrics are logged at `info`; `None` turns it off.
     pub metrics_interval: Option<Duration>,
+    /// The run seed every task's generator (its ack-tree ids) is seeded from; `None` draws one.
+    /// The run report gives it, so a run can be replayed with the same ids.
+    pub seed: Option<u64>,
 }
 
 impl Default for LocalOptions {
@@ -51,6 +55,7 @@ impl Default for LocalOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             metrics_interval: Some(Duration::from_secs(10)),
+            seed: None,
         }
     }
 }
@@ -248,16 +253,18 @@ fn run_system(
     system.block_on(async move {
         let ir = topology.ir().clone();
         let (done_tx, done_rx) = oneshot::channel();
+        let seed = options.seed.unwrap_or_else(rand::random);
         let coordinator = Coordinator::new(
             &ir,
             &plan,
             Arc::clone(&metrics),
             options.metrics_interval,
+            seed,
             done_tx,
         )
         .start();
         let workers: Vec<Arbiter> = (0..plan.workers).map(|_| Arbiter::new()).collect();
-        let result = match start_tasks(&topology, &plan, &workers, &metrics, &coordinator) {
+        let result = match start_tasks(&topology, &plan, &workers, &metrics, &coordinator, seed) {
             Ok(()) => {
                 let _ = control.send(coordinator.clone());
                 done_rx.await.unwrap_or_else(|_| {
@@ -290,11 +297,14 @@ fn start_tasks(
     workers: &[Arbiter],
     metrics: &[Arc<TaskMetrics>],
     coordinator: &Addr<Coordinator>,
+    seed: u64,
 ) -> Result<(), RuntimeError> {
     let ir = topology.ir();
     let config = &ir.config;
     let credit = config.queue_batches as u32;
-    let mut rng = rand::rng();
+    // One generator from the run seed, drawn in task order: each task's seed depends only on
+    // the run seed and the plan.
+    let mut rng = SmallRng::seed_from_u64(seed);
     let mut addrs = Vec::with_capacity(plan.tasks.len());
     let mut spouts = Vec::new();
     let mut verdicts: Vec<(TaskId, Recipient<Verdicts>)> = Vec::new();
@@ -414,6 +424,7 @@ struct DrainAll;
 /// Counts finished tasks, logs metrics, and reports the end of the run.
 struct Coordinator {
     topology: String,
+    seed: u64,
     guarantee: Guarantee,
     components: Vec<(String, ComponentKind, u32)>,
     /// Component index of each task.
@@ -435,10 +446,12 @@ impl Coordinator {
         plan: &PhysicalPlan,
         metrics: Arc<[Arc<TaskMetrics>]>,
         metrics_interval: Option<Duration>,
+        seed: u64,
         done: oneshot::Sender<Result<RunReport, RuntimeError>>,
     ) -> Self {
         Coordinator {
             topology: ir.name.clone(),
+            seed,
             guarantee: ir.guarantee,
             components: ir
                 .components
@@ -492,6 +505,7 @@ impl Coordinator {
             guarantee: self.guarantee,
             elapsed: self.started.elapsed(),
             drained: self.drained,
+            seed: self.seed,
             components: self
                 .components
                 .iter()

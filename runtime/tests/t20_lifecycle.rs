@@ -252,6 +252,7 @@ fn options_are_validated() {
     let err = LocalCluster::new(LocalOptions {
         workers: 0,
         metrics_interval: None,
+        ..LocalOptions::default()
     })
     .expect_err("zero workers");
     assert!(err.to_string().contains("workers"), "{err}");

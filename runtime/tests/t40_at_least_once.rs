@@ -395,3 +395,44 @@ fn at_most_once_acks_at_emit_and_tracks_nothing() -> anyhow::Result<()> {
     assert_eq!(spout.complete_latency.count(), 0);
     Ok(())
 }
+
+#[test]
+fn the_run_seed_replays_the_ack_tree_ids() -> anyhow::Result<()> {
+    // Every task's generator comes from the run seed: a spout task's root ids, and so its
+    // tuples' ids, are the same in two runs with the same seed (and differ with another).
+    #[derive(Clone)]
+    struct Ids(Arc<Mutex<Vec<String>>>);
+    impl Bolt for Ids {
+        type In = N;
+        type Out = N;
+        fn execute(&mut self, t: Tuple<N>, _out: &mut Emitter<N>) -> Result<(), TaskError> {
+            if let Ok(mut ids) = self.0.lock() {
+                ids.push(format!("{} {:?}", t.n, t.ids()));
+            }
+            Ok(())
+        }
+    }
+    let ids_of = |seed: u64| -> anyhow::Result<(Vec<String>, u64)> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut t = TopologyBuilder::new("seeded");
+        let numbers = t.add(spout("numbers", Numbers::new(200)));
+        t.add(bolt("ids", Ids(Arc::clone(&log))).shuffle(&numbers));
+        let report = tempest_runtime::LocalCluster::new(tempest_runtime::LocalOptions {
+            workers: 2,
+            metrics_interval: None,
+            seed: Some(seed),
+        })?
+        .run(t.guarantee(Guarantee::AtLeastOnce).build()?)?;
+        let mut ids = log.lock().map(|l| l.clone()).unwrap_or_default();
+        ids.sort();
+        Ok((ids, report.seed))
+    };
+    let (a, seed_a) = ids_of(7)?;
+    let (b, _) = ids_of(7)?;
+    let (c, _) = ids_of(8)?;
+    assert_eq!(seed_a, 7, "the report gives the seed");
+    assert_eq!(a.len(), 200);
+    assert_eq!(a, b, "same seed, same ids");
+    assert_ne!(a, c, "another seed, other ids");
+    Ok(())
+}

@@ -40,6 +40,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Whether the run was drained on request (Ctrl-C) rather than ending on its own.
     pub drained: bool,
+    /// The run seed (set it in `LocalOptions::seed` to replay the run's ack-tree ids).
+    pub seed: u64,
     /// One entry per component, in declaration order.
     pub components: Vec<ComponentReport>,
 }
@@ -64,11 +66,12 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "topology `{}` ({}) {} in {:.3}s",
+            "topology `{}` ({}) {} in {:.3}s, run seed {}",
             self.topology,
             self.guarantee,
             if self.drained { "drained" } else { "finished" },
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.seed
         )?;
         writeln!(
             f,

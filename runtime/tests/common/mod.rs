@@ -185,6 +185,7 @@ pub fn cluster(workers: usize) -> LocalCluster {
     LocalCluster::new(LocalOptions {
         workers,
         metrics_interval: None,
+        ..LocalOptions::default()
     })
     .expect("valid options")
 }
