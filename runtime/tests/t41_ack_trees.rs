@@ -151,7 +151,7 @@ impl Harness {
         while let Some((target, input, from, payload)) = self.queue.pop_front() {
             match &mut self.tasks[target.0 as usize] {
                 Task::Bolt(b) => {
-                    let outcome = b.execute_batch(input, from, payload)?;
+                    let outcome = b.execute_batch(input, from, payload, 0)?;
                     anyhow::ensure!(outcome.failed == 0, "unexpected failures");
                 }
                 Task::Spout(_) => anyhow::bail!("a batch for a spout"),

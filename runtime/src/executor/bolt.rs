@@ -11,7 +11,7 @@ use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
 
-use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded};
+use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded, now_ms};
 use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
@@ -166,7 +166,7 @@ impl BoltActor {
                     payload,
                 } => self.execute(queue, from, link, input, payload),
                 Delivery::Mark { from, input, mark } => {
-                    if self.run_hook("on_mark", |task| task.on_mark(from, input, mark)) {
+                    if self.run_hook("on_mark", |task| task.on_mark(from, input, mark, now_ms())) {
                         self.send_results(false);
                     }
                 }
@@ -185,7 +185,7 @@ impl BoltActor {
         let mark = payload.mark();
         let started = Instant::now();
         let task = &mut self.task;
-        let result = guarded(|| task.execute_batch(input, from, payload));
+        let result = guarded(|| task.execute_batch(input, from, payload, now_ms()));
         let elapsed = started.elapsed();
         self.core.metrics.dequeue(n);
         if let Some(sender) = &self.queues[queue].credit {
@@ -208,7 +208,7 @@ impl BoltActor {
         }
         if let Some(mark) = mark {
             // The watermark that rode on the batch, after its data.
-            if !self.run_hook("on_mark", |task| task.on_mark(from, input, mark)) {
+            if !self.run_hook("on_mark", |task| task.on_mark(from, input, mark, now_ms())) {
                 return;
             }
         }
@@ -234,7 +234,7 @@ impl BoltActor {
         let remaining = &mut self.queues[queue].data_pending;
         *remaining = remaining.saturating_sub(1);
         if *remaining == 0 {
-            if !self.run_hook("input_ended", |task| task.input_ended(from)) {
+            if !self.run_hook("input_ended", |task| task.input_ended(from, now_ms())) {
                 return;
             }
             self.send_results(false);
@@ -318,7 +318,7 @@ impl BoltActor {
         // Deliveries waiting (output blocked, or deferred) mean the inputs are not idle: a
         // windowed task must not move event time past what is queued.
         let waiting = !self.inbox_is_empty();
-        if !self.run_hook("tick", |task| task.tick(waiting)) {
+        if !self.run_hook("tick", |task| task.tick(waiting, now_ms())) {
             return;
         }
         self.send_results(true);

@@ -51,6 +51,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         input: u16,
         source: TaskId,
         payload: Payload,
+        _now_ms: i64,
     ) -> Result<BatchOutcome, EngineError> {
         let adapter = self
             .inputs
@@ -84,7 +85,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         Ok(outcome)
     }
 
-    fn tick(&mut self, _inputs_waiting: bool) -> Result<(), TaskError> {
+    fn tick(&mut self, _inputs_waiting: bool, _now_ms: i64) -> Result<(), TaskError> {
         self.bolt.tick(&mut self.out)
     }
 
@@ -92,13 +93,19 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         self.bolt.finish(&mut self.out)
     }
 
-    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError> {
+    fn on_mark(
+        &mut self,
+        source: TaskId,
+        input: u16,
+        mark: Mark,
+        _now_ms: i64,
+    ) -> Result<(), TaskError> {
         self.valve.mark((source, input), mark);
         self.watermark_moved();
         Ok(())
     }
 
-    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
+    fn input_ended(&mut self, source: TaskId, _now_ms: i64) -> Result<(), TaskError> {
         self.valve.end(source);
         self.watermark_moved();
         Ok(())

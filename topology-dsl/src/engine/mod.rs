@@ -167,23 +167,32 @@ pub trait SpoutTask: TaskOutput {
 pub trait BoltTask: TaskOutput {
     /// Calls `Bolt::prepare`.
     fn prepare(&mut self) -> Result<(), TaskError>;
-    /// Executes every record of a batch that arrived on subscription `input` from `source`.
+    /// Executes every record of a batch that arrived on subscription `input` from `source`,
+    /// at processing time `now_ms` (the engine reads no clock: the runtime passes it in).
     fn execute_batch(
         &mut self,
         input: u16,
         source: TaskId,
         payload: Payload,
+        now_ms: i64,
     ) -> Result<BatchOutcome, EngineError>;
-    /// Calls `Bolt::tick`. `inputs_waiting` says deliveries are queued and not executed yet.
-    fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError>;
+    /// Calls `Bolt::tick` at processing time `now_ms`. `inputs_waiting` says deliveries are
+    /// queued and not executed yet.
+    fn tick(&mut self, inputs_waiting: bool, now_ms: i64) -> Result<(), TaskError>;
     /// Calls `Bolt::finish`.
     fn finish(&mut self) -> Result<(), TaskError>;
     /// A watermark mark arrived on channel (`source`, `input`), after every batch the channel
-    /// delivered before it.
-    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError>;
+    /// delivered before it, at processing time `now_ms`.
+    fn on_mark(
+        &mut self,
+        source: TaskId,
+        input: u16,
+        mark: Mark,
+        now_ms: i64,
+    ) -> Result<(), TaskError>;
     /// Upstream task `source` will send no more data (its channels' watermarks go to the end
-    /// of time).
-    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError>;
+    /// of time), at processing time `now_ms`.
+    fn input_ended(&mut self, source: TaskId, now_ms: i64) -> Result<(), TaskError>;
     /// Window counters, for windowed bolts.
     fn window_stats(&self) -> Option<WindowStats> {
         None

@@ -10,7 +10,6 @@
 use std::collections::hash_map;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
@@ -28,13 +27,6 @@ use crate::window::{
     Bounds, Channel, Valve, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo,
     WindowView, WindowedBolt,
 };
-
-/// Milliseconds since the epoch: processing time.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// How a windowed task reads key and time from its input, and its watermark.
 pub(crate) struct WindowInput<In> {
@@ -381,6 +373,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         input: u16,
         source: TaskId,
         payload: Payload,
+        now_ms: i64,
     ) -> Result<BatchOutcome, EngineError> {
         let adapter = self
             .inputs
@@ -391,7 +384,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         let event_time = self.core.is_event_time();
         if !event_time {
             // Processing time first, so the batch joins the windows of now.
-            self.advance(now_ms());
+            self.advance(now_ms);
         }
         let tracked = !batch.ids.is_empty();
         let mut ids = batch.ids.into_iter();
@@ -430,12 +423,12 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         Ok(self.take_outcome())
     }
 
-    fn tick(&mut self, inputs_waiting: bool) -> Result<(), TaskError> {
+    fn tick(&mut self, inputs_waiting: bool, now_ms: i64) -> Result<(), TaskError> {
         if inputs_waiting && !self.core.is_event_time() {
             // Queued batches are not idleness: processing time waits for them to be executed.
             return Ok(());
         }
-        self.advance(now_ms());
+        self.advance(now_ms);
         self.mode.sweep(self.core.clock());
         self.take_error()
     }
@@ -445,18 +438,24 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         self.take_error()
     }
 
-    fn on_mark(&mut self, source: TaskId, input: u16, mark: Mark) -> Result<(), TaskError> {
+    fn on_mark(
+        &mut self,
+        source: TaskId,
+        input: u16,
+        mark: Mark,
+        now_ms: i64,
+    ) -> Result<(), TaskError> {
         if self.input.valve.mark((source, input), mark).is_some() {
-            self.advance(now_ms());
+            self.advance(now_ms);
         }
         self.take_error()
     }
 
-    fn input_ended(&mut self, source: TaskId) -> Result<(), TaskError> {
+    fn input_ended(&mut self, source: TaskId, now_ms: i64) -> Result<(), TaskError> {
         // Results go out before the end-of-data marker this task passes on, and held tuples
         // are acked while their trees are still waited on.
         if self.input.valve.end(source).is_some() {
-            self.advance(now_ms());
+            self.advance(now_ms);
         }
         self.take_error()
     }

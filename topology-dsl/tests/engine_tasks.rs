@@ -1,0 +1,187 @@
+//! The engine's tasks driven by hand, as the runtime drives them: watermark marks and the
+//! processing time the runtime passes in.
+
+use serde::{Deserialize, Serialize};
+use tempest_dsl::engine::{LinkId, Mark, Payload, RouteSetup, Task, TaskSetup, TypedBatch};
+use tempest_dsl::*;
+
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+struct R {
+    ts: i64,
+}
+
+#[derive(Clone)]
+struct Src;
+impl Spout for Src {
+    type Out = R;
+    fn next(&mut self, _out: &mut SpoutEmitter<R>) -> Result<SpoutStatus, TaskError> {
+        Ok(SpoutStatus::Done)
+    }
+}
+
+#[derive(Clone)]
+struct Pass;
+impl Bolt for Pass {
+    type In = R;
+    type Out = R;
+    fn execute(&mut self, t: Tuple<R>, out: &mut Emitter<R>) -> Result<(), TaskError> {
+        out.emit(t.into_value());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_forwarded_watermark_rides_only_on_batches_filled_after_it() {
+    // src -> pass -> sink, batches of 2. `pass` executes 3 records (one full batch, one in a
+    // partial batch), then a mark at 100 arrives, then 1 more record.
+    let mut t = TopologyBuilder::new("marks");
+    let src = t.add(spout("src", Src));
+    let pass = t.add(bolt("pass", Pass).shuffle(&src));
+    t.add(bolt("sink", Pass).shuffle(&pass));
+    let topology = t
+        .config(TopologyConfig {
+            batch_size: 2,
+            ..TopologyConfig::default()
+        })
+        .build()
+        .expect("valid");
+    let setup = TaskSetup {
+        task_id: TaskId(1),
+        task_index: 0,
+        outputs: vec![vec![RouteSetup {
+            consumer: 2,
+            input: 0,
+            first_link: LinkId(0),
+            tasks: 1,
+            preferred: vec![0],
+        }]],
+        id_seed: 1,
+        channels: vec![(TaskId(0), 0)],
+    };
+    let Ok(Task::Bolt(mut task)) = topology.instantiate(1, &setup) else {
+        panic!("a bolt task");
+    };
+    let batch = |ts: &[i64]| {
+        Payload::local(TypedBatch {
+            values: ts.iter().map(|&ts| R { ts }).collect(),
+            ids: vec![],
+        })
+    };
+    task.execute_batch(0, TaskId(0), batch(&[10, 20, 30]), 0)
+        .expect("executes");
+    task.on_mark(TaskId(0), 0, Mark::Time(100), 0)
+        .expect("marks");
+    let mut ready = Vec::new();
+    task.take_ready(&mut ready);
+    assert_eq!(ready.len(), 1);
+    assert_eq!(
+        ready[0].1.mark(),
+        None,
+        "record 30 still waits in a partial batch: the mark must not overtake it"
+    );
+    task.execute_batch(0, TaskId(0), batch(&[110]), 0)
+        .expect("executes");
+    task.take_ready(&mut ready);
+    assert_eq!(ready.len(), 2);
+    assert_eq!(
+        ready[1].1.mark(),
+        Some(Mark::Time(100)),
+        "the batch holding 30 and 110 filled after the mark: it carries it"
+    );
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+struct Total {
+    count: u64,
+}
+
+#[derive(Clone)]
+struct CountAll;
+impl WindowAggregate for CountAll {
+    type In = R;
+    type Acc = u64;
+    type Out = Total;
+    fn add(&mut self, acc: &mut u64, _r: &R) {
+        *acc += 1;
+    }
+    fn merge(&mut self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+    fn emit(
+        &mut self,
+        acc: &u64,
+        _w: &WindowInfo,
+        out: &mut Emitter<Total>,
+    ) -> Result<(), TaskError> {
+        out.emit(Total { count: *acc });
+        Ok(())
+    }
+}
+
+#[test]
+fn processing_time_windows_run_on_the_time_the_runtime_passes_in() {
+    // The engine reads no clock: a paused clock (plain numbers) drives the window.
+    let mut t = TopologyBuilder::new("paused");
+    let src = t.add(spout("src", Src));
+    let w = t.add(
+        aggregated(
+            "win",
+            CountAll,
+            Window::tumbling(std::time::Duration::from_millis(100)),
+        )
+        .shuffle(&src),
+    );
+    t.add(bolt("sink", Sink).shuffle(&w.output));
+    let topology = t.build().expect("valid");
+    let setup = TaskSetup {
+        task_id: TaskId(1),
+        task_index: 0,
+        outputs: vec![vec![RouteSetup {
+            consumer: 2,
+            input: 0,
+            first_link: LinkId(0),
+            tasks: 1,
+            preferred: vec![0],
+        }]],
+        id_seed: 1,
+        channels: vec![(TaskId(0), 0)],
+    };
+    let Ok(Task::Bolt(mut task)) = topology.instantiate(1, &setup) else {
+        panic!("a bolt task");
+    };
+    let batch = |n: i64| {
+        Payload::local(TypedBatch {
+            values: (0..n).map(|ts| R { ts }).collect(),
+            ids: vec![],
+        })
+    };
+    let fired = |task: &mut Box<dyn tempest_dsl::engine::BoltTask>| {
+        task.flush();
+        let mut ready = Vec::new();
+        task.take_ready(&mut ready);
+        ready.len()
+    };
+    task.execute_batch(0, TaskId(0), batch(3), 1_000)
+        .expect("executes");
+    task.execute_batch(0, TaskId(0), batch(2), 1_099)
+        .expect("executes");
+    task.tick(false, 1_099).expect("ticks");
+    assert_eq!(
+        fired(&mut task),
+        0,
+        "[1000, 1100) is not due while the clock reads 1099"
+    );
+    task.tick(false, 1_100).expect("ticks");
+    assert_eq!(fired(&mut task), 1, "one firing, for all five");
+    assert_eq!(task.window_stats().map(|s| s.fires), Some(1));
+}
+
+#[derive(Clone)]
+struct Sink;
+impl Bolt for Sink {
+    type In = Total;
+    type Out = ();
+    fn execute(&mut self, _t: Tuple<Total>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
