@@ -294,8 +294,10 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             i.max_open_windows,
         );
         let core = WindowCore::new(&window).map_err(|e| EngineError::Setup(e.to_string()))?;
+        let mut mode = self.proto.instance();
+        mode.limit_previous(i.max_open_windows);
         Ok(Task::Bolt(Box::new(WindowedTask::new(
-            self.proto.instance(),
+            mode,
             i.context,
             Arc::clone(&self.inputs),
             WindowIo::new(out, late),

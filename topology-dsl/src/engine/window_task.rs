@@ -7,7 +7,7 @@
 //! window that held it, or at once when it is late), with the edges of the results anchored to
 //! it; a failed `on_window` or `emit` fails the trees of the window's tuples.
 
-use std::collections::hash_map;
+use std::collections::{VecDeque, hash_map};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -279,6 +279,9 @@ pub(crate) trait WindowMode: Clone + Send + 'static {
 
     /// Housekeeping at clock time `clock` (ticks).
     fn sweep(&mut self, _clock: i64) {}
+
+    /// Keeps at most `cap` keys' previous firings (whole windows).
+    fn limit_previous(&mut self, _cap: usize) {}
 }
 
 /// The task behind a windowed bolt of either mode.
@@ -515,6 +518,67 @@ struct Prev<In> {
     values: Vec<In>,
     /// Clock time after which no later window of the key can follow this one.
     expires_at: i64,
+    /// When it was kept, for forgetting the oldest.
+    seq: u64,
+}
+
+/// The previous firings kept, by key: those of time windows expire on the clock; count
+/// windows have no clock, so at most `cap` are kept, the most recent (a key that fires again
+/// after its copy was dropped sees no expired tuples).
+#[derive(Clone)]
+struct Previous<In> {
+    by_key: FxHashMap<u64, Prev<In>>,
+    /// (key, seq) in the order they were kept; entries whose seq is stale are skipped.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    cap: usize,
+}
+
+impl<In> Previous<In> {
+    fn new() -> Self {
+        Previous {
+            by_key: FxHashMap::default(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            cap: usize::MAX,
+        }
+    }
+
+    fn take(&mut self, key: &u64) -> Option<Prev<In>> {
+        self.by_key.remove(key)
+    }
+
+    fn keep(&mut self, key: u64, ids: Vec<u64>, values: Vec<In>, expires_at: i64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_key.insert(
+            key,
+            Prev {
+                ids,
+                values,
+                expires_at,
+                seq,
+            },
+        );
+        self.order.push_back((key, seq));
+        while self.by_key.len() > self.cap {
+            let Some((k, s)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_key.get(&k).is_some_and(|p| p.seq == s) {
+                self.by_key.remove(&k);
+            }
+        }
+        if self.order.len() > self.by_key.len().saturating_mul(2) + 16 {
+            let by_key = &self.by_key;
+            self.order
+                .retain(|(k, s)| by_key.get(k).is_some_and(|p| p.seq == *s));
+        }
+    }
+
+    fn expire(&mut self, clock: i64) {
+        self.by_key.retain(|_, p| p.expires_at > clock);
+    }
 }
 
 /// Whole windows: a window holds its tuples (arrival numbers into a shared store), and a
@@ -523,7 +587,7 @@ struct Prev<In> {
 pub(crate) struct Whole<B: WindowedBolt> {
     bolt: B,
     store: Store<B::In>,
-    prev: FxHashMap<u64, Prev<B::In>>,
+    prev: Previous<B::In>,
     /// How long after a window's end the next window of its key may end.
     horizon: i64,
 }
@@ -533,7 +597,7 @@ impl<B: WindowedBolt> Whole<B> {
         Whole {
             bolt,
             store: Store::new(),
-            prev: FxHashMap::default(),
+            prev: Previous::new(),
             horizon: horizon(window),
         }
     }
@@ -578,7 +642,7 @@ impl<B: WindowedBolt> WindowHost<u64, Held> for WholeHost<'_, B> {
             prev,
             horizon,
         } = &mut *self.mode;
-        let previous = prev.remove(key);
+        let previous = prev.take(key);
         store.anchored(
             contents,
             &mut self.io.out,
@@ -619,14 +683,8 @@ impl<B: WindowedBolt> WindowHost<u64, Held> for WholeHost<'_, B> {
             .iter()
             .filter_map(|id| store.elements.get(id).map(|e| (*id, e.value.clone())))
             .unzip();
-        prev.insert(
-            *key,
-            Prev {
-                ids,
-                values,
-                expires_at: bounds.map_or(i64::MAX, |b| b.end.saturating_add(*horizon)),
-            },
-        );
+        let expires_at = bounds.map_or(i64::MAX, |b| b.end.saturating_add(*horizon));
+        prev.keep(*key, ids, values, expires_at);
     }
 
     fn purge(&mut self, _key: &u64, contents: Held) {
@@ -690,9 +748,13 @@ impl<B: WindowedBolt> WindowMode for Whole<B> {
         });
     }
 
+    fn limit_previous(&mut self, cap: usize) {
+        self.prev.cap = cap;
+    }
+
     /// Forgets previous firings no later window of their key can follow.
     fn sweep(&mut self, clock: i64) {
-        self.prev.retain(|_, p| p.expires_at > clock);
+        self.prev.expire(clock);
     }
 }
 
@@ -836,5 +898,39 @@ impl<A: WindowAggregate> WindowMode for Aggregate<A> {
             io,
             current: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_windows_keep_the_most_recent_previous_firings_only() {
+        let mut p: Previous<u64> = Previous::new();
+        p.cap = 3;
+        for key in 0..10u64 {
+            p.keep(key, vec![key], vec![key], i64::MAX);
+        }
+        assert_eq!(p.by_key.len(), 3);
+        assert!(
+            p.take(&9).is_some() && p.take(&6).is_none(),
+            "the oldest went first"
+        );
+        // A key that fires again and again neither grows the map nor the order.
+        for _ in 0..1000 {
+            p.keep(1, vec![1], vec![1], i64::MAX);
+        }
+        assert!(p.by_key.len() <= 3);
+        assert!(
+            p.order.len() <= 2 * 3 + 16,
+            "{} order entries",
+            p.order.len()
+        );
+        p.expire(0);
+        assert!(
+            p.by_key.len() <= 3,
+            "count windows never expire on the clock"
+        );
     }
 }
