@@ -716,7 +716,7 @@ impl<T: Record> SpoutEmitter<T> {
         match self.inner.emit_root(msg, 0, None, value) {
             Ok(Some(root)) => self.hold(root, msg, ts),
             // Untracked, or no task subscribes: the message is complete already.
-            Ok(None) | Err(_) => self.immediate_acks.push(msg),
+            Ok(None) | Err(_) => self.complete_at_once(msg),
         }
     }
 
@@ -729,6 +729,15 @@ impl<T: Record> SpoutEmitter<T> {
             .and_then(|c| c.field)
             .and_then(|f| value.timestamp_field(f))
             .unwrap_or(i64::MIN)
+    }
+
+    /// A message complete at emit time: acked right after `next`; if it was a failed
+    /// message's replay, that message stops holding the watermark.
+    fn complete_at_once(&mut self, msg: MsgId) {
+        if let Some(clock) = self.inner.clock_mut() {
+            clock.replayed_at_once(msg);
+        }
+        self.immediate_acks.push(msg);
     }
 
     /// A tree started: it holds the watermark until a window takes it or it completes (only
@@ -746,7 +755,7 @@ impl<T: Record> SpoutEmitter<T> {
         let ts = self.timestamp(&value);
         match self.inner.emit_root(msg, index, None, value) {
             Ok(Some(root)) => self.hold(root, msg, ts),
-            Ok(None) => self.immediate_acks.push(msg),
+            Ok(None) => self.complete_at_once(msg),
             Err(e) => return Err(TaskError::new(e.to_string())),
         }
         Ok(())

@@ -205,6 +205,12 @@ fn place_for_window(
         derived_from: Some(window.name.clone()),
     };
     let own_strategy = spec.lag_ms.is_some() || spec.idle_timeout_ms.is_some();
+    // A field the records lack, or that is no timestamp, is reported by the window checks.
+    let field_exists = window
+        .input_type
+        .as_ref()
+        .and_then(|r| r.fields.iter().find(|f| &f.name == field))
+        .is_some_and(|f| f.ty.is_timestamp());
     let name = window.name.clone();
     let bad = |reason: String| TopologyError::BadEventTime {
         component: name.clone(),
@@ -221,6 +227,20 @@ fn place_for_window(
     while let Some((u, stream)) = stack.pop() {
         let up = &ir.components[u];
         if let Some(et) = &up.event_time {
+            let same_records = up
+                .streams
+                .iter()
+                .find(|s| s.name == stream)
+                .is_some_and(|s| s.record.type_name == ty);
+            if same_records && field_exists && et.field != wanted.field {
+                errors.push(bad(format!(
+                    "it reads event time from `{}`, but its watermarks come from `{}` of the same \
+                     records (declared on `{}`): windows would be assigned by one field and \
+                     fired by the other; use one field",
+                    wanted.field, et.field, up.name
+                )));
+                continue;
+            }
             match &et.derived_from {
                 None if own_strategy => errors.push(bad(format!(
                     "its input carries the watermarks `{}` declares with `.event_time(..)`: \

@@ -759,3 +759,44 @@ fn event_time_declarations_are_checked() {
         if component == "c" && reason == "the idle timeout must be above zero")
     );
 }
+
+#[test]
+fn a_window_must_read_the_field_its_watermarks_come_from() {
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Record)]
+    struct Two {
+        ts: i64,
+        ts2: i64,
+    }
+    #[derive(Clone)]
+    struct Twos;
+    impl Spout for Twos {
+        type Out = Two;
+        fn next(&mut self, _out: &mut SpoutEmitter<Two>) -> Result<SpoutStatus, TaskError> {
+            Ok(SpoutStatus::Done)
+        }
+    }
+    #[derive(Clone)]
+    struct Nothing;
+    impl WindowedBolt for Nothing {
+        type In = Two;
+        type Out = Two;
+        fn on_window(
+            &mut self,
+            _w: &WindowView<'_, Two>,
+            _out: &mut Emitter<Two>,
+        ) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+    let mut t = TopologyBuilder::new("test");
+    let twos = t.add(spout("twos", Twos).event_time(EventTime::field("ts")));
+    let w = Window::tumbling(Duration::from_secs(1)).event_time("ts2");
+    t.add(windowed("win", Nothing, w).shuffle(&twos));
+    let errs = event_time_errors(&errors(t));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].1.contains("watermarks come from `ts`"),
+        "{}",
+        errs[0].1
+    );
+}

@@ -164,7 +164,7 @@ impl SpoutActor {
     /// end of time once no tree holds it), and settle. The end-of-data marker waits until the
     /// trees have settled: replays may still come.
     fn stop_emitting(&mut self) {
-        self.task.end_of_data();
+        self.task.end_of_data(!self.draining);
         self.core.flush(self.task.as_mut());
         self.state = State::Settling;
         self.end_if_settled();
@@ -234,6 +234,10 @@ impl SpoutActor {
             self.on_failed(root, msg, ctx);
         }
         self.publish_pending();
+        if count > 0 && self.state == State::Settling {
+            // No more polls: the watermark the timed-out trees held goes out now.
+            self.core.flush(self.task.as_mut());
+        }
         self.end_if_settled();
     }
 

@@ -156,9 +156,9 @@ pub trait SpoutTask: TaskOutput {
     fn unparked(&self) -> Option<usize> {
         None
     }
-    /// The spout emits no new data (it was drained): its watermark goes to the end of time
-    /// once its trees settle.
-    fn end_of_data(&mut self) {}
+    /// The spout emits no new data (its source is done, or it was drained: then no replay
+    /// follows either): its watermark goes to the end of time once its trees settle.
+    fn end_of_data(&mut self, _replays_follow: bool) {}
     /// Calls `Spout::close`.
     fn close(&mut self);
 }

@@ -59,6 +59,10 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
             }
         };
         self.ack_immediate();
+        if let (Ok(status), Some(clock)) = (&result, self.out.inner_mut().clock_mut()) {
+            // Only a source that says it has nothing can go idle (not one held back).
+            clock.set_quiet(*status == SpoutStatus::Idle);
+        }
         result
     }
 
@@ -84,9 +88,12 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         self.out.inner().unparked()
     }
 
-    fn end_of_data(&mut self) {
+    fn end_of_data(&mut self, replays_follow: bool) {
         if let Some(clock) = self.out.inner_mut().clock_mut() {
             clock.done();
+            if !replays_follow {
+                clock.no_replays();
+            }
         }
     }
 

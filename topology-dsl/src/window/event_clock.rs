@@ -38,6 +38,9 @@ pub struct EventClock {
     active: bool,
     last_active_ms: Option<i64>,
     idle: bool,
+    /// Whether the source says it has nothing to emit (a spout's `Idle`): a task that emits
+    /// nothing because it is held back (backpressure) is not idle.
+    quiet: bool,
     sent: i64,
 }
 
@@ -59,6 +62,7 @@ impl EventClock {
             active: false,
             last_active_ms: None,
             idle: false,
+            quiet: true,
             sent: i64::MIN,
         }
     }
@@ -132,6 +136,27 @@ impl EventClock {
         self.done = true;
     }
 
+    /// No replay will come (the source was drained): failed messages stop holding.
+    pub fn no_replays(&mut self) {
+        self.replayable = false;
+        for (_, ts) in self.awaiting.drain() {
+            dec(&mut self.held, ts);
+        }
+    }
+
+    /// Message `msg` was emitted again but reached no task (it completed at once): it stops
+    /// holding as a failed message.
+    pub fn replayed_at_once(&mut self, msg: MsgId) {
+        if let Some(ts) = self.awaiting.remove(&msg) {
+            dec(&mut self.held, ts);
+        }
+    }
+
+    /// Whether the source says it has nothing to emit now (only then can the task go idle).
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
     /// Trees in flight that no window has taken yet.
     pub fn unparked(&self) -> usize {
         self.trees.len()
@@ -178,7 +203,7 @@ impl EventClock {
         }
         let since = *self.last_active_ms.get_or_insert(now_ms);
         if let Some(timeout) = self.idle_timeout_ms {
-            if !self.idle && !self.done && now_ms.saturating_sub(since) >= timeout {
+            if !self.idle && !self.done && self.quiet && now_ms.saturating_sub(since) >= timeout {
                 self.idle = true;
                 out.push(Mark::Idle);
             }
@@ -283,6 +308,30 @@ mod tests {
         assert_eq!(marks(&mut c, 501), [Mark::Time(10)]);
         c.observe(11);
         assert_eq!(marks(&mut c, 502), [], "active, watermark unchanged");
+        // Held back (not quiet), a task that emits nothing does not go idle.
+        c.set_quiet(false);
+        assert_eq!(marks(&mut c, 10_000), []);
+        c.set_quiet(true);
+        assert_eq!(marks(&mut c, 10_001), [Mark::Idle]);
+    }
+
+    #[test]
+    fn failed_messages_stop_holding_when_no_replay_can_come() {
+        let mut c = EventClock::new(Some(0), None, true);
+        c.observe(1000);
+        c.hold(RootId(1), MsgId(7), 1000);
+        c.hold(RootId(2), MsgId(8), 1000);
+        c.observe(9000);
+        c.failed(RootId(1), MsgId(7));
+        c.failed(RootId(2), MsgId(8));
+        c.replayed_at_once(MsgId(7));
+        assert_eq!(c.held(), 1, "7 was replayed to nobody");
+        c.no_replays();
+        assert_eq!(c.held(), 0, "drained: 8 will not be replayed");
+        assert_eq!(c.current(), 8999);
+        c.hold(RootId(3), MsgId(9), 9500);
+        c.failed(RootId(3), MsgId(9));
+        assert_eq!(c.held(), 0, "nor will a failure after the drain");
     }
 
     #[test]

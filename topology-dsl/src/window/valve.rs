@@ -87,13 +87,15 @@ impl Valve {
         self.channels.get(&c).map(|s| s.watermark)
     }
 
-    /// The largest watermark among the active channels of upstream task `source`, if any.
+    /// The smallest watermark among the active channels of upstream task `source`, if any:
+    /// a task is only as far ahead as its slowest channel (its channels share one queue, so
+    /// holding it back holds them all).
     pub fn source_watermark(&self, source: TaskId) -> Option<i64> {
         self.channels
             .iter()
             .filter(|((t, _), s)| *t == source && !s.idle)
             .map(|(_, s)| s.watermark)
-            .max()
+            .min()
     }
 
     /// A mark arrived on channel `c`. Returns the task's new watermark if it moved.
@@ -113,13 +115,8 @@ impl Valve {
                 }
             }
             Mark::Idle => {
-                if !state.idle {
-                    state.idle = true;
-                    state.aligned = false;
-                    if self.channels.values().all(|s| s.idle) {
-                        self.set_idle();
-                    }
-                }
+                state.idle = true;
+                state.aligned = false;
             }
         }
         self.recompute();
@@ -167,10 +164,12 @@ impl Valve {
     }
 
     fn set_idle(&mut self) {
-        // No channel will advance the watermark: move it to the largest of theirs.
+        // No live channel will advance the watermark: move it to the largest of theirs (an
+        // ended channel's end of time is not theirs: the others may still send).
         let max = self
             .channels
             .values()
+            .filter(|s| s.watermark != i64::MAX)
             .map(|s| s.watermark)
             .max()
             .unwrap_or(i64::MIN);
@@ -185,21 +184,33 @@ impl Valve {
         self.pending.push(Mark::Time(self.output));
     }
 
+    /// The output from the channels. An ended channel (at the end of time) waits for nothing;
+    /// the end of time comes only once every channel has ended.
     fn recompute(&mut self) {
+        let live = |s: &&State| s.watermark != i64::MAX;
+        if !self.channels.values().any(|s| live(&s)) {
+            // Every channel ended (or a task without inputs): nothing to wait for.
+            self.advance(i64::MAX);
+            return;
+        }
+        if self.channels.values().filter(live).all(|s| s.idle) {
+            if !self.idle {
+                self.set_idle();
+            }
+            return;
+        }
         if self.idle {
             return;
         }
         let min = self
             .channels
             .values()
+            .filter(live)
             .filter(|s| !s.idle && s.aligned)
             .map(|s| s.watermark)
             .min();
         if let Some(min) = min {
             self.advance(min);
-        } else if self.channels.is_empty() {
-            // A task without inputs has nothing to wait for.
-            self.advance(i64::MAX);
         }
     }
 
@@ -307,6 +318,27 @@ mod tests {
         assert_eq!(v.end(TaskId(2)), Some(100), "both channels of task 2 ended");
         assert_eq!(v.end(TaskId(1)), Some(i64::MAX));
         assert_eq!(v.source_watermark(TaskId(1)), Some(i64::MAX));
+        let mut v = Valve::new(&[A, B, B2]);
+        v.mark(B, Mark::Time(9000));
+        assert_eq!(
+            v.source_watermark(TaskId(2)),
+            Some(i64::MIN),
+            "task 2 is as far ahead as its slowest channel"
+        );
+    }
+
+    #[test]
+    fn an_ended_channel_does_not_end_time_while_the_others_are_idle() {
+        let mut v = Valve::new(&[A, B]);
+        v.mark(A, Mark::Time(100));
+        v.mark(B, Mark::Time(50));
+        assert_eq!(v.end(TaskId(1)), None, "A ended: B alone holds it, at 50");
+        v.mark(B, Mark::Idle);
+        assert!(v.is_idle());
+        assert_eq!(v.current(), 50, "B idle: not the end of time");
+        v.mark(B, Mark::Time(70));
+        assert_eq!(v.current(), 70);
+        assert_eq!(v.end(TaskId(2)), Some(i64::MAX), "both ended");
     }
 
     #[test]
