@@ -2,7 +2,9 @@
 //! processing time the runtime passes in.
 
 use serde::{Deserialize, Serialize};
-use tempest_dsl::engine::{LinkId, Mark, Payload, RouteSetup, Task, TaskSetup, TypedBatch};
+use tempest_dsl::engine::{
+    BoltTask, LinkId, Mark, Payload, RouteSetup, Task, TaskSetup, TypedBatch,
+};
 use tempest_dsl::*;
 
 #[derive(Clone, Debug, Serialize, Deserialize, Record)]
@@ -30,6 +32,28 @@ impl Bolt for Pass {
     }
 }
 
+/// Task 0 of component 1 in a chain `src -> (1) -> sink` of one task each, as the runtime
+/// would set it up.
+fn middle_task(topology: &Topology) -> Box<dyn BoltTask> {
+    let setup = TaskSetup {
+        task_id: TaskId(1),
+        task_index: 0,
+        outputs: vec![vec![RouteSetup {
+            consumer: 2,
+            input: 0,
+            first_link: LinkId(0),
+            tasks: 1,
+            preferred: vec![0],
+        }]],
+        id_seed: 1,
+        channels: vec![(TaskId(0), 0)],
+    };
+    match topology.instantiate(1, &setup) {
+        Ok(Task::Bolt(task)) => task,
+        _ => panic!("a bolt task"),
+    }
+}
+
 #[test]
 fn a_forwarded_watermark_rides_only_on_batches_filled_after_it() {
     // src -> pass -> sink, batches of 2. `pass` executes 3 records (one full batch, one in a
@@ -45,22 +69,7 @@ fn a_forwarded_watermark_rides_only_on_batches_filled_after_it() {
         })
         .build()
         .expect("valid");
-    let setup = TaskSetup {
-        task_id: TaskId(1),
-        task_index: 0,
-        outputs: vec![vec![RouteSetup {
-            consumer: 2,
-            input: 0,
-            first_link: LinkId(0),
-            tasks: 1,
-            preferred: vec![0],
-        }]],
-        id_seed: 1,
-        channels: vec![(TaskId(0), 0)],
-    };
-    let Ok(Task::Bolt(mut task)) = topology.instantiate(1, &setup) else {
-        panic!("a bolt task");
-    };
+    let mut task = middle_task(&topology);
     let batch = |ts: &[i64]| {
         Payload::local(TypedBatch {
             values: ts.iter().map(|&ts| R { ts }).collect(),
@@ -133,29 +142,14 @@ fn processing_time_windows_run_on_the_time_the_runtime_passes_in() {
     );
     t.add(bolt("sink", Sink).shuffle(&w.output));
     let topology = t.build().expect("valid");
-    let setup = TaskSetup {
-        task_id: TaskId(1),
-        task_index: 0,
-        outputs: vec![vec![RouteSetup {
-            consumer: 2,
-            input: 0,
-            first_link: LinkId(0),
-            tasks: 1,
-            preferred: vec![0],
-        }]],
-        id_seed: 1,
-        channels: vec![(TaskId(0), 0)],
-    };
-    let Ok(Task::Bolt(mut task)) = topology.instantiate(1, &setup) else {
-        panic!("a bolt task");
-    };
+    let mut task = middle_task(&topology);
     let batch = |n: i64| {
         Payload::local(TypedBatch {
             values: (0..n).map(|ts| R { ts }).collect(),
             ids: vec![],
         })
     };
-    let fired = |task: &mut Box<dyn tempest_dsl::engine::BoltTask>| {
+    let fired = |task: &mut Box<dyn BoltTask>| {
         task.flush();
         let mut ready = Vec::new();
         task.take_ready(&mut ready);
