@@ -52,10 +52,13 @@
 pub mod ack;
 mod error;
 pub mod executor;
+mod ids;
 mod local;
 pub mod metrics;
 pub mod plan;
+pub mod transport;
 
 pub use error::RuntimeError;
+pub use ids::{GroupId, NodeId};
 pub use local::{LocalCluster, LocalOptions, MAX_LOCAL_LINKS, MAX_WORKERS, RunningTopology};
 pub use metrics::{ComponentReport, MetricsSnapshot, RunReport};
