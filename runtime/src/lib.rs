@@ -56,6 +56,7 @@ mod ids;
 mod local;
 pub mod metrics;
 pub mod plan;
+pub mod replication;
 pub mod transport;
 
 pub use error::RuntimeError;

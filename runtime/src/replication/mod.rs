@@ -1,0 +1,24 @@
+//! Raft replication, written once for every group a process hosts: the manager's now, and one
+//! per replicated task later. The only home of openraft types: the rest of the runtime sees
+//! [`Replica`], [`ReplicatedState`] and [`RaftGroups`].
+//!
+//! - [`type_config`]: commands and responses are opaque bytes;
+//! - [`LogStore`]: the log and vote, in memory or in a checksummed file;
+//! - [`StateMachineStore`]: applies entries to a [`ReplicatedState`], keeps snapshots;
+//! - [`RaftGroups`] and the network: Raft RPCs over the transport, tagged with the group;
+//! - [`Replica`]: start, initialize, write, read, status.
+
+mod log_store;
+mod network;
+mod replica;
+mod state_machine;
+mod type_config;
+
+#[cfg(test)]
+mod suite_test;
+
+pub use log_store::{LogError, LogStore};
+pub use network::RaftGroups;
+pub use replica::{RaftTimings, Replica, ReplicaStatus, ReplicationError, Role};
+pub use state_machine::{EntryContext, ReplicatedState, SnapshotError, StateMachineStore};
+pub use type_config::{Applied, Command, TypeConfig};

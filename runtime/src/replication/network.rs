@@ -1,0 +1,159 @@
+//! Raft RPCs over the [`Transport`]: the client side (openraft's network factory) and the
+//! server side ([`RaftGroups`], which hands an RPC to its group's Raft). Every RPC travels on
+//! the control lane, tagged with its group, so heartbeats never wait behind tuples.
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::GroupId;
+use crate::replication::type_config::{Raft, TypeConfig};
+use crate::transport::{Lane, Service, Transport, TransportError, frame};
+
+#[derive(Serialize, Deserialize)]
+enum RaftRpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The Raft instances this process hosts, by group; answers the RPCs addressed to them.
+#[derive(Default)]
+pub struct RaftGroups {
+    groups: DashMap<GroupId, Raft>,
+}
+
+impl RaftGroups {
+    pub(crate) fn insert(&self, group: GroupId, raft: Raft) {
+        self.groups.insert(group, raft);
+    }
+
+    pub(crate) fn remove(&self, group: GroupId) {
+        self.groups.remove(&group);
+    }
+
+    /// Answers one Raft RPC for `group` (a request of [`Service::Raft`]).
+    pub fn handle(
+        &self,
+        group: GroupId,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let Some(raft) = self.groups.get(&group).map(|r| r.clone()) else {
+            return futures_util::future::ready(Err(format!("no replica of group {group} here")))
+                .boxed();
+        };
+        async move {
+            let rpc: RaftRpc = frame::decode(&body).map_err(|e| e.to_string())?;
+            let encoded = match rpc {
+                RaftRpc::Append(r) => frame::encode(&raft.append_entries(r).await),
+                RaftRpc::Vote(r) => frame::encode(&raft.vote(r).await),
+                RaftRpc::Snapshot(r) => frame::encode(&raft.install_snapshot(r).await),
+            };
+            encoded.map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// openraft's network factory over the transport, for one group.
+#[derive(Clone)]
+pub(crate) struct Network {
+    pub(crate) transport: Transport,
+    pub(crate) group: GroupId,
+}
+
+/// A connection to one member of one group.
+pub(crate) struct Client {
+    transport: Transport,
+    group: GroupId,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Client {
+        Client {
+            transport: self.transport.clone(),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl Client {
+    async fn call<Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = frame::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = self
+            .transport
+            .request(
+                &self.addr,
+                Lane::Control,
+                Service::Raft(self.group),
+                body,
+                ttl,
+            )
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable { .. } | TransportError::Handshake(_) => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        let result: Result<Resp, RaftError<u64, E>> =
+            frame::decode(&answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(RaftRpc::Append(rpc), option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call(RaftRpc::Snapshot(rpc), option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(RaftRpc::Vote(rpc), option.hard_ttl()).await
+    }
+}
