@@ -14,3 +14,26 @@ pub mod wordcount;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The topologies the `tempest` binary can submit to a cluster, by name. Every node runs this
+/// same binary, so each can build a submitted topology from its name and arguments.
+///
+/// - `wordcount`: arguments `sentences` (default 100000), `parallelism` (2), `guarantee`
+///   (`at-most-once` or `at-least-once`).
+pub fn registry() -> tempest_runtime::cluster::Registry {
+    tempest_runtime::cluster::Registry::new().register(
+        "wordcount",
+        "count the words of generated sentences (W1)",
+        |args| {
+            let options = wordcount::WordCountOptions {
+                sentences: Some(args.parse_or("sentences", 100_000u64)?),
+                parallelism: args.parse_or("parallelism", 2u32)?,
+                guarantee: args.parse_or("guarantee", tempest_dsl::Guarantee::AtMostOnce)?,
+                ..wordcount::WordCountOptions::default()
+            };
+            wordcount::topology(&options)
+                .map(|job| job.topology)
+                .map_err(|e| e.to_string())
+        },
+    )
+}

@@ -20,6 +20,7 @@ use tempest_examples::windows::{
     ReplayError, WindowArgs, ignored_window_args, replay, window_from_args,
 };
 use tempest_examples::wordcount::{self, WordCountOptions};
+use tempest_runtime::cli::ClusterCommand;
 use tempest_runtime::{LocalCluster, LocalOptions, RunReport, RunningTopology, RuntimeError};
 
 #[derive(Parser, Debug)]
@@ -54,6 +55,9 @@ enum Command {
         #[arg(long)]
         input: Option<std::path::PathBuf>,
     },
+    /// Cluster commands: node, submit, status, kill, nodes.
+    #[command(flatten)]
+    Cluster(ClusterCommand),
     /// Print a topology's plan, as text or as a Graphviz DOT graph.
     Show {
         /// The topology: wordcount.
@@ -221,6 +225,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    if let Command::Cluster(command) = cli.command {
+        return tempest_runtime::cli::run(command, tempest_examples::registry());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
@@ -257,6 +264,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             workload: BenchWorkload::Window(args),
         } => bench_window(args),
         Command::Windows { window, input } => windows(&window, input.as_deref()),
+        Command::Cluster(_) => unreachable!("cluster commands return from main"),
         Command::Show {
             topology: TopologyName::Wordcount,
             dot,

@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod cli;
+pub mod cluster;
 mod error;
 pub mod executor;
 mod ids;

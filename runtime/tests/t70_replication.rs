@@ -98,10 +98,7 @@ async fn member(
     Ok(Member { replica, transport })
 }
 
-async fn leader_of(
-    members: &[Option<Member>],
-    deadline: Duration,
-) -> anyhow::Result<&Member> {
+async fn leader_of(members: &[Option<Member>], deadline: Duration) -> anyhow::Result<&Member> {
     let end = Instant::now() + deadline;
     loop {
         if let Some(m) = members

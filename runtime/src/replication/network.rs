@@ -118,9 +118,9 @@ impl Client {
             )
             .await
             .map_err(|e| match e {
-                TransportError::Unreachable { .. } | TransportError::Handshake(_) => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
+                TransportError::Unreachable { .. }
+                | TransportError::Refused { .. }
+                | TransportError::Handshake(_) => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         let result: Result<Resp, RaftError<u64, E>> =

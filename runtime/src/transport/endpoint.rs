@@ -118,6 +118,8 @@ enum Reply {
     Answer(Result<Vec<u8>, String>),
     /// The peer could not be reached; the request was never sent.
     Unreachable(String),
+    /// The handshake failed: the peer is there but one side refused the other.
+    Refused(String),
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Reply>>>;
@@ -128,8 +130,8 @@ struct Peer {
     tx: mpsc::Sender<Message>,
     pending: Arc<Pending>,
     connected: AtomicBool,
-    /// The last dial's error, while not connected.
-    last_error: Mutex<Option<String>>,
+    /// The last dial's error, while not connected: (refused by a handshake, why).
+    last_error: Mutex<Option<(bool, String)>>,
 }
 
 struct Inner {
@@ -248,10 +250,12 @@ impl Transport {
         if peer.connected.load(Ordering::Acquire) {
             return None;
         }
-        let why = peer.last_error.lock().ok()?.clone()?;
-        Some(TransportError::Unreachable {
-            addr: peer.addr.clone(),
-            why,
+        let (refused, why) = peer.last_error.lock().ok()?.clone()?;
+        let addr = peer.addr.clone();
+        Some(if refused {
+            TransportError::Refused { addr, why }
+        } else {
+            TransportError::Unreachable { addr, why }
         })
     }
 
@@ -282,6 +286,10 @@ impl Transport {
             match rx.await {
                 Ok(Reply::Answer(a)) => Ok(a),
                 Ok(Reply::Unreachable(why)) => Err(TransportError::Unreachable {
+                    addr: addr.to_owned(),
+                    why,
+                }),
+                Ok(Reply::Refused(why)) => Err(TransportError::Refused {
                     addr: addr.to_owned(),
                     why,
                 }),
@@ -439,20 +447,22 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
                     tracing::info!(error = %e, "connection lost");
                 }
                 if let Ok(mut e) = peer.last_error.lock() {
-                    *e = Some(
+                    *e = Some((
+                        false,
                         end.err()
                             .map_or_else(|| "connection closed".into(), |e| e.to_string()),
-                    );
+                    ));
                 }
             }
             Err(e) => {
-                if matches!(
+                let refused = matches!(
                     e,
                     HandshakeError::BadProof
                         | HandshakeError::Refused(_)
                         | HandshakeError::Version { .. }
                         | HandshakeError::NotTempest
-                ) {
+                );
+                if refused {
                     inner
                         .stats
                         .handshakes_failed
@@ -467,12 +477,16 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
                     if let Message::Request { id, .. } = m {
                         let waiter = peer.pending.lock().ok().and_then(|mut p| p.remove(&id));
                         if let Some(w) = waiter {
-                            let _ = w.send(Reply::Unreachable(why.clone()));
+                            let _ = w.send(if refused {
+                                Reply::Refused(why.clone())
+                            } else {
+                                Reply::Unreachable(why.clone())
+                            });
                         }
                     }
                 }
                 if let Ok(mut last) = peer.last_error.lock() {
-                    *last = Some(why);
+                    *last = Some((refused, why));
                 }
             }
         }

@@ -21,6 +21,14 @@ pub enum TransportError {
         /// The last failure.
         why: String,
     },
+    /// The peer refused our handshake, or we refused its (a wrong secret, another protocol).
+    #[error("{addr} refused the connection: {why}")]
+    Refused {
+        /// The peer's address.
+        addr: String,
+        /// Why.
+        why: String,
+    },
     /// No reply came in time.
     #[error("{addr} did not answer within {timeout:?}")]
     Timeout {

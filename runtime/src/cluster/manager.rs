@@ -1,0 +1,364 @@
+//! [`ManagerState`]: what the manager (Storm's Nimbus) replicates through Raft: the nodes of
+//! the cluster, the submitted topologies and where their tasks run. Commands are applied on
+//! every manager replica in log order; placement happens inside `apply` through the pure
+//! [`scheduler`](super::scheduler), so every replica computes the same assignment.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tempest_dsl::TaskId;
+
+use crate::cluster::scheduler::{self, Load};
+use crate::ids::NodeId;
+use crate::replication::{EntryContext, ReplicatedState};
+
+/// Whether a node is counted as alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// It heartbeats: tasks may be placed on it.
+    Up,
+    /// It stopped heartbeating: its tasks were moved.
+    Down,
+}
+
+/// A node the manager knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The address others reach it at.
+    pub addr: String,
+    /// Up or down.
+    pub status: NodeStatus,
+}
+
+/// Whether a topology runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopologyStatus {
+    /// Its tasks are assigned to nodes.
+    Running,
+    /// It was killed: no task of it is assigned.
+    Killed,
+}
+
+/// A submitted topology.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyRecord {
+    /// The registered topology it runs (every node builds it from this name and the args).
+    pub topology: String,
+    /// The arguments it was submitted with.
+    pub args: BTreeMap<String, String>,
+    /// Its components and their parallelism, in task order (tasks are numbered through them).
+    pub components: Vec<(String, u32)>,
+    /// Where each task runs.
+    pub assignment: BTreeMap<TaskId, NodeId>,
+    /// Running or killed.
+    pub status: TopologyStatus,
+    /// How many times its tasks were moved off a dead node.
+    pub reschedules: u64,
+}
+
+/// The manager's replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerState {
+    /// Every node that joined, by id.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Every submitted topology, by name.
+    pub topologies: BTreeMap<String, TopologyRecord>,
+    /// Bumped by every change, so nodes can tell their assignment moved.
+    pub version: u64,
+}
+
+/// A change to the manager's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManagerCommand {
+    /// A node heartbeats for the first time, or again after being down.
+    Join {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+    },
+    /// A node stopped heartbeating: move its tasks.
+    Down {
+        /// The node.
+        node: NodeId,
+    },
+    /// Start a topology.
+    Submit {
+        /// The name it runs under (unique among running topologies).
+        name: String,
+        /// The registered topology.
+        topology: String,
+        /// Its arguments.
+        args: BTreeMap<String, String>,
+        /// Its components and parallelism, from the built topology.
+        components: Vec<(String, u32)>,
+    },
+    /// Stop a topology.
+    Kill {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// What applying a command returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManagerReply {
+    /// Applied.
+    Done,
+    /// The topology's tasks were placed on this many nodes.
+    Submitted {
+        /// Its tasks.
+        tasks: u32,
+        /// The nodes they went to.
+        nodes: usize,
+    },
+    /// Refused, and why (the state did not change).
+    Refused(String),
+}
+
+impl ManagerState {
+    /// Tasks per live node, over every running topology.
+    fn load(&self) -> Load {
+        let mut load: Load = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| r.status == NodeStatus::Up)
+            .map(|(n, _)| (*n, 0))
+            .collect();
+        for t in self.topologies.values() {
+            if t.status == TopologyStatus::Running {
+                for n in t.assignment.values() {
+                    if let Some(l) = load.get_mut(n) {
+                        *l += 1;
+                    }
+                }
+            }
+        }
+        load
+    }
+
+    /// Moves every task on a node that is not up to a live one.
+    fn reschedule_all(&mut self) {
+        let mut load = self.load();
+        for t in self.topologies.values_mut() {
+            if t.status != TopologyStatus::Running {
+                continue;
+            }
+            if let Some(moved) = scheduler::reschedule(&mut t.assignment, &mut load) {
+                if moved > 0 {
+                    t.reschedules += 1;
+                }
+            }
+        }
+    }
+
+    /// Applies one command (deterministic: the same on every replica).
+    pub fn execute(&mut self, cmd: ManagerCommand) -> ManagerReply {
+        let reply = match cmd {
+            ManagerCommand::Join { node, addr } => {
+                self.nodes.insert(
+                    node,
+                    NodeRecord {
+                        addr,
+                        status: NodeStatus::Up,
+                    },
+                );
+                // Tasks stranded while no node was live get a home now.
+                self.reschedule_all();
+                ManagerReply::Done
+            }
+            ManagerCommand::Down { node } => {
+                match self.nodes.get_mut(&node) {
+                    Some(r) if r.status == NodeStatus::Up => r.status = NodeStatus::Down,
+                    _ => return ManagerReply::Done,
+                }
+                self.reschedule_all();
+                ManagerReply::Done
+            }
+            ManagerCommand::Submit {
+                name,
+                topology,
+                args,
+                components,
+            } => {
+                if self
+                    .topologies
+                    .get(&name)
+                    .is_some_and(|t| t.status == TopologyStatus::Running)
+                {
+                    return ManagerReply::Refused(format!("`{name}` is already running"));
+                }
+                let tasks: u32 = components.iter().map(|(_, p)| *p).sum();
+                let mut load = self.load();
+                let Some(assignment) = scheduler::place(tasks, &mut load) else {
+                    return ManagerReply::Refused("no live node to run it on".into());
+                };
+                let nodes = assignment
+                    .values()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
+                self.topologies.insert(
+                    name,
+                    TopologyRecord {
+                        topology,
+                        args,
+                        components,
+                        assignment,
+                        status: TopologyStatus::Running,
+                        reschedules: 0,
+                    },
+                );
+                ManagerReply::Submitted { tasks, nodes }
+            }
+            ManagerCommand::Kill { name } => match self.topologies.get_mut(&name) {
+                Some(t) if t.status == TopologyStatus::Running => {
+                    t.status = TopologyStatus::Killed;
+                    t.assignment.clear();
+                    ManagerReply::Done
+                }
+                Some(_) => return ManagerReply::Refused(format!("`{name}` is not running")),
+                None => return ManagerReply::Refused(format!("no topology `{name}`")),
+            },
+        };
+        self.version += 1;
+        reply
+    }
+
+    /// The tasks assigned to `node`: (topology, component, task).
+    pub fn tasks_of(&self, node: NodeId) -> Vec<(String, String, TaskId)> {
+        let mut out = Vec::new();
+        for (name, t) in &self.topologies {
+            for (task, n) in &t.assignment {
+                if *n == node {
+                    out.push((name.clone(), component_of(&t.components, *task), *task));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The component a task belongs to (tasks are numbered through the components in order).
+fn component_of(components: &[(String, u32)], task: TaskId) -> String {
+    let mut first = 0u32;
+    for (name, p) in components {
+        if task.0 < first + p {
+            return name.clone();
+        }
+        first += p;
+    }
+    String::new()
+}
+
+impl ReplicatedState for ManagerState {
+    fn apply(&mut self, command: &[u8], _at: EntryContext) -> Vec<u8> {
+        let reply = match rmp_serde::from_slice::<ManagerCommand>(command) {
+            Ok(cmd) => self.execute(cmd),
+            // Every replica refuses the same bytes the same way.
+            Err(e) => ManagerReply::Refused(format!("an undecodable command: {e}")),
+        };
+        rmp_serde::to_vec(&reply).unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        *self = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(s: &mut ManagerState, n: u64) {
+        s.execute(ManagerCommand::Join {
+            node: NodeId(n),
+            addr: format!("10.0.0.{n}:7000"),
+        });
+    }
+
+    fn submit(s: &mut ManagerState, name: &str) -> ManagerReply {
+        s.execute(ManagerCommand::Submit {
+            name: name.into(),
+            topology: "wordcount".into(),
+            args: BTreeMap::new(),
+            components: vec![("spout".into(), 2), ("bolt".into(), 4)],
+        })
+    }
+
+    #[test]
+    fn a_submission_spreads_and_a_dead_node_s_tasks_move() {
+        let mut s = ManagerState::default();
+        assert!(
+            matches!(submit(&mut s, "wc"), ManagerReply::Refused(_)),
+            "no node yet"
+        );
+        for n in 1..=3 {
+            join(&mut s, n);
+        }
+        assert_eq!(
+            submit(&mut s, "wc"),
+            ManagerReply::Submitted { tasks: 6, nodes: 3 }
+        );
+        assert!(matches!(submit(&mut s, "wc"), ManagerReply::Refused(_)));
+        assert_eq!(s.tasks_of(NodeId(1)).len(), 2);
+        assert_eq!(s.tasks_of(NodeId(1))[0].1, "spout");
+        s.execute(ManagerCommand::Down { node: NodeId(2) });
+        assert!(s.tasks_of(NodeId(2)).is_empty());
+        assert_eq!(s.tasks_of(NodeId(1)).len() + s.tasks_of(NodeId(3)).len(), 6);
+        assert_eq!(s.topologies["wc"].reschedules, 1);
+        s.execute(ManagerCommand::Kill { name: "wc".into() });
+        assert!(s.tasks_of(NodeId(1)).is_empty());
+        assert_eq!(
+            submit(&mut s, "wc"),
+            ManagerReply::Submitted { tasks: 6, nodes: 2 },
+            "a killed topology can be submitted again"
+        );
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_agree_byte_for_byte() {
+        let cmds: Vec<Vec<u8>> = [
+            ManagerCommand::Join {
+                node: NodeId(3),
+                addr: "c".into(),
+            },
+            ManagerCommand::Join {
+                node: NodeId(1),
+                addr: "a".into(),
+            },
+            ManagerCommand::Submit {
+                name: "x".into(),
+                topology: "t".into(),
+                args: BTreeMap::new(),
+                components: vec![("s".into(), 5)],
+            },
+            ManagerCommand::Down { node: NodeId(3) },
+        ]
+        .iter()
+        .map(|c| rmp_serde::to_vec(c).expect("encodes"))
+        .chain([vec![0xc1, 0x00]])
+        .collect();
+        let run = || {
+            let mut s = ManagerState::default();
+            for (i, c) in cmds.iter().enumerate() {
+                s.apply(
+                    c,
+                    EntryContext {
+                        index: i as u64,
+                        term: 1,
+                    },
+                );
+            }
+            s.snapshot()
+        };
+        assert_eq!(run(), run());
+        let mut back = ManagerState::default();
+        back.restore(&run()).expect("restores");
+        assert_eq!(back.tasks_of(NodeId(1)).len(), 5);
+    }
+}

@@ -1,0 +1,687 @@
+//! [`Node`]: one `tempest node` process: a transport endpoint, a manager replica when the node
+//! is one of the first `managers` peers, and the loops that keep the cluster's membership:
+//!
+//! - **bootstrap** (manager nodes): once every manager peer answered and none has a log, the
+//!   one with the lowest id initializes the manager group;
+//! - **heartbeat** (every node): reports to the manager's leader and learns its tasks;
+//! - **monitor** (the manager's leader): declares down a node silent for the node timeout,
+//!   which moves its tasks (in the replicated state, by the pure scheduler).
+//!
+//! Any node answers clients: submissions are validated against this binary's [`Registry`],
+//! and proposals and reads go to the manager's leader, wherever it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::cluster::admin::{
+    AdminError, AdminReply, AdminRequest, Heartbeat, HeartbeatReply, Identity, NodeView,
+    TopologyView,
+};
+use crate::cluster::config::NodeConfig;
+use crate::cluster::manager::{ManagerCommand, ManagerReply, ManagerState, NodeStatus};
+use crate::cluster::registry::{Registry, TopologyArgs};
+use crate::ids::{GroupId, NodeId};
+use crate::replication::{
+    LogError, LogStore, RaftGroups, Replica, ReplicationError, Role, SnapshotError,
+    StateMachineStore,
+};
+use crate::transport::{
+    Handler, Lane, PeerRole, Service, Transport, TransportConfig, TransportError, frame,
+};
+
+/// How long a proposal or read keeps looking for the manager's leader.
+const LEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one request to another node may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be created.
+    #[error("could not create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The manager's log is unusable.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The manager's snapshot is unusable.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The manager's replica could not start.
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    /// The transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+struct Shared {
+    config: NodeConfig,
+    registry: Arc<Registry>,
+    transport: OnceLock<Transport>,
+    groups: Arc<RaftGroups>,
+    manager: OnceLock<Replica<ManagerState>>,
+    /// Leader soft state: when each node last heartbeat.
+    last_seen: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Leader soft state: proposals about nodes in flight (not to repeat them every beat).
+    proposing: Mutex<BTreeSet<NodeId>>,
+    was_leader: AtomicBool,
+    /// The manager leader's address, as last learned.
+    leader_hint: Mutex<Option<String>>,
+    /// The version of the manager state this node's tasks are from.
+    tasks_version: AtomicU64,
+    tasks: Mutex<Vec<(String, String, tempest_dsl::TaskId)>>,
+}
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+pub struct Node {
+    shared: Arc<Shared>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+struct NodeHandler(Arc<Shared>);
+
+impl Handler for NodeHandler {
+    fn request(
+        &self,
+        from: &PeerRole,
+        service: Service,
+        body: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let shared = Arc::clone(&self.0);
+        match service {
+            Service::Raft(group) => {
+                if matches!(from, PeerRole::Client) {
+                    return futures_util::future::ready(Err("clients take no part in Raft".into()))
+                        .boxed();
+                }
+                shared.groups.handle(group, body)
+            }
+            Service::Admin => async move {
+                let reply = match frame::decode::<AdminRequest>(&body) {
+                    Ok(req) => shared.admin(req).await,
+                    Err(e) => AdminReply::Error(AdminError::Internal(e.to_string())),
+                };
+                frame::encode(&reply).map_err(|e| e.to_string())
+            }
+            .boxed(),
+            Service::Heartbeat => async move {
+                let hb: Heartbeat = frame::decode(&body).map_err(|e| e.to_string())?;
+                frame::encode(&shared.on_heartbeat(hb)).map_err(|e| e.to_string())
+            }
+            .boxed(),
+            Service::Data => {
+                futures_util::future::ready(Err("no data requests are served".into())).boxed()
+            }
+        }
+    }
+
+    fn oneway(&self, _from: &PeerRole, service: Service, body: Vec<u8>) {
+        tracing::debug!(?service, bytes = body.len(), "one-way message ignored");
+    }
+}
+
+impl Node {
+    /// Starts a node: binds its address, opens its manager replica if it is a manager node,
+    /// and starts its loops (on the current tokio runtime).
+    pub async fn start(config: NodeConfig, registry: Arc<Registry>) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            config,
+            registry,
+            transport: OnceLock::new(),
+            groups: Arc::default(),
+            manager: OnceLock::new(),
+            last_seen: Mutex::default(),
+            proposing: Mutex::default(),
+            was_leader: AtomicBool::new(false),
+            leader_hint: Mutex::default(),
+            tasks_version: AtomicU64::new(0),
+            tasks: Mutex::default(),
+        });
+        let c = &shared.config;
+        let role = PeerRole::Node {
+            id: c.id,
+            addr: c.advertise.clone(),
+        };
+        let mut tc = TransportConfig::new(role, c.id, c.secret.clone());
+        tc.max_frame_bytes = c.max_frame_bytes;
+        let transport =
+            Transport::bind(&c.listen, tc, Arc::new(NodeHandler(Arc::clone(&shared)))).await?;
+        let _ = shared.transport.set(transport.clone());
+        if c.is_manager() {
+            let dir = c.data_dir.join("manager");
+            let log = LogStore::open(&dir)?;
+            let state = StateMachineStore::open(ManagerState::default(), &dir)?;
+            let replica = Replica::start(
+                c.id,
+                GroupId::MANAGER,
+                c.raft,
+                log,
+                state,
+                transport,
+                Arc::clone(&shared.groups),
+            )
+            .await?;
+            let _ = shared.manager.set(replica);
+        }
+        let span = tracing::info_span!("node", node = %c.id);
+        tracing::info!(parent: &span, listen = %c.listen, manager = c.is_manager(), "node started");
+        let mut loops = Vec::new();
+        if c.is_manager() {
+            loops.push(tokio::spawn(
+                Arc::clone(&shared).bootstrap().instrument(span.clone()),
+            ));
+            loops.push(tokio::spawn(
+                Arc::clone(&shared).monitor().instrument(span.clone()),
+            ));
+        }
+        loops.push(tokio::spawn(
+            Arc::clone(&shared).heartbeat().instrument(span),
+        ));
+        Ok(Node { shared, loops })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.transport.get().and_then(Transport::local_addr)
+    }
+
+    /// Stops the loops, the manager replica and the transport.
+    pub async fn shutdown(self) {
+        for l in &self.loops {
+            l.abort();
+        }
+        if let Some(m) = self.shared.manager.get() {
+            m.shutdown().await;
+        }
+        if let Some(t) = self.shared.transport.get() {
+            t.shutdown();
+        }
+        tracing::info!(node = %self.shared.config.id, "node stopped");
+    }
+}
+
+impl Shared {
+    fn transport(&self) -> &Transport {
+        self.transport
+            .get()
+            .expect("set before any loop or request runs")
+    }
+
+    fn identity(&self) -> Identity {
+        let initialized = self.manager.get().is_some_and(|m| !m.members().is_empty());
+        Identity {
+            node: self.config.id,
+            addr: self.config.advertise.clone(),
+            manager: self.manager.get().is_some(),
+            initialized,
+        }
+    }
+
+    async fn rpc<Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        service: Service,
+        body: &impl serde::Serialize,
+    ) -> Result<Resp, String> {
+        let body = frame::encode(body).map_err(|e| e.to_string())?;
+        let answer = self
+            .transport()
+            .request(addr, Lane::Control, service, body, RPC_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        frame::decode(&answer).map_err(|e| e.to_string())
+    }
+
+    /// Manager nodes: initializes the manager group once every manager peer answered and none
+    /// has a log yet, from the one with the lowest id.
+    async fn bootstrap(self: Arc<Self>) {
+        loop {
+            if self.identity().initialized {
+                return;
+            }
+            let mut ids = BTreeMap::new();
+            let mut any_initialized = false;
+            for addr in self.config.manager_addrs() {
+                if *addr == self.config.advertise {
+                    ids.insert(self.config.id, addr.clone());
+                    continue;
+                }
+                if let Ok(AdminReply::Identity(i)) = self
+                    .rpc::<AdminReply>(addr, Service::Admin, &AdminRequest::Identify)
+                    .await
+                {
+                    any_initialized |= i.initialized;
+                    ids.insert(i.node, addr.clone());
+                }
+            }
+            if any_initialized {
+                // The group exists; our replica will hear from its leader.
+                return;
+            }
+            let complete = ids.len() == self.config.managers;
+            if complete && ids.keys().next() == Some(&self.config.id) {
+                if let Some(m) = self.manager.get() {
+                    match m.initialize(&ids).await {
+                        Ok(()) => {
+                            tracing::info!(members = ?ids, "manager group initialized");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "manager initialization failed"),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every node: reports to the manager's leader and learns its tasks.
+    async fn heartbeat(self: Arc<Self>) {
+        let hb = Heartbeat {
+            node: self.config.id,
+            addr: self.config.advertise.clone(),
+        };
+        let mut next_seed = 0usize;
+        loop {
+            tokio::time::sleep(self.config.heartbeat).await;
+            let reply = if self.is_manager_leader() {
+                self.on_heartbeat(hb.clone())
+            } else {
+                let seeds = self.config.manager_addrs();
+                let addr = self.leader_addr().unwrap_or_else(|| {
+                    next_seed = (next_seed + 1) % seeds.len();
+                    seeds[next_seed].clone()
+                });
+                match self
+                    .rpc::<HeartbeatReply>(&addr, Service::Heartbeat, &hb)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "heartbeat failed");
+                        self.set_hint(None);
+                        continue;
+                    }
+                }
+            };
+            match reply {
+                HeartbeatReply::Tasks { version, tasks } => {
+                    if self.tasks_version.swap(version, Ordering::Relaxed) != version {
+                        tracing::info!(version, tasks = tasks.len(), "assignment changed");
+                        if let Ok(mut t) = self.tasks.lock() {
+                            *t = tasks;
+                        }
+                    }
+                }
+                HeartbeatReply::NotLeader(hint) => self.set_hint(hint),
+            }
+        }
+    }
+
+    /// The manager's leader: declares silent nodes down.
+    async fn monitor(self: Arc<Self>) {
+        // The leader this node followed last: when it takes over, that one has been silent for
+        // at least an election timeout already.
+        let mut previous_leader = None;
+        loop {
+            tokio::time::sleep(self.config.heartbeat).await;
+            let Some(m) = self.manager.get() else { return };
+            if !m.is_leader() {
+                self.was_leader.store(false, Ordering::Relaxed);
+                previous_leader = m.status().leader.or(previous_leader);
+                continue;
+            }
+            let state = m.read(Clone::clone);
+            if !self.was_leader.swap(true, Ordering::Relaxed) {
+                // A new leader gives every node a full timeout before judging it, but the old
+                // leader's silence started an election ago: openraft's followers wait out the
+                // leader lease (election max) plus a random election timeout (at least min).
+                let now = Instant::now();
+                let election = Duration::from_millis(
+                    self.config.raft.election_min_ms + self.config.raft.election_max_ms,
+                );
+                if let Ok(mut seen) = self.last_seen.lock() {
+                    for n in state.nodes.keys() {
+                        let since = if Some(*n) == previous_leader && *n != self.config.id {
+                            now.checked_sub(election).unwrap_or(now)
+                        } else {
+                            now
+                        };
+                        seen.insert(*n, since);
+                    }
+                }
+                tracing::info!(term = m.status().term, "leading the manager");
+            }
+            let silent: Vec<NodeId> = {
+                let Ok(seen) = self.last_seen.lock() else {
+                    continue;
+                };
+                state
+                    .nodes
+                    .iter()
+                    .filter(|(_, r)| r.status == NodeStatus::Up)
+                    .filter(|(n, _)| {
+                        seen.get(n)
+                            .is_none_or(|t| t.elapsed() > self.config.node_timeout)
+                    })
+                    .map(|(n, _)| *n)
+                    .collect()
+            };
+            for node in silent {
+                tracing::warn!(%node, "node silent for the node timeout: declared down");
+                self.propose_about(node, ManagerCommand::Down { node });
+            }
+        }
+    }
+
+    /// Proposes a command about `node` in the background, once at a time per node.
+    fn propose_about(self: &Arc<Self>, node: NodeId, cmd: ManagerCommand) {
+        if let Ok(mut p) = self.proposing.lock() {
+            if !p.insert(node) {
+                return;
+            }
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = shared.propose(cmd).await {
+                tracing::warn!(%node, error = %e, "proposal failed");
+            }
+            if let Ok(mut p) = shared.proposing.lock() {
+                p.remove(&node);
+            }
+        });
+    }
+
+    fn is_manager_leader(&self) -> bool {
+        self.manager.get().is_some_and(|m| m.is_leader())
+    }
+
+    fn set_hint(&self, hint: Option<String>) {
+        if let Ok(mut h) = self.leader_hint.lock() {
+            *h = hint;
+        }
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        if let Some((_, addr)) = self.manager.get().and_then(|m| m.leader()) {
+            return Some(addr);
+        }
+        self.leader_hint.lock().ok()?.clone()
+    }
+
+    /// The leader's side of a heartbeat.
+    fn on_heartbeat(self: &Arc<Self>, hb: Heartbeat) -> HeartbeatReply {
+        let Some(m) = self.manager.get().filter(|m| m.is_leader()) else {
+            return HeartbeatReply::NotLeader(self.leader_addr());
+        };
+        if let Ok(mut seen) = self.last_seen.lock() {
+            seen.insert(hb.node, Instant::now());
+        }
+        let state = m.read(Clone::clone);
+        let known = state
+            .nodes
+            .get(&hb.node)
+            .is_some_and(|r| r.status == NodeStatus::Up && r.addr == hb.addr);
+        if !known {
+            tracing::info!(node = %hb.node, addr = %hb.addr, "node joins");
+            self.propose_about(
+                hb.node,
+                ManagerCommand::Join {
+                    node: hb.node,
+                    addr: hb.addr,
+                },
+            );
+        }
+        HeartbeatReply::Tasks {
+            version: state.version,
+            tasks: state.tasks_of(hb.node),
+        }
+    }
+
+    /// Applies `cmd` through the manager's leader, wherever it is, retrying through elections.
+    async fn propose(&self, cmd: ManagerCommand) -> Result<ManagerReply, AdminError> {
+        let bytes = frame::encode(&cmd).map_err(|e| AdminError::Internal(e.to_string()))?;
+        let request = AdminRequest::Propose(cmd);
+        let answer = self
+            .at_leader(&request, |m| {
+                let bytes = bytes.clone();
+                async move {
+                    match m.write(bytes).await {
+                        Ok(r) => frame::decode::<ManagerReply>(&r)
+                            .map(AdminReply::Applied)
+                            .map_err(|e| AdminError::Internal(e.to_string())),
+                        Err(ReplicationError::NotLeader { leader, .. }) => {
+                            Err(AdminError::NotLeader(leader.map(|(_, a)| a)))
+                        }
+                        Err(e) => Err(AdminError::Internal(e.to_string())),
+                    }
+                }
+                .boxed()
+            })
+            .await?;
+        match answer {
+            AdminReply::Applied(r) => Ok(r),
+            other => Err(AdminError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The manager leader's applied state and term.
+    async fn read_state(&self) -> Result<(ManagerState, u64), AdminError> {
+        let answer = self
+            .at_leader(&AdminRequest::ReadState, |m| {
+                let state = m.read(frame::encode);
+                let term = m.status().term;
+                async move {
+                    state
+                        .map(|s| AdminReply::State { state: s, term })
+                        .map_err(|e| AdminError::Internal(e.to_string()))
+                }
+                .boxed()
+            })
+            .await?;
+        match answer {
+            AdminReply::State { state, term } => frame::decode(&state)
+                .map(|s| (s, term))
+                .map_err(|e| AdminError::Internal(e.to_string())),
+            other => Err(AdminError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Runs `local` if this node leads the manager, or sends `request` to the leader; follows
+    /// leader hints and retries through elections until [`LEADER_DEADLINE`].
+    async fn at_leader<'a>(
+        &'a self,
+        request: &AdminRequest,
+        local: impl Fn(&'a Replica<ManagerState>) -> BoxFuture<'a, Result<AdminReply, AdminError>>,
+    ) -> Result<AdminReply, AdminError> {
+        let end = Instant::now() + LEADER_DEADLINE;
+        let seeds = self.config.manager_addrs();
+        let mut next_seed = 0usize;
+        loop {
+            if Instant::now() > end {
+                return Err(AdminError::NoLeader);
+            }
+            if let Some(m) = self.manager.get().filter(|m| m.is_leader()) {
+                match local(m).await {
+                    Err(AdminError::NotLeader(_)) => {}
+                    other => return other,
+                }
+            } else {
+                let addr = self.leader_addr().unwrap_or_else(|| {
+                    next_seed = (next_seed + 1) % seeds.len();
+                    seeds[next_seed].clone()
+                });
+                if addr != self.config.advertise {
+                    match self.rpc::<AdminReply>(&addr, Service::Admin, request).await {
+                        Ok(AdminReply::Error(AdminError::NotLeader(hint))) => self.set_hint(hint),
+                        Ok(AdminReply::Error(AdminError::NoLeader)) => self.set_hint(None),
+                        Ok(reply) => return Ok(reply),
+                        Err(e) => {
+                            tracing::debug!(%addr, error = %e, "manager peer unreachable");
+                            self.set_hint(None);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Answers an admin request.
+    async fn admin(self: &Arc<Self>, req: AdminRequest) -> AdminReply {
+        let result = match req {
+            AdminRequest::Identify => Ok(AdminReply::Identity(self.identity())),
+            AdminRequest::Propose(cmd) => match self.manager.get().filter(|m| m.is_leader()) {
+                None => Err(AdminError::NotLeader(self.leader_addr())),
+                Some(_) => self.propose(cmd).await.map(AdminReply::Applied),
+            },
+            AdminRequest::ReadState => match self.manager.get().filter(|m| m.is_leader()) {
+                None => Err(AdminError::NotLeader(self.leader_addr())),
+                Some(m) => m
+                    .read(frame::encode)
+                    .map(|state| AdminReply::State {
+                        state,
+                        term: m.status().term,
+                    })
+                    .map_err(|e| AdminError::Internal(e.to_string())),
+            },
+            AdminRequest::Submit {
+                topology,
+                name,
+                args,
+            } => self.submit(topology, name, args).await,
+            AdminRequest::Kill { name } => {
+                match self
+                    .propose(ManagerCommand::Kill { name: name.clone() })
+                    .await
+                {
+                    Ok(ManagerReply::Refused(why)) if why.starts_with("no topology") => {
+                        Err(AdminError::NotFound(name))
+                    }
+                    Ok(ManagerReply::Refused(why)) => Err(AdminError::Refused(why)),
+                    Ok(_) => Ok(AdminReply::Killed),
+                    Err(e) => Err(e),
+                }
+            }
+            AdminRequest::Status { name } => self.status(name).await,
+            AdminRequest::Nodes => self.nodes().await,
+        };
+        result.unwrap_or_else(AdminReply::Error)
+    }
+
+    async fn submit(
+        &self,
+        topology: String,
+        name: String,
+        args: BTreeMap<String, String>,
+    ) -> Result<AdminReply, AdminError> {
+        let built = self
+            .registry
+            .build(&topology, &TopologyArgs(args.clone()))
+            .map_err(|e| AdminError::BadTopology(e.to_string()))?;
+        let components = built
+            .ir()
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.parallelism))
+            .collect();
+        match self
+            .propose(ManagerCommand::Submit {
+                name,
+                topology,
+                args,
+                components,
+            })
+            .await?
+        {
+            ManagerReply::Submitted { tasks, nodes } => Ok(AdminReply::Submitted { tasks, nodes }),
+            ManagerReply::Refused(why) => Err(AdminError::Refused(why)),
+            ManagerReply::Done => Err(AdminError::Internal("no placement returned".into())),
+        }
+    }
+
+    async fn status(&self, name: Option<String>) -> Result<AdminReply, AdminError> {
+        let (state, _) = self.read_state().await?;
+        if let Some(n) = &name {
+            if !state.topologies.contains_key(n) {
+                return Err(AdminError::NotFound(n.clone()));
+            }
+        }
+        let views = state
+            .topologies
+            .iter()
+            .filter(|(n, _)| name.as_ref().is_none_or(|want| want == *n))
+            .map(|(n, t)| {
+                let mut nodes = BTreeMap::new();
+                for node in t.assignment.values() {
+                    *nodes.entry(*node).or_insert(0u32) += 1;
+                }
+                TopologyView {
+                    name: n.clone(),
+                    topology: t.topology.clone(),
+                    status: t.status,
+                    tasks: t.components.iter().map(|(_, p)| *p).sum(),
+                    nodes,
+                    reschedules: t.reschedules,
+                    args: t.args.clone(),
+                }
+            })
+            .collect();
+        Ok(AdminReply::Status(views))
+    }
+
+    async fn nodes(&self) -> Result<AdminReply, AdminError> {
+        let (state, term) = self.read_state().await?;
+        let leader = self
+            .manager
+            .get()
+            .and_then(|m| m.leader())
+            .map(|(n, _)| n)
+            .or_else(|| {
+                let hint = self.leader_hint.lock().ok()?.clone()?;
+                state
+                    .nodes
+                    .iter()
+                    .find(|(_, r)| r.addr == hint)
+                    .map(|(n, _)| *n)
+            });
+        let views = state
+            .nodes
+            .iter()
+            .map(|(n, r)| NodeView {
+                node: *n,
+                addr: r.addr.clone(),
+                status: r.status,
+                tasks: state.tasks_of(*n).len(),
+                leader: leader == Some(*n),
+            })
+            .collect();
+        Ok(AdminReply::Nodes { nodes: views, term })
+    }
+}
+
+/// The manager replica's role on this node, for logs and tests.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Shutdown => "stopped",
+    }
+}
