@@ -6,6 +6,7 @@
 //! - [`bench`]: peak memory, medians and `RESULT` lines for benchmark commands.
 
 pub mod bench;
+pub mod cluster_wordcount;
 pub mod window_count;
 pub mod windows;
 pub mod wordcount;
@@ -18,21 +19,16 @@ pub struct ReadmeDoctests;
 /// The topologies the `tempest` binary can submit to a cluster, by name. Every node runs this
 /// same binary, so each can build a submitted topology from its name and arguments.
 ///
-/// - `wordcount`: arguments `sentences` (default 100000), `parallelism` (2), `guarantee`
-///   (`at-most-once` or `at-least-once`).
+/// - `wordcount`: word count with a file sink ([`cluster_wordcount`]); arguments `output`
+///   (required: the sink's directory), `sentences` (default 100000), `parallelism` (2),
+///   `guarantee` (`at-least-once`), `message_timeout_ms` (30000).
 pub fn registry() -> tempest_runtime::cluster::Registry {
     tempest_runtime::cluster::Registry::new().register(
         "wordcount",
-        "count the words of generated sentences (W1)",
+        "count the words of generated sentences into JSON-lines files (W1)",
         |args| {
-            let options = wordcount::WordCountOptions {
-                sentences: Some(args.parse_or("sentences", 100_000u64)?),
-                parallelism: args.parse_or("parallelism", 2u32)?,
-                guarantee: args.parse_or("guarantee", tempest_dsl::Guarantee::AtMostOnce)?,
-                ..wordcount::WordCountOptions::default()
-            };
-            wordcount::topology(&options)
-                .map(|job| job.topology)
+            cluster_wordcount::ClusterWordCount::from_args(args)?
+                .topology()
                 .map_err(|e| e.to_string())
         },
     )

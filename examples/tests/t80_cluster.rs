@@ -33,11 +33,13 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             "--name",
             "wc1",
             "--arg",
-            "sentences=1000",
+            &format!("output={}", c.dir.path().join("out").display()),
+            "--arg",
+            "rate=100",
         ],
     )?;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "submitted wc1: 8 tasks on 3 nodes");
+    assert_eq!(stdout(&out).trim(), "submitted wc1: 10 tasks on 3 nodes");
     let out = c.cli(0, &["status", "wc1"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);
@@ -47,7 +49,17 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
     );
 
     tracing_phase("--- bad requests fail with their exit code and a reason");
-    let again = c.cli(1, &["submit", "wordcount", "--name", "wc1"])?;
+    let again = c.cli(
+        1,
+        &[
+            "submit",
+            "wordcount",
+            "--name",
+            "wc1",
+            "--arg",
+            "output=/tmp",
+        ],
+    )?;
     assert_eq!(again.status.code(), Some(1));
     assert!(
         stderr(&again).contains("already running"),
@@ -68,6 +80,8 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             "wordcount",
             "--name",
             "x",
+            "--arg",
+            "output=/tmp",
             "--arg",
             "sentences=many",
         ],
@@ -141,7 +155,20 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
 fn the_manager_survives_the_sigkill_of_its_leader() -> anyhow::Result<()> {
     let mut c = Cluster::start(3, &[])?;
     let before = all_up(&c, 0, 3)?;
-    let out = c.cli(0, &["submit", "wordcount", "--name", "wc1"])?;
+    let output = format!("output={}", c.dir.path().join("out").display());
+    let out = c.cli(
+        0,
+        &[
+            "submit",
+            "wordcount",
+            "--name",
+            "wc1",
+            "--arg",
+            &output,
+            "--arg",
+            "rate=100",
+        ],
+    )?;
     assert!(out.status.success(), "{}", stderr(&out));
     let leader = before.leader().expect("a leader");
     let leader_idx = (leader - 1) as usize;
@@ -162,6 +189,10 @@ fn the_manager_survives_the_sigkill_of_its_leader() -> anyhow::Result<()> {
                     "wordcount",
                     "--name",
                     "wc2",
+                    "--arg",
+                    &output,
+                    "--arg",
+                    "rate=100",
                     "--timeout-ms",
                     "3000",
                 ],

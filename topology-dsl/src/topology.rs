@@ -308,6 +308,16 @@ impl Topology {
         self.ir.to_dot()
     }
 
+    /// The codec of the batches that reach component `component` on its subscription `input`,
+    /// for links between processes (`None` for a spout or an unknown input).
+    pub fn input_codec(
+        &self,
+        component: usize,
+        input: usize,
+    ) -> Option<std::sync::Arc<dyn crate::engine::PayloadCodec>> {
+        self.entries.get(component)?.code.input_codec(input)
+    }
+
     /// Creates the task `setup` describes, of component `component` (an index into the IR's
     /// components). Called by the runtime once per task.
     pub fn instantiate(&self, component: usize, setup: &TaskSetup) -> Result<Task, EngineError> {

@@ -12,7 +12,7 @@ pub fn acker_for(root: RootId, ackers: u32) -> u32 {
 }
 
 /// One operation for an acker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AckMsg {
     /// The tree.
     pub root: RootId,
@@ -35,7 +35,7 @@ impl AckMsg {
 }
 
 /// What an [`AckMsg`] says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AckKind {
     /// Spout task `spout` started the tree with first edges `xor`.
     Init {

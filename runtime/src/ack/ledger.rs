@@ -8,7 +8,7 @@ use tempest_dsl::{RootId, TaskId};
 use crate::ack::{AckKind, AckMsg};
 
 /// What happened to a tree, for the spout task that owns it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TreeOutcome {
     /// Every edge was acked.
     Acked,

@@ -248,6 +248,7 @@ fn print_status(reply: AdminReply) {
     for v in views {
         let status = match v.status {
             TopologyStatus::Running => "running",
+            TopologyStatus::Finished => "finished",
             TopologyStatus::Killed => "killed",
         };
         let nodes: Vec<String> = v.nodes.iter().map(|(n, c)| format!("{n}:{c}")).collect();

@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
 use tempest_dsl::TaskId;
 
 use crate::cluster::manager::{ManagerCommand, ManagerReply, NodeStatus, TopologyStatus};
@@ -157,6 +159,25 @@ pub enum AdminError {
     Internal(String),
 }
 
+/// A running topology as the manager describes it to a node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The name it runs under.
+    pub name: String,
+    /// The registered topology.
+    pub topology: String,
+    /// Its arguments.
+    pub args: BTreeMap<String, String>,
+    /// The seed of this run.
+    pub seed: u64,
+    /// Where every task runs (component tasks, then ackers).
+    pub assignment: BTreeMap<TaskId, NodeId>,
+    /// The tasks that finished (not to be started again).
+    pub finished: BTreeSet<TaskId>,
+    /// Whether its spouts may run (every node started its tasks).
+    pub active: bool,
+}
+
 /// A node's liveness report to the manager's leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -164,17 +185,23 @@ pub struct Heartbeat {
     pub node: NodeId,
     /// Its address.
     pub addr: String,
+    /// Tasks that finished on it: (topology, run seed, tasks).
+    pub finished: Vec<(String, u64, Vec<TaskId>)>,
+    /// Runs whose tasks here are all started: (topology, run seed).
+    pub ready: Vec<(String, u64)>,
 }
 
-/// The leader's answer to a heartbeat: the node's tasks.
+/// The leader's answer to a heartbeat: every running topology and where its tasks run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HeartbeatReply {
-    /// The node's tasks as of `version` of the manager's state: (topology, component, task).
+    /// The running topologies as of `version` of the manager's state.
     Tasks {
         /// The state's version.
         version: u64,
-        /// The tasks.
-        tasks: Vec<(String, String, TaskId)>,
+        /// The running topologies.
+        placements: Vec<Placement>,
+        /// Every node's address.
+        nodes: BTreeMap<NodeId, String>,
     },
     /// Not the leader; the leader's address if known.
     NotLeader(Option<String>),

@@ -35,6 +35,8 @@ pub struct NodeRecord {
 pub enum TopologyStatus {
     /// Its tasks are assigned to nodes.
     Running,
+    /// Every one of its component tasks finished (a finite input was processed).
+    Finished,
     /// It was killed: no task of it is assigned.
     Killed,
 }
@@ -48,6 +50,17 @@ pub struct TopologyRecord {
     pub args: BTreeMap<String, String>,
     /// Its components and their parallelism, in task order (tasks are numbered through them).
     pub components: Vec<(String, u32)>,
+    /// Its tasks: the components' and then the ackers'.
+    pub tasks: u32,
+    /// The run's seed (the tasks' ack-tree ids derive from it, the same on every node).
+    pub seed: u64,
+    /// The component tasks that finished.
+    pub finished: std::collections::BTreeSet<TaskId>,
+    /// The nodes that started their tasks of it.
+    pub ready: std::collections::BTreeSet<NodeId>,
+    /// Whether its spouts may run: every node of its first assignment started its tasks, so
+    /// no tuple is sent to a task that does not exist yet.
+    pub active: bool,
     /// Where each task runs.
     pub assignment: BTreeMap<TaskId, NodeId>,
     /// Running or killed.
@@ -92,6 +105,28 @@ pub enum ManagerCommand {
         args: BTreeMap<String, String>,
         /// Its components and parallelism, from the built topology.
         components: Vec<(String, u32)>,
+        /// All its tasks, ackers included.
+        tasks: u32,
+        /// The run's seed.
+        seed: u64,
+    },
+    /// A node started its tasks of a run.
+    Ready {
+        /// The topology.
+        name: String,
+        /// The run's seed.
+        seed: u64,
+        /// The node.
+        node: NodeId,
+    },
+    /// Tasks of a run finished.
+    Finished {
+        /// The topology.
+        name: String,
+        /// The run's seed (reports of an older run of the name are ignored).
+        seed: u64,
+        /// The tasks.
+        tasks: Vec<TaskId>,
     },
     /// Stop a topology.
     Kill {
@@ -180,6 +215,8 @@ impl ManagerState {
                 topology,
                 args,
                 components,
+                tasks,
+                seed,
             } => {
                 if self
                     .topologies
@@ -188,7 +225,6 @@ impl ManagerState {
                 {
                     return ManagerReply::Refused(format!("`{name}` is already running"));
                 }
-                let tasks: u32 = components.iter().map(|(_, p)| *p).sum();
                 let mut load = self.load();
                 let Some(assignment) = scheduler::place(tasks, &mut load) else {
                     return ManagerReply::Refused("no live node to run it on".into());
@@ -203,12 +239,54 @@ impl ManagerState {
                         topology,
                         args,
                         components,
+                        tasks,
+                        seed,
+                        finished: std::collections::BTreeSet::new(),
+                        ready: std::collections::BTreeSet::new(),
+                        active: false,
                         assignment,
                         status: TopologyStatus::Running,
                         reschedules: 0,
                     },
                 );
                 ManagerReply::Submitted { tasks, nodes }
+            }
+            ManagerCommand::Ready { name, seed, node } => {
+                let Some(t) = self
+                    .topologies
+                    .get_mut(&name)
+                    .filter(|t| t.seed == seed && t.status == TopologyStatus::Running)
+                else {
+                    return ManagerReply::Done;
+                };
+                if !t.ready.insert(node) {
+                    return ManagerReply::Done;
+                }
+                if !t.active && t.assignment.values().all(|n| t.ready.contains(n)) {
+                    t.active = true;
+                }
+                ManagerReply::Done
+            }
+            ManagerCommand::Finished { name, seed, tasks } => {
+                let Some(t) = self
+                    .topologies
+                    .get_mut(&name)
+                    .filter(|t| t.seed == seed && t.status == TopologyStatus::Running)
+                else {
+                    return ManagerReply::Done;
+                };
+                let before = t.finished.len();
+                let components: u32 = t.components.iter().map(|(_, p)| *p).sum();
+                t.finished
+                    .extend(tasks.into_iter().filter(|task| task.0 < components));
+                if t.finished.len() == before {
+                    return ManagerReply::Done;
+                }
+                if t.finished.len() == components as usize {
+                    t.status = TopologyStatus::Finished;
+                    t.assignment.clear();
+                }
+                ManagerReply::Done
             }
             ManagerCommand::Kill { name } => match self.topologies.get_mut(&name) {
                 Some(t) if t.status == TopologyStatus::Running => {
@@ -222,6 +300,31 @@ impl ManagerState {
         };
         self.version += 1;
         reply
+    }
+
+    /// Every running topology and where its tasks run, as nodes need them.
+    pub fn placements(&self) -> Vec<crate::cluster::admin::Placement> {
+        self.topologies
+            .iter()
+            .filter(|(_, t)| t.status == TopologyStatus::Running)
+            .map(|(name, t)| crate::cluster::admin::Placement {
+                name: name.clone(),
+                topology: t.topology.clone(),
+                args: t.args.clone(),
+                seed: t.seed,
+                assignment: t.assignment.clone(),
+                finished: t.finished.clone(),
+                active: t.active,
+            })
+            .collect()
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> BTreeMap<NodeId, String> {
+        self.nodes
+            .iter()
+            .map(|(n, r)| (*n, r.addr.clone()))
+            .collect()
     }
 
     /// The tasks assigned to `node`: (topology, component, task).
@@ -287,6 +390,8 @@ mod tests {
             topology: "wordcount".into(),
             args: BTreeMap::new(),
             components: vec![("spout".into(), 2), ("bolt".into(), 4)],
+            tasks: 6,
+            seed: 1,
         })
     }
 
@@ -311,6 +416,22 @@ mod tests {
         assert!(s.tasks_of(NodeId(2)).is_empty());
         assert_eq!(s.tasks_of(NodeId(1)).len() + s.tasks_of(NodeId(3)).len(), 6);
         assert_eq!(s.topologies["wc"].reschedules, 1);
+        s.execute(ManagerCommand::Finished {
+            name: "wc".into(),
+            seed: 1,
+            tasks: vec![TaskId(0), TaskId(1)],
+        });
+        assert_eq!(s.topologies["wc"].status, TopologyStatus::Running);
+        s.execute(ManagerCommand::Finished {
+            name: "wc".into(),
+            seed: 99,
+            tasks: (0..6).map(TaskId).collect(),
+        });
+        assert_eq!(
+            s.topologies["wc"].status,
+            TopologyStatus::Running,
+            "another run's report"
+        );
         s.execute(ManagerCommand::Kill { name: "wc".into() });
         assert!(s.tasks_of(NodeId(1)).is_empty());
         assert_eq!(
@@ -318,6 +439,13 @@ mod tests {
             ManagerReply::Submitted { tasks: 6, nodes: 2 },
             "a killed topology can be submitted again"
         );
+        s.execute(ManagerCommand::Finished {
+            name: "wc".into(),
+            seed: 1,
+            tasks: (0..6).map(TaskId).collect(),
+        });
+        assert_eq!(s.topologies["wc"].status, TopologyStatus::Finished);
+        assert!(s.tasks_of(NodeId(1)).is_empty());
     }
 
     #[test]
@@ -336,6 +464,8 @@ mod tests {
                 topology: "t".into(),
                 args: BTreeMap::new(),
                 components: vec![("s".into(), 5)],
+                tasks: 5,
+                seed: 3,
             },
             ManagerCommand::Down { node: NodeId(3) },
         ]

@@ -14,6 +14,7 @@ pub mod manager;
 mod node;
 mod registry;
 pub mod scheduler;
+pub mod worker;
 
 pub use admin::AdminClient;
 pub use config::{ConfigError, NodeConfig, NodeSettings};

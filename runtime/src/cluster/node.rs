@@ -25,8 +25,11 @@ use crate::cluster::admin::{
     TopologyView,
 };
 use crate::cluster::config::NodeConfig;
-use crate::cluster::manager::{ManagerCommand, ManagerReply, ManagerState, NodeStatus};
+use crate::cluster::manager::{
+    ManagerCommand, ManagerReply, ManagerState, NodeStatus, TopologyStatus,
+};
 use crate::cluster::registry::{Registry, TopologyArgs};
+use crate::cluster::worker::{RUN_THREADS, Worker};
 use crate::ids::{GroupId, NodeId};
 use crate::replication::{
     LogError, LogStore, RaftGroups, Replica, ReplicationError, Role, SnapshotError,
@@ -81,7 +84,8 @@ struct Shared {
     leader_hint: Mutex<Option<String>>,
     /// The version of the manager state this node's tasks are from.
     tasks_version: AtomicU64,
-    tasks: Mutex<Vec<(String, String, tempest_dsl::TaskId)>>,
+    /// The tasks this node runs.
+    worker: OnceLock<Worker>,
 }
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -127,8 +131,15 @@ impl Handler for NodeHandler {
         }
     }
 
-    fn oneway(&self, _from: &PeerRole, service: Service, body: Vec<u8>) {
-        tracing::debug!(?service, bytes = body.len(), "one-way message ignored");
+    fn oneway(&self, from: &PeerRole, service: Service, body: Vec<u8>) {
+        match (service, from) {
+            (Service::Data, PeerRole::Node { addr, .. }) => {
+                if let Some(w) = self.0.worker.get() {
+                    w.on_data(addr, &body);
+                }
+            }
+            _ => tracing::debug!(?service, bytes = body.len(), "one-way message ignored"),
+        }
     }
 }
 
@@ -151,7 +162,7 @@ impl Node {
             was_leader: AtomicBool::new(false),
             leader_hint: Mutex::default(),
             tasks_version: AtomicU64::new(0),
-            tasks: Mutex::default(),
+            worker: OnceLock::new(),
         });
         let c = &shared.config;
         let role = PeerRole::Node {
@@ -163,6 +174,12 @@ impl Node {
         let transport =
             Transport::bind(&c.listen, tc, Arc::new(NodeHandler(Arc::clone(&shared)))).await?;
         let _ = shared.transport.set(transport.clone());
+        let _ = shared.worker.set(Worker::new(
+            c.id,
+            Arc::clone(&shared.registry),
+            transport.clone(),
+            tokio::runtime::Handle::current(),
+        ));
         if c.is_manager() {
             let dir = c.data_dir.join("manager");
             let log = LogStore::open(&dir)?;
@@ -205,6 +222,9 @@ impl Node {
     pub async fn shutdown(self) {
         for l in &self.loops {
             l.abort();
+        }
+        if let Some(w) = self.shared.worker.get() {
+            w.shutdown();
         }
         if let Some(m) = self.shared.manager.get() {
             m.shutdown().await;
@@ -292,13 +312,15 @@ impl Shared {
 
     /// Every node: reports to the manager's leader and learns its tasks.
     async fn heartbeat(self: Arc<Self>) {
-        let hb = Heartbeat {
-            node: self.config.id,
-            addr: self.config.advertise.clone(),
-        };
         let mut next_seed = 0usize;
         loop {
             tokio::time::sleep(self.config.heartbeat).await;
+            let hb = Heartbeat {
+                node: self.config.id,
+                addr: self.config.advertise.clone(),
+                finished: self.worker.get().map(Worker::finished).unwrap_or_default(),
+                ready: self.worker.get().map(Worker::ready).unwrap_or_default(),
+            };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
             } else {
@@ -320,11 +342,19 @@ impl Shared {
                 }
             };
             match reply {
-                HeartbeatReply::Tasks { version, tasks } => {
+                HeartbeatReply::Tasks {
+                    version,
+                    placements,
+                    nodes,
+                } => {
                     if self.tasks_version.swap(version, Ordering::Relaxed) != version {
-                        tracing::info!(version, tasks = tasks.len(), "assignment changed");
-                        if let Ok(mut t) = self.tasks.lock() {
-                            *t = tasks;
+                        tracing::debug!(
+                            version,
+                            topologies = placements.len(),
+                            "assignment changed"
+                        );
+                        if let Some(w) = self.worker.get() {
+                            w.apply(&placements, &nodes);
                         }
                     }
                 }
@@ -446,10 +476,55 @@ impl Shared {
                     addr: hb.addr,
                 },
             );
+        } else {
+            // Runs this node started that the state does not know it started.
+            for (name, seed) in hb.ready {
+                if state.topologies.get(&name).is_some_and(|t| {
+                    t.seed == seed
+                        && t.status == TopologyStatus::Running
+                        && !t.ready.contains(&hb.node)
+                }) {
+                    self.propose_about(
+                        hb.node,
+                        ManagerCommand::Ready {
+                            name,
+                            seed,
+                            node: hb.node,
+                        },
+                    );
+                    return HeartbeatReply::Tasks {
+                        version: state.version,
+                        placements: state.placements(),
+                        nodes: state.addrs(),
+                    };
+                }
+            }
+            // Finished tasks the state does not record yet.
+            for (name, seed, tasks) in hb.finished {
+                let new: Vec<_> = match state.topologies.get(&name) {
+                    Some(t) if t.seed == seed && t.status == TopologyStatus::Running => tasks
+                        .into_iter()
+                        .filter(|task| !t.finished.contains(task))
+                        .collect(),
+                    _ => continue,
+                };
+                if !new.is_empty() {
+                    self.propose_about(
+                        hb.node,
+                        ManagerCommand::Finished {
+                            name,
+                            seed,
+                            tasks: new,
+                        },
+                    );
+                    break;
+                }
+            }
         }
         HeartbeatReply::Tasks {
             version: state.version,
-            tasks: state.tasks_of(hb.node),
+            placements: state.placements(),
+            nodes: state.addrs(),
         }
     }
 
@@ -600,12 +675,16 @@ impl Shared {
             .iter()
             .map(|c| (c.name.clone(), c.parallelism))
             .collect();
+        let plan = crate::plan::PhysicalPlan::new(built.ir(), RUN_THREADS);
+        let tasks = (plan.tasks.len() + plan.ackers.len()) as u32;
         match self
             .propose(ManagerCommand::Submit {
                 name,
                 topology,
                 args,
                 components,
+                tasks,
+                seed: rand::random(),
             })
             .await?
         {

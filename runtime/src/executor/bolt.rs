@@ -22,6 +22,9 @@ struct SourceQueue {
     credit: Option<Arc<Recipient<Credit>>>,
     /// Links from this task whose end-of-data marker has not arrived yet.
     data_pending: u32,
+    /// Links from this task whose end-of-stream marker has not arrived yet. A restarted
+    /// upstream task (its node died) may send its markers again: they count once per link.
+    ends_pending: u32,
 }
 
 impl SourceQueue {
@@ -31,6 +34,7 @@ impl SourceQueue {
             items: VecDeque::new(),
             credit,
             data_pending: links,
+            ends_pending: links,
         }
     }
 }
@@ -172,7 +176,11 @@ impl BoltActor {
                 }
                 Delivery::DataEnd { from } => self.data_ended(queue, from),
                 Delivery::End { from } => {
-                    self.ends_received += 1;
+                    let pending = &mut self.queues[queue].ends_pending;
+                    if *pending > 0 {
+                        *pending -= 1;
+                        self.ends_received += 1;
+                    }
                     tracing::trace!(parent: &self.core.span, from = from.0, "end of stream");
                 }
             }
@@ -230,9 +238,13 @@ impl BoltActor {
     /// An upstream link's data ended: once all of a task's links have, tell the engine (event
     /// time moves past that task); once all links have, pass the marker on.
     fn data_ended(&mut self, queue: usize, from: TaskId) {
-        self.data_ends += 1;
         let remaining = &mut self.queues[queue].data_pending;
-        *remaining = remaining.saturating_sub(1);
+        if *remaining == 0 {
+            // A marker sent again by a restarted upstream task.
+            return;
+        }
+        *remaining -= 1;
+        self.data_ends += 1;
         if *remaining == 0 {
             if !self.run_hook("input_ended", |task| task.input_ended(from, now_ms())) {
                 return;

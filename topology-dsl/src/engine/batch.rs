@@ -1,8 +1,10 @@
 //! Batches: how tuples cross from one task to another.
 
 use std::any::{Any, type_name};
+use std::marker::PhantomData;
 
 use crate::engine::EngineError;
+use crate::record::Record;
 use crate::tuple::TupleIds;
 
 /// A batch of records of one type, with their ack-tree ids when the topology tracks tuples
@@ -83,6 +85,16 @@ impl Payload {
         self.type_name
     }
 
+    /// Borrows the typed batch, or says which type it really holds.
+    pub fn downcast_ref<T: Send + 'static>(&self) -> Result<&TypedBatch<T>, EngineError> {
+        self.batch
+            .downcast_ref::<TypedBatch<T>>()
+            .ok_or(EngineError::PayloadType {
+                expected: type_name::<T>(),
+                found: self.type_name,
+            })
+    }
+
     /// Unwraps the typed batch, or says which type it really holds.
     pub fn downcast<T: Send + 'static>(self) -> Result<TypedBatch<T>, EngineError> {
         let found = self.type_name;
@@ -102,5 +114,84 @@ impl std::fmt::Debug for Payload {
             .field("len", &self.len)
             .field("type", &self.type_name)
             .finish()
+    }
+}
+
+/// Turns the batches of one subscription into bytes and back, for links between processes.
+/// Written by code that knows the record type; the runtime only moves the bytes. A batch is
+/// encoded once per link, with rmp-serde; the watermark riding on it travels beside it.
+pub trait PayloadCodec: Send + Sync {
+    /// Encodes a batch (its records and their ack-tree ids).
+    fn encode(&self, payload: &Payload) -> Result<Vec<u8>, EngineError>;
+    /// Decodes a batch; bad bytes are an error, never a panic.
+    fn decode(&self, bytes: &[u8]) -> Result<Payload, EngineError>;
+}
+
+/// The codec of batches of `T`.
+pub(crate) struct TypedCodec<T>(PhantomData<fn() -> T>);
+
+impl<T> TypedCodec<T> {
+    pub(crate) fn new() -> Self {
+        TypedCodec(PhantomData)
+    }
+}
+
+impl<T: Record> PayloadCodec for TypedCodec<T> {
+    fn encode(&self, payload: &Payload) -> Result<Vec<u8>, EngineError> {
+        let batch = payload.downcast_ref::<T>()?;
+        rmp_serde::to_vec(&(&batch.values, &batch.ids)).map_err(|e| EngineError::Codec {
+            record: type_name::<T>(),
+            action: "encode",
+            why: e.to_string(),
+        })
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Payload, EngineError> {
+        let codec_error = |why: String| EngineError::Codec {
+            record: type_name::<T>(),
+            action: "decode",
+            why,
+        };
+        let (values, ids): (Vec<T>, Vec<TupleIds>) =
+            rmp_serde::from_slice(bytes).map_err(|e| codec_error(e.to_string()))?;
+        if !ids.is_empty() && ids.len() != values.len() {
+            return Err(codec_error(format!(
+                "{} records but {} ack-tree ids",
+                values.len(),
+                ids.len()
+            )));
+        }
+        Ok(Payload::local(TypedBatch { values, ids }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{EdgeId, RootId};
+
+    #[test]
+    fn a_batch_round_trips_and_bad_bytes_are_errors() {
+        let codec = TypedCodec::<()>::new();
+        let batch = TypedBatch {
+            values: vec![(), (), ()],
+            ids: vec![TupleIds::One((RootId(7), EdgeId(9))); 3],
+        };
+        let bytes = codec.encode(&Payload::local(batch)).expect("encodes");
+        let back = codec
+            .decode(&bytes)
+            .expect("decodes")
+            .downcast::<()>()
+            .expect("unit records");
+        assert_eq!(back.values.len(), 3);
+        assert_eq!(back.ids[2], TupleIds::One((RootId(7), EdgeId(9))));
+
+        let wrong = codec.encode(&Payload::local(TypedBatch::<String>::default()));
+        assert!(matches!(wrong, Err(EngineError::PayloadType { .. })));
+        assert!(codec.decode(&[0xc1, 0x00]).is_err());
+        let uneven =
+            rmp_serde::to_vec(&(vec![(), ()], vec![TupleIds::Untracked])).expect("encodes");
+        let err = codec.decode(&uneven).expect_err("uneven ids");
+        assert!(err.to_string().contains("2 records but 1"), "{err}");
     }
 }

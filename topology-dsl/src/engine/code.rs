@@ -77,6 +77,8 @@ impl Instance<'_> {
 /// A component's user code, type-erased.
 pub(crate) trait ComponentCode: Send + Sync {
     fn instantiate(&self, instance: Instance<'_>) -> Result<Task, EngineError>;
+    /// The codec of the batches arriving on subscription `input` (none for a spout).
+    fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>>;
 }
 
 /// Builds the typed output streams of a task whose streams all carry `T`.
@@ -193,6 +195,10 @@ impl<S: Spout> ComponentCode for SpoutCode<S> {
             out,
         ))))
     }
+
+    fn input_codec(&self, _input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>> {
+        None
+    }
 }
 
 /// The code of a plain bolt component, with the adapters of its subscriptions.
@@ -202,6 +208,10 @@ pub(crate) struct BoltCode<B: Bolt> {
 }
 
 impl<B: Bolt> ComponentCode for BoltCode<B> {
+    fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>> {
+        self.inputs.get(input).map(|a| a.codec())
+    }
+
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let tracked = i.tracking_seed.is_some();
         let clock = i.clock::<B::Out>(false)?;
@@ -227,6 +237,10 @@ pub(crate) struct WindowCode<M: WindowMode> {
 }
 
 impl<M: WindowMode> ComponentCode for WindowCode<M> {
+    fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>> {
+        self.inputs.get(input).map(|a| a.codec())
+    }
+
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let window = i
             .component

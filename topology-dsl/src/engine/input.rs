@@ -3,13 +3,17 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use crate::engine::{EngineError, Payload, TypedBatch};
+use crate::engine::batch::TypedCodec;
+use crate::engine::{EngineError, Payload, PayloadCodec, TypedBatch};
 use crate::record::Record;
 
 /// Converts an erased batch of some upstream type into the bolt's input type.
 pub(crate) trait InputAdapter<In>: Send + Sync {
     fn adapt(&self, payload: Payload) -> Result<TypedBatch<In>, EngineError>;
+    /// The codec of the batches this subscription carries (of the upstream's type).
+    fn codec(&self) -> Arc<dyn PayloadCodec>;
 }
 
 /// The adapter for a subscription to a stream of `X` by a bolt of input `In: From<X>`.
@@ -32,5 +36,9 @@ impl<X: Record, In: Record + From<X>> InputAdapter<In> for Convert<X, In> {
             values: batch.values.into_iter().map(In::from).collect(),
             ids: batch.ids,
         })
+    }
+
+    fn codec(&self) -> Arc<dyn PayloadCodec> {
+        Arc::new(TypedCodec::<X>::new())
     }
 }

@@ -31,7 +31,7 @@ pub(crate) mod spout_task;
 pub(crate) mod window_task;
 
 pub use crate::window::{Channel, Mark};
-pub use batch::{Payload, TypedBatch};
+pub use batch::{Payload, PayloadCodec, TypedBatch};
 
 use crate::component::{SpoutStatus, TaskError};
 use crate::ids::{MsgId, RootId, TaskId};
@@ -281,4 +281,14 @@ pub enum EngineError {
     /// The plan asked for something the topology does not have.
     #[error("task setup does not match the topology: {0}")]
     Setup(String),
+    /// A batch could not be encoded or decoded (a corrupt or foreign frame).
+    #[error("a batch of `{record}` does not {action}: {why}")]
+    Codec {
+        /// The record type.
+        record: &'static str,
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// What went wrong.
+        why: String,
+    },
 }

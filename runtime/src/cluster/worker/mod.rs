@@ -1,0 +1,263 @@
+//! The data plane of a node: runs the tasks the manager assigned to it, each topology run in
+//! an actix system of its own ([`run`]), and moves what tasks on different nodes send each
+//! other over the transport's data lane ([`wire`], [`relay`]).
+//!
+//! ```text
+//!   node A                                   node B
+//!   task ──Deliver──► relay(t7) ══data lane══► dispatch ──Deliver──► task t7
+//!   task ◄──Credit─── relay(t7) ◄═════════════ Credit (one per executed batch)
+//! ```
+
+mod relay;
+mod run;
+mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use tempest_dsl::TaskId;
+use tokio::sync::mpsc;
+
+use crate::cluster::admin::Placement;
+use crate::cluster::registry::{Registry, TopologyArgs};
+use crate::ids::NodeId;
+use crate::transport::{Lane, Service, Transport, frame};
+
+pub(crate) use run::RUN_THREADS;
+
+use run::TopologyRun;
+use wire::{DataMessage, RunId};
+
+/// Why a topology run could not start on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The run's thread could not be started.
+    #[error("could not start a thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The topology or a task could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Sends data messages to other nodes, one queue and one sending task per node, so a send from
+/// an actor never blocks. Flow control is the links' credits; what is queued here is bounded by
+/// them (and by the acks and marks that go with the batches).
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    transport: Transport,
+    runtime: tokio::runtime::Handle,
+    queues: Arc<DashMap<String, mpsc::UnboundedSender<Vec<u8>>>>,
+}
+
+impl Outbound {
+    fn new(transport: Transport, runtime: tokio::runtime::Handle) -> Self {
+        Outbound {
+            transport,
+            runtime,
+            queues: Arc::default(),
+        }
+    }
+
+    /// Queues `bytes` for the node at `addr`.
+    pub(crate) fn send(&self, addr: &str, bytes: Vec<u8>) {
+        let tx = self
+            .queues
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+                let transport = self.transport.clone();
+                let addr = addr.to_owned();
+                self.runtime.spawn(async move {
+                    while let Some(bytes) = rx.recv().await {
+                        if let Err(e) = transport
+                            .send(&addr, Lane::Data, Service::Data, bytes)
+                            .await
+                        {
+                            // Lost with the node: ack trees replay what mattered.
+                            tracing::debug!(%addr, error = %e, "data message dropped");
+                        }
+                    }
+                });
+                tx
+            })
+            .clone();
+        let _ = tx.send(bytes);
+    }
+}
+
+/// The topology runs of this node.
+pub(crate) struct Worker {
+    me: NodeId,
+    registry: Arc<Registry>,
+    outbound: Outbound,
+    runs: Mutex<BTreeMap<RunId, Arc<TopologyRun>>>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        me: NodeId,
+        registry: Arc<Registry>,
+        transport: Transport,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Worker {
+            me,
+            registry,
+            outbound: Outbound::new(transport, runtime),
+            runs: Mutex::default(),
+        }
+    }
+
+    /// Brings this node in line with the manager: starts the runs and tasks assigned here,
+    /// reroutes the others, and stops runs that ended or were killed.
+    pub(crate) fn apply(&self, placements: &[Placement], addrs: &BTreeMap<NodeId, String>) {
+        let Ok(mut runs) = self.runs.lock() else {
+            return;
+        };
+        let wanted: BTreeSet<RunId> = placements
+            .iter()
+            .map(|p| RunId {
+                name: p.name.clone(),
+                seed: p.seed,
+            })
+            .collect();
+        let stale: Vec<RunId> = runs
+            .keys()
+            .filter(|r| !wanted.contains(*r))
+            .cloned()
+            .collect();
+        for r in stale {
+            if let Some(run) = runs.remove(&r) {
+                tracing::info!(topology = %r.name, "run ended or killed: stopping its tasks here");
+                stop(run);
+            }
+        }
+        for p in placements {
+            let id = RunId {
+                name: p.name.clone(),
+                seed: p.seed,
+            };
+            let run = match runs.get(&id) {
+                Some(r) => Arc::clone(r),
+                None => {
+                    let topology = match self
+                        .registry
+                        .build(&p.topology, &TopologyArgs(p.args.clone()))
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(topology = %p.name, error = %e, "cannot build an assigned topology");
+                            continue;
+                        }
+                    };
+                    match TopologyRun::start(id.clone(), topology, self.me, self.outbound.clone()) {
+                        Ok(r) => {
+                            let r = Arc::new(r);
+                            runs.insert(id, Arc::clone(&r));
+                            r
+                        }
+                        Err(e) => {
+                            tracing::error!(topology = %p.name, error = %e, "cannot start a run");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let moved = run.route(p.assignment.clone(), addrs.clone());
+            let mine: Vec<TaskId> = p
+                .assignment
+                .iter()
+                .filter(|(t, n)| **n == self.me && !p.finished.contains(t) && !run.runs(**t))
+                .map(|(t, _)| *t)
+                .collect();
+            if !mine.is_empty() {
+                tracing::info!(topology = %p.name, tasks = mine.len(), "starting tasks");
+                if let Err(e) = run.start_tasks(&mine) {
+                    tracing::error!(topology = %p.name, error = %e, "tasks did not start");
+                    continue;
+                }
+            }
+            run.retarget(&moved);
+            if p.active {
+                run.activate();
+            }
+        }
+    }
+
+    /// The tasks that finished on this node, per run: (name, seed, tasks).
+    pub(crate) fn finished(&self) -> Vec<(String, u64, Vec<TaskId>)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .map(|(id, r)| (id.name.clone(), id.seed, r.finished().into_iter().collect()))
+            .filter(|(_, _, t): &(String, u64, Vec<TaskId>)| !t.is_empty())
+            .collect()
+    }
+
+    /// The runs whose tasks here are all started: (name, seed).
+    pub(crate) fn ready(&self) -> Vec<(String, u64)> {
+        self.runs
+            .lock()
+            .map(|r| r.keys().map(|id| (id.name.clone(), id.seed)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes a data message from the node at `sender`.
+    pub(crate) fn on_data(&self, sender: &str, body: &[u8]) {
+        let msg: DataMessage = match frame::decode(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "a data message that does not decode");
+                return;
+            }
+        };
+        let run = self
+            .runs
+            .lock()
+            .ok()
+            .and_then(|r| r.get(msg.run()).cloned());
+        match (run, msg) {
+            (Some(r), msg) => r.dispatch(msg),
+            (
+                None,
+                DataMessage::Batch {
+                    run, from, link, ..
+                },
+            ) => {
+                // Not (or no longer) here: the sender gets its credit back, so its link is not
+                // starved; the batch's trees replay.
+                tracing::debug!(topology = %run.name, "a batch for a run not here");
+                let credit = DataMessage::Credit {
+                    run,
+                    to: from,
+                    link,
+                    batches: 1,
+                };
+                if let Ok(bytes) = frame::encode(&credit) {
+                    self.outbound.send(sender, bytes);
+                }
+            }
+            (None, msg) => tracing::debug!(topology = %msg.run().name, "data for a run not here"),
+        }
+    }
+
+    /// Stops every run.
+    pub(crate) fn shutdown(&self) {
+        if let Ok(mut runs) = self.runs.lock() {
+            for (_, r) in std::mem::take(&mut *runs) {
+                stop(r);
+            }
+        }
+    }
+}
+
+/// Stops a run off the caller's thread (joining its system thread blocks).
+fn stop(run: Arc<TopologyRun>) {
+    std::thread::spawn(move || {
+        if let Ok(run) = Arc::try_unwrap(run) {
+            run.stop();
+        }
+    });
+}

@@ -1,0 +1,271 @@
+//! [`RelayActor`]: stands in, on this node, for a task that runs on another node (or that was
+//! elsewhere when this node's tasks were wired). Local tasks send it what they would send the
+//! task itself (batches, marks, ends, credits, ack operations, verdicts); it forwards each to
+//! wherever the task runs now: encoded once onto the data lane, or straight to the task's actor
+//! once the task runs here. Local links never pass through a relay and are never encoded.
+//!
+//! When its task moves to another node (its node died), the relay gives the local senders
+//! back the credits of the batches lost with it and sends the new task what it must not miss:
+//! the latest watermark of every channel and the end markers already sent. Lost batches are
+//! replayed by their spouts (at-least-once).
+
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message};
+use rustc_hash::FxHashMap;
+use tempest_dsl::TaskId;
+use tempest_dsl::engine::Mark;
+
+use crate::cluster::worker::run::{Place, RunShared};
+use crate::cluster::worker::wire::DataMessage;
+use crate::executor::{AckBatch, Credit, Deliver, Delivery, Verdicts};
+
+/// Credits that came back over the network for link `link` of local task `from`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CreditBack {
+    pub(crate) from: TaskId,
+    pub(crate) link: u32,
+    pub(crate) batches: u32,
+}
+
+/// The relay's task moved: settle what went to its old place.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retarget;
+
+/// This node's stand-in for one task of one topology run.
+pub(crate) struct RelayActor {
+    shared: Arc<RunShared>,
+    target: TaskId,
+    /// Batches sent and not credited back, per (local sender, link).
+    in_flight: FxHashMap<(TaskId, u32), u32>,
+    /// The latest watermark sent per (sender, subscription).
+    marks: FxHashMap<(TaskId, u16), Mark>,
+    /// End-of-data markers sent per sender.
+    data_ends: FxHashMap<TaskId, u32>,
+    /// End-of-stream markers sent per sender.
+    ends: FxHashMap<TaskId, u32>,
+}
+
+impl RelayActor {
+    pub(crate) fn new(shared: Arc<RunShared>, target: TaskId) -> Self {
+        RelayActor {
+            shared,
+            target,
+            in_flight: FxHashMap::default(),
+            marks: FxHashMap::default(),
+            data_ends: FxHashMap::default(),
+            ends: FxHashMap::default(),
+        }
+    }
+
+    /// Sends `delivery` to the target, wherever it runs; a batch that cannot go is credited
+    /// back at once so its sender is not starved.
+    fn deliver(&mut self, delivery: Delivery) {
+        let run = self.shared.run.clone();
+        let to = self.target;
+        match self.shared.place(to) {
+            Place::Local(task) => {
+                if let Some(d) = &task.deliver {
+                    if let Delivery::Batch { payload, .. } = &delivery {
+                        task.metrics.enqueue(payload.len());
+                    }
+                    d.do_send(Deliver(delivery));
+                }
+            }
+            Place::Remote(addr) => {
+                let msg = match delivery {
+                    Delivery::Batch {
+                        from,
+                        link,
+                        input,
+                        payload,
+                    } => {
+                        let records = self
+                            .shared
+                            .input_codec(to, input)
+                            .and_then(|c| c.encode(&payload).map_err(|e| e.to_string()));
+                        let records = match records {
+                            Ok(r) => r,
+                            Err(why) => {
+                                // A bug, not bad input: the engine made a batch it cannot encode.
+                                tracing::error!(task = to.0, %why, "a batch could not be encoded; dropped");
+                                self.shared.credit_local(from, link.0, 1);
+                                return;
+                            }
+                        };
+                        *self.in_flight.entry((from, link.0)).or_default() += 1;
+                        DataMessage::Batch {
+                            run,
+                            to,
+                            from,
+                            link: link.0,
+                            input,
+                            mark: payload.mark(),
+                            records,
+                        }
+                    }
+                    Delivery::Mark { from, input, mark } => {
+                        self.marks.insert((from, input), mark);
+                        DataMessage::Mark {
+                            run,
+                            to,
+                            from,
+                            input,
+                            mark,
+                        }
+                    }
+                    Delivery::DataEnd { from } => {
+                        *self.data_ends.entry(from).or_default() += 1;
+                        DataMessage::DataEnd { run, to, from }
+                    }
+                    Delivery::End { from } => {
+                        *self.ends.entry(from).or_default() += 1;
+                        DataMessage::End { run, to, from }
+                    }
+                };
+                self.shared.send(&addr, &msg);
+            }
+            Place::Nowhere => {
+                if let Delivery::Batch { from, link, .. } = delivery {
+                    self.shared.credit_local(from, link.0, 1);
+                }
+            }
+        }
+    }
+}
+
+impl Actor for RelayActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(delivery): Deliver, _: &mut Context<Self>) {
+        self.deliver(delivery);
+    }
+}
+
+impl Handler<Credit> for RelayActor {
+    type Result = ();
+
+    /// A local bolt returns credit to the (remote) upstream task this relay stands for.
+    fn handle(&mut self, credit: Credit, _: &mut Context<Self>) {
+        match self.shared.place(self.target) {
+            Place::Local(task) => {
+                if let Some(c) = &task.credit {
+                    c.do_send(credit);
+                }
+            }
+            Place::Remote(addr) => self.shared.send(
+                &addr,
+                &DataMessage::Credit {
+                    run: self.shared.run.clone(),
+                    to: self.target,
+                    link: credit.link.0,
+                    batches: credit.batches,
+                },
+            ),
+            Place::Nowhere => {}
+        }
+    }
+}
+
+impl Handler<CreditBack> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, back: CreditBack, _: &mut Context<Self>) {
+        if let Some(n) = self.in_flight.get_mut(&(back.from, back.link)) {
+            *n = n.saturating_sub(back.batches);
+        }
+        self.shared.credit_local(back.from, back.link, back.batches);
+    }
+}
+
+impl Handler<AckBatch> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, AckBatch(ops): AckBatch, _: &mut Context<Self>) {
+        match self.shared.place(self.target) {
+            Place::Local(task) => {
+                if let Some(a) = &task.acks {
+                    a.do_send(AckBatch(ops));
+                }
+            }
+            Place::Remote(addr) => self.shared.send(
+                &addr,
+                &DataMessage::Acks {
+                    run: self.shared.run.clone(),
+                    to: self.target,
+                    ops,
+                },
+            ),
+            // The trees time out at their spouts and are replayed.
+            Place::Nowhere => {}
+        }
+    }
+}
+
+impl Handler<Verdicts> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, Verdicts(verdicts): Verdicts, _: &mut Context<Self>) {
+        match self.shared.place(self.target) {
+            Place::Local(task) => {
+                if let Some(v) = &task.verdicts {
+                    v.do_send(Verdicts(verdicts));
+                }
+            }
+            Place::Remote(addr) => self.shared.send(
+                &addr,
+                &DataMessage::Verdicts {
+                    run: self.shared.run.clone(),
+                    to: self.target,
+                    verdicts,
+                },
+            ),
+            Place::Nowhere => {}
+        }
+    }
+}
+
+impl Handler<Retarget> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retarget, _: &mut Context<Self>) {
+        let lost: u32 = self.in_flight.values().sum();
+        if lost > 0 {
+            tracing::info!(
+                task = self.target.0,
+                batches = lost,
+                "task moved: batches in flight to it are lost (their trees replay)"
+            );
+        }
+        for ((from, link), n) in self.in_flight.drain() {
+            if n > 0 {
+                self.shared.credit_local(from, link, n);
+            }
+        }
+        let marks: Vec<_> = self.marks.iter().map(|(k, m)| (*k, *m)).collect();
+        let data_ends: Vec<_> = self.data_ends.iter().map(|(k, n)| (*k, *n)).collect();
+        let ends: Vec<_> = self.ends.iter().map(|(k, n)| (*k, *n)).collect();
+        self.marks.clear();
+        self.data_ends.clear();
+        self.ends.clear();
+        for ((from, input), mark) in marks {
+            self.deliver(Delivery::Mark { from, input, mark });
+        }
+        for (from, n) in data_ends {
+            for _ in 0..n {
+                self.deliver(Delivery::DataEnd { from });
+            }
+        }
+        for (from, n) in ends {
+            for _ in 0..n {
+                self.deliver(Delivery::End { from });
+            }
+        }
+    }
+}

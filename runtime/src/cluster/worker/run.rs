@@ -1,0 +1,612 @@
+//! [`TopologyRun`]: the part of one topology run that lives on this node: an actix system of
+//! its own (a thread and its Arbiters) running the tasks assigned here, a relay for every other
+//! task they talk to, and the dispatch of what arrives for them from other nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use actix::{Actor, Addr, Arbiter, Context, Handler, Recipient};
+use actix_rt::ArbiterHandle;
+use dashmap::DashMap;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+use tempest_dsl::engine::{LinkId, PayloadCodec, Task};
+use tempest_dsl::{TaskId, Topology};
+
+use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
+use crate::cluster::worker::wire::{DataMessage, RunId};
+use crate::cluster::worker::{Outbound, WorkerError};
+use crate::executor::outbox::Outbox;
+use crate::executor::{
+    AckBatch, AckerActor, BoltActor, Credit, Deliver, Delivery, LocalLink, SpoutActor, Start,
+    TaskCore, TaskEvent, Verdicts, Wire,
+};
+use crate::ids::NodeId;
+use crate::metrics::TaskMetrics;
+use crate::plan::PhysicalPlan;
+
+/// Worker threads per topology run on a node, and the plan's worker count (the plan must be
+/// the same on every node, so it does not depend on the node).
+pub(crate) const RUN_THREADS: usize = 2;
+
+/// The addresses of a task running on this node.
+#[derive(Clone)]
+pub(crate) struct LocalTask {
+    pub(crate) deliver: Option<Arc<Recipient<Deliver>>>,
+    pub(crate) credit: Option<Arc<Recipient<Credit>>>,
+    pub(crate) verdicts: Option<Recipient<Verdicts>>,
+    pub(crate) acks: Option<Recipient<AckBatch>>,
+    pub(crate) metrics: Arc<TaskMetrics>,
+}
+
+/// Where a task is now.
+pub(crate) enum Place {
+    Local(LocalTask),
+    Remote(String),
+    Nowhere,
+}
+
+/// What the tasks, relays and dispatch of one run share.
+pub(crate) struct RunShared {
+    pub(crate) run: RunId,
+    me: NodeId,
+    topology: Topology,
+    pub(crate) plan: PhysicalPlan,
+    routes: RwLock<BTreeMap<TaskId, NodeId>>,
+    addrs: RwLock<BTreeMap<NodeId, String>>,
+    locals: DashMap<TaskId, LocalTask>,
+    outbound: Outbound,
+    /// Frames that did not decode or named tasks that do not exist.
+    pub(crate) rejected: AtomicU64,
+}
+
+impl RunShared {
+    /// Where `task` runs now.
+    pub(crate) fn place(&self, task: TaskId) -> Place {
+        if let Some(l) = self.locals.get(&task) {
+            return Place::Local(l.clone());
+        }
+        let node = self.routes.read().ok().and_then(|r| r.get(&task).copied());
+        match node {
+            Some(n) if n != self.me => self
+                .addrs
+                .read()
+                .ok()
+                .and_then(|a| a.get(&n).cloned())
+                .map_or(Place::Nowhere, Place::Remote),
+            _ => Place::Nowhere,
+        }
+    }
+
+    /// Sends `msg` to the node at `addr` on the data lane.
+    pub(crate) fn send(&self, addr: &str, msg: &DataMessage) {
+        match crate::transport::frame::encode(msg) {
+            Ok(bytes) => self.outbound.send(addr, bytes),
+            Err(e) => tracing::error!(error = %e, "a data message could not be encoded"),
+        }
+    }
+
+    /// The codec of batches reaching `task` on subscription `input`.
+    pub(crate) fn input_codec(
+        &self,
+        task: TaskId,
+        input: u16,
+    ) -> Result<Arc<dyn PayloadCodec>, String> {
+        let component = self
+            .plan
+            .tasks
+            .get(task.0 as usize)
+            .ok_or_else(|| format!("no task {task}"))?
+            .component;
+        self.topology
+            .input_codec(component, usize::from(input))
+            .ok_or_else(|| format!("task {task} has no input {input}"))
+    }
+
+    /// Gives `batches` credits back to link `link` of local task `task`.
+    pub(crate) fn credit_local(&self, task: TaskId, link: u32, batches: u32) {
+        if let Some(l) = self.locals.get(&task) {
+            if let Some(c) = &l.credit {
+                c.do_send(Credit {
+                    link: LinkId(link),
+                    batches,
+                });
+            }
+        }
+    }
+
+    fn node_of(&self, task: TaskId) -> Option<String> {
+        let node = self.routes.read().ok()?.get(&task).copied()?;
+        self.addrs.read().ok()?.get(&node).cloned()
+    }
+}
+
+/// Counts the tasks of this run that finished here.
+struct RunEvents {
+    finished: Arc<Mutex<BTreeSet<TaskId>>>,
+    run: RunId,
+}
+
+impl Actor for RunEvents {
+    type Context = Context<Self>;
+}
+
+impl Handler<TaskEvent> for RunEvents {
+    type Result = ();
+
+    fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
+        match event {
+            TaskEvent::Finished { task, .. } => {
+                tracing::debug!(topology = %self.run.name, task = task.0, "task finished");
+                if let Ok(mut f) = self.finished.lock() {
+                    f.insert(task);
+                }
+            }
+            TaskEvent::Failed { task, error } => {
+                tracing::error!(topology = %self.run.name, task = task.0, %error, "task failed");
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RelayHandle {
+    addr: Addr<RelayActor>,
+    deliver: Arc<Recipient<Deliver>>,
+    credit: Arc<Recipient<Credit>>,
+    metrics: Arc<TaskMetrics>,
+}
+
+/// One topology run's tasks on this node.
+pub(crate) struct TopologyRun {
+    shared: Arc<RunShared>,
+    seeds: Vec<u64>,
+    relays: Mutex<FxHashMap<TaskId, RelayHandle>>,
+    finished: Arc<Mutex<BTreeSet<TaskId>>>,
+    events: Recipient<TaskEvent>,
+    system: actix_rt::System,
+    arbiters: Vec<ArbiterHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Spouts wired but not started: they start once the run is active.
+    waiting: Mutex<Vec<Recipient<Start>>>,
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl TopologyRun {
+    /// Starts the run's actix system on a thread of its own; no task runs yet.
+    pub(crate) fn start(
+        run: RunId,
+        topology: Topology,
+        me: NodeId,
+        outbound: Outbound,
+    ) -> Result<Self, WorkerError> {
+        let plan = PhysicalPlan::new(topology.ir(), RUN_THREADS);
+        // The same seeds on every node: drawn from the run's seed in task order.
+        let mut rng = SmallRng::seed_from_u64(run.seed);
+        let seeds = plan.tasks.iter().map(|_| rng.random()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("tempest-{}", run.name))
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let arbiters: Vec<Arbiter> =
+                    system.block_on(async { (0..RUN_THREADS).map(|_| Arbiter::new()).collect() });
+                let _ = tx.send((
+                    actix_rt::System::current(),
+                    arbiters.iter().map(Arbiter::handle).collect::<Vec<_>>(),
+                ));
+                let _ = system.run();
+                for a in &arbiters {
+                    a.stop();
+                }
+                for a in arbiters {
+                    let _ = a.join();
+                }
+            })
+            .map_err(WorkerError::Spawn)?;
+        let (system, arbiters) = rx
+            .recv()
+            .map_err(|_| WorkerError::Setup("the run's system thread did not start".into()))?;
+        let finished = Arc::new(Mutex::new(BTreeSet::new()));
+        let events = RunEvents {
+            finished: Arc::clone(&finished),
+            run: run.clone(),
+        };
+        let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events).recipient();
+        let shared = Arc::new(RunShared {
+            run,
+            me,
+            topology,
+            plan,
+            routes: RwLock::default(),
+            addrs: RwLock::default(),
+            locals: DashMap::new(),
+            outbound,
+            rejected: AtomicU64::new(0),
+        });
+        Ok(TopologyRun {
+            shared,
+            seeds,
+            relays: Mutex::default(),
+            finished,
+            events,
+            system,
+            arbiters,
+            thread: Some(thread),
+            waiting: Mutex::default(),
+            active: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Lets the spouts run (every node of the run started its tasks); spouts started later
+    /// start at once.
+    pub(crate) fn activate(&self) {
+        if self.active.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut w) = self.waiting.lock() {
+            for s in w.drain(..) {
+                s.do_send(Start);
+            }
+        }
+    }
+
+    /// The tasks of this run that finished on this node.
+    pub(crate) fn finished(&self) -> BTreeSet<TaskId> {
+        self.finished.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Whether `task` runs here.
+    pub(crate) fn runs(&self, task: TaskId) -> bool {
+        self.shared.locals.contains_key(&task)
+    }
+
+    /// Takes a new assignment: where every task runs and every node's address. Returns the
+    /// tasks that moved, for [`TopologyRun::retarget`] once the ones that moved here started.
+    pub(crate) fn route(
+        &self,
+        routes: BTreeMap<TaskId, NodeId>,
+        addrs: BTreeMap<NodeId, String>,
+    ) -> Vec<TaskId> {
+        let moved: Vec<TaskId> = {
+            let Ok(mut current) = self.shared.routes.write() else {
+                return Vec::new();
+            };
+            let moved = routes
+                .iter()
+                .filter(|(t, n)| current.get(t).is_some_and(|old| old != *n))
+                .map(|(t, _)| *t)
+                .collect();
+            *current = routes;
+            moved
+        };
+        if let Ok(mut a) = self.shared.addrs.write() {
+            *a = addrs;
+        }
+        moved
+    }
+
+    /// Relays of tasks that moved settle what went to their old place.
+    pub(crate) fn retarget(&self, moved: &[TaskId]) {
+        if let Ok(relays) = self.relays.lock() {
+            for t in moved {
+                if let Some(r) = relays.get(t) {
+                    r.addr.do_send(Retarget);
+                }
+            }
+        }
+    }
+
+    /// This node's relay for `task`, started on first use.
+    fn relay(&self, task: TaskId) -> Result<RelayHandle, WorkerError> {
+        let mut relays = self
+            .relays
+            .lock()
+            .map_err(|_| WorkerError::Setup("relay table poisoned".into()))?;
+        let r = relays.entry(task).or_insert_with(|| {
+            let shared = Arc::clone(&self.shared);
+            let arbiter = &self.arbiters[task.0 as usize % self.arbiters.len()];
+            let addr =
+                RelayActor::start_in_arbiter(arbiter, move |_| RelayActor::new(shared, task));
+            RelayHandle {
+                deliver: Arc::new(addr.clone().recipient()),
+                credit: Arc::new(addr.clone().recipient()),
+                metrics: Arc::new(TaskMetrics::default()),
+                addr,
+            }
+        });
+        Ok(r.clone())
+    }
+
+    /// Starts `tasks` (component tasks and ackers of this run) on this node, wires them to the
+    /// tasks already here and to relays for the others, and starts the spouts among them.
+    pub(crate) fn start_tasks(&self, tasks: &[TaskId]) -> Result<(), WorkerError> {
+        let shared = &self.shared;
+        let plan = &shared.plan;
+        let ir = shared.topology.ir();
+        let config = &ir.config;
+        let credit = config.queue_batches as u32;
+        let tracking = ir
+            .guarantee
+            .is_tracked()
+            .then_some((config.message_timeout, config.max_spout_pending));
+        let component_tasks = plan.tasks.len();
+        let mut wires: Vec<(TaskId, Recipient<Wire>)> = Vec::new();
+        let mut spouts = Vec::new();
+        for &id in tasks.iter().filter(|t| (t.0 as usize) < component_tasks) {
+            if self.runs(id) {
+                continue;
+            }
+            let task = &plan.tasks[id.0 as usize];
+            let component = &ir.components[task.component];
+            let setup = plan.task_setup(id, self.seeds[id.0 as usize]);
+            let instance = shared
+                .topology
+                .instantiate(task.component, &setup)
+                .map_err(|e| {
+                    WorkerError::Setup(format!("task {id} of `{}`: {e}", component.name))
+                })?;
+            let span = tracing::error_span!("task", topology = %shared.run.name, component = %component.name, task = id.0);
+            let metrics = Arc::new(TaskMetrics::default());
+            let core = TaskCore::new(
+                id,
+                span,
+                Outbox::new(Vec::new(), credit),
+                Arc::clone(&metrics),
+                self.events.clone(),
+                config.flush_interval,
+            );
+            let arbiter = &self.arbiters[task.worker % self.arbiters.len()];
+            let local = match instance {
+                Task::Spout(spout) => {
+                    let batch_size = config.batch_size;
+                    let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
+                        SpoutActor::new(core, spout, batch_size, credit, tracking)
+                    });
+                    spouts.push(addr.clone().recipient::<Start>());
+                    wires.push((id, addr.clone().recipient()));
+                    LocalTask {
+                        deliver: None,
+                        credit: Some(Arc::new(addr.clone().recipient())),
+                        verdicts: Some(addr.recipient()),
+                        acks: None,
+                        metrics,
+                    }
+                }
+                Task::Bolt(bolt) => {
+                    let ends = task.upstream_links;
+                    let tick = component.tick_every;
+                    let addr = BoltActor::start_in_arbiter(arbiter, move |_| {
+                        BoltActor::new(core, bolt, ends, tick, credit)
+                    });
+                    wires.push((id, addr.clone().recipient()));
+                    LocalTask {
+                        deliver: Some(Arc::new(addr.clone().recipient())),
+                        credit: Some(Arc::new(addr.recipient())),
+                        verdicts: None,
+                        acks: None,
+                        metrics,
+                    }
+                }
+            };
+            shared.locals.insert(id, local);
+        }
+        // Ackers, once the spouts here exist: verdicts go to them or to relays.
+        for &id in tasks.iter().filter(|t| (t.0 as usize) >= component_tasks) {
+            if self.runs(id) || !plan.ackers.iter().any(|(a, _)| *a == id) {
+                continue;
+            }
+            let mut spouts_of: FxHashMap<TaskId, Recipient<Verdicts>> = FxHashMap::default();
+            for t in plan
+                .tasks
+                .iter()
+                .filter(|t| t.kind == tempest_dsl::ComponentKind::Spout)
+            {
+                let to = match shared.locals.get(&t.id).and_then(|l| l.verdicts.clone()) {
+                    Some(v) => v,
+                    None => self.relay(t.id)?.addr.recipient(),
+                };
+                spouts_of.insert(t.id, to);
+            }
+            let span = tracing::error_span!("task", topology = %shared.run.name, component = "__acker", task = id.0);
+            let timeout = config.message_timeout;
+            let arbiter = &self.arbiters[id.0 as usize % self.arbiters.len()];
+            let addr = AckerActor::start_in_arbiter(arbiter, move |_| {
+                AckerActor::new(timeout, spouts_of, span)
+            });
+            shared.locals.insert(
+                id,
+                LocalTask {
+                    deliver: None,
+                    credit: None,
+                    verdicts: None,
+                    acks: Some(addr.recipient()),
+                    metrics: Arc::new(TaskMetrics::default()),
+                },
+            );
+        }
+        let mut ackers: Vec<Recipient<AckBatch>> = Vec::with_capacity(plan.ackers.len());
+        for &(a, _) in &plan.ackers {
+            match shared.locals.get(&a).and_then(|l| l.acks.clone()) {
+                Some(r) => ackers.push(r),
+                None => ackers.push(self.relay(a)?.addr.recipient()),
+            }
+        }
+        let ackers: Arc<[Recipient<AckBatch>]> = ackers.into();
+        for (id, wire) in wires {
+            let task = &plan.tasks[id.0 as usize];
+            let mut links = Vec::with_capacity(task.links.len());
+            for link in &task.links {
+                let (to, target_metrics) = match shared.locals.get(&link.target) {
+                    Some(l) if l.deliver.is_some() => (
+                        l.deliver.clone().expect("checked just above"),
+                        Arc::clone(&l.metrics),
+                    ),
+                    _ => {
+                        let r = self.relay(link.target)?;
+                        (r.deliver, r.metrics)
+                    }
+                };
+                links.push(LocalLink {
+                    from: id,
+                    input: link.input,
+                    to,
+                    target_metrics,
+                });
+            }
+            let mut upstream = Vec::new();
+            for &(up, n) in plan.upstream_links_of(id) {
+                let credit = match shared.locals.get(&up).and_then(|l| l.credit.clone()) {
+                    Some(c) => c,
+                    None => self.relay(up)?.credit,
+                };
+                upstream.push((up, n, credit));
+            }
+            wire.do_send(Wire {
+                links,
+                upstream,
+                ackers: Arc::clone(&ackers),
+            });
+        }
+        if self.active.load(Ordering::SeqCst) {
+            for s in spouts {
+                s.do_send(Start);
+            }
+        } else if let Ok(mut w) = self.waiting.lock() {
+            w.extend(spouts);
+        }
+        Ok(())
+    }
+
+    /// Hands a message from another node to the task it is for.
+    pub(crate) fn dispatch(&self, msg: DataMessage) {
+        let shared = &self.shared;
+        let plan = &shared.plan;
+        let reject = |why: &str| {
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topology = %shared.run.name, why, "data message rejected");
+        };
+        match msg {
+            DataMessage::Batch {
+                to,
+                from,
+                link,
+                input,
+                mark,
+                records,
+                ..
+            } => {
+                let valid = plan
+                    .tasks
+                    .get(from.0 as usize)
+                    .and_then(|t| t.links.get(link as usize))
+                    .is_some_and(|l| l.target == to && l.input == input);
+                if !valid {
+                    return reject("a batch on a link the plan does not have");
+                }
+                let bounce = || {
+                    // Not here (moved, or not started yet): give the sender its credit back.
+                    if let Some(addr) = shared.node_of(from) {
+                        shared.send(
+                            &addr,
+                            &DataMessage::Credit {
+                                run: shared.run.clone(),
+                                to: from,
+                                link,
+                                batches: 1,
+                            },
+                        );
+                    }
+                };
+                let Some(local) = shared.locals.get(&to).map(|l| l.clone()) else {
+                    return bounce();
+                };
+                let Some(deliver) = &local.deliver else {
+                    return reject("a batch for a task that takes none");
+                };
+                let payload = shared
+                    .input_codec(to, input)
+                    .and_then(|c| c.decode(&records).map_err(|e| e.to_string()));
+                match payload {
+                    Ok(mut payload) => {
+                        if let Some(m) = mark {
+                            payload.set_mark(m);
+                        }
+                        local.metrics.enqueue(payload.len());
+                        deliver.do_send(Deliver(Delivery::Batch {
+                            from,
+                            link: LinkId(link),
+                            input,
+                            payload,
+                        }));
+                    }
+                    Err(why) => {
+                        reject(&why);
+                        bounce();
+                    }
+                }
+            }
+            DataMessage::Mark {
+                to,
+                from,
+                input,
+                mark,
+                ..
+            } => self.deliver_control(to, Delivery::Mark { from, input, mark }),
+            DataMessage::DataEnd { to, from, .. } => {
+                self.deliver_control(to, Delivery::DataEnd { from })
+            }
+            DataMessage::End { to, from, .. } => self.deliver_control(to, Delivery::End { from }),
+            DataMessage::Credit {
+                to, link, batches, ..
+            } => {
+                let Some(target) = plan
+                    .tasks
+                    .get(to.0 as usize)
+                    .and_then(|t| t.links.get(link as usize))
+                    .map(|l| l.target)
+                else {
+                    return reject("a credit for a link the plan does not have");
+                };
+                if !self.runs(to) {
+                    return;
+                }
+                // Through the relay that sent the batches, which counts what is in flight.
+                match self.relay(target) {
+                    Ok(relay) => relay.addr.do_send(CreditBack {
+                        from: to,
+                        link,
+                        batches,
+                    }),
+                    Err(e) => tracing::warn!(error = %e, "credit dropped"),
+                }
+            }
+            DataMessage::Acks { to, ops, .. } => {
+                if let Some(a) = shared.locals.get(&to).and_then(|l| l.acks.clone()) {
+                    a.do_send(AckBatch(ops));
+                }
+            }
+            DataMessage::Verdicts { to, verdicts, .. } => {
+                if let Some(v) = shared.locals.get(&to).and_then(|l| l.verdicts.clone()) {
+                    v.do_send(Verdicts(verdicts));
+                }
+            }
+        }
+    }
+
+    fn deliver_control(&self, to: TaskId, delivery: Delivery) {
+        if let Some(d) = self.shared.locals.get(&to).and_then(|l| l.deliver.clone()) {
+            d.do_send(Deliver(delivery));
+        }
+    }
+
+    /// Stops every task of the run on this node.
+    pub(crate) fn stop(mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! [`DataMessage`]: what tasks on different nodes send each other over the data lane. Every
+//! message names its topology run and the task it is for; a batch carries its records encoded
+//! once, by the codec of its subscription, and the watermark riding on it beside them.
+
+use serde::{Deserialize, Serialize};
+use tempest_dsl::engine::Mark;
+use tempest_dsl::{RootId, TaskId};
+
+use crate::ack::{AckMsg, TreeOutcome};
+
+/// One topology run: its name and the seed it was submitted with (so messages of an older run
+/// of the same name are told apart).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct RunId {
+    pub(crate) name: String,
+    pub(crate) seed: u64,
+}
+
+/// A message between tasks on different nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum DataMessage {
+    /// A batch for subscription `input` of `to`, sent over link `link` of `from`.
+    Batch {
+        run: RunId,
+        to: TaskId,
+        from: TaskId,
+        link: u32,
+        input: u16,
+        mark: Option<Mark>,
+        #[serde(with = "serde_bytes")]
+        records: Vec<u8>,
+    },
+    /// A watermark on subscription `input` of `to`.
+    Mark {
+        run: RunId,
+        to: TaskId,
+        from: TaskId,
+        input: u16,
+        mark: Mark,
+    },
+    /// `from` has no new data for `to`.
+    DataEnd {
+        run: RunId,
+        to: TaskId,
+        from: TaskId,
+    },
+    /// `from` sends `to` nothing more.
+    End {
+        run: RunId,
+        to: TaskId,
+        from: TaskId,
+    },
+    /// `batches` credits back to link `link` of task `to`.
+    Credit {
+        run: RunId,
+        to: TaskId,
+        link: u32,
+        batches: u32,
+    },
+    /// Ack-tree operations for acker task `to`.
+    Acks {
+        run: RunId,
+        to: TaskId,
+        ops: Vec<AckMsg>,
+    },
+    /// An acker's verdicts for spout task `to`.
+    Verdicts {
+        run: RunId,
+        to: TaskId,
+        verdicts: Vec<(RootId, TreeOutcome)>,
+    },
+}
+
+impl DataMessage {
+    /// The run the message belongs to.
+    pub(crate) fn run(&self) -> &RunId {
+        match self {
+            DataMessage::Batch { run, .. }
+            | DataMessage::Mark { run, .. }
+            | DataMessage::DataEnd { run, .. }
+            | DataMessage::End { run, .. }
+            | DataMessage::Credit { run, .. }
+            | DataMessage::Acks { run, .. }
+            | DataMessage::Verdicts { run, .. } => run,
+        }
+    }
+}
