@@ -175,6 +175,33 @@ impl<T: Record> Bolt for FileSink<T> {
     }
 }
 
+/// Splits sentences like [`SplitBolt`], but panics (once per process) on sentence `panic_at`:
+/// a stand-in for a bug, to show that a node restarts a failed task.
+#[derive(Clone, Debug, Default)]
+pub struct SplitOrPanic {
+    inner: SplitBolt,
+    panic_at: Option<u64>,
+}
+
+static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Bolt for SplitOrPanic {
+    type In = Sentence;
+    type Out = Word;
+
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.inner.prepare(ctx)
+    }
+
+    fn execute(&mut self, t: Tuple<Sentence>, out: &mut Emitter<Word>) -> Result<(), TaskError> {
+        if self.panic_at == Some(t.id) && !PANICKED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("an injected bug on sentence {}", t.id);
+        }
+        self.inner.execute(t, out)
+    }
+}
+
 /// How to build the cluster word count.
 #[derive(Clone, Debug)]
 pub struct ClusterWordCount {
@@ -190,12 +217,15 @@ pub struct ClusterWordCount {
     pub message_timeout: Duration,
     /// Sentences a second per spout task (0: as fast as it goes).
     pub rate: u64,
+    /// A split task panics on this sentence, once per process (to show supervision).
+    pub panic_at: Option<u64>,
 }
 
 impl ClusterWordCount {
     /// Reads the options from submission arguments: `output` (required), `sentences`
     /// (100000), `parallelism` (2), `guarantee` (at-least-once), `message_timeout_ms` (30000),
-    /// `rate` (sentences a second per spout task; 0, the default, for no limit).
+    /// `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
+    /// split task panics once per process on that sentence; none by default).
     pub fn from_args(args: &tempest_runtime::cluster::TopologyArgs) -> Result<Self, String> {
         let output = args
             .get("output")
@@ -207,6 +237,13 @@ impl ClusterWordCount {
             output: PathBuf::from(output),
             message_timeout: Duration::from_millis(args.parse_or("message_timeout_ms", 30_000u64)?),
             rate: args.parse_or("rate", 0u64)?,
+            panic_at: args
+                .get("panic_at")
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e| format!("argument `panic_at` = {v:?}: {e}"))
+                })
+                .transpose()?,
         })
     }
 
@@ -216,11 +253,11 @@ impl ClusterWordCount {
         let mut t = TopologyBuilder::new("wordcount");
         let sentences = t
             .add(spout("sentences", PacedSentences::new(self.sentences, self.rate)).parallelism(p));
-        let words = t.add(
-            bolt("split", SplitBolt::default())
-                .parallelism(p)
-                .shuffle(&sentences),
-        );
+        let split = SplitOrPanic {
+            inner: SplitBolt::default(),
+            panic_at: self.panic_at,
+        };
+        let words = t.add(bolt("split", split).parallelism(p).shuffle(&sentences));
         let counts = t.add(
             bolt("count", IncarnationCount::default())
                 .parallelism(p)

@@ -6,7 +6,9 @@
 //! - [`bench`]: peak memory, medians and `RESULT` lines for benchmark commands.
 
 pub mod bench;
+pub mod cluster_bench;
 pub mod cluster_wordcount;
+pub mod node_procs;
 pub mod window_count;
 pub mod windows;
 pub mod wordcount;

@@ -153,9 +153,13 @@ struct LocalWordcount {
 
 #[derive(Args, Debug)]
 struct BenchWordcount {
-    /// Sentences to emit (10 words each).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 3_000_000)]
-    sentences: u64,
+    /// Sentences to emit (10 words each). Default: 3000000, or 200000 with --nodes.
+    #[arg(long, allow_negative_numbers = true)]
+    sentences: Option<u64>,
+    /// Run on this many node processes of this binary (started and stopped by the bench), with
+    /// the same topology in one process beside it for the ratio.
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
@@ -507,6 +511,63 @@ fn run_setup_fields(
 }
 
 /// Prints the `RESULT` line and fails when the benchmark's check did.
+/// `bench wordcount --nodes N`: the cluster word count beside the same topology in process.
+fn bench_wordcount_cluster(args: &BenchWordcount, nodes: usize) -> Result<(), Failure> {
+    if !(1..=9).contains(&nodes) {
+        return Err(Failure::Usage(format!(
+            "--nodes must be 1 to 9, got {nodes}"
+        )));
+    }
+    if args.fail_rate > 0.0 {
+        return Err(Failure::Usage(
+            "--fail-rate is for the in-process bench".into(),
+        ));
+    }
+    let bench = tempest_examples::cluster_bench::ClusterBench {
+        nodes,
+        sentences: args.sentences.unwrap_or(200_000),
+        parallelism: args.common.parallelism,
+        guarantee: args.common.guarantee,
+    };
+    let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
+    let words = (bench.sentences * wordcount::WORDS_PER_SENTENCE) as f64;
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        let r = tempest_examples::cluster_bench::run_once(&bin, &bench).map_err(Failure::Run)?;
+        let line = ResultLine::new()
+            .field("seconds", format!("{:.3}", r.seconds))
+            .field("words_rate", format!("{:.0}/s", words / r.seconds))
+            .field(
+                "local_words_rate",
+                format!("{:.0}/s", words / r.local_seconds),
+            );
+        if args.runs > 1 {
+            say!("{}", line.render(&format!("RUN {run}"), r.ok && r.local_ok));
+        }
+        runs.push(r);
+    }
+    let med = |f: fn(&tempest_examples::cluster_bench::ClusterRun) -> f64| {
+        median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+    };
+    let (seconds, local_seconds) = (med(|r| r.seconds), med(|r| r.local_seconds));
+    let ratio = med(|r| r.local_seconds / r.seconds);
+    let ok = runs.iter().all(|r| r.ok && r.local_ok);
+    let line = ResultLine::new()
+        .field("workload", "wordcount")
+        .field("nodes", nodes)
+        .field("guarantee", bench.guarantee)
+        .field("records", bench.sentences)
+        .field("seconds", format!("{seconds:.3}"))
+        .field("words_rate", format!("{:.0}/s", words / seconds))
+        .field("local_seconds", format!("{local_seconds:.3}"))
+        .field(
+            "local_words_rate",
+            format!("{:.0}/s", words / local_seconds),
+        )
+        .field("cluster_vs_local", format!("{ratio:.2}"));
+    finish_bench(line, ok)
+}
+
 fn finish_bench(result: ResultLine, ok: bool) -> Result<(), Failure> {
     say!("{}", result.render("RESULT", ok));
     if ok {
@@ -646,6 +707,9 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
     if args.runs == 0 {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
+    if let Some(nodes) = args.nodes {
+        return bench_wordcount_cluster(&args, nodes);
+    }
     // A rate of 1 would fail every sentence for ever.
     if !(0.0..1.0).contains(&args.fail_rate) {
         return Err(Failure::Usage(format!(
@@ -658,7 +722,7 @@ fn bench_wordcount(args: BenchWordcount) -> Result<(), Failure> {
             "--fail-rate shows replay: it needs --guarantee at-least-once".into(),
         ));
     }
-    let n = args.sentences;
+    let n = args.sentences.unwrap_or(3_000_000);
     let expected_words = n * wordcount::WORDS_PER_SENTENCE;
     let mut wc_options = wordcount_options(&args.common, Some(n));
     wc_options.fail_rate = args.fail_rate;

@@ -52,6 +52,39 @@ fn lines(dir: &std::path::Path) -> u64 {
 }
 
 #[test]
+fn a_task_that_panics_is_restarted_by_its_node() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start(3, &[])?;
+    let out = c.dir.path().join("out");
+    poll("three nodes up", Duration::from_secs(30), || {
+        Ok(c.nodes(0)?
+            .filter(|m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.up)))
+    })?;
+    // Sentence 777 makes its split task panic (once per process); its tree times out in 2 s
+    // and is replayed to the restarted task or another one.
+    submit(
+        &c,
+        0,
+        &out,
+        3000,
+        &["--arg", "panic_at=777", "--arg", "message_timeout_ms=2000"],
+    )?;
+    let status = finished(&c, 0, Duration::from_secs(120))?;
+    eprintln!("{status}");
+    let restarted: Vec<u64> = (1..=3)
+        .filter(|id| c.log(*id).contains("task failed and was restarted"))
+        .collect();
+    assert_eq!(
+        restarted.len(),
+        1,
+        "one node restarted one task: {restarted:?}"
+    );
+    let check = check_output(&out, 3000)?;
+    assert!(check.at_least_once(), "{check:?}");
+    Ok(())
+}
+
+#[test]
 fn word_count_across_three_nodes_is_exact() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let c = Cluster::start(3, &[])?;

@@ -39,6 +39,35 @@ impl SourceQueue {
     }
 }
 
+/// Makes a fresh instance of a bolt task (`restart` counts the restarts so far), for a restart
+/// after a failure.
+pub(crate) type BoltFactory =
+    Box<dyn FnMut(u32) -> Result<Box<dyn BoltTask>, String> + Send + 'static>;
+
+/// Restarts a bolt task in place when it fails (a panic, an engine error), at most `max` times
+/// within `within`; past that the task fails for good. Its queues, links and credits are kept,
+/// so nothing upstream notices; the tuples it held are not acked and their trees replay.
+pub(crate) struct Supervisor {
+    make: BoltFactory,
+    restarts: VecDeque<Instant>,
+    total: u32,
+    max: usize,
+    within: Duration,
+}
+
+impl Supervisor {
+    /// A supervisor that restarts through `make`, at most `max` times within `within`.
+    pub(crate) fn new(make: BoltFactory, max: usize, within: Duration) -> Self {
+        Supervisor {
+            make,
+            restarts: VecDeque::new(),
+            total: 0,
+            max,
+            within,
+        }
+    }
+}
+
 /// Runs one bolt task: executes the batches that arrive, in order per upstream task and
 /// round-robin across them, unless its own output is blocked, in which case they wait (and
 /// their credits are not returned, which blocks the senders in turn). A batch the task defers
@@ -60,9 +89,62 @@ pub(crate) struct BoltActor {
     credit: u32,
     finishing: bool,
     errors_logged: u64,
+    supervisor: Option<Supervisor>,
 }
 
 impl BoltActor {
+    /// Restarts the task in place when it fails, instead of failing the run.
+    pub(crate) fn supervised(mut self, supervisor: Supervisor) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// The task failed: restart it if a supervisor allows, or report the failure.
+    fn task_failed(&mut self, error: String) {
+        let now = Instant::now();
+        if let Some(s) = &mut self.supervisor {
+            while s.restarts.front().is_some_and(|t| now - *t > s.within) {
+                s.restarts.pop_front();
+            }
+            if s.restarts.len() < s.max {
+                s.restarts.push_back(now);
+                s.total += 1;
+                let fresh =
+                    (s.make)(s.total).and_then(|mut task| match guarded(|| task.prepare()) {
+                        Ok(Ok(())) => Ok(task),
+                        Ok(Err(e)) => Err(format!("prepare failed: {e}")),
+                        Err(panic) => Err(format!("prepare panicked: {panic}")),
+                    });
+                let total = s.total;
+                match fresh {
+                    Ok(task) => {
+                        self.task = task;
+                        tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
+                        // The new instance must know which upstream tasks already ended.
+                        let ended: Vec<TaskId> = self
+                            .queues
+                            .iter()
+                            .filter(|q| q.data_pending == 0)
+                            .map(|q| q.source)
+                            .collect();
+                        for from in ended {
+                            if !self
+                                .run_hook("input_ended", |task| task.input_ended(from, now_ms()))
+                            {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    Err(why) => {
+                        return self.task_failed(format!("{error}; the restart failed: {why}"));
+                    }
+                }
+            }
+        }
+        self.core.fail(error);
+    }
+
     pub(crate) fn new(
         core: TaskCore,
         task: Box<dyn BoltTask>,
@@ -83,6 +165,7 @@ impl BoltActor {
             credit,
             finishing: false,
             errors_logged: 0,
+            supervisor: None,
         }
     }
 
@@ -200,8 +283,8 @@ impl BoltActor {
             sender.do_send(Credit { link, batches: 1 });
         }
         match result {
-            Err(panic) => return self.core.fail(format!("execute panicked: {panic}")),
-            Ok(Err(err)) => return self.core.fail(err.to_string()),
+            Err(panic) => return self.task_failed(format!("execute panicked: {panic}")),
+            Ok(Err(err)) => return self.task_failed(err.to_string()),
             Ok(Ok(outcome)) => {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
@@ -267,7 +350,7 @@ impl BoltActor {
         let task = self.task.as_mut();
         match guarded(|| hook(task)) {
             Err(panic) => {
-                self.core.fail(format!("{what} panicked: {panic}"));
+                self.task_failed(format!("{what} panicked: {panic}"));
                 false
             }
             Ok(Err(err)) => {
@@ -354,8 +437,8 @@ impl Handler<Wire> for BoltActor {
         self.core.set_ackers(wire.ackers);
         let task = &mut self.task;
         match guarded(|| task.prepare()) {
-            Err(panic) => return self.core.fail(format!("prepare panicked: {panic}")),
-            Ok(Err(err)) => return self.core.fail(format!("prepare failed: {err}")),
+            Err(panic) => return self.task_failed(format!("prepare panicked: {panic}")),
+            Ok(Err(err)) => return self.task_failed(format!("prepare failed: {err}")),
             Ok(Ok(())) => {}
         }
         if let Some(every) = self.tick_every {

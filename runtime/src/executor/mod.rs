@@ -24,7 +24,7 @@ use tempest_dsl::TaskId;
 use tempest_dsl::engine::{AckOp, LinkId, Mark, Payload, TaskOutput};
 
 pub(crate) use acker::AckerActor;
-pub(crate) use bolt::BoltActor;
+pub(crate) use bolt::{BoltActor, Supervisor};
 pub(crate) use messages::{
     AckBatch, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
 };

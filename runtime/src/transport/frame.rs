@@ -125,18 +125,45 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     })
 }
 
-/// Reads every complete frame in `buf` as a `T`, the way a connection does: the pure core of
-/// the read side, which the fuzz target drives with arbitrary bytes. Stops at the first error.
+/// The read side of one connection as a pure core: bytes in, messages out, the way a
+/// connection reads them (the fuzz target drives it with arbitrary bytes). It keeps the state of
+/// a frame whose length it read but whose body has not all arrived, so bytes may come in any
+/// pieces.
+pub struct FrameReader {
+    codec: LengthDelimitedCodec,
+    max: usize,
+}
+
+impl FrameReader {
+    /// A reader of frames of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameReader {
+            codec: codec(max),
+            max,
+        }
+    }
+
+    /// Reads every complete frame in `buf` as a `T` (consuming it), keeping what is left of an
+    /// incomplete one for the next call. Stops at the first error (a connection then closes).
+    pub fn read<T: DeserializeOwned>(&mut self, buf: &mut BytesMut) -> Result<Vec<T>, FrameError> {
+        let mut out = Vec::new();
+        while let Some(frame) = self
+            .codec
+            .decode(buf)
+            .map_err(|e| codec_error(e, self.max))?
+        {
+            out.push(decode(&frame)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads every complete frame of a buffer that holds all the bytes there will be.
 pub fn decode_frames<T: DeserializeOwned>(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Vec<T>, FrameError> {
-    let mut codec = codec(max);
-    let mut out = Vec::new();
-    while let Some(frame) = codec.decode(buf).map_err(|e| codec_error(e, max))? {
-        out.push(decode(&frame)?);
-    }
-    Ok(out)
+    FrameReader::new(max).read(buf)
 }
 
 #[cfg(test)]
@@ -199,10 +226,17 @@ mod tests {
             },
             1024,
         );
-        let mut part = BytesMut::from(&whole[..whole.len() - 5]);
+        // In two pieces, the way a socket may deliver them: the message comes out whole.
+        let mut reader = FrameReader::new(1024);
+        let mut buf = BytesMut::from(&whole[..whole.len() - 5]);
+        assert_eq!(reader.read::<Message>(&mut buf).expect("incomplete"), []);
+        buf.extend_from_slice(&whole[whole.len() - 5..]);
         assert_eq!(
-            decode_frames::<Message>(&mut part, 1024).expect("incomplete"),
-            []
+            reader.read::<Message>(&mut buf).expect("complete"),
+            [Message::Oneway {
+                service: Service::Admin,
+                body: vec![9; 40],
+            }]
         );
         let mut garbage = BytesMut::new();
         garbage.put_u32(4);

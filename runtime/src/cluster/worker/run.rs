@@ -18,6 +18,7 @@ use tempest_dsl::{TaskId, Topology};
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
 use crate::cluster::worker::wire::{DataMessage, RunId};
 use crate::cluster::worker::{Outbound, WorkerError};
+use crate::executor::Supervisor;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
     AckBatch, AckerActor, BoltActor, Credit, Deliver, Delivery, LocalLink, SpoutActor, Start,
@@ -299,6 +300,26 @@ impl TopologyRun {
         }
     }
 
+    /// Restarts bolt task `id` in place after a failure: at most 5 times a minute, each new
+    /// instance with ack-tree ids of its own.
+    fn supervisor(&self, id: TaskId) -> Supervisor {
+        let shared = Arc::clone(&self.shared);
+        let seed = self.seeds[id.0 as usize];
+        let make = move |restart: u32| {
+            let component = shared.plan.tasks[id.0 as usize].component;
+            let setup = shared.plan.task_setup(
+                id,
+                seed ^ u64::from(restart).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            match shared.topology.instantiate(component, &setup) {
+                Ok(Task::Bolt(b)) => Ok(b),
+                Ok(Task::Spout(_)) => Err("the component is a spout".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        Supervisor::new(Box::new(make), 5, std::time::Duration::from_secs(60))
+    }
+
     /// This node's relay for `task`, started on first use.
     fn relay(&self, task: TaskId) -> Result<RelayHandle, WorkerError> {
         let mut relays = self
@@ -378,8 +399,9 @@ impl TopologyRun {
                 Task::Bolt(bolt) => {
                     let ends = task.upstream_links;
                     let tick = component.tick_every;
+                    let supervisor = self.supervisor(id);
                     let addr = BoltActor::start_in_arbiter(arbiter, move |_| {
-                        BoltActor::new(core, bolt, ends, tick, credit)
+                        BoltActor::new(core, bolt, ends, tick, credit).supervised(supervisor)
                     });
                     wires.push((id, addr.clone().recipient()));
                     LocalTask {

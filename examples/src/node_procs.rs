@@ -1,0 +1,128 @@
+//! [`NodeProcs`]: `tempest node` processes on loopback, for benchmarks and tests: free ports
+//! from the OS, a temporary directory of their own (data, logs, secret), and every process they
+//! started killed when they are dropped, even on a failure. They only ever signal the processes
+//! they started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A node process and how to restart it.
+#[derive(Debug)]
+pub struct NodeProc {
+    /// Its node id (1-based).
+    pub id: u64,
+    /// The address it listens on.
+    pub addr: String,
+    /// The process, while it runs.
+    pub child: Option<Child>,
+}
+
+/// A cluster of node processes of one binary.
+#[derive(Debug)]
+pub struct NodeProcs {
+    /// The binary (with a `node` command).
+    pub bin: PathBuf,
+    /// Their directory: `node-<id>/` data, `node-<id>.log`, `secret`.
+    pub dir: tempfile::TempDir,
+    /// The cluster secret file.
+    pub secret: PathBuf,
+    /// The nodes.
+    pub nodes: Vec<NodeProc>,
+    peers: String,
+    extra: Vec<String>,
+}
+
+/// A port the OS says is free now (bound, then released).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl NodeProcs {
+    /// Starts `n` nodes of `bin` (the first three run the manager), each with `extra` flags.
+    pub fn start(bin: &Path, n: usize, extra: &[&str]) -> std::io::Result<NodeProcs> {
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, format!("{:032x}\n", rand::random::<u128>()))?;
+        let addrs: Vec<String> = (0..n)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_, _>>()?;
+        let mut procs = NodeProcs {
+            bin: bin.to_owned(),
+            dir,
+            secret,
+            nodes: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| NodeProc {
+                    id: i as u64 + 1,
+                    addr: a.clone(),
+                    child: None,
+                })
+                .collect(),
+            peers: addrs.join(","),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        for i in 0..n {
+            procs.spawn(i)?;
+        }
+        Ok(procs)
+    }
+
+    /// Starts (or restarts, with its data kept) node `i`.
+    pub fn spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let node = &self.nodes[i];
+        let data = self.dir.path().join(format!("node-{}", node.id));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(node.id))?;
+        let child = Command::new(&self.bin)
+            .args(["node", "--id", &node.id.to_string(), "--listen", &node.addr])
+            .args(["--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--secret-file")
+            .arg(&self.secret)
+            .args(&self.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEMPEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` (a process started here) and reaps it.
+    pub fn kill(&mut self, i: usize) -> std::io::Result<()> {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The log file of node `id`.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    /// The log of node `id`, for failure messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcs {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
