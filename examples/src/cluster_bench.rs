@@ -63,7 +63,10 @@ fn wait<T>(
 /// Runs the bench once: the cluster, then the same topology in this process.
 pub fn run_once(bin: &Path, bench: &ClusterBench) -> anyhow::Result<ClusterRun> {
     let procs = NodeProcs::start(bin, bench.nodes, &[])?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded, so the client's connection keeps redialing between calls (a node that
+    // was not listening yet at the first call is reached once it is).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let secret = ClusterSecret::from_file(&procs.secret)?;

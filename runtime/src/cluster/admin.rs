@@ -235,7 +235,10 @@ impl Handler for NoRequests {
     fn oneway(&self, _: &PeerRole, _: Service, _: Vec<u8>) {}
 }
 
-/// The client side of the admin protocol, as the command line uses it.
+/// The client side of the admin protocol, as the command line uses it. Its connection redials
+/// in a task of the tokio runtime it is used on, so use it on a multi-threaded runtime (on a
+/// current-thread one that task only runs during calls, and a node that was down at one call
+/// may look unreachable at the next).
 pub struct AdminClient {
     transport: Transport,
     node: String,
