@@ -98,6 +98,50 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
     assert!(killed.status.success(), "{}", stderr(&killed));
     assert_eq!(c.cli(1, &["kill", "wc1"])?.status.code(), Some(1));
 
+    tracing_phase("--- a client cannot speak for a node");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let secret = tempest_runtime::transport::ClusterSecret::from_file(&c.secret)?;
+    let client = tempest_runtime::cluster::AdminClient::new(
+        &c.nodes[0].addr,
+        Some(secret),
+        Duration::from_secs(5),
+    );
+    let down = tempest_runtime::cluster::admin::AdminRequest::Propose(
+        tempest_runtime::cluster::manager::ManagerCommand::Down {
+            node: tempest_runtime::NodeId(2),
+        },
+    );
+    let refused = rt.block_on(client.call(&down));
+    assert!(
+        matches!(
+            refused,
+            Err(tempest_runtime::cluster::admin::ClientError::Admin(
+                tempest_runtime::cluster::admin::AdminError::Refused(_)
+            ))
+        ),
+        "{refused:?}"
+    );
+    let bad_name = c.cli(
+        1,
+        &[
+            "submit",
+            "wordcount",
+            "--name",
+            "no spaces",
+            "--arg",
+            "output=/tmp",
+        ],
+    )?;
+    assert_eq!(bad_name.status.code(), Some(1));
+    assert!(
+        stderr(&bad_name).contains("invalid topology name"),
+        "{}",
+        stderr(&bad_name)
+    );
+
     tracing_phase("--- a wrong secret is refused; a node without a secret does not start");
     let wrong = c.dir.path().join("wrong");
     std::fs::write(&wrong, "not the cluster secret at all")?;

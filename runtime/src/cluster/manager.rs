@@ -12,6 +12,25 @@ use crate::cluster::scheduler::{self, Load};
 use crate::ids::NodeId;
 use crate::replication::{EntryContext, ReplicatedState};
 
+/// The most tasks one topology may have (components and ackers).
+pub const MAX_TOPOLOGY_TASKS: u32 = 100_000;
+
+/// Checks a topology's name: 1 to 128 characters of letters, digits, `.`, `_` and `-`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid topology name {name:?}: use 1 to 128 letters, digits, `.`, `_` or `-`"
+        ))
+    }
+}
+
 /// Whether a node is counted as alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
@@ -187,6 +206,20 @@ impl ManagerState {
         }
     }
 
+    /// Lets a topology's spouts run once every node its tasks are on has started them (after a
+    /// node died, its tasks may have moved to nodes that are all ready).
+    fn activate_ready(&mut self) {
+        for t in self.topologies.values_mut() {
+            if t.status == TopologyStatus::Running
+                && !t.active
+                && !t.assignment.is_empty()
+                && t.assignment.values().all(|n| t.ready.contains(n))
+            {
+                t.active = true;
+            }
+        }
+    }
+
     /// Applies one command (deterministic: the same on every replica).
     pub fn execute(&mut self, cmd: ManagerCommand) -> ManagerReply {
         let reply = match cmd {
@@ -200,6 +233,7 @@ impl ManagerState {
                 );
                 // Tasks stranded while no node was live get a home now.
                 self.reschedule_all();
+                self.activate_ready();
                 ManagerReply::Done
             }
             ManagerCommand::Down { node } => {
@@ -208,6 +242,7 @@ impl ManagerState {
                     _ => return ManagerReply::Done,
                 }
                 self.reschedule_all();
+                self.activate_ready();
                 ManagerReply::Done
             }
             ManagerCommand::Submit {
@@ -218,6 +253,17 @@ impl ManagerState {
                 tasks,
                 seed,
             } => {
+                if let Err(why) = check_name(&name) {
+                    return ManagerReply::Refused(why);
+                }
+                let component_tasks = components
+                    .iter()
+                    .try_fold(0u32, |n, (_, p)| n.checked_add(*p));
+                if component_tasks.is_none_or(|c| c > tasks) || tasks > MAX_TOPOLOGY_TASKS {
+                    return ManagerReply::Refused(format!(
+                        "a topology of {tasks} tasks: at most {MAX_TOPOLOGY_TASKS}, and at least its components' tasks"
+                    ));
+                }
                 if self
                     .topologies
                     .get(&name)
@@ -262,9 +308,7 @@ impl ManagerState {
                 if !t.ready.insert(node) {
                     return ManagerReply::Done;
                 }
-                if !t.active && t.assignment.values().all(|n| t.ready.contains(n)) {
-                    t.active = true;
-                }
+                self.activate_ready();
                 ManagerReply::Done
             }
             ManagerCommand::Finished { name, seed, tasks } => {
@@ -276,7 +320,11 @@ impl ManagerState {
                     return ManagerReply::Done;
                 };
                 let before = t.finished.len();
-                let components: u32 = t.components.iter().map(|(_, p)| *p).sum();
+                let components: u32 = t
+                    .components
+                    .iter()
+                    .map(|(_, p)| *p)
+                    .fold(0, u32::saturating_add);
                 t.finished
                     .extend(tasks.into_iter().filter(|task| task.0 < components));
                 if t.finished.len() == before {
@@ -319,10 +367,11 @@ impl ManagerState {
             .collect()
     }
 
-    /// Every node's address.
+    /// The address of every node that is up.
     pub fn addrs(&self) -> BTreeMap<NodeId, String> {
         self.nodes
             .iter()
+            .filter(|(_, r)| r.status == NodeStatus::Up)
             .map(|(n, r)| (*n, r.addr.clone()))
             .collect()
     }
@@ -345,12 +394,13 @@ impl ManagerState {
 fn component_of(components: &[(String, u32)], task: TaskId) -> String {
     let mut first = 0u32;
     for (name, p) in components {
-        if task.0 < first + p {
+        let end = first.saturating_add(*p);
+        if task.0 < end {
             return name.clone();
         }
-        first += p;
+        first = end;
     }
-    String::new()
+    "__acker".to_owned()
 }
 
 impl ReplicatedState for ManagerState {
@@ -446,6 +496,68 @@ mod tests {
         });
         assert_eq!(s.topologies["wc"].status, TopologyStatus::Finished);
         assert!(s.tasks_of(NodeId(1)).is_empty());
+    }
+
+    #[test]
+    fn spouts_start_once_every_node_is_ready_even_after_one_died() {
+        let mut s = ManagerState::default();
+        for n in 1..=3 {
+            join(&mut s, n);
+        }
+        submit(&mut s, "wc");
+        let ready = |s: &mut ManagerState, n: u64| {
+            s.execute(ManagerCommand::Ready {
+                name: "wc".into(),
+                seed: 1,
+                node: NodeId(n),
+            })
+        };
+        ready(&mut s, 1);
+        ready(&mut s, 2);
+        assert!(
+            !s.topologies["wc"].active,
+            "node 3 has not started its tasks"
+        );
+        // Node 3 dies before it is ready: its tasks move to ready nodes, and the gate opens.
+        s.execute(ManagerCommand::Down { node: NodeId(3) });
+        assert!(s.topologies["wc"].active);
+    }
+
+    #[test]
+    fn oversized_or_badly_named_submissions_are_refused_by_every_replica() {
+        let mut s = ManagerState::default();
+        join(&mut s, 1);
+        let mut bad = |name: &str, components: Vec<(String, u32)>, tasks: u32| {
+            s.execute(ManagerCommand::Submit {
+                name: name.into(),
+                topology: "t".into(),
+                args: BTreeMap::new(),
+                components,
+                tasks,
+                seed: 1,
+            })
+        };
+        assert!(matches!(
+            bad("x", vec![("a".into(), 5)], u32::MAX),
+            ManagerReply::Refused(_)
+        ));
+        assert!(matches!(
+            bad("x", vec![("a".into(), u32::MAX), ("b".into(), 2)], 10),
+            ManagerReply::Refused(_)
+        ));
+        assert!(matches!(
+            bad("x", vec![("a".into(), 5)], 3),
+            ManagerReply::Refused(_)
+        ));
+        assert!(matches!(
+            bad("a\0b", vec![("a".into(), 1)], 1),
+            ManagerReply::Refused(_)
+        ));
+        assert!(matches!(
+            bad("", vec![("a".into(), 1)], 1),
+            ManagerReply::Refused(_)
+        ));
+        assert!(s.topologies.is_empty());
     }
 
     #[test]

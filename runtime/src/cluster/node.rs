@@ -112,14 +112,26 @@ impl Handler for NodeHandler {
                 }
                 shared.groups.handle(group, body)
             }
-            Service::Admin => async move {
-                let reply = match frame::decode::<AdminRequest>(&body) {
-                    Ok(req) => shared.admin(req).await,
-                    Err(e) => AdminReply::Error(AdminError::Internal(e.to_string())),
-                };
-                frame::encode(&reply).map_err(|e| e.to_string())
+            Service::Admin => {
+                let node = matches!(from, PeerRole::Node { .. });
+                async move {
+                    let reply = match frame::decode::<AdminRequest>(&body) {
+                        // Proposals and raw state are for nodes: a client goes through the commands.
+                        Ok(AdminRequest::Propose(_) | AdminRequest::ReadState) if !node => {
+                            AdminReply::Error(AdminError::Refused(
+                                "a node-to-node request from a client".into(),
+                            ))
+                        }
+                        Ok(req) => shared.admin(req).await,
+                        Err(e) => AdminReply::Error(AdminError::Internal(e.to_string())),
+                    };
+                    frame::encode(&reply).map_err(|e| e.to_string())
+                }
+                .boxed()
             }
-            .boxed(),
+            Service::Heartbeat if !matches!(from, PeerRole::Node { .. }) => {
+                futures_util::future::ready(Err("heartbeats are for nodes".into())).boxed()
+            }
             Service::Heartbeat => async move {
                 let hb: Heartbeat = frame::decode(&body).map_err(|e| e.to_string())?;
                 frame::encode(&shared.on_heartbeat(hb)).map_err(|e| e.to_string())
@@ -347,14 +359,15 @@ impl Shared {
                     placements,
                     nodes,
                 } => {
-                    if self.tasks_version.swap(version, Ordering::Relaxed) != version {
+                    // Only a newer state: a new leader may not have applied all it has yet.
+                    if self.tasks_version.fetch_max(version, Ordering::Relaxed) < version {
                         tracing::debug!(
                             version,
                             topologies = placements.len(),
                             "assignment changed"
                         );
                         if let Some(w) = self.worker.get() {
-                            w.apply(&placements, &nodes);
+                            w.apply(&placements, &nodes, version);
                         }
                     }
                 }
@@ -407,11 +420,19 @@ impl Shared {
                     .filter(|(_, r)| r.status == NodeStatus::Up)
                     .filter(|(n, _)| {
                         seen.get(n)
-                            .is_none_or(|t| t.elapsed() > self.config.node_timeout)
+                            .is_some_and(|t| t.elapsed() > self.config.node_timeout)
                     })
                     .map(|(n, _)| *n)
                     .collect()
             };
+            // A node this leader has not heard of yet (it joined since it took over) gets a
+            // full timeout from now.
+            if let Ok(mut seen) = self.last_seen.lock() {
+                let now = Instant::now();
+                for n in state.nodes.keys() {
+                    seen.entry(*n).or_insert(now);
+                }
+            }
             for node in silent {
                 tracing::warn!(%node, "node silent for the node timeout: declared down");
                 self.propose_about(node, ManagerCommand::Down { node });
@@ -501,10 +522,13 @@ impl Shared {
             }
             // Finished tasks the state does not record yet.
             for (name, seed, tasks) in hb.finished {
+                // Only tasks assigned to the reporting node count.
                 let new: Vec<_> = match state.topologies.get(&name) {
                     Some(t) if t.seed == seed && t.status == TopologyStatus::Running => tasks
                         .into_iter()
-                        .filter(|task| !t.finished.contains(task))
+                        .filter(|task| {
+                            !t.finished.contains(task) && t.assignment.get(task) == Some(&hb.node)
+                        })
                         .collect(),
                     _ => continue,
                 };
@@ -665,6 +689,7 @@ impl Shared {
         name: String,
         args: BTreeMap<String, String>,
     ) -> Result<AdminReply, AdminError> {
+        crate::cluster::manager::check_name(&name).map_err(AdminError::BadTopology)?;
         let built = self
             .registry
             .build(&topology, &TopologyArgs(args.clone()))

@@ -99,10 +99,13 @@ impl BoltActor {
         self
     }
 
-    /// The task failed: restart it if a supervisor allows, or report the failure.
-    fn task_failed(&mut self, error: String) {
+    /// The task failed: restart it if it failed while executing input (`restartable`) and a
+    /// supervisor allows, or report the failure. A failure in `prepare`, `input_ended` or
+    /// `finish` is not restarted: the task's life cycle is past the point a fresh instance
+    /// could take up.
+    fn task_failed(&mut self, error: String, restartable: bool) {
         let now = Instant::now();
-        if let Some(s) = &mut self.supervisor {
+        if let Some(s) = self.supervisor.as_mut().filter(|_| restartable) {
             while s.restarts.front().is_some_and(|t| now - *t > s.within) {
                 s.restarts.pop_front();
             }
@@ -137,7 +140,8 @@ impl BoltActor {
                         return;
                     }
                     Err(why) => {
-                        return self.task_failed(format!("{error}; the restart failed: {why}"));
+                        return self
+                            .task_failed(format!("{error}; the restart failed: {why}"), true);
                     }
                 }
             }
@@ -283,8 +287,8 @@ impl BoltActor {
             sender.do_send(Credit { link, batches: 1 });
         }
         match result {
-            Err(panic) => return self.task_failed(format!("execute panicked: {panic}")),
-            Ok(Err(err)) => return self.task_failed(err.to_string()),
+            Err(panic) => return self.task_failed(format!("execute panicked: {panic}"), true),
+            Ok(Err(err)) => return self.task_failed(err.to_string(), true),
             Ok(Ok(outcome)) => {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
@@ -350,7 +354,8 @@ impl BoltActor {
         let task = self.task.as_mut();
         match guarded(|| hook(task)) {
             Err(panic) => {
-                self.task_failed(format!("{what} panicked: {panic}"));
+                let restartable = matches!(what, "on_mark" | "tick");
+                self.task_failed(format!("{what} panicked: {panic}"), restartable);
                 false
             }
             Ok(Err(err)) => {
@@ -437,8 +442,8 @@ impl Handler<Wire> for BoltActor {
         self.core.set_ackers(wire.ackers);
         let task = &mut self.task;
         match guarded(|| task.prepare()) {
-            Err(panic) => return self.task_failed(format!("prepare panicked: {panic}")),
-            Ok(Err(err)) => return self.task_failed(format!("prepare failed: {err}")),
+            Err(panic) => return self.task_failed(format!("prepare panicked: {panic}"), false),
+            Ok(Err(err)) => return self.task_failed(format!("prepare failed: {err}"), false),
             Ok(Ok(())) => {}
         }
         if let Some(every) = self.tick_every {

@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::replication::type_config::{Entry, LogId, StorageError, TypeConfig};
 
 const LOG_FILE: &str = "raft.log";
+const LOG_TMP: &str = "raft.log.tmp";
+
+/// The largest record a log holds: a longer length is corruption, not a torn write.
+const MAX_RECORD_BYTES: usize = 256 << 20;
 
 /// Why a stored log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -103,15 +107,18 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Vec<Record>, usize), LogError> {
         }
         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        let Some(body) = rest.get(8..8 + len) else {
-            break; // a torn record at the tail
-        };
-        let is_last = at + 8 + len == bytes.len();
         let corrupt = |why: String| LogError::Corrupt {
             path: path.to_owned(),
             offset: at as u64,
             why,
         };
+        if len > MAX_RECORD_BYTES {
+            return Err(corrupt(format!("a record of {len} bytes")));
+        }
+        let Some(body) = rest.get(8..8 + len) else {
+            break; // a torn record at the tail
+        };
+        let is_last = at + 8 + len == bytes.len();
         if crc32fast::hash(body) != crc {
             if is_last {
                 break; // a torn write of the last record
@@ -166,7 +173,7 @@ impl Inner {
             return Ok(());
         }
         let path = path.clone();
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_file_name(LOG_TMP);
         let mut out = File::create(&tmp)?;
         let mut live = Vec::new();
         if let Some(p) = self.last_purged {
@@ -399,6 +406,15 @@ mod tests {
         let back = LogStore::open(dir.path()).expect("torn tail is fine");
         assert_eq!(back.lock().log.len(), 5);
         drop(back);
+
+        // A length over the limit is corruption even at the end.
+        let mut huge = whole.clone();
+        huge[0] = 0xff;
+        std::fs::write(&path, &huge).expect("write");
+        assert!(matches!(
+            LogStore::open(dir.path()).err(),
+            Some(LogError::Corrupt { offset: 0, .. })
+        ));
 
         // Flip a byte inside the first record, with a good record after it.
         let mut bad = whole.clone();

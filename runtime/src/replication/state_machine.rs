@@ -96,7 +96,7 @@ fn encode_snapshot(s: &StoredSnapshot) -> std::io::Result<Vec<u8>> {
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(name);
-    let tmp = path.with_extension("tmp");
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

@@ -259,6 +259,16 @@ impl Transport {
         })
     }
 
+    /// Refuses a message too large for a frame here, rather than closing the connection when
+    /// it is written (the envelope adds a few bytes to the body).
+    fn check_size(&self, body: usize) -> Result<(), TransportError> {
+        let max = self.inner.config.max_frame_bytes;
+        if body.saturating_add(64) > max {
+            return Err(FrameError::Oversized { len: body, max }.into());
+        }
+        Ok(())
+    }
+
     /// Sends a request to the node at `addr` and waits for its answer, at most `timeout`. Fails
     /// at once when the peer is known to be down.
     pub async fn request(
@@ -269,6 +279,7 @@ impl Transport {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
+        self.check_size(body.len())?;
         let peer = self.peer(addr, lane)?;
         if let Some(e) = Self::unreachable(&peer) {
             return Err(e);
@@ -326,6 +337,7 @@ impl Transport {
         service: Service,
         body: Vec<u8>,
     ) -> Result<(), TransportError> {
+        self.check_size(body.len())?;
         let peer = self.peer(addr, lane)?;
         if let Some(e) = Self::unreachable(&peer) {
             return Err(e);
@@ -472,18 +484,19 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
                     tracing::debug!(error = %e, "dial failed");
                 }
                 let why = e.to_string();
-                // What waits for this peer fails now rather than at its timeout.
-                while let Ok(m) = rx.try_recv() {
-                    if let Message::Request { id, .. } = m {
-                        let waiter = peer.pending.lock().ok().and_then(|mut p| p.remove(&id));
-                        if let Some(w) = waiter {
-                            let _ = w.send(if refused {
-                                Reply::Refused(why.clone())
-                            } else {
-                                Reply::Unreachable(why.clone())
-                            });
-                        }
-                    }
+                // Requests waiting for this peer fail now rather than at their timeout;
+                // one-way messages stay queued for the next connection.
+                let waiting: Vec<_> = peer
+                    .pending
+                    .lock()
+                    .map(|mut p| p.drain().collect())
+                    .unwrap_or_default();
+                for (_, w) in waiting {
+                    let _ = w.send(if refused {
+                        Reply::Refused(why.clone())
+                    } else {
+                        Reply::Unreachable(why.clone())
+                    });
                 }
                 if let Ok(mut last) = peer.last_error.lock() {
                     *last = Some((refused, why));

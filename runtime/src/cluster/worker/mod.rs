@@ -84,6 +84,12 @@ impl Outbound {
             .clone();
         let _ = tx.send(bytes);
     }
+
+    /// Keeps the queues of the nodes in `addrs` and drops the others (nodes declared down:
+    /// what was queued for them is lost with them, and their trees replay).
+    fn retain(&self, addrs: &BTreeSet<String>) {
+        self.queues.retain(|a, _| addrs.contains(a));
+    }
 }
 
 /// The topology runs of this node.
@@ -111,7 +117,13 @@ impl Worker {
 
     /// Brings this node in line with the manager: starts the runs and tasks assigned here,
     /// reroutes the others, and stops runs that ended or were killed.
-    pub(crate) fn apply(&self, placements: &[Placement], addrs: &BTreeMap<NodeId, String>) {
+    pub(crate) fn apply(
+        &self,
+        placements: &[Placement],
+        addrs: &BTreeMap<NodeId, String>,
+        epoch: u64,
+    ) {
+        self.outbound.retain(&addrs.values().cloned().collect());
         let Ok(mut runs) = self.runs.lock() else {
             return;
         };
@@ -138,6 +150,16 @@ impl Worker {
                 name: p.name.clone(),
                 seed: p.seed,
             };
+            if let Some(r) = runs.get(&id) {
+                if r.runs_elsewhere(&p.assignment) {
+                    // This node was declared down while alive and its tasks moved: start over
+                    // with what is assigned here now.
+                    tracing::warn!(topology = %p.name, "tasks of this node moved elsewhere: restarting the run here");
+                    if let Some(r) = runs.remove(&id) {
+                        stop(r);
+                    }
+                }
+            }
             let run = match runs.get(&id) {
                 Some(r) => Arc::clone(r),
                 None => {
@@ -173,10 +195,12 @@ impl Worker {
                 .collect();
             if !mine.is_empty() {
                 tracing::info!(topology = %p.name, tasks = mine.len(), "starting tasks");
-                if let Err(e) = run.start_tasks(&mine) {
+                if let Err(e) = run.start_tasks(&mine, &p.finished, epoch) {
                     tracing::error!(topology = %p.name, error = %e, "tasks did not start");
+                    run.set_healthy(false);
                     continue;
                 }
+                run.set_healthy(true);
             }
             run.retarget(&moved);
             if p.active {
@@ -200,7 +224,12 @@ impl Worker {
     pub(crate) fn ready(&self) -> Vec<(String, u64)> {
         self.runs
             .lock()
-            .map(|r| r.keys().map(|id| (id.name.clone(), id.seed)).collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, run)| run.is_healthy())
+                    .map(|(id, _)| (id.name.clone(), id.seed))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -255,9 +284,5 @@ impl Worker {
 
 /// Stops a run off the caller's thread (joining its system thread blocks).
 fn stop(run: Arc<TopologyRun>) {
-    std::thread::spawn(move || {
-        if let Ok(run) = Arc::try_unwrap(run) {
-            run.stop();
-        }
-    });
+    std::thread::spawn(move || run.stop());
 }

@@ -61,8 +61,21 @@ impl RelayActor {
     }
 
     /// Sends `delivery` to the target, wherever it runs; a batch that cannot go is credited
-    /// back at once so its sender is not starved.
+    /// back at once so its sender is not starved. Marks and end markers are remembered
+    /// wherever they went, to be sent again if the task moves.
     fn deliver(&mut self, delivery: Delivery) {
+        match &delivery {
+            Delivery::Mark { from, input, mark } => {
+                self.marks.insert((*from, *input), *mark);
+            }
+            Delivery::DataEnd { from } => *self.data_ends.entry(*from).or_default() += 1,
+            Delivery::End { from } => *self.ends.entry(*from).or_default() += 1,
+            Delivery::Batch { .. } => {}
+        }
+        self.send(delivery);
+    }
+
+    fn send(&mut self, delivery: Delivery) {
         let run = self.shared.run.clone();
         let to = self.target;
         match self.shared.place(to) {
@@ -106,24 +119,15 @@ impl RelayActor {
                             records,
                         }
                     }
-                    Delivery::Mark { from, input, mark } => {
-                        self.marks.insert((from, input), mark);
-                        DataMessage::Mark {
-                            run,
-                            to,
-                            from,
-                            input,
-                            mark,
-                        }
-                    }
-                    Delivery::DataEnd { from } => {
-                        *self.data_ends.entry(from).or_default() += 1;
-                        DataMessage::DataEnd { run, to, from }
-                    }
-                    Delivery::End { from } => {
-                        *self.ends.entry(from).or_default() += 1;
-                        DataMessage::End { run, to, from }
-                    }
+                    Delivery::Mark { from, input, mark } => DataMessage::Mark {
+                        run,
+                        to,
+                        from,
+                        input,
+                        mark,
+                    },
+                    Delivery::DataEnd { from } => DataMessage::DataEnd { run, to, from },
+                    Delivery::End { from } => DataMessage::End { run, to, from },
                 };
                 self.shared.send(&addr, &msg);
             }
@@ -251,20 +255,18 @@ impl Handler<Retarget> for RelayActor {
         let marks: Vec<_> = self.marks.iter().map(|(k, m)| (*k, *m)).collect();
         let data_ends: Vec<_> = self.data_ends.iter().map(|(k, n)| (*k, *n)).collect();
         let ends: Vec<_> = self.ends.iter().map(|(k, n)| (*k, *n)).collect();
-        self.marks.clear();
-        self.data_ends.clear();
-        self.ends.clear();
+        // Kept: the task may move again. The receiver counts end markers once per link.
         for ((from, input), mark) in marks {
-            self.deliver(Delivery::Mark { from, input, mark });
+            self.send(Delivery::Mark { from, input, mark });
         }
         for (from, n) in data_ends {
             for _ in 0..n {
-                self.deliver(Delivery::DataEnd { from });
+                self.send(Delivery::DataEnd { from });
             }
         }
         for (from, n) in ends {
             for _ in 0..n {
-                self.deliver(Delivery::End { from });
+                self.send(Delivery::End { from });
             }
         }
     }

@@ -32,6 +32,9 @@ use crate::plan::PhysicalPlan;
 /// the same on every node, so it does not depend on the node).
 pub(crate) const RUN_THREADS: usize = 2;
 
+/// The most marks and end markers kept for one task not started here yet.
+const MAX_STASHED: usize = 4096;
+
 /// The addresses of a task running on this node.
 #[derive(Clone)]
 pub(crate) struct LocalTask {
@@ -169,7 +172,11 @@ pub(crate) struct TopologyRun {
     events: Recipient<TaskEvent>,
     system: actix_rt::System,
     arbiters: Vec<ArbiterHandle>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Marks and end markers for tasks not started here yet.
+    stash: Mutex<FxHashMap<TaskId, Vec<Delivery>>>,
+    /// Whether the last tasks started here started.
+    healthy: std::sync::atomic::AtomicBool,
     /// Spouts wired but not started: they start once the run is active.
     waiting: Mutex<Vec<Recipient<Start>>>,
     active: std::sync::atomic::AtomicBool,
@@ -189,7 +196,7 @@ impl TopologyRun {
         let seeds = plan.tasks.iter().map(|_| rng.random()).collect();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("tempest-{}", run.name))
+            .name(format!("tempest-{:04x}", run.seed & 0xffff))
             .spawn(move || {
                 let system = actix_rt::System::new();
                 let arbiters: Vec<Arbiter> =
@@ -235,10 +242,22 @@ impl TopologyRun {
             events,
             system,
             arbiters,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
+            stash: Mutex::default(),
             waiting: Mutex::default(),
             active: std::sync::atomic::AtomicBool::new(false),
+            healthy: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Records whether the tasks assigned here started.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Whether the tasks assigned here started.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
     }
 
     /// Lets the spouts run (every node of the run started its tasks); spouts started later
@@ -342,8 +361,17 @@ impl TopologyRun {
     }
 
     /// Starts `tasks` (component tasks and ackers of this run) on this node, wires them to the
-    /// tasks already here and to relays for the others, and starts the spouts among them.
-    pub(crate) fn start_tasks(&self, tasks: &[TaskId]) -> Result<(), WorkerError> {
+    /// tasks already here and to relays for the others, and starts the spouts among them once
+    /// the run is active. `finished` are tasks that ended (elsewhere, perhaps on a node that
+    /// died since): their end markers are given to the new tasks here, as they sent them to
+    /// the tasks' earlier instances. `epoch` (the manager state's version) makes the ack-tree
+    /// ids of a task started again elsewhere differ from its earlier instance's.
+    pub(crate) fn start_tasks(
+        &self,
+        tasks: &[TaskId],
+        finished: &BTreeSet<TaskId>,
+        epoch: u64,
+    ) -> Result<(), WorkerError> {
         let shared = &self.shared;
         let plan = &shared.plan;
         let ir = shared.topology.ir();
@@ -356,13 +384,16 @@ impl TopologyRun {
         let component_tasks = plan.tasks.len();
         let mut wires: Vec<(TaskId, Recipient<Wire>)> = Vec::new();
         let mut spouts = Vec::new();
+        // Registered for dispatch only once wired, so no batch overtakes a task's `Wire`.
+        let mut fresh: FxHashMap<TaskId, LocalTask> = FxHashMap::default();
         for &id in tasks.iter().filter(|t| (t.0 as usize) < component_tasks) {
             if self.runs(id) {
                 continue;
             }
             let task = &plan.tasks[id.0 as usize];
             let component = &ir.components[task.component];
-            let setup = plan.task_setup(id, self.seeds[id.0 as usize]);
+            let seed = self.seeds[id.0 as usize] ^ epoch.wrapping_mul(0xd6e8_feb8_6659_fd93);
+            let setup = plan.task_setup(id, seed);
             let instance = shared
                 .topology
                 .instantiate(task.component, &setup)
@@ -413,8 +444,14 @@ impl TopologyRun {
                     }
                 }
             };
-            shared.locals.insert(id, local);
+            fresh.insert(id, local);
         }
+        let lookup = |fresh: &FxHashMap<TaskId, LocalTask>, t: TaskId| {
+            fresh
+                .get(&t)
+                .cloned()
+                .or_else(|| shared.locals.get(&t).map(|l| l.clone()))
+        };
         // Ackers, once the spouts here exist: verdicts go to them or to relays.
         for &id in tasks.iter().filter(|t| (t.0 as usize) >= component_tasks) {
             if self.runs(id) || !plan.ackers.iter().any(|(a, _)| *a == id) {
@@ -426,7 +463,7 @@ impl TopologyRun {
                 .iter()
                 .filter(|t| t.kind == tempest_dsl::ComponentKind::Spout)
             {
-                let to = match shared.locals.get(&t.id).and_then(|l| l.verdicts.clone()) {
+                let to = match lookup(&fresh, t.id).and_then(|l| l.verdicts) {
                     Some(v) => v,
                     None => self.relay(t.id)?.addr.recipient(),
                 };
@@ -438,7 +475,7 @@ impl TopologyRun {
             let addr = AckerActor::start_in_arbiter(arbiter, move |_| {
                 AckerActor::new(timeout, spouts_of, span)
             });
-            shared.locals.insert(
+            fresh.insert(
                 id,
                 LocalTask {
                     deliver: None,
@@ -451,7 +488,7 @@ impl TopologyRun {
         }
         let mut ackers: Vec<Recipient<AckBatch>> = Vec::with_capacity(plan.ackers.len());
         for &(a, _) in &plan.ackers {
-            match shared.locals.get(&a).and_then(|l| l.acks.clone()) {
+            match lookup(&fresh, a).and_then(|l| l.acks) {
                 Some(r) => ackers.push(r),
                 None => ackers.push(self.relay(a)?.addr.recipient()),
             }
@@ -461,12 +498,11 @@ impl TopologyRun {
             let task = &plan.tasks[id.0 as usize];
             let mut links = Vec::with_capacity(task.links.len());
             for link in &task.links {
-                let (to, target_metrics) = match shared.locals.get(&link.target) {
-                    Some(l) if l.deliver.is_some() => (
-                        l.deliver.clone().expect("checked just above"),
-                        Arc::clone(&l.metrics),
-                    ),
-                    _ => {
+                let local =
+                    lookup(&fresh, link.target).and_then(|l| l.deliver.map(|d| (d, l.metrics)));
+                let (to, target_metrics) = match local {
+                    Some(found) => found,
+                    None => {
                         let r = self.relay(link.target)?;
                         (r.deliver, r.metrics)
                     }
@@ -480,7 +516,7 @@ impl TopologyRun {
             }
             let mut upstream = Vec::new();
             for &(up, n) in plan.upstream_links_of(id) {
-                let credit = match shared.locals.get(&up).and_then(|l| l.credit.clone()) {
+                let credit = match lookup(&fresh, up).and_then(|l| l.credit) {
                     Some(c) => c,
                     None => self.relay(up)?.credit,
                 };
@@ -491,6 +527,30 @@ impl TopologyRun {
                 upstream,
                 ackers: Arc::clone(&ackers),
             });
+        }
+        for (id, local) in fresh {
+            let deliver = local.deliver.clone();
+            shared.locals.insert(id, local);
+            let Some(deliver) = deliver else { continue };
+            // End markers of upstream tasks that already finished.
+            for &(up, n) in plan.upstream_links_of(id) {
+                if finished.contains(&up) {
+                    for _ in 0..n {
+                        deliver.do_send(Deliver(Delivery::DataEnd { from: up }));
+                        deliver.do_send(Deliver(Delivery::End { from: up }));
+                    }
+                }
+            }
+            // Control messages that came before the task started here.
+            let stashed = self
+                .stash
+                .lock()
+                .ok()
+                .and_then(|mut s| s.remove(&id))
+                .unwrap_or_default();
+            for d in stashed {
+                deliver.do_send(Deliver(d));
+            }
         }
         if self.active.load(Ordering::SeqCst) {
             for s in spouts {
@@ -618,17 +678,47 @@ impl TopologyRun {
         }
     }
 
+    /// Delivers a mark or end marker, or keeps it for a task that has not started here yet
+    /// (the sender may know of the task's move before this node does).
     fn deliver_control(&self, to: TaskId, delivery: Delivery) {
         if let Some(d) = self.shared.locals.get(&to).and_then(|l| l.deliver.clone()) {
             d.do_send(Deliver(delivery));
+            return;
+        }
+        if (to.0 as usize) >= self.shared.plan.tasks.len() {
+            return;
+        }
+        if let Ok(mut stash) = self.stash.lock() {
+            let kept = stash.entry(to).or_default();
+            if kept.len() < MAX_STASHED {
+                kept.push(delivery);
+            }
         }
     }
 
-    /// Stops every task of the run on this node.
-    pub(crate) fn stop(mut self) {
+    /// Stops every task of the run on this node and waits for its threads.
+    pub(crate) fn stop(&self) {
         self.system.stop();
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+
+    /// Whether tasks run here that the assignment puts elsewhere (this node was declared down
+    /// while it was alive).
+    pub(crate) fn runs_elsewhere(&self, assignment: &BTreeMap<TaskId, NodeId>) -> bool {
+        self.shared.locals.iter().any(|l| {
+            assignment
+                .get(l.key())
+                .is_some_and(|n| *n != self.shared.me)
+        })
+    }
+}
+
+impl Drop for TopologyRun {
+    fn drop(&mut self) {
+        // Never leave the run's threads behind (its tasks would go on).
+        self.system.stop();
     }
 }
