@@ -31,7 +31,11 @@ pub struct PacedSentences {
     rate: u64,
     started: Option<std::time::Instant>,
     emitted: u64,
+    /// Panic (once per process) after this many sentences: a stand-in for a bug.
+    panic_after: Option<u64>,
 }
+
+static SPOUT_PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl PacedSentences {
     /// `sentences` sentences at `rate` a second per task.
@@ -41,6 +45,7 @@ impl PacedSentences {
             rate,
             started: None,
             emitted: 0,
+            panic_after: None,
         }
     }
 }
@@ -55,6 +60,11 @@ impl Spout for PacedSentences {
     }
 
     fn next(&mut self, out: &mut SpoutEmitter<Sentence>) -> Result<SpoutStatus, TaskError> {
+        if self.panic_after == Some(self.emitted)
+            && !SPOUT_PANICKED.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("an injected bug after {} sentences", self.emitted);
+        }
         if self.rate > 0 {
             let elapsed = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
             if self.emitted as f64 >= elapsed * self.rate as f64 {
@@ -219,13 +229,16 @@ pub struct ClusterWordCount {
     pub rate: u64,
     /// A split task panics on this sentence, once per process (to show supervision).
     pub panic_at: Option<u64>,
+    /// A spout task panics after this many sentences, once per process.
+    pub spout_panic_after: Option<u64>,
 }
 
 impl ClusterWordCount {
     /// Reads the options from submission arguments: `output` (required), `sentences`
     /// (100000), `parallelism` (2), `guarantee` (at-least-once), `message_timeout_ms` (30000),
     /// `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
-    /// split task panics once per process on that sentence; none by default).
+    /// split task panics once per process on that sentence; none by default),
+    /// `spout_panic_after` (a spout task panics once per process after that many sentences).
     pub fn from_args(args: &tempest_runtime::cluster::TopologyArgs) -> Result<Self, String> {
         let output = args
             .get("output")
@@ -237,13 +250,8 @@ impl ClusterWordCount {
             output: PathBuf::from(output),
             message_timeout: Duration::from_millis(args.parse_or("message_timeout_ms", 30_000u64)?),
             rate: args.parse_or("rate", 0u64)?,
-            panic_at: args
-                .get("panic_at")
-                .map(|v| {
-                    v.parse()
-                        .map_err(|e| format!("argument `panic_at` = {v:?}: {e}"))
-                })
-                .transpose()?,
+            panic_at: optional(args, "panic_at")?,
+            spout_panic_after: optional(args, "spout_panic_after")?,
         })
     }
 
@@ -274,6 +282,18 @@ impl ClusterWordCount {
         };
         t.guarantee(self.guarantee).config(config).build()
     }
+}
+
+fn optional(
+    args: &tempest_runtime::cluster::TopologyArgs,
+    key: &str,
+) -> Result<Option<u64>, String> {
+    args.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|e| format!("argument `{key}` = {v:?}: {e}"))
+        })
+        .transpose()
 }
 
 /// What a sink directory says about the counts.

@@ -11,7 +11,7 @@ use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
 
-use crate::executor::{Credit, Deliver, Delivery, TaskCore, Wire, guarded, now_ms};
+use crate::executor::{Credit, Deliver, Delivery, Supervisor, TaskCore, Wire, guarded, now_ms};
 use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
@@ -39,35 +39,6 @@ impl SourceQueue {
     }
 }
 
-/// Makes a fresh instance of a bolt task (`restart` counts the restarts so far), for a restart
-/// after a failure.
-pub(crate) type BoltFactory =
-    Box<dyn FnMut(u32) -> Result<Box<dyn BoltTask>, String> + Send + 'static>;
-
-/// Restarts a bolt task in place when it fails (a panic, an engine error), at most `max` times
-/// within `within`; past that the task fails for good. Its queues, links and credits are kept,
-/// so nothing upstream notices; the tuples it held are not acked and their trees replay.
-pub(crate) struct Supervisor {
-    make: BoltFactory,
-    restarts: VecDeque<Instant>,
-    total: u32,
-    max: usize,
-    within: Duration,
-}
-
-impl Supervisor {
-    /// A supervisor that restarts through `make`, at most `max` times within `within`.
-    pub(crate) fn new(make: BoltFactory, max: usize, within: Duration) -> Self {
-        Supervisor {
-            make,
-            restarts: VecDeque::new(),
-            total: 0,
-            max,
-            within,
-        }
-    }
-}
-
 /// Runs one bolt task: executes the batches that arrive, in order per upstream task and
 /// round-robin across them, unless its own output is blocked, in which case they wait (and
 /// their credits are not returned, which blocks the senders in turn). A batch the task defers
@@ -89,12 +60,12 @@ pub(crate) struct BoltActor {
     credit: u32,
     finishing: bool,
     errors_logged: u64,
-    supervisor: Option<Supervisor>,
+    supervisor: Option<Supervisor<dyn BoltTask>>,
 }
 
 impl BoltActor {
     /// Restarts the task in place when it fails, instead of failing the run.
-    pub(crate) fn supervised(mut self, supervisor: Supervisor) -> Self {
+    pub(crate) fn supervised(mut self, supervisor: Supervisor<dyn BoltTask>) -> Self {
         self.supervisor = Some(supervisor);
         self
     }
@@ -104,47 +75,40 @@ impl BoltActor {
     /// `finish` is not restarted: the task's life cycle is past the point a fresh instance
     /// could take up.
     fn task_failed(&mut self, error: String, restartable: bool) {
-        let now = Instant::now();
-        if let Some(s) = self.supervisor.as_mut().filter(|_| restartable) {
-            while s.restarts.front().is_some_and(|t| now - *t > s.within) {
-                s.restarts.pop_front();
-            }
-            if s.restarts.len() < s.max {
-                s.restarts.push_back(now);
-                s.total += 1;
-                let fresh =
-                    (s.make)(s.total).and_then(|mut task| match guarded(|| task.prepare()) {
-                        Ok(Ok(())) => Ok(task),
-                        Ok(Err(e)) => Err(format!("prepare failed: {e}")),
-                        Err(panic) => Err(format!("prepare panicked: {panic}")),
-                    });
-                let total = s.total;
-                match fresh {
-                    Ok(task) => {
-                        self.task = task;
-                        tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
-                        // The new instance must know which upstream tasks already ended.
-                        let ended: Vec<TaskId> = self
-                            .queues
-                            .iter()
-                            .filter(|q| q.data_pending == 0)
-                            .map(|q| q.source)
-                            .collect();
-                        for from in ended {
-                            if !self
-                                .run_hook("input_ended", |task| task.input_ended(from, now_ms()))
-                            {
-                                return;
-                            }
-                        }
+        let fresh = self
+            .supervisor
+            .as_mut()
+            .filter(|_| restartable)
+            .and_then(Supervisor::restart)
+            .map(|made| {
+                made.and_then(|(mut task, total)| match guarded(|| task.prepare()) {
+                    Ok(Ok(())) => Ok((task, total)),
+                    Ok(Err(e)) => Err(format!("prepare failed: {e}")),
+                    Err(panic) => Err(format!("prepare panicked: {panic}")),
+                })
+            });
+        match fresh {
+            Some(Ok((task, total))) => {
+                self.task = task;
+                tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
+                // The new instance must know which upstream tasks already ended.
+                let ended: Vec<TaskId> = self
+                    .queues
+                    .iter()
+                    .filter(|q| q.data_pending == 0)
+                    .map(|q| q.source)
+                    .collect();
+                for from in ended {
+                    if !self.run_hook("input_ended", |task| task.input_ended(from, now_ms())) {
                         return;
                     }
-                    Err(why) => {
-                        return self
-                            .task_failed(format!("{error}; the restart failed: {why}"), true);
-                    }
                 }
+                return;
             }
+            Some(Err(why)) => {
+                return self.task_failed(format!("{error}; the restart failed: {why}"), true);
+            }
+            None => {}
         }
         self.core.fail(error);
     }

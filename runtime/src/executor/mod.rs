@@ -14,6 +14,7 @@ mod bolt;
 mod messages;
 pub(crate) mod outbox;
 mod spout;
+mod supervisor;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -24,11 +25,12 @@ use tempest_dsl::TaskId;
 use tempest_dsl::engine::{AckOp, LinkId, Mark, Payload, TaskOutput};
 
 pub(crate) use acker::AckerActor;
-pub(crate) use bolt::{BoltActor, Supervisor};
+pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{
     AckBatch, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
 };
 pub(crate) use spout::SpoutActor;
+pub(crate) use supervisor::Supervisor;
 
 use crate::ack::AckFolder;
 use crate::metrics::{TaskHistograms, TaskMetrics};

@@ -9,7 +9,7 @@ use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
 use crate::executor::outbox::Outbox;
-use crate::executor::{Credit, Drain, Start, TaskCore, Verdicts, Wire, guarded};
+use crate::executor::{Credit, Drain, Start, Supervisor, TaskCore, Verdicts, Wire, guarded};
 use crate::metrics::TaskMetrics;
 
 /// How long an idle (or erroring) spout waits before it is asked again.
@@ -51,9 +51,50 @@ pub(crate) struct SpoutActor {
     polling: bool,
     tracking: Option<Tracking>,
     errors_logged: u64,
+    supervisor: Option<Supervisor<dyn SpoutTask>>,
 }
 
 impl SpoutActor {
+    /// Restarts the spout in place when `next`, `ack` or `fail` panics, instead of failing the
+    /// run. The new instance is opened afresh (a replayable source starts again from where it
+    /// starts: its records may come twice); the trees in flight stay, and their verdicts go to
+    /// the new instance.
+    pub(crate) fn supervised(mut self, supervisor: Supervisor<dyn SpoutTask>) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// The spout failed: restart it if `restartable` and a supervisor allows (returns `true`),
+    /// or report the failure.
+    fn task_failed(&mut self, error: String, restartable: bool) -> bool {
+        let fresh = self
+            .supervisor
+            .as_mut()
+            .filter(|_| restartable)
+            .and_then(Supervisor::restart)
+            .map(|made| {
+                made.and_then(|(mut task, total)| match guarded(|| task.open()) {
+                    Ok(Ok(())) => Ok((task, total)),
+                    Ok(Err(e)) => Err(format!("open failed: {e}")),
+                    Err(panic) => Err(format!("open panicked: {panic}")),
+                })
+            });
+        match fresh {
+            Some(Ok((task, total))) => {
+                self.task = task;
+                tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
+                if !self.draining && self.state == State::Settling {
+                    self.state = State::Running;
+                }
+                true
+            }
+            Some(Err(why)) => self.task_failed(format!("{error}; the restart failed: {why}"), true),
+            None => {
+                self.core.fail(error);
+                false
+            }
+        }
+    }
     pub(crate) fn new(
         core: TaskCore,
         task: Box<dyn SpoutTask>,
@@ -75,6 +116,7 @@ impl SpoutActor {
                 max_pending,
             }),
             errors_logged: 0,
+            supervisor: None,
         }
     }
 
@@ -131,7 +173,12 @@ impl SpoutActor {
         let task = &mut self.task;
         let result = guarded(|| task.next_batch(budget));
         let status = match result {
-            Err(panic) => return self.core.fail(format!("next panicked: {panic}")),
+            Err(panic) => {
+                if self.task_failed(format!("next panicked: {panic}"), true) {
+                    self.yield_then_poll(ctx);
+                }
+                return;
+            }
             Ok(Ok(status)) => status,
             Ok(Err(err)) => {
                 TaskMetrics::add(&self.core.metrics.failed, 1);
@@ -201,7 +248,9 @@ impl SpoutActor {
     fn on_failed(&mut self, root: RootId, msg: MsgId, ctx: &mut Context<Self>) {
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.fail(root, msg)) {
-            return self.core.fail(format!("fail panicked: {panic}"));
+            if !self.task_failed(format!("fail panicked: {panic}"), true) {
+                return;
+            }
         }
         if self.state == State::Settling && !self.draining {
             self.state = State::Running;
@@ -216,7 +265,7 @@ impl SpoutActor {
         self.core.histograms.complete.record_n(latency, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.ack(root, msg)) {
-            self.core.fail(format!("ack panicked: {panic}"));
+            self.task_failed(format!("ack panicked: {panic}"), true);
         }
     }
 

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
-use tempest_dsl::engine::{LinkId, PayloadCodec, Task};
+use tempest_dsl::engine::{BoltTask, LinkId, PayloadCodec, SpoutTask, Task};
 use tempest_dsl::{TaskId, Topology};
 
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
@@ -319,22 +319,40 @@ impl TopologyRun {
         }
     }
 
-    /// Restarts bolt task `id` in place after a failure: at most 5 times a minute, each new
-    /// instance with ack-tree ids of its own.
-    fn supervisor(&self, id: TaskId) -> Supervisor {
+    /// A fresh instance of task `id` for its `restart`-th restart, with ack-tree ids of its own.
+    fn instance(shared: &RunShared, id: TaskId, seed: u64, restart: u32) -> Result<Task, String> {
+        let component = shared
+            .plan
+            .tasks
+            .get(id.0 as usize)
+            .ok_or_else(|| format!("no task {id}"))?
+            .component;
+        let setup = shared.plan.task_setup(
+            id,
+            seed ^ u64::from(restart).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        shared
+            .topology
+            .instantiate(component, &setup)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Restarts bolt task `id` in place after a failure: at most 5 times a minute.
+    fn bolt_supervisor(&self, id: TaskId, seed: u64) -> Supervisor<dyn BoltTask> {
         let shared = Arc::clone(&self.shared);
-        let seed = self.seeds[id.0 as usize];
-        let make = move |restart: u32| {
-            let component = shared.plan.tasks[id.0 as usize].component;
-            let setup = shared.plan.task_setup(
-                id,
-                seed ^ u64::from(restart).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            );
-            match shared.topology.instantiate(component, &setup) {
-                Ok(Task::Bolt(b)) => Ok(b),
-                Ok(Task::Spout(_)) => Err("the component is a spout".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
+        let make = move |restart: u32| match Self::instance(&shared, id, seed, restart)? {
+            Task::Bolt(b) => Ok(b),
+            Task::Spout(_) => Err("the component is a spout".to_owned()),
+        };
+        Supervisor::new(Box::new(make), 5, std::time::Duration::from_secs(60))
+    }
+
+    /// Restarts spout task `id` in place after a failure: at most 5 times a minute.
+    fn spout_supervisor(&self, id: TaskId, seed: u64) -> Supervisor<dyn SpoutTask> {
+        let shared = Arc::clone(&self.shared);
+        let make = move |restart: u32| match Self::instance(&shared, id, seed, restart)? {
+            Task::Spout(s) => Ok(s),
+            Task::Bolt(_) => Err("the component is a bolt".to_owned()),
         };
         Supervisor::new(Box::new(make), 5, std::time::Duration::from_secs(60))
     }
@@ -414,8 +432,10 @@ impl TopologyRun {
             let local = match instance {
                 Task::Spout(spout) => {
                     let batch_size = config.batch_size;
+                    let supervisor = self.spout_supervisor(id, seed);
                     let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
                         SpoutActor::new(core, spout, batch_size, credit, tracking)
+                            .supervised(supervisor)
                     });
                     spouts.push(addr.clone().recipient::<Start>());
                     wires.push((id, addr.clone().recipient()));
@@ -430,7 +450,7 @@ impl TopologyRun {
                 Task::Bolt(bolt) => {
                     let ends = task.upstream_links;
                     let tick = component.tick_every;
-                    let supervisor = self.supervisor(id);
+                    let supervisor = self.bolt_supervisor(id, seed);
                     let addr = BoltActor::start_in_arbiter(arbiter, move |_| {
                         BoltActor::new(core, bolt, ends, tick, credit).supervised(supervisor)
                     });
