@@ -14,7 +14,7 @@ use tempest_runtime::transport::ClusterSecret;
 use tempest_runtime::{LocalCluster, LocalOptions};
 
 use crate::cluster_wordcount::{ClusterWordCount, check_output};
-use crate::node_procs::NodeProcs;
+use crate::node_procs::{NodeProcs, poll as wait};
 
 /// What one cluster bench run measures.
 #[derive(Clone, Debug)]
@@ -40,24 +40,6 @@ pub struct ClusterBench {
     pub parallelism: u32,
     /// The delivery guarantee.
     pub guarantee: Guarantee,
-}
-
-fn wait<T>(
-    what: &str,
-    deadline: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs the bench once: the cluster, then the same topology in this process.

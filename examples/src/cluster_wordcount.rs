@@ -259,8 +259,9 @@ impl ClusterWordCount {
     pub fn topology(&self) -> Result<Topology, BuildErrors> {
         let p = self.parallelism;
         let mut t = TopologyBuilder::new("wordcount");
-        let sentences = t
-            .add(spout("sentences", PacedSentences::new(self.sentences, self.rate)).parallelism(p));
+        let mut source = PacedSentences::new(self.sentences, self.rate);
+        source.panic_after = self.spout_panic_after;
+        let sentences = t.add(spout("sentences", source).parallelism(p));
         let split = SplitOrPanic {
             inner: SplitBolt::default(),
             panic_at: self.panic_at,

@@ -126,3 +126,22 @@ impl Drop for NodeProcs {
         }
     }
 }
+
+/// Polls `f` every 20 ms until it returns `Some`, or fails after `deadline`.
+pub fn poll<T>(
+    what: &str,
+    deadline: std::time::Duration,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -20,9 +20,10 @@ fn all_up(c: &Cluster, via: usize, n: usize) -> anyhow::Result<Membership> {
 
 #[test]
 fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
-    let c = Cluster::start(3, &[])?;
-    tracing_phase("--- three nodes join; the manager has a leader");
-    all_up(&c, 1, 3)?;
+    // Four nodes: the first three run the manager, the fourth joins as a worker.
+    let c = Cluster::start(4, &[])?;
+    tracing_phase("--- four nodes join; the manager has a leader");
+    all_up(&c, 3, 4)?;
 
     tracing_phase("--- a submission is placed over every node, through any node");
     let out = c.cli(
@@ -39,7 +40,7 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
         ],
     )?;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "submitted wc1: 10 tasks on 3 nodes");
+    assert_eq!(stdout(&out).trim(), "submitted wc1: 10 tasks on 4 nodes");
     let out = c.cli(0, &["status", "wc1"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use tempest_examples::node_procs::NodeProcs;
 #[allow(unused_imports)] // used by some test binaries only
@@ -78,24 +77,7 @@ impl Cluster {
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, or fails after `deadline`.
-pub(crate) fn poll<T>(
-    what: &str,
-    deadline: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub(crate) use tempest_examples::node_procs::poll;
 
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

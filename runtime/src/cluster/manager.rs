@@ -206,6 +206,13 @@ impl ManagerState {
         }
     }
 
+    /// The record of run `seed` of topology `name`, if it is running.
+    fn running(&mut self, name: &str, seed: u64) -> Option<&mut TopologyRecord> {
+        self.topologies
+            .get_mut(name)
+            .filter(|t| t.seed == seed && t.status == TopologyStatus::Running)
+    }
+
     /// Lets a topology's spouts run once every node its tasks are on has started them (after a
     /// node died, its tasks may have moved to nodes that are all ready).
     fn activate_ready(&mut self) {
@@ -298,11 +305,7 @@ impl ManagerState {
                 ManagerReply::Submitted { tasks, nodes }
             }
             ManagerCommand::Ready { name, seed, node } => {
-                let Some(t) = self
-                    .topologies
-                    .get_mut(&name)
-                    .filter(|t| t.seed == seed && t.status == TopologyStatus::Running)
-                else {
+                let Some(t) = self.running(&name, seed) else {
                     return ManagerReply::Done;
                 };
                 if !t.ready.insert(node) {
@@ -312,11 +315,7 @@ impl ManagerState {
                 ManagerReply::Done
             }
             ManagerCommand::Finished { name, seed, tasks } => {
-                let Some(t) = self
-                    .topologies
-                    .get_mut(&name)
-                    .filter(|t| t.seed == seed && t.status == TopologyStatus::Running)
-                else {
+                let Some(t) = self.running(&name, seed) else {
                     return ManagerReply::Done;
                 };
                 let before = t.finished.len();

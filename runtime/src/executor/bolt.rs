@@ -11,7 +11,9 @@ use tempest_dsl::{TaskError, TaskId};
 
 use crate::executor::outbox::Outbox;
 
-use crate::executor::{Credit, Deliver, Delivery, Supervisor, TaskCore, Wire, guarded, now_ms};
+use crate::executor::{
+    Credit, Deliver, Delivery, Supervisor, TaskCore, Wire, guarded, now_ms, setup,
+};
 use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
@@ -79,14 +81,7 @@ impl BoltActor {
             .supervisor
             .as_mut()
             .filter(|_| restartable)
-            .and_then(Supervisor::restart)
-            .map(|made| {
-                made.and_then(|(mut task, total)| match guarded(|| task.prepare()) {
-                    Ok(Ok(())) => Ok((task, total)),
-                    Ok(Err(e)) => Err(format!("prepare failed: {e}")),
-                    Err(panic) => Err(format!("prepare panicked: {panic}")),
-                })
-            });
+            .and_then(|s| s.restart_with(|task| setup("prepare", || task.prepare())));
         match fresh {
             Some(Ok((task, total))) => {
                 self.task = task;

@@ -97,6 +97,18 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
+/// Runs a task's set-up hook (`prepare`, `open`) named `what`, its error or panic as text.
+pub(crate) fn setup(
+    what: &str,
+    hook: impl FnOnce() -> Result<(), tempest_dsl::TaskError>,
+) -> Result<(), String> {
+    match guarded(hook) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+        Err(panic) => Err(format!("{what} panicked: {panic}")),
+    }
+}
+
 /// What spout and bolt actors share: output, flushing, and reporting the end of the task.
 pub(crate) struct TaskCore {
     pub(crate) id: TaskId,

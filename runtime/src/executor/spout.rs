@@ -9,7 +9,7 @@ use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
 use crate::executor::outbox::Outbox;
-use crate::executor::{Credit, Drain, Start, Supervisor, TaskCore, Verdicts, Wire, guarded};
+use crate::executor::{Credit, Drain, Start, Supervisor, TaskCore, Verdicts, Wire, guarded, setup};
 use crate::metrics::TaskMetrics;
 
 /// How long an idle (or erroring) spout waits before it is asked again.
@@ -71,14 +71,7 @@ impl SpoutActor {
             .supervisor
             .as_mut()
             .filter(|_| restartable)
-            .and_then(Supervisor::restart)
-            .map(|made| {
-                made.and_then(|(mut task, total)| match guarded(|| task.open()) {
-                    Ok(Ok(())) => Ok((task, total)),
-                    Ok(Err(e)) => Err(format!("open failed: {e}")),
-                    Err(panic) => Err(format!("open panicked: {panic}")),
-                })
-            });
+            .and_then(|s| s.restart_with(|task| setup("open", || task.open())));
         match fresh {
             Some(Ok((task, total))) => {
                 self.task = task;

@@ -29,6 +29,16 @@ impl<T: ?Sized> Supervisor<T> {
         }
     }
 
+    /// A fresh instance, set up by `init` (`prepare` or `open`), and the number of restarts so
+    /// far; `None` when the budget is spent.
+    pub(crate) fn restart_with(
+        &mut self,
+        init: impl FnOnce(&mut T) -> Result<(), String>,
+    ) -> Option<Result<(Box<T>, u32), String>> {
+        self.restart()
+            .map(|made| made.and_then(|(mut task, total)| init(&mut task).map(|()| (task, total))))
+    }
+
     /// A fresh instance and the number of restarts so far, or `None` when the budget is spent.
     pub(crate) fn restart(&mut self) -> Option<Result<(Box<T>, u32), String>> {
         let now = Instant::now();

@@ -98,6 +98,8 @@ pub(crate) struct Worker {
     registry: Arc<Registry>,
     outbound: Outbound,
     runs: Mutex<BTreeMap<RunId, Arc<TopologyRun>>>,
+    /// Data messages that did not decode.
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -112,6 +114,7 @@ impl Worker {
             registry,
             outbound: Outbound::new(transport, runtime),
             runs: Mutex::default(),
+            rejected: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -238,7 +241,10 @@ impl Worker {
         let msg: DataMessage = match frame::decode(body) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "a data message that does not decode");
+                let n = self
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, rejected = n + 1, "a data message that does not decode");
                 return;
             }
         };

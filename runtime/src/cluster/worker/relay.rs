@@ -16,8 +16,8 @@ use rustc_hash::FxHashMap;
 use tempest_dsl::TaskId;
 use tempest_dsl::engine::Mark;
 
-use crate::cluster::worker::run::{Place, RunShared};
-use crate::cluster::worker::wire::DataMessage;
+use crate::cluster::worker::run::{LocalTask, Place, RunShared};
+use crate::cluster::worker::wire::{DataMessage, RunId};
 use crate::executor::{AckBatch, Credit, Deliver, Delivery, Verdicts};
 
 /// Credits that came back over the network for link `link` of local task `from`.
@@ -140,6 +140,28 @@ impl RelayActor {
     }
 }
 
+impl RelayActor {
+    /// Hands something to the task where it is: `local` when it runs here, `remote` builds the
+    /// message for its node otherwise; nothing when it is nowhere now.
+    fn forward(
+        &self,
+        local: impl FnOnce(&LocalTask),
+        remote: impl FnOnce(RunId, TaskId) -> DataMessage,
+    ) {
+        match self.shared.place(self.target) {
+            Place::Local(task) => local(&task),
+            place => self.send_remote(place, remote),
+        }
+    }
+
+    fn send_remote(&self, place: Place, remote: impl FnOnce(RunId, TaskId) -> DataMessage) {
+        if let Place::Remote(addr) = place {
+            self.shared
+                .send(&addr, &remote(self.shared.run.clone(), self.target));
+        }
+    }
+}
+
 impl Actor for RelayActor {
     type Context = Context<Self>;
 }
@@ -157,23 +179,20 @@ impl Handler<Credit> for RelayActor {
 
     /// A local bolt returns credit to the (remote) upstream task this relay stands for.
     fn handle(&mut self, credit: Credit, _: &mut Context<Self>) {
-        match self.shared.place(self.target) {
-            Place::Local(task) => {
+        let (link, batches) = (credit.link.0, credit.batches);
+        self.forward(
+            |task| {
                 if let Some(c) = &task.credit {
                     c.do_send(credit);
                 }
-            }
-            Place::Remote(addr) => self.shared.send(
-                &addr,
-                &DataMessage::Credit {
-                    run: self.shared.run.clone(),
-                    to: self.target,
-                    link: credit.link.0,
-                    batches: credit.batches,
-                },
-            ),
-            Place::Nowhere => {}
-        }
+            },
+            |run, to| DataMessage::Credit {
+                run,
+                to,
+                link,
+                batches,
+            },
+        );
     }
 }
 
@@ -191,6 +210,8 @@ impl Handler<CreditBack> for RelayActor {
 impl Handler<AckBatch> for RelayActor {
     type Result = ();
 
+    /// Ack operations for the acker this relay stands for (lost if it is nowhere: the trees
+    /// time out at their spouts and are replayed).
     fn handle(&mut self, AckBatch(ops): AckBatch, _: &mut Context<Self>) {
         match self.shared.place(self.target) {
             Place::Local(task) => {
@@ -198,16 +219,7 @@ impl Handler<AckBatch> for RelayActor {
                     a.do_send(AckBatch(ops));
                 }
             }
-            Place::Remote(addr) => self.shared.send(
-                &addr,
-                &DataMessage::Acks {
-                    run: self.shared.run.clone(),
-                    to: self.target,
-                    ops,
-                },
-            ),
-            // The trees time out at their spouts and are replayed.
-            Place::Nowhere => {}
+            place => self.send_remote(place, |run, to| DataMessage::Acks { run, to, ops }),
         }
     }
 }
@@ -222,15 +234,7 @@ impl Handler<Verdicts> for RelayActor {
                     v.do_send(Verdicts(verdicts));
                 }
             }
-            Place::Remote(addr) => self.shared.send(
-                &addr,
-                &DataMessage::Verdicts {
-                    run: self.shared.run.clone(),
-                    to: self.target,
-                    verdicts,
-                },
-            ),
-            Place::Nowhere => {}
+            place => self.send_remote(place, |run, to| DataMessage::Verdicts { run, to, verdicts }),
         }
     }
 }
