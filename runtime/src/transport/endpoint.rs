@@ -327,6 +327,16 @@ impl Transport {
         })
     }
 
+    /// Whether a message to the node at `addr` would go now: `Err` while the peer is known to
+    /// be down (it is dialed in the background meanwhile).
+    pub fn reachable(&self, addr: &str, lane: Lane) -> Result<(), TransportError> {
+        let peer = self.peer(addr, lane)?;
+        match Self::unreachable(&peer) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Sends a message that needs no answer, waiting while the peer's queue is full. Fails at
     /// once when the peer is known to be down (the message is dropped: callers that need it
     /// delivered track it, as ack trees do).

@@ -69,13 +69,26 @@ impl Outbound {
                 let transport = self.transport.clone();
                 let addr = addr.to_owned();
                 self.runtime.spawn(async move {
+                    // In order, each message once the peer takes messages: credits and end
+                    // markers must not be lost to a dropped connection. The queue ends when the
+                    // node leaves the cluster's view (`retain`), and what is in it goes too.
+                    let mut backoff = std::time::Duration::from_millis(20);
                     while let Some(bytes) = rx.recv().await {
+                        while let Err(e) = transport.reachable(&addr, Lane::Data) {
+                            if rx.is_closed() || !e.is_transient() {
+                                break;
+                            }
+                            tracing::debug!(%addr, error = %e, "data messages wait for the node");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                        }
+                        backoff = std::time::Duration::from_millis(20);
                         if let Err(e) = transport
                             .send(&addr, Lane::Data, Service::Data, bytes)
                             .await
                         {
-                            // Lost with the node: ack trees replay what mattered.
-                            tracing::debug!(%addr, error = %e, "data message dropped");
+                            // The peer went away since, or the message is too large for a frame.
+                            tracing::warn!(%addr, error = %e, "data message dropped");
                         }
                     }
                 });
@@ -291,4 +304,73 @@ impl Worker {
 /// Stops a run off the caller's thread (joining its system thread blocks).
 fn stop(run: Arc<TopologyRun>) {
     std::thread::spawn(move || run.stop());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Handler, PeerRole, TransportConfig};
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Vec<u8>>>);
+
+    impl Handler for Collect {
+        fn request(
+            &self,
+            _: &PeerRole,
+            _: Service,
+            _: Vec<u8>,
+        ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+            futures_util::future::ready(Err("no requests".to_owned())).boxed()
+        }
+        fn oneway(&self, _: &PeerRole, _: Service, body: Vec<u8>) {
+            if let Ok(mut got) = self.0.lock() {
+                got.push(body);
+            }
+        }
+    }
+
+    fn config(id: u64, addr: &str) -> TransportConfig {
+        let role = PeerRole::Node {
+            id: NodeId(id),
+            addr: addr.to_owned(),
+        };
+        let mut c = TransportConfig::new(role, NodeId(id), None);
+        c.backoff_max = std::time::Duration::from_millis(100);
+        c
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_data_waits_for_a_node_that_comes_up_and_keeps_its_order() -> anyhow::Result<()>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let b_addr = listener.local_addr()?.to_string();
+        drop(listener); // B is down for now.
+        let a = Transport::client(config(1, "127.0.0.1:1"), Arc::new(Collect::default()));
+        let out = Outbound::new(a.clone(), tokio::runtime::Handle::current());
+        for i in 0..100u8 {
+            out.send(&b_addr, vec![i]);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let got = Arc::new(Collect::default());
+        let listener = tokio::net::TcpListener::bind(&b_addr).await?;
+        let _b = Transport::serve(listener, config(2, &b_addr), got.clone());
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let n = got.0.lock().map(|g| g.len()).unwrap_or(0);
+            if n == 100 {
+                break;
+            }
+            anyhow::ensure!(std::time::Instant::now() < end, "only {n} of 100 arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got = got.0.lock().map(|g| g.clone()).unwrap_or_default();
+        let expected: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i]).collect();
+        assert_eq!(got, expected, "in order, none lost, none twice");
+        a.shutdown();
+        Ok(())
+    }
 }
