@@ -199,11 +199,17 @@ impl Handler<Credit> for RelayActor {
 impl Handler<CreditBack> for RelayActor {
     type Result = ();
 
+    /// Credits for batches this relay sent: at most what is in flight, so a late credit from a
+    /// task's old place (after [`Retarget`] gave them back) adds nothing.
     fn handle(&mut self, back: CreditBack, _: &mut Context<Self>) {
-        if let Some(n) = self.in_flight.get_mut(&(back.from, back.link)) {
-            *n = n.saturating_sub(back.batches);
+        let Some(n) = self.in_flight.get_mut(&(back.from, back.link)) else {
+            return;
+        };
+        let batches = back.batches.min(*n);
+        *n -= batches;
+        if batches > 0 {
+            self.shared.credit_local(back.from, back.link, batches);
         }
-        self.shared.credit_local(back.from, back.link, back.batches);
     }
 }
 

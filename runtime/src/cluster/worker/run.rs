@@ -127,14 +127,52 @@ impl RunShared {
     }
 }
 
-/// Counts the tasks of this run that finished here.
+/// Counts the tasks of this run that finished here, and logs their metrics every 10 s.
 struct RunEvents {
     finished: Arc<Mutex<BTreeSet<TaskId>>>,
-    run: RunId,
+    shared: Arc<RunShared>,
+}
+
+impl RunEvents {
+    /// Logs the counters of this node's tasks, per component, at `info`.
+    fn log_metrics(&self) {
+        let shared = &self.shared;
+        let components = &shared.topology.ir().components;
+        let mut per: Vec<Option<crate::metrics::MetricsSnapshot>> = vec![None; components.len()];
+        for l in shared.locals.iter() {
+            if let Some(t) = shared.plan.tasks.get(l.key().0 as usize) {
+                per[t.component]
+                    .get_or_insert_with(Default::default)
+                    .merge(&l.metrics.snapshot());
+            }
+        }
+        for (c, m) in components.iter().zip(per) {
+            let Some(m) = m else { continue };
+            tracing::info!(
+                topology = %shared.run.name,
+                component = %c.name,
+                emitted = m.emitted,
+                executed = m.executed,
+                failed = m.failed,
+                queued = m.queued,
+                acked = m.acked,
+                pending = m.pending,
+                rejected = shared.rejected.load(Ordering::Relaxed),
+                "metrics"
+            );
+        }
+    }
 }
 
 impl Actor for RunEvents {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        use actix::AsyncContext;
+        ctx.run_interval(std::time::Duration::from_secs(10), |act, _| {
+            act.log_metrics()
+        });
+    }
 }
 
 impl Handler<TaskEvent> for RunEvents {
@@ -143,13 +181,13 @@ impl Handler<TaskEvent> for RunEvents {
     fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
         match event {
             TaskEvent::Finished { task, .. } => {
-                tracing::debug!(topology = %self.run.name, task = task.0, "task finished");
+                tracing::debug!(topology = %self.shared.run.name, task = task.0, "task finished");
                 if let Ok(mut f) = self.finished.lock() {
                     f.insert(task);
                 }
             }
             TaskEvent::Failed { task, error } => {
-                tracing::error!(topology = %self.run.name, task = task.0, %error, "task failed");
+                tracing::error!(topology = %self.shared.run.name, task = task.0, %error, "task failed");
             }
         }
     }
@@ -218,11 +256,6 @@ impl TopologyRun {
             .recv()
             .map_err(|_| WorkerError::Setup("the run's system thread did not start".into()))?;
         let finished = Arc::new(Mutex::new(BTreeSet::new()));
-        let events = RunEvents {
-            finished: Arc::clone(&finished),
-            run: run.clone(),
-        };
-        let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events).recipient();
         let shared = Arc::new(RunShared {
             run,
             me,
@@ -234,6 +267,11 @@ impl TopologyRun {
             outbound,
             rejected: AtomicU64::new(0),
         });
+        let events = RunEvents {
+            finished: Arc::clone(&finished),
+            shared: Arc::clone(&shared),
+        };
+        let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events).recipient();
         Ok(TopologyRun {
             shared,
             seeds,
