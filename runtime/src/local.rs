@@ -481,20 +481,7 @@ impl Coordinator {
 
     fn log_metrics(&self) {
         for ((name, _, _), m) in self.components.iter().zip(self.snapshots()) {
-            tracing::info!(
-                component = %name,
-                emitted = m.emitted,
-                executed = m.executed,
-                failed = m.failed,
-                queued = m.queued,
-                acked = m.acked,
-                pending = m.pending,
-                window_fires = m.window_fires,
-                late = m.late,
-                open_windows = m.open_windows,
-                time_skew_ms = m.time_skew_ms,
-                "metrics"
-            );
+            crate::metrics::log_component(&self.topology, name, &m);
         }
     }
 

@@ -13,3 +13,23 @@ pub use latency::LatencyHistogram;
 pub(crate) use latency::TaskHistograms;
 pub use report::{ComponentReport, RunReport};
 pub use task_metrics::{MetricsSnapshot, TaskMetrics};
+
+/// Logs one component's counters at `info` (the periodic metrics line, in one process or on a
+/// node).
+pub(crate) fn log_component(topology: &str, component: &str, m: &MetricsSnapshot) {
+    tracing::info!(
+        topology,
+        component,
+        emitted = m.emitted,
+        executed = m.executed,
+        failed = m.failed,
+        queued = m.queued,
+        acked = m.acked,
+        pending = m.pending,
+        window_fires = m.window_fires,
+        late = m.late,
+        open_windows = m.open_windows,
+        time_skew_ms = m.time_skew_ms,
+        "metrics"
+    );
+}

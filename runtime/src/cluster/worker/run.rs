@@ -134,7 +134,8 @@ struct RunEvents {
 }
 
 impl RunEvents {
-    /// Logs the counters of this node's tasks, per component, at `info`.
+    /// Logs the counters of this node's tasks, per component, at `info` (and how many data
+    /// messages for the run were rejected, when some were).
     fn log_metrics(&self) {
         let shared = &self.shared;
         let components = &shared.topology.ir().components;
@@ -146,20 +147,13 @@ impl RunEvents {
                     .merge(&l.metrics.snapshot());
             }
         }
+        let rejected = shared.rejected.load(Ordering::Relaxed);
+        if rejected > 0 {
+            tracing::warn!(topology = %shared.run.name, rejected, "data messages rejected");
+        }
         for (c, m) in components.iter().zip(per) {
             let Some(m) = m else { continue };
-            tracing::info!(
-                topology = %shared.run.name,
-                component = %c.name,
-                emitted = m.emitted,
-                executed = m.executed,
-                failed = m.failed,
-                queued = m.queued,
-                acked = m.acked,
-                pending = m.pending,
-                rejected = shared.rejected.load(Ordering::Relaxed),
-                "metrics"
-            );
+            crate::metrics::log_component(&shared.run.name, &c.name, &m);
         }
     }
 }
