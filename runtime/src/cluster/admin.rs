@@ -187,8 +187,9 @@ pub struct Heartbeat {
     pub addr: String,
     /// Tasks that finished on it: (topology, run seed, tasks).
     pub finished: Vec<(String, u64, Vec<TaskId>)>,
-    /// Runs whose tasks here are all started: (topology, run seed).
-    pub ready: Vec<(String, u64)>,
+    /// Runs whose tasks here are all started: (topology, run seed, the state version whose
+    /// assignment they started).
+    pub ready: Vec<(String, u64, u64)>,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

@@ -75,8 +75,11 @@ pub struct TopologyRecord {
     pub seed: u64,
     /// The component tasks that finished.
     pub finished: std::collections::BTreeSet<TaskId>,
-    /// The nodes that started their tasks of it.
+    /// The nodes that started their tasks of it, as assigned since `assigned_at`.
     pub ready: std::collections::BTreeSet<NodeId>,
+    /// The state version at which its assignment last changed: a node is ready only once it
+    /// applied a state at least this recent.
+    pub assigned_at: u64,
     /// Whether its spouts may run: every node of its first assignment started its tasks, so
     /// no tuple is sent to a task that does not exist yet.
     pub active: bool,
@@ -137,6 +140,8 @@ pub enum ManagerCommand {
         seed: u64,
         /// The node.
         node: NodeId,
+        /// The state version whose assignment the node started.
+        version: u64,
     },
     /// Tasks of a run finished.
     Finished {
@@ -194,6 +199,7 @@ impl ManagerState {
     /// Moves every task on a node that is not up to a live one.
     fn reschedule_all(&mut self) {
         let mut load = self.load();
+        let next = self.version + 1;
         for t in self.topologies.values_mut() {
             if t.status != TopologyStatus::Running {
                 continue;
@@ -201,6 +207,11 @@ impl ManagerState {
             if let Some(moved) = scheduler::reschedule(&mut t.assignment, &mut load) {
                 if moved > 0 {
                     t.reschedules += 1;
+                    t.assigned_at = next;
+                    if !t.active {
+                        // The nodes that got moved tasks have not started them yet.
+                        t.ready.clear();
+                    }
                 }
             }
         }
@@ -296,6 +307,7 @@ impl ManagerState {
                         seed,
                         finished: std::collections::BTreeSet::new(),
                         ready: std::collections::BTreeSet::new(),
+                        assigned_at: self.version + 1,
                         active: false,
                         assignment,
                         status: TopologyStatus::Running,
@@ -304,11 +316,16 @@ impl ManagerState {
                 );
                 ManagerReply::Submitted { tasks, nodes }
             }
-            ManagerCommand::Ready { name, seed, node } => {
+            ManagerCommand::Ready {
+                name,
+                seed,
+                node,
+                version,
+            } => {
                 let Some(t) = self.running(&name, seed) else {
                     return ManagerReply::Done;
                 };
-                if !t.ready.insert(node) {
+                if version < t.assigned_at || !t.ready.insert(node) {
                     return ManagerReply::Done;
                 }
                 self.activate_ready();
@@ -505,10 +522,12 @@ mod tests {
         }
         submit(&mut s, "wc");
         let ready = |s: &mut ManagerState, n: u64| {
+            let version = s.version;
             s.execute(ManagerCommand::Ready {
                 name: "wc".into(),
                 seed: 1,
                 node: NodeId(n),
+                version,
             })
         };
         ready(&mut s, 1);
@@ -517,9 +536,23 @@ mod tests {
             !s.topologies["wc"].active,
             "node 3 has not started its tasks"
         );
-        // Node 3 dies before it is ready: its tasks move to ready nodes, and the gate opens.
+        // Node 3 dies before it is ready: its tasks move to nodes that must start them first.
         s.execute(ManagerCommand::Down { node: NodeId(3) });
-        assert!(s.topologies["wc"].active);
+        assert!(!s.topologies["wc"].active);
+        let stale = s.topologies["wc"].assigned_at - 1;
+        s.execute(ManagerCommand::Ready {
+            name: "wc".into(),
+            seed: 1,
+            node: NodeId(1),
+            version: stale,
+        });
+        assert!(
+            s.topologies["wc"].ready.is_empty(),
+            "a report from before the move"
+        );
+        ready(&mut s, 1);
+        ready(&mut s, 2);
+        assert!(s.topologies["wc"].active, "both started what they have now");
     }
 
     #[test]

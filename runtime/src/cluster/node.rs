@@ -366,8 +366,13 @@ impl Shared {
                             topologies = placements.len(),
                             "assignment changed"
                         );
-                        if let Some(w) = self.worker.get() {
-                            w.apply(&placements, &nodes, version);
+                        let complete = self
+                            .worker
+                            .get()
+                            .is_none_or(|w| w.apply(&placements, &nodes, version));
+                        if !complete {
+                            // Try again at the next heartbeat.
+                            self.tasks_version.store(0, Ordering::Relaxed);
                         }
                     }
                 }
@@ -499,11 +504,12 @@ impl Shared {
             );
         } else {
             // Runs this node started that the state does not know it started.
-            for (name, seed) in hb.ready {
+            for (name, seed, version) in hb.ready {
                 if state.topologies.get(&name).is_some_and(|t| {
                     t.seed == seed
                         && t.status == TopologyStatus::Running
                         && !t.ready.contains(&hb.node)
+                        && version >= t.assigned_at
                 }) {
                     self.propose_about(
                         hb.node,
@@ -511,6 +517,7 @@ impl Shared {
                             name,
                             seed,
                             node: hb.node,
+                            version,
                         },
                     );
                     return HeartbeatReply::Tasks {

@@ -1,7 +1,8 @@
 //! [`LogStore`]: a Raft group's log and vote, in memory or in one checksummed append-only file.
 //!
-//! On disk every change is a record `[len: u32][crc32: u32][rmp-serde of Record]`, appended and
-//! fsynced before openraft is told it is durable. On start the file is replayed: a record cut
+//! On disk every change is a record `[len: u32][!len: u32][crc32: u32][rmp-serde of Record]`,
+//! appended and fsynced before openraft is told it is durable. The length is stored twice (the
+//! second time inverted), so a damaged length is told from a record cut short. On start the file is replayed: a record cut
 //! short at the end (a crash mid-write) is dropped and the file truncated there; a bad record
 //! anywhere else is corruption, and the store refuses to open rather than serve a wrong log.
 //! Once enough records are dead (purged or truncated entries), the file is rewritten with only
@@ -23,6 +24,9 @@ use crate::replication::type_config::{Entry, LogId, StorageError, TypeConfig};
 
 const LOG_FILE: &str = "raft.log";
 const LOG_TMP: &str = "raft.log.tmp";
+
+/// The bytes before a record's body: its length, the length inverted, its checksum.
+const HEADER: usize = 12;
 
 /// The largest record a log holds: a longer length is corruption, not a torn write.
 const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -89,8 +93,9 @@ fn io_err(path: &Path, source: std::io::Error) -> LogError {
 
 fn frame(record: &Record) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let body = rmp_serde::to_vec(record)?;
-    let mut out = Vec::with_capacity(body.len() + 8);
+    let mut out = Vec::with_capacity(body.len() + HEADER);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(!(body.len() as u32)).to_be_bytes());
     out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     out.extend_from_slice(&body);
     Ok(out)
@@ -102,23 +107,27 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Vec<Record>, usize), LogError> {
     let mut at = 0usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
-        if rest.len() < 8 {
+        if rest.len() < HEADER {
             break; // a torn header at the tail
         }
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let word = |i: usize| u32::from_be_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+        let (len, check, crc) = (word(0), word(4), word(8));
         let corrupt = |why: String| LogError::Corrupt {
             path: path.to_owned(),
             offset: at as u64,
             why,
         };
+        if len != !check {
+            return Err(corrupt("a damaged record length".into()));
+        }
+        let len = len as usize;
         if len > MAX_RECORD_BYTES {
             return Err(corrupt(format!("a record of {len} bytes")));
         }
-        let Some(body) = rest.get(8..8 + len) else {
+        let Some(body) = rest.get(HEADER..HEADER + len) else {
             break; // a torn record at the tail
         };
-        let is_last = at + 8 + len == bytes.len();
+        let is_last = at + HEADER + len == bytes.len();
         if crc32fast::hash(body) != crc {
             if is_last {
                 break; // a torn write of the last record
@@ -127,7 +136,7 @@ fn parse(bytes: &[u8], path: &Path) -> Result<(Vec<Record>, usize), LogError> {
         }
         let record = rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
         records.push(record);
-        at += 8 + len;
+        at += HEADER + len;
     }
     Ok((records, at))
 }
@@ -411,6 +420,15 @@ mod tests {
         let mut huge = whole.clone();
         huge[0] = 0xff;
         std::fs::write(&path, &huge).expect("write");
+        assert!(matches!(
+            LogStore::open(dir.path()).err(),
+            Some(LogError::Corrupt { offset: 0, .. })
+        ));
+
+        // A damaged length that points past the end is not a torn tail.
+        let mut long = whole.clone();
+        long[2] ^= 0x10;
+        std::fs::write(&path, &long).expect("write");
         assert!(matches!(
             LogStore::open(dir.path()).err(),
             Some(LogError::Corrupt { offset: 0, .. })

@@ -132,6 +132,8 @@ struct Peer {
     connected: AtomicBool,
     /// The last dial's error, while not connected: (refused by a handshake, why).
     last_error: Mutex<Option<(bool, String)>>,
+    /// Stops this peer's dial loop and connection ([`Transport::forget`], or shutdown).
+    cancel: CancellationToken,
 }
 
 struct Inner {
@@ -236,6 +238,7 @@ impl Transport {
                 pending: Arc::default(),
                 connected: AtomicBool::new(false),
                 last_error: Mutex::new(None),
+                cancel: self.inner.cancel.child_token(),
             });
             let span = tracing::debug_span!("peer", node = %self.inner.config.node, %addr, ?lane);
             tokio::spawn(
@@ -327,13 +330,31 @@ impl Transport {
         })
     }
 
-    /// Whether a message to the node at `addr` would go now: `Err` while the peer is known to
-    /// be down (it is dialed in the background meanwhile).
-    pub fn reachable(&self, addr: &str, lane: Lane) -> Result<(), TransportError> {
+    /// Queues a message that needs no answer for the node at `addr`, waiting while its queue
+    /// is full, whether or not the node is reachable now: the message waits for the next
+    /// connection (it is lost only if [`Transport::forget`] drops the peer, or on shutdown).
+    pub async fn send_queued(
+        &self,
+        addr: &str,
+        lane: Lane,
+        service: Service,
+        body: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.check_size(body.len())?;
         let peer = self.peer(addr, lane)?;
-        match Self::unreachable(&peer) {
-            Some(e) => Err(e),
-            None => Ok(()),
+        peer.tx
+            .send(Message::Oneway { service, body })
+            .await
+            .map_err(|_| TransportError::Closed {
+                addr: addr.to_owned(),
+            })
+    }
+
+    /// Drops the peer at `addr` on `lane`: its queue and its dial loop (a node that left the
+    /// cluster). A later message to it starts afresh.
+    pub fn forget(&self, addr: &str, lane: Lane) {
+        if let Some((_, peer)) = self.inner.peers.remove(&(addr.to_owned(), lane)) {
+            peer.cancel.cancel();
         }
     }
 
@@ -416,7 +437,15 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%remote, ?role, "peer connected");
                 let (_, mut none) = mpsc::channel(1);
-                let end = run_connection(&inner, framed, role, &mut none, Arc::default()).await;
+                let end = run_connection(
+                    &inner,
+                    framed,
+                    role,
+                    &mut none,
+                    Arc::default(),
+                    &inner.cancel,
+                )
+                .await;
                 if let Err(e) = end {
                     tracing::warn!(%remote, error = %e, "connection closed");
                 }
@@ -429,7 +458,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
 async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Message>) {
     let mut backoff = inner.config.backoff_min;
     loop {
-        if inner.cancel.is_cancelled() {
+        if peer.cancel.is_cancelled() {
             return;
         }
         let dial = async {
@@ -445,7 +474,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
             handshake::client(stream, hs, inner.config.max_frame_bytes).await
         };
         let result = tokio::select! {
-            _ = inner.cancel.cancelled() => return,
+            _ = peer.cancel.cancelled() => return,
             r = tokio::time::timeout(inner.config.handshake_timeout, dial) => r.unwrap_or(Err(HandshakeError::Timeout)),
         };
         match result {
@@ -462,8 +491,15 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
                     addr: peer.addr.clone(),
                 };
                 // The writer side runs here so the queue outlives the connection.
-                let end =
-                    run_connection(&inner, framed, role, &mut rx, Arc::clone(&peer.pending)).await;
+                let end = run_connection(
+                    &inner,
+                    framed,
+                    role,
+                    &mut rx,
+                    Arc::clone(&peer.pending),
+                    &peer.cancel,
+                )
+                .await;
                 peer.connected.store(false, Ordering::Release);
                 if let Err(e) = &end {
                     tracing::info!(error = %e, "connection lost");
@@ -518,7 +554,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
         let wait = backoff.mul_f64(jitter);
         backoff = (backoff * 2).min(inner.config.backoff_max);
         tokio::select! {
-            _ = inner.cancel.cancelled() => return,
+            _ = peer.cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -533,10 +569,11 @@ async fn run_connection(
     role: PeerRole,
     rx: &mut mpsc::Receiver<Message>,
     pending: Arc<Pending>,
+    cancel: &CancellationToken,
 ) -> Result<(), FrameError> {
     let (sink, stream) = framed.split();
     let (reply_tx, mut reply_rx) = mpsc::channel(inner.config.queue_messages.max(1));
-    let stop = inner.cancel.child_token();
+    let stop = cancel.child_token();
     let reader = tokio::spawn(
         read_loop(
             Arc::clone(inner),
@@ -548,7 +585,7 @@ async fn run_connection(
         )
         .instrument(tracing::Span::current()),
     );
-    let written = write_loop(inner, sink, rx, &mut reply_rx, &stop).await;
+    let written = write_loop(inner, sink, rx, &mut reply_rx, &pending, &stop).await;
     stop.cancel();
     let read = reader.await.unwrap_or(Ok(()));
     if let Ok(mut p) = pending.lock() {
@@ -563,8 +600,15 @@ async fn write_loop(
     mut sink: SplitSink<Framed<TcpStream, LengthDelimitedCodec>, bytes::Bytes>,
     rx: &mut mpsc::Receiver<Message>,
     replies: &mut mpsc::Receiver<Message>,
+    pending: &Pending,
     stop: &CancellationToken,
 ) -> Result<(), FrameError> {
+    // A request whose caller gave up (it timed out, or its connection failed while it was
+    // queued) is not sent: nobody waits for its answer, and it may be stale by now.
+    let wanted = |m: &Message| match m {
+        Message::Request { id, .. } => pending.lock().is_ok_and(|p| p.contains_key(id)),
+        _ => true,
+    };
     loop {
         // A closed queue disables its branch: inbound connections have no queue of ours.
         let msg = tokio::select! {
@@ -573,11 +617,16 @@ async fn write_loop(
             Some(m) = rx.recv() => m,
             else => return Ok(()),
         };
-        sink.feed(bytes::Bytes::from(frame::encode(&msg)?)).await?;
-        let mut n = 1;
-        while let Ok(m) = replies.try_recv().or_else(|_| rx.try_recv()) {
-            sink.feed(bytes::Bytes::from(frame::encode(&m)?)).await?;
+        let mut n = 0;
+        if wanted(&msg) {
+            sink.feed(bytes::Bytes::from(frame::encode(&msg)?)).await?;
             n += 1;
+        }
+        while let Ok(m) = replies.try_recv().or_else(|_| rx.try_recv()) {
+            if wanted(&m) {
+                sink.feed(bytes::Bytes::from(frame::encode(&m)?)).await?;
+                n += 1;
+            }
         }
         sink.flush().await?;
         inner.stats.messages_out.fetch_add(n, Ordering::Relaxed);

@@ -69,25 +69,18 @@ impl Outbound {
                 let transport = self.transport.clone();
                 let addr = addr.to_owned();
                 self.runtime.spawn(async move {
-                    // In order, each message once the peer takes messages: credits and end
-                    // markers must not be lost to a dropped connection. The queue ends when the
-                    // node leaves the cluster's view (`retain`), and what is in it goes too.
-                    let mut backoff = std::time::Duration::from_millis(20);
+                    // In order, each message into the peer's queue, where it waits for a
+                    // connection: credits and end markers must not be lost to a dropped
+                    // connection. Once the node left the cluster's view (`retain`), what is
+                    // still here is dropped.
                     while let Some(bytes) = rx.recv().await {
-                        while let Err(e) = transport.reachable(&addr, Lane::Data) {
-                            if rx.is_closed() || !e.is_transient() {
-                                break;
-                            }
-                            tracing::debug!(%addr, error = %e, "data messages wait for the node");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                        if rx.is_closed() {
+                            continue;
                         }
-                        backoff = std::time::Duration::from_millis(20);
                         if let Err(e) = transport
-                            .send(&addr, Lane::Data, Service::Data, bytes)
+                            .send_queued(&addr, Lane::Data, Service::Data, bytes)
                             .await
                         {
-                            // The peer went away since, or the message is too large for a frame.
                             tracing::warn!(%addr, error = %e, "data message dropped");
                         }
                     }
@@ -101,7 +94,13 @@ impl Outbound {
     /// Keeps the queues of the nodes in `addrs` and drops the others (nodes declared down:
     /// what was queued for them is lost with them, and their trees replay).
     fn retain(&self, addrs: &BTreeSet<String>) {
-        self.queues.retain(|a, _| addrs.contains(a));
+        self.queues.retain(|a, _| {
+            let keep = addrs.contains(a);
+            if !keep {
+                self.transport.forget(a, Lane::Data);
+            }
+            keep
+        });
     }
 }
 
@@ -132,17 +131,19 @@ impl Worker {
     }
 
     /// Brings this node in line with the manager: starts the runs and tasks assigned here,
-    /// reroutes the others, and stops runs that ended or were killed.
+    /// reroutes the others, and stops runs that ended or were killed. Returns whether all of it
+    /// went through (if not, the caller applies the assignment again at the next heartbeat).
     pub(crate) fn apply(
         &self,
         placements: &[Placement],
         addrs: &BTreeMap<NodeId, String>,
         epoch: u64,
-    ) {
+    ) -> bool {
         self.outbound.retain(&addrs.values().cloned().collect());
         let Ok(mut runs) = self.runs.lock() else {
-            return;
+            return false;
         };
+        let mut complete = true;
         let wanted: BTreeSet<RunId> = placements
             .iter()
             .map(|p| RunId {
@@ -186,6 +187,7 @@ impl Worker {
                         Ok(t) => t,
                         Err(e) => {
                             tracing::error!(topology = %p.name, error = %e, "cannot build an assigned topology");
+                            complete = false;
                             continue;
                         }
                     };
@@ -197,6 +199,7 @@ impl Worker {
                         }
                         Err(e) => {
                             tracing::error!(topology = %p.name, error = %e, "cannot start a run");
+                            complete = false;
                             continue;
                         }
                     }
@@ -211,18 +214,24 @@ impl Worker {
                 .collect();
             if !mine.is_empty() {
                 tracing::info!(topology = %p.name, tasks = mine.len(), "starting tasks");
-                if let Err(e) = run.start_tasks(&mine, &p.finished, epoch) {
+                let started = run.start_tasks(&mine, &p.finished, epoch);
+                if let Err(e) = &started {
                     tracing::error!(topology = %p.name, error = %e, "tasks did not start");
-                    run.set_healthy(false);
+                    complete = false;
+                }
+                if started.is_err() {
+                    run.set_applied(None);
+                    run.retarget(&moved);
                     continue;
                 }
-                run.set_healthy(true);
             }
+            run.set_applied(Some(epoch));
             run.retarget(&moved);
             if p.active {
                 run.activate();
             }
         }
+        complete
     }
 
     /// The tasks that finished on this node, per run: (name, seed, tasks).
@@ -236,14 +245,14 @@ impl Worker {
             .collect()
     }
 
-    /// The runs whose tasks here are all started: (name, seed).
-    pub(crate) fn ready(&self) -> Vec<(String, u64)> {
+    /// The runs whose tasks here are all started: (name, seed, the state version whose
+    /// assignment they started).
+    pub(crate) fn ready(&self) -> Vec<(String, u64, u64)> {
         self.runs
             .lock()
             .map(|r| {
                 r.iter()
-                    .filter(|(_, run)| run.is_healthy())
-                    .map(|(id, _)| (id.name.clone(), id.seed))
+                    .filter_map(|(id, run)| run.applied().map(|v| (id.name.clone(), id.seed, v)))
                     .collect()
             })
             .unwrap_or_default()

@@ -207,8 +207,9 @@ pub(crate) struct TopologyRun {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Marks and end markers for tasks not started here yet.
     stash: Mutex<FxHashMap<TaskId, Vec<Delivery>>>,
-    /// Whether the last tasks started here started.
-    healthy: std::sync::atomic::AtomicBool,
+    /// The state version whose assignment the tasks here match (`u64::MAX`: none yet, or some
+    /// did not start).
+    applied: AtomicU64,
     /// Spouts wired but not started: they start once the run is active.
     waiting: Mutex<Vec<Recipient<Start>>>,
     active: std::sync::atomic::AtomicBool,
@@ -278,18 +279,22 @@ impl TopologyRun {
             stash: Mutex::default(),
             waiting: Mutex::default(),
             active: std::sync::atomic::AtomicBool::new(false),
-            healthy: std::sync::atomic::AtomicBool::new(true),
+            applied: AtomicU64::new(u64::MAX),
         })
     }
 
-    /// Records whether the tasks assigned here started.
-    pub(crate) fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::SeqCst);
+    /// Records the state version whose assignment this node's tasks of the run match (`None`:
+    /// some did not start).
+    pub(crate) fn set_applied(&self, version: Option<u64>) {
+        self.applied
+            .store(version.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
-    /// Whether the tasks assigned here started.
-    pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
+    /// The state version whose assignment this node's tasks of the run match, if they all
+    /// started.
+    pub(crate) fn applied(&self) -> Option<u64> {
+        let v = self.applied.load(Ordering::SeqCst);
+        (v != u64::MAX).then_some(v)
     }
 
     /// Lets the spouts run (every node of the run started its tasks); spouts started later
@@ -582,7 +587,14 @@ impl TopologyRun {
         }
         for (id, local) in fresh {
             let deliver = local.deliver.clone();
+            // Registered and its stash emptied under the stash's lock, so a control message
+            // either finds the task or lands in the stash before it is emptied, in order.
+            let Ok(mut stash) = self.stash.lock() else {
+                shared.locals.insert(id, local);
+                continue;
+            };
             shared.locals.insert(id, local);
+            let stashed = stash.remove(&id).unwrap_or_default();
             let Some(deliver) = deliver else { continue };
             // End markers of upstream tasks that already finished.
             for &(up, n) in plan.upstream_links_of(id) {
@@ -594,15 +606,10 @@ impl TopologyRun {
                 }
             }
             // Control messages that came before the task started here.
-            let stashed = self
-                .stash
-                .lock()
-                .ok()
-                .and_then(|mut s| s.remove(&id))
-                .unwrap_or_default();
             for d in stashed {
                 deliver.do_send(Deliver(d));
             }
+            drop(stash);
         }
         if self.active.load(Ordering::SeqCst) {
             for s in spouts {
@@ -733,18 +740,30 @@ impl TopologyRun {
     /// Delivers a mark or end marker, or keeps it for a task that has not started here yet
     /// (the sender may know of the task's move before this node does).
     fn deliver_control(&self, to: TaskId, delivery: Delivery) {
+        // Spouts take no deliveries; ids beyond the plan are not tasks.
+        let takes_input = self
+            .shared
+            .plan
+            .tasks
+            .get(to.0 as usize)
+            .is_some_and(|t| t.kind != tempest_dsl::ComponentKind::Spout);
+        if !takes_input {
+            return;
+        }
+        let Ok(mut stash) = self.stash.lock() else {
+            return;
+        };
         if let Some(d) = self.shared.locals.get(&to).and_then(|l| l.deliver.clone()) {
             d.do_send(Deliver(delivery));
             return;
         }
-        if (to.0 as usize) >= self.shared.plan.tasks.len() {
-            return;
+        let kept = stash.entry(to).or_default();
+        // Only the latest mark of a channel matters; end markers are bounded by the links.
+        if let Delivery::Mark { from, input, .. } = &delivery {
+            kept.retain(|d| !matches!(d, Delivery::Mark { from: f, input: i, .. } if f == from && i == input));
         }
-        if let Ok(mut stash) = self.stash.lock() {
-            let kept = stash.entry(to).or_default();
-            if kept.len() < MAX_STASHED {
-                kept.push(delivery);
-            }
+        if kept.len() < MAX_STASHED {
+            kept.push(delivery);
         }
     }
 
