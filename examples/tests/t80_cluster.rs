@@ -61,19 +61,9 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             "output=/tmp",
         ],
     )?;
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("already running"),
-        "{}",
-        stderr(&again)
-    );
+    refused(&again, "already running");
     let unknown = c.cli(1, &["submit", "nope"])?;
-    assert_eq!(unknown.status.code(), Some(1));
-    assert!(
-        stderr(&unknown).contains("registered: wordcount"),
-        "{}",
-        stderr(&unknown)
-    );
+    refused(&unknown, "registered: wordcount");
     let bad_arg = c.cli(
         1,
         &[
@@ -87,12 +77,7 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             "sentences=many",
         ],
     )?;
-    assert_eq!(bad_arg.status.code(), Some(1));
-    assert!(
-        stderr(&bad_arg).contains("sentences"),
-        "{}",
-        stderr(&bad_arg)
-    );
+    refused(&bad_arg, "sentences");
     let missing = c.cli(1, &["status", "nope"])?;
     assert_eq!(missing.status.code(), Some(1));
     let killed = c.cli(1, &["kill", "wc1"])?;
@@ -115,15 +100,15 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             node: tempest_runtime::NodeId(2),
         },
     );
-    let refused = rt.block_on(client.call(&down));
+    let proposal = rt.block_on(client.call(&down));
     assert!(
         matches!(
-            refused,
+            proposal,
             Err(tempest_runtime::cluster::admin::ClientError::Admin(
                 tempest_runtime::cluster::admin::AdminError::Refused(_)
             ))
         ),
-        "{refused:?}"
+        "{proposal:?}"
     );
     let bad_name = c.cli(
         1,
@@ -136,12 +121,7 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
             "output=/tmp",
         ],
     )?;
-    assert_eq!(bad_name.status.code(), Some(1));
-    assert!(
-        stderr(&bad_name).contains("invalid topology name"),
-        "{}",
-        stderr(&bad_name)
-    );
+    refused(&bad_name, "invalid topology name");
 
     tracing_phase("--- a wrong secret is refused; a node without a secret does not start");
     let wrong = c.dir.path().join("wrong");
@@ -288,6 +268,12 @@ fn the_manager_survives_the_sigkill_of_its_leader() -> anyhow::Result<()> {
         Ok(c.nodes(survivor)?.filter(|m| m.nodes.iter().all(|x| x.up)))
     })?;
     Ok(())
+}
+
+/// The command failed with exit code 1, saying `why`.
+fn refused(out: &std::process::Output, why: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
 }
 
 fn tracing_phase(phase: &str) {

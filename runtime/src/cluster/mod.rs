@@ -18,5 +18,5 @@ pub mod worker;
 
 pub use admin::AdminClient;
 pub use config::{ConfigError, NodeConfig, NodeSettings};
-pub use node::{Node, NodeError, role_name};
+pub use node::{Node, NodeError};
 pub use registry::{Registry, RegistryError, TopologyArgs};

@@ -32,8 +32,7 @@ use crate::cluster::registry::{Registry, TopologyArgs};
 use crate::cluster::worker::{RUN_THREADS, Worker};
 use crate::ids::{GroupId, NodeId};
 use crate::replication::{
-    LogError, LogStore, RaftGroups, Replica, ReplicationError, Role, SnapshotError,
-    StateMachineStore,
+    LogError, LogStore, RaftGroups, Replica, ReplicationError, SnapshotError, StateMachineStore,
 };
 use crate::transport::{
     Handler, Lane, PeerRole, Service, Transport, TransportConfig, TransportError, frame,
@@ -783,16 +782,5 @@ impl Shared {
             })
             .collect();
         Ok(AdminReply::Nodes { nodes: views, term })
-    }
-}
-
-/// The manager replica's role on this node, for logs and tests.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::Learner => "learner",
-        Role::Shutdown => "stopped",
     }
 }

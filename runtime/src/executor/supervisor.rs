@@ -40,7 +40,7 @@ impl<T: ?Sized> Supervisor<T> {
     }
 
     /// A fresh instance and the number of restarts so far, or `None` when the budget is spent.
-    pub(crate) fn restart(&mut self) -> Option<Result<(Box<T>, u32), String>> {
+    fn restart(&mut self) -> Option<Result<(Box<T>, u32), String>> {
         let now = Instant::now();
         while self
             .restarts

@@ -368,15 +368,10 @@ impl Transport {
         service: Service,
         body: Vec<u8>,
     ) -> Result<(), TransportError> {
-        self.check_size(body.len())?;
-        let peer = self.peer(addr, lane)?;
-        if let Some(e) = Self::unreachable(&peer) {
+        if let Some(e) = Self::unreachable(&*self.peer(addr, lane)?) {
             return Err(e);
         }
-        peer.tx
-            .send(Message::Oneway { service, body })
-            .await
-            .map_err(|_| TransportError::Shutdown)
+        self.send_queued(addr, lane, service, body).await
     }
 }
 

@@ -61,6 +61,10 @@ impl Outbound {
 
     /// Queues `bytes` for the node at `addr`.
     pub(crate) fn send(&self, addr: &str, bytes: Vec<u8>) {
+        if let Some(tx) = self.queues.get(addr) {
+            let _ = tx.send(bytes);
+            return;
+        }
         let tx = self
             .queues
             .entry(addr.to_owned())

@@ -61,6 +61,8 @@ pub(crate) struct RunShared {
     routes: RwLock<BTreeMap<TaskId, NodeId>>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     locals: DashMap<TaskId, LocalTask>,
+    /// The codecs of every component's subscriptions, by component and input.
+    codecs: Vec<Vec<Arc<dyn PayloadCodec>>>,
     outbound: Outbound,
     /// Frames that did not decode or named tasks that do not exist.
     pub(crate) rejected: AtomicU64,
@@ -92,20 +94,21 @@ impl RunShared {
         }
     }
 
-    /// The codec of batches reaching `task` on subscription `input`.
+    /// The codec of batches reaching `task` on subscription `input` (made once, at start).
     pub(crate) fn input_codec(
         &self,
         task: TaskId,
         input: u16,
-    ) -> Result<Arc<dyn PayloadCodec>, String> {
+    ) -> Result<&dyn PayloadCodec, String> {
         let component = self
             .plan
             .tasks
             .get(task.0 as usize)
             .ok_or_else(|| format!("no task {task}"))?
             .component;
-        self.topology
-            .input_codec(component, usize::from(input))
+        self.codecs[component]
+            .get(usize::from(input))
+            .map(|c| c.as_ref())
             .ok_or_else(|| format!("task {task} has no input {input}"))
     }
 
@@ -251,6 +254,13 @@ impl TopologyRun {
             .recv()
             .map_err(|_| WorkerError::Setup("the run's system thread did not start".into()))?;
         let finished = Arc::new(Mutex::new(BTreeSet::new()));
+        let codecs = (0..topology.ir().components.len())
+            .map(|c| {
+                (0..)
+                    .map_while(|input| topology.input_codec(c, input))
+                    .collect()
+            })
+            .collect();
         let shared = Arc::new(RunShared {
             run,
             me,
@@ -259,6 +269,7 @@ impl TopologyRun {
             routes: RwLock::default(),
             addrs: RwLock::default(),
             locals: DashMap::new(),
+            codecs,
             outbound,
             rejected: AtomicU64::new(0),
         });
