@@ -168,6 +168,7 @@ impl PhysicalPlan {
             outputs: task.outputs.clone(),
             id_seed,
             channels: self.channels_of(id),
+            replicated: false,
         }
     }
 

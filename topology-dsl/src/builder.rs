@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use crate::component::{Bolt, Spout};
 use crate::config::{Guarantee, TopologyConfig};
-use crate::engine::code::{BoltCode, ComponentCode, Proto, SpoutCode, WindowCode};
+use crate::engine::code::{BoltCode, ComponentCode, Proto, SpoutCode, StatefulCode, WindowCode};
 use crate::engine::input::{Convert, InputAdapter};
 use crate::engine::route::{AnyKeyFn, KeyFn};
 use crate::engine::window_task::{Aggregate, Whole, WindowMode};
@@ -61,9 +61,10 @@ use crate::error::{BuildErrors, TopologyError};
 use crate::event_time::EventTime;
 use crate::grouping::Grouping;
 use crate::record::{FieldKind, Record, stable_hash_of};
+use crate::stateful::{StateStorage, StatefulBolt};
 use crate::topology::{
     ComponentEntry, ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr,
-    StreamIr, Topology, TopologyIr, WindowIr,
+    StatefulIr, StreamIr, Topology, TopologyIr, WindowIr,
 };
 use crate::validate;
 use crate::window::{LATE_STREAM, Window, WindowAggregate, WindowedBolt};
@@ -162,6 +163,7 @@ pub(crate) mod private {
         pub(crate) manual_ack: bool,
         pub(crate) window: Option<WindowIr>,
         pub(crate) event_time: Option<EventTime>,
+        pub(crate) stateful: Option<StatefulIr>,
         pub(crate) code: Arc<dyn ComponentCode>,
     }
 
@@ -188,6 +190,7 @@ pub(crate) mod private {
                 manual_ack: false,
                 window,
                 event_time: None,
+                stateful: None,
                 code,
             }
         }
@@ -338,6 +341,7 @@ impl<S: Spout> private::Sealed for SpoutSpec<S> {
             manual_ack: false,
             window: None,
             event_time: self.event_time,
+            stateful: None,
             code: Arc::new(SpoutCode {
                 proto: Proto::new(self.spout),
             }),
@@ -575,6 +579,109 @@ impl<B: Bolt> private::Sealed for BoltSpec<B> {
 }
 
 impl<B: Bolt> ComponentSpec for BoltSpec<B> {
+    type Out = B::Out;
+}
+
+/// A stateful bolt declaration; made by [`stateful`]. Besides the groupings of every bolt, it
+/// takes the replication of its state: `.replicas(R)` and `.state(storage)`.
+pub struct StatefulSpec<B: StatefulBolt> {
+    common: Common,
+    bolt: B,
+    subs: Subscriptions<B::In>,
+    state: StatefulIr,
+}
+
+/// Declares a stateful bolt called `name` (see [`StatefulBolt`]). In a cluster each of its
+/// tasks is replicated on `replicas` nodes (default 3) through Raft; in an in-process run its
+/// state lives in the task.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use tempest_dsl::*;
+/// # #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+/// # struct Word { word: String }
+/// # #[derive(Clone)]
+/// # struct Words;
+/// # impl Spout for Words {
+/// #     type Out = Word;
+/// #     fn next(&mut self, _: &mut SpoutEmitter<Word>) -> Result<SpoutStatus, TaskError> {
+/// #         Ok(SpoutStatus::Done)
+/// #     }
+/// # }
+/// #[derive(Clone)]
+/// struct Count;
+/// impl StatefulBolt for Count {
+///     type In = Word;
+///     type Out = Word;
+///     type State = KeyedState<String, u64>;
+///     fn execute(&self, counts: &mut Self::State, w: Tuple<Word>, out: &mut StateEmitter<Word>)
+///         -> Result<(), TaskError> {
+///         *counts.entry(w.word.clone()).or_default() += 1;
+///         out.emit(w.into_value());
+///         Ok(())
+///     }
+/// }
+/// let mut t = TopologyBuilder::new("counts");
+/// let words = t.add(spout("words", Words));
+/// t.add(stateful("count", Count).parallelism(4).fields(&words, ["word"])
+///     .replicas(3).state(StateStorage::Disk));
+/// let topology = t.build().expect("valid");
+/// assert_eq!(topology.ir().components[1].stateful.map(|s| s.replicas), Some(3));
+/// ```
+pub fn stateful<B: StatefulBolt>(name: impl Into<String>, bolt: B) -> StatefulSpec<B> {
+    StatefulSpec {
+        common: Common::new(name.into()),
+        bolt,
+        subs: Subscriptions::new(),
+        state: StatefulIr {
+            replicas: 3,
+            storage: StateStorage::Memory,
+        },
+    }
+}
+
+impl<B: StatefulBolt> StatefulSpec<B> {
+    bolt_spec_methods!(B::In);
+
+    /// The replicas of each task's state in a cluster: odd, so that R = 2k + 1 replicas
+    /// survive k failures (default 3). A cluster needs at least R nodes to run it.
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.state.replicas = replicas;
+        self
+    }
+
+    /// Where each replica keeps its Raft log and snapshots (default in memory).
+    pub fn state(mut self, storage: StateStorage) -> Self {
+        self.state.storage = storage;
+        self
+    }
+}
+
+impl<B: StatefulBolt> private::Sealed for StatefulSpec<B> {
+    type Handle = Handle<B::Out>;
+
+    fn into_decl(mut self) -> Decl {
+        let inputs = self.subs.adapters();
+        Decl {
+            stateful: Some(self.state),
+            ..Decl::bolt::<B::In, B::Out>(
+                self.common,
+                self.subs.inputs,
+                None,
+                Arc::new(StatefulCode {
+                    proto: Proto::new(self.bolt),
+                    inputs,
+                }),
+            )
+        }
+    }
+
+    fn handle(builder: u64, component: usize) -> Self::Handle {
+        Handle::new(builder, component, DEFAULT_STREAM)
+    }
+}
+
+impl<B: StatefulBolt> ComponentSpec for StatefulSpec<B> {
     type Out = B::Out;
 }
 
@@ -834,6 +941,7 @@ impl TopologyBuilder {
                     manual_ack: decl.manual_ack,
                     window: decl.window,
                     event_time: decl.event_time,
+                    stateful: decl.stateful,
                 },
             ));
             entries.push(ComponentEntry {

@@ -396,6 +396,14 @@ impl<T: Record> Emitter<T> {
 
     // ----- the runtime's side -----
 
+    /// Emits on stream `stream` (by index), anchored as `emit` anchors (a stateful task's
+    /// outputs, which come back from its state machine by index).
+    pub(crate) fn emit_on(&mut self, stream: usize, value: T) {
+        // Out-of-range indices cannot come from a state machine of the same component; a
+        // direct stream without a task index is refused by the dispatch, and dropped.
+        let _ = self.dispatch::<()>(stream, None, value, Anchor::Current);
+    }
+
     /// Starts executing an input with these ids (auto-ack bolts).
     pub(crate) fn begin_input(&mut self, ids: TupleIds) {
         if let Some(track) = self.track.as_deref_mut() {

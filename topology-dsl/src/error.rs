@@ -162,6 +162,27 @@ pub enum TopologyError {
         /// The component.
         component: String,
     },
+    /// A stateful bolt's replica count is even, zero or too large.
+    #[error(
+        "`{component}`: replicas must be odd and between 1 and {max} (R = 2k + 1 replicas survive k failures), not {replicas}"
+    )]
+    BadReplicas {
+        /// The component.
+        component: String,
+        /// The replicas asked for.
+        replicas: u32,
+        /// The most allowed.
+        max: u32,
+    },
+    /// A stateful bolt declared a direct stream (its outputs come back from its replicated
+    /// state machine, which picks no task).
+    #[error("`{component}`: a stateful bolt cannot declare direct stream `{stream}`")]
+    StatefulDirectStream {
+        /// The component.
+        component: String,
+        /// The stream.
+        stream: String,
+    },
     /// More tasks than the runtime allows, for one component or the whole topology.
     #[error("{scope} asks for {count} tasks, more than the limit of {max}")]
     TooManyTasks {

@@ -73,6 +73,10 @@
 
 #![forbid(unsafe_code)]
 
+// The derive names `::tempest_dsl` paths; unit tests inside the crate derive records too.
+#[cfg(test)]
+extern crate self as tempest_dsl;
+
 mod builder;
 mod component;
 mod config;
@@ -85,14 +89,15 @@ mod ids;
 mod key_hasher;
 mod record;
 pub mod routing;
+mod stateful;
 mod topology;
 mod tuple;
 mod validate;
 pub mod window;
 
 pub use builder::{
-    AggregatedSpec, BoltSpec, ComponentSpec, Handle, SpoutSpec, TopologyBuilder, Windowed,
-    WindowedSpec, aggregated, bolt, spout, windowed,
+    AggregatedSpec, BoltSpec, ComponentSpec, Handle, SpoutSpec, StatefulSpec, TopologyBuilder,
+    Windowed, WindowedSpec, aggregated, bolt, spout, stateful, windowed,
 };
 pub use component::{Bolt, Spout, SpoutStatus, TaskContext, TaskError};
 pub use config::{ConfigError, Guarantee, TopologyConfig, UnknownGuarantee, limits};
@@ -103,13 +108,14 @@ pub use grouping::Grouping;
 pub use ids::{EdgeId, MsgId, RootId, TaskId};
 pub use key_hasher::KeyHasher;
 pub use record::{Field, FieldKind, FieldType, Record, Timestamp, stable_hash_of};
+pub use stateful::{KeyedState, StateEmitter, StateStorage, StatefulBolt};
 pub use tempest_dsl_derive::Record;
 pub use topology::{
-    ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr, StreamIr, Topology,
-    TopologyIr, WindowIr,
+    ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr, StatefulIr, StreamIr,
+    Topology, TopologyIr, WindowIr,
 };
 pub use tuple::{Tuple, TupleIds};
-pub use validate::MAX_NAME_LEN;
+pub use validate::{MAX_NAME_LEN, MAX_REPLICAS};
 pub use window::{
     Bounds, LATE_STREAM, Size, TimeDomain, Window, WindowAggregate, WindowInfo, WindowKind,
     WindowView, WindowedBolt,

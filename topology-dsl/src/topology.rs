@@ -60,6 +60,18 @@ pub struct ComponentIr {
     /// `.event_time(..)`, or moved here by `build()` from a window downstream).
     #[serde(default)]
     pub event_time: Option<EventTime>,
+    /// How a stateful bolt's state is kept (`None` for every other component).
+    #[serde(default)]
+    pub stateful: Option<StatefulIr>,
+}
+
+/// How a stateful bolt's state is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatefulIr {
+    /// The replicas of each task's state in a cluster (odd: R = 2k + 1 survive k failures).
+    pub replicas: u32,
+    /// Where a replica keeps its log and snapshots.
+    pub storage: crate::stateful::StateStorage,
 }
 
 /// The window of a windowed bolt.
@@ -318,6 +330,25 @@ impl Topology {
         self.entries.get(component)?.code.input_codec(input)
     }
 
+    /// A fresh state machine (its state at `Default`) for task `task_index` of stateful bolt
+    /// `component`, for a replica of the task's Raft group; `None` for any other component.
+    pub fn state_machine(
+        &self,
+        component: usize,
+        task_index: u32,
+    ) -> Option<Box<dyn crate::engine::StateMachine>> {
+        let ir = self.ir.components.get(component)?;
+        let streams: Arc<[Arc<str>]> = ir
+            .streams
+            .iter()
+            .map(|s| Arc::from(s.name.as_str()))
+            .collect();
+        self.entries
+            .get(component)?
+            .code
+            .state_machine(streams, task_index)
+    }
+
     /// Creates the task `setup` describes, of component `component` (an index into the IR's
     /// components). Called by the runtime once per task.
     pub fn instantiate(&self, component: usize, setup: &TaskSetup) -> Result<Task, EngineError> {
@@ -396,6 +427,7 @@ impl Topology {
             tracking_seed,
             component: ir,
             channels: &setup.channels,
+            replicated: setup.replicated,
             windowed: self.ir.components.iter().any(|c| c.window.is_some()),
         })
     }

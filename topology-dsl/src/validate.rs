@@ -9,6 +9,9 @@ use crate::grouping::Grouping;
 use crate::topology::{ComponentIr, ComponentKind, TopologyIr, WindowIr};
 use crate::window::{Size, TimeDomain, WindowKind};
 
+/// The most replicas a stateful bolt's task may have.
+pub const MAX_REPLICAS: u32 = 7;
+
 /// The longest component or stream name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -79,6 +82,21 @@ pub(crate) fn validate(ir: &TopologyIr) -> Vec<TopologyError> {
                 count: u64::from(c.parallelism),
                 max: u64::from(limits::MAX_PARALLELISM),
             });
+        }
+        if let Some(state) = &c.stateful {
+            if state.replicas % 2 == 0 || state.replicas > MAX_REPLICAS {
+                errors.push(TopologyError::BadReplicas {
+                    component: c.name.clone(),
+                    replicas: state.replicas,
+                    max: MAX_REPLICAS,
+                });
+            }
+            for s in c.streams.iter().filter(|s| s.direct) {
+                errors.push(TopologyError::StatefulDirectStream {
+                    component: c.name.clone(),
+                    stream: s.name.clone(),
+                });
+            }
         }
         let mut streams = HashSet::new();
         for s in &c.streams {

@@ -47,6 +47,7 @@ fn middle_task(topology: &Topology) -> Box<dyn BoltTask> {
         }]],
         id_seed: 1,
         channels: vec![(TaskId(0), 0)],
+        replicated: false,
     };
     match topology.instantiate(1, &setup) {
         Ok(Task::Bolt(task)) => task,

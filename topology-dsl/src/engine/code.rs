@@ -9,11 +9,13 @@ use crate::engine::bolt_task::BoltTaskImpl;
 use crate::engine::input::InputAdapter;
 use crate::engine::route::{AnyKeyFn, KeyExtract, KeyFn, Route};
 use crate::engine::spout_task::SpoutTaskImpl;
+use crate::engine::stateful_task::{StateCore, StatefulTaskImpl};
 use crate::engine::window_task::{WindowInput, WindowIo, WindowMode, WindowedTask, horizon};
 use crate::engine::{EngineError, RouteSetup, Task};
 use crate::grouping::Grouping;
 use crate::record::Record;
 use crate::routing::Router;
+use crate::stateful::StatefulBolt;
 use crate::topology::{ComponentIr, InputIr};
 use crate::window::{Channel, EventClock, LATE_STREAM, Size, TimeDomain, WindowCore, WindowKind};
 
@@ -40,6 +42,8 @@ pub(crate) struct Instance<'a> {
     pub(crate) tracking_seed: Option<u64>,
     pub(crate) component: &'a ComponentIr,
     pub(crate) channels: &'a [Channel],
+    /// Whether a stateful task's state lives in its Raft group.
+    pub(crate) replicated: bool,
     /// Whether the topology has windowed bolts (the only readers of watermarks).
     pub(crate) windowed: bool,
 }
@@ -79,6 +83,14 @@ pub(crate) trait ComponentCode: Send + Sync {
     fn instantiate(&self, instance: Instance<'_>) -> Result<Task, EngineError>;
     /// The codec of the batches arriving on subscription `input` (none for a spout).
     fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>>;
+    /// A fresh state machine of a stateful bolt's task (none for other components).
+    fn state_machine(
+        &self,
+        _streams: Arc<[Arc<str>]>,
+        _task_index: u32,
+    ) -> Option<Box<dyn crate::engine::StateMachine>> {
+        None
+    }
 }
 
 /// Builds the typed output streams of a task whose streams all carry `T`.
@@ -227,6 +239,46 @@ impl<B: Bolt> ComponentCode for BoltCode<B> {
             out,
             i.channels,
         ))))
+    }
+}
+
+/// The code of a stateful bolt component.
+pub(crate) struct StatefulCode<B: StatefulBolt> {
+    pub(crate) proto: Proto<B>,
+    pub(crate) inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
+}
+
+impl<B: StatefulBolt> ComponentCode for StatefulCode<B> {
+    fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>> {
+        self.inputs.get(input).map(|a| a.codec())
+    }
+
+    fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
+        let tracked = i.tracking_seed.is_some();
+        let names: Arc<[Arc<str>]> = i.streams.iter().map(|s| Arc::clone(&s.name)).collect();
+        let index = i.context.task_index();
+        let streams = build_streams::<B::Out>(i.streams, index, tracked)?;
+        let out = Emitter::new(streams, i.batch_size, i.tracking_seed, false);
+        let core = StateCore::new(self.proto.instance(), names, index);
+        Ok(Task::Bolt(Box::new(StatefulTaskImpl::new(
+            core,
+            i.replicated,
+            Arc::clone(&self.inputs),
+            out,
+            i.channels,
+        ))))
+    }
+
+    fn state_machine(
+        &self,
+        streams: Arc<[Arc<str>]>,
+        task_index: u32,
+    ) -> Option<Box<dyn crate::engine::StateMachine>> {
+        Some(Box::new(StateCore::new(
+            self.proto.instance(),
+            streams,
+            task_index,
+        )))
     }
 }
 

@@ -28,10 +28,12 @@ pub(crate) mod code;
 pub(crate) mod input;
 pub(crate) mod route;
 pub(crate) mod spout_task;
+pub(crate) mod stateful_task;
 pub(crate) mod window_task;
 
 pub use crate::window::{Channel, Mark};
 pub use batch::{Payload, PayloadCodec, TypedBatch};
+pub use stateful_task::{Proposal, StateMachine};
 
 use crate::component::{SpoutStatus, TaskError};
 use crate::ids::{MsgId, RootId, TaskId};
@@ -93,6 +95,9 @@ pub struct TaskSetup {
     /// The input channels of this task, (upstream task, subscription) pairs: its watermark
     /// is the minimum over them.
     pub channels: Vec<Channel>,
+    /// Whether a stateful task's state lives in its Raft group (a cluster) rather than in the
+    /// task (an in-process run).
+    pub replicated: bool,
 }
 
 /// One subscription of one output stream, from one sending task.
@@ -204,6 +209,23 @@ pub trait BoltTask: TaskOutput {
     /// batches of the other upstream tasks go on.
     fn defers(&self, _source: TaskId) -> bool {
         false
+    }
+    /// A replicated stateful task: moves the commands its batches became into `out`, for the
+    /// runtime to propose to the task's Raft group in order (other tasks have none).
+    fn take_proposals(&mut self, _out: &mut Vec<Proposal>) {}
+    /// Proposals not committed (or refused) yet.
+    fn in_flight(&self) -> usize {
+        0
+    }
+    /// Proposal `seq` was committed and applied (`Ok`, with what the state machine returned)
+    /// or did not commit (`Err`): its inputs' outputs are emitted and the inputs acked, or
+    /// their trees failed.
+    fn committed(
+        &mut self,
+        _seq: u64,
+        _applied: Result<Vec<u8>, String>,
+    ) -> Result<BatchOutcome, EngineError> {
+        Err(EngineError::Setup("the task proposes nothing".into()))
     }
 }
 

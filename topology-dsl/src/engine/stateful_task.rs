@@ -1,0 +1,496 @@
+//! The typed task behind every [`StatefulBolt`], in its two modes, and the state machine a
+//! replicated task's Raft group applies.
+//!
+//! - **Local** (an in-process run): the task owns the state and executes each batch at once.
+//! - **Replicated** (a cluster): the task owns no state. Each input batch becomes one command
+//!   ([`Proposal`]) that the runtime proposes to the task's Raft group; every replica's
+//!   [`StateMachine`] applies the committed command to its own copy of the state and returns
+//!   the outputs, and only the proposer (the leader) gets them back, through
+//!   [`BoltTask::committed`], to emit them anchored to their inputs and ack those. A command
+//!   that does not commit fails its inputs' trees, which replay.
+//!
+//! Both modes run the same code ([`StateCore::run`]), so a topology behaves the same in both.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::TaskError;
+use crate::emitter::Emitter;
+use crate::engine::input::InputAdapter;
+use crate::engine::{
+    AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
+};
+use crate::ids::TaskId;
+use crate::stateful::{StateEmitter, StatefulBolt};
+use crate::tuple::{Tuple, TupleIds};
+use crate::window::{Channel, Valve};
+
+/// A command a replicated task asks the runtime to propose to its Raft group: one input batch.
+#[derive(Debug)]
+pub struct Proposal {
+    /// The task's number for it, given back with [`BoltTask::committed`].
+    pub seq: u64,
+    /// The encoded command.
+    pub command: Vec<u8>,
+}
+
+/// A replicated task's state as its Raft group applies it: the same on every replica, given
+/// the same commands in the same order. Bad bytes are an error, never a panic.
+pub trait StateMachine: Send {
+    /// Applies one committed command (entry `index` of the log) and returns the outputs, for
+    /// the proposer.
+    fn apply(&mut self, command: &[u8], index: u64) -> Result<Vec<u8>, EngineError>;
+    /// The whole state, encoded.
+    fn snapshot(&self) -> Result<Vec<u8>, EngineError>;
+    /// Replaces the state with an encoded one.
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError>;
+}
+
+/// One input batch as it travels through the log.
+#[derive(Serialize, Deserialize)]
+struct Command<In> {
+    /// The proposer's processing time.
+    time_ms: i64,
+    source: TaskId,
+    input: u16,
+    values: Vec<In>,
+}
+
+/// What executing one input did: whether it succeeded, and what it emitted (stream, record).
+type InputResult<Out> = (bool, Vec<(u16, Out)>);
+
+/// The user's bolt, its state, and what `execute` needs to run deterministically.
+pub(crate) struct StateCore<B: StatefulBolt> {
+    bolt: B,
+    state: B::State,
+    streams: Arc<[Arc<str>]>,
+    task_index: u32,
+}
+
+/// A seed from an entry's index, an input's place in it and the task: the same on every
+/// replica (SplitMix64's finalizer over the mixed inputs).
+fn entry_seed(index: u64, position: usize, task_index: u32) -> u64 {
+    let mut z = index
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add((position as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        .wrapping_add(u64::from(task_index).rotate_left(40));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl<B: StatefulBolt> StateCore<B> {
+    pub(crate) fn new(bolt: B, streams: Arc<[Arc<str>]>, task_index: u32) -> Self {
+        StateCore {
+            bolt,
+            state: B::State::default(),
+            streams,
+            task_index,
+        }
+    }
+
+    /// Executes every input of one batch (entry `index`) against the state.
+    fn run(
+        &mut self,
+        source: TaskId,
+        input: u16,
+        values: Vec<B::In>,
+        time_ms: i64,
+        index: u64,
+    ) -> Vec<InputResult<B::Out>> {
+        let mut results = Vec::with_capacity(values.len());
+        for (position, value) in values.into_iter().enumerate() {
+            let seed = entry_seed(index, position, self.task_index);
+            let mut out = StateEmitter::new(Arc::clone(&self.streams), time_ms, seed);
+            let tuple = Tuple::new_untracked(value, source, input);
+            let (bolt, state) = (&self.bolt, &mut self.state);
+            // A panic is that input's failure, the same on every replica; the state keeps
+            // what `execute` changed before it.
+            let ok = matches!(
+                catch_unwind(AssertUnwindSafe(|| bolt.execute(state, tuple, &mut out))),
+                Ok(Ok(()))
+            );
+            results.push((ok, out.into_outs()));
+        }
+        results
+    }
+}
+
+fn codec_error(record: &'static str, action: &'static str, why: impl ToString) -> EngineError {
+    EngineError::Codec {
+        record,
+        action,
+        why: why.to_string(),
+    }
+}
+
+impl<B: StatefulBolt> StateMachine for StateCore<B> {
+    fn apply(&mut self, command: &[u8], index: u64) -> Result<Vec<u8>, EngineError> {
+        let cmd: Command<B::In> = rmp_serde::from_slice(command)
+            .map_err(|e| codec_error(std::any::type_name::<B::In>(), "decode", e))?;
+        let results = self.run(cmd.source, cmd.input, cmd.values, cmd.time_ms, index);
+        rmp_serde::to_vec(&results)
+            .map_err(|e| codec_error(std::any::type_name::<B::Out>(), "encode", e))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, EngineError> {
+        rmp_serde::to_vec(&self.state)
+            .map_err(|e| codec_error(std::any::type_name::<B::State>(), "encode", e))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        self.state = rmp_serde::from_slice(bytes)
+            .map_err(|e| codec_error(std::any::type_name::<B::State>(), "decode", e))?;
+        Ok(())
+    }
+}
+
+/// The two modes of a stateful task.
+enum Mode<B: StatefulBolt> {
+    /// The task owns the state; `index` numbers its batches (the seed's "entry").
+    Local { core: Box<StateCore<B>>, index: u64 },
+    /// The state lives in the task's Raft group; `pending` holds the ids of the inputs of each
+    /// proposal not committed yet.
+    Replicated {
+        next_seq: u64,
+        proposals: Vec<Proposal>,
+        pending: BTreeMap<u64, Vec<TupleIds>>,
+    },
+}
+
+pub(crate) struct StatefulTaskImpl<B: StatefulBolt> {
+    mode: Mode<B>,
+    inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
+    out: Emitter<B::Out>,
+    valve: Valve,
+    /// The inputs' watermark moved while proposals were pending: forward it once they commit
+    /// (a watermark must not overtake the outputs of inputs before it).
+    watermark_held: bool,
+}
+
+impl<B: StatefulBolt> StatefulTaskImpl<B> {
+    pub(crate) fn new(
+        core: StateCore<B>,
+        replicated: bool,
+        inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
+        out: Emitter<B::Out>,
+        channels: &[Channel],
+    ) -> Self {
+        let mode = if replicated {
+            Mode::Replicated {
+                next_seq: 0,
+                proposals: Vec::new(),
+                pending: BTreeMap::new(),
+            }
+        } else {
+            Mode::Local {
+                core: Box::new(core),
+                index: 0,
+            }
+        };
+        StatefulTaskImpl {
+            mode,
+            inputs,
+            out,
+            valve: Valve::new(channels),
+            watermark_held: false,
+        }
+    }
+
+    /// Emits each input's outputs anchored to it, and acks it (or fails it).
+    fn emit_results(
+        &mut self,
+        ids: Vec<TupleIds>,
+        results: Vec<InputResult<B::Out>>,
+        outcome: &mut BatchOutcome,
+    ) {
+        let tracked = self.out.is_tracking() && !ids.is_empty();
+        let mut ids = ids.into_iter();
+        for (ok, outs) in results {
+            if tracked {
+                self.out.begin_input(ids.next().unwrap_or_default());
+            }
+            for (stream, value) in outs {
+                self.out.emit_on(usize::from(stream), value);
+            }
+            if tracked {
+                self.out.end_input(ok);
+            }
+            outcome.executed += 1;
+            if !ok {
+                outcome.note_error(TaskError::new("execute failed or panicked"));
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match &self.mode {
+            Mode::Local { .. } => 0,
+            Mode::Replicated { pending, .. } => pending.len(),
+        }
+    }
+
+    /// What the inputs' watermark changes downstream (as a plain bolt forwards it), unless
+    /// proposals are pending: then it waits for them.
+    fn watermark_moved(&mut self) {
+        if self.pending() > 0 {
+            self.watermark_held = true;
+            return;
+        }
+        self.watermark_held = false;
+        let wm = self.valve.current();
+        if self.valve.is_idle() {
+            self.out.set_forwarded(i64::MIN);
+        } else {
+            self.out.set_forwarded(wm);
+        }
+    }
+}
+
+impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
+    fn prepare(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn execute_batch(
+        &mut self,
+        input: u16,
+        source: TaskId,
+        payload: Payload,
+        now_ms: i64,
+    ) -> Result<BatchOutcome, EngineError> {
+        let adapter = self
+            .inputs
+            .get(usize::from(input))
+            .ok_or(EngineError::NoSuchInput(input))?;
+        let batch = adapter.adapt(payload)?;
+        self.valve.data((source, input));
+        let mut outcome = BatchOutcome::default();
+        match &mut self.mode {
+            Mode::Local { core, index } => {
+                *index += 1;
+                let results = core.run(source, input, batch.values, now_ms, *index);
+                self.emit_results(batch.ids, results, &mut outcome);
+            }
+            Mode::Replicated {
+                next_seq,
+                proposals,
+                pending,
+            } => {
+                let command = rmp_serde::to_vec(&Command {
+                    time_ms: now_ms,
+                    source,
+                    input,
+                    values: batch.values,
+                })
+                .map_err(|e| codec_error(std::any::type_name::<B::In>(), "encode", e))?;
+                *next_seq += 1;
+                proposals.push(Proposal {
+                    seq: *next_seq,
+                    command,
+                });
+                pending.insert(*next_seq, batch.ids);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn take_proposals(&mut self, out: &mut Vec<Proposal>) {
+        if let Mode::Replicated { proposals, .. } = &mut self.mode {
+            out.append(proposals);
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.pending()
+    }
+
+    fn committed(
+        &mut self,
+        seq: u64,
+        applied: Result<Vec<u8>, String>,
+    ) -> Result<BatchOutcome, EngineError> {
+        let Mode::Replicated { pending, .. } = &mut self.mode else {
+            return Err(EngineError::Setup(
+                "a commit for a task that is not replicated".into(),
+            ));
+        };
+        let Some(ids) = pending.remove(&seq) else {
+            return Ok(BatchOutcome::default());
+        };
+        let mut outcome = BatchOutcome::default();
+        let results = applied.and_then(|bytes| {
+            rmp_serde::from_slice::<Vec<InputResult<B::Out>>>(&bytes).map_err(|e| e.to_string())
+        });
+        match results {
+            Ok(results) => self.emit_results(ids, results, &mut outcome),
+            Err(why) => {
+                // Not committed (not the leader, or the group lost its quorum): the inputs'
+                // trees fail and replay.
+                for id in &ids {
+                    self.out.fail_ids(id);
+                }
+                outcome.failed = ids.len() as u64;
+                outcome.first_error = Some(TaskError::new(why));
+            }
+        }
+        if self.watermark_held && self.pending() == 0 {
+            self.watermark_moved();
+        }
+        Ok(outcome)
+    }
+
+    fn tick(&mut self, _inputs_waiting: bool, _now_ms: i64) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn on_mark(
+        &mut self,
+        source: TaskId,
+        input: u16,
+        mark: Mark,
+        _now_ms: i64,
+    ) -> Result<(), TaskError> {
+        self.valve.mark((source, input), mark);
+        self.watermark_moved();
+        Ok(())
+    }
+
+    fn input_ended(&mut self, source: TaskId, _now_ms: i64) -> Result<(), TaskError> {
+        self.valve.end(source);
+        self.watermark_moved();
+        Ok(())
+    }
+}
+
+impl<B: StatefulBolt> TaskOutput for StatefulTaskImpl<B> {
+    fn take_ready(&mut self, out: &mut Vec<(LinkId, Payload)>) {
+        self.out.take_ready(out);
+    }
+    fn flush(&mut self) {
+        self.out.flush();
+    }
+    fn take_acks(&mut self, out: &mut Vec<AckOp>) {
+        self.out.take_acks(out);
+    }
+    fn take_marks(&mut self, _now_ms: i64, out: &mut Vec<Mark>) {
+        if self.pending() == 0 {
+            self.valve.take_marks(out);
+        }
+    }
+    fn emitted(&self) -> u64 {
+        self.out.emitted()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Record;
+    use crate::stateful::KeyedState;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Record)]
+    struct Word {
+        word: String,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Record)]
+    struct WordCount {
+        word: String,
+        count: u64,
+    }
+
+    #[derive(Clone)]
+    struct Count;
+
+    impl StatefulBolt for Count {
+        type In = Word;
+        type Out = WordCount;
+        type State = KeyedState<String, u64>;
+        fn execute(
+            &self,
+            state: &mut KeyedState<String, u64>,
+            input: Tuple<Word>,
+            out: &mut StateEmitter<WordCount>,
+        ) -> Result<(), TaskError> {
+            let word = input.into_value().word;
+            if word == "boom" {
+                panic!("a bad word");
+            }
+            let count = state.entry(word.clone()).or_default();
+            *count += 1;
+            let count = *count;
+            out.emit(WordCount { word, count });
+            Ok(())
+        }
+    }
+
+    fn core() -> StateCore<Count> {
+        StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0)
+    }
+
+    fn command(values: &[&str]) -> Vec<u8> {
+        let cmd = Command {
+            time_ms: 7,
+            source: TaskId(1),
+            input: 0,
+            values: values
+                .iter()
+                .map(|s| Word {
+                    word: s.to_string(),
+                })
+                .collect::<Vec<_>>(),
+        };
+        rmp_serde::to_vec(&cmd).expect("encodes")
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_hold_the_same_state() {
+        let (mut a, mut b) = (core(), core());
+        for (i, words) in [&["a", "b"][..], &["a", "boom", "c"], &["a"]]
+            .iter()
+            .enumerate()
+        {
+            let ra = a.apply(&command(words), i as u64).expect("applies");
+            let rb = b.apply(&command(words), i as u64).expect("applies");
+            assert_eq!(ra, rb);
+        }
+        assert_eq!(a.snapshot().ok(), b.snapshot().ok());
+        let results: Vec<InputResult<WordCount>> =
+            rmp_serde::from_slice(&a.apply(&command(&["a", "boom"]), 9).expect("applies"))
+                .expect("decodes");
+        let a4 = WordCount {
+            word: "a".into(),
+            count: 4,
+        };
+        assert_eq!(results[0], (true, vec![(0, a4)]));
+        assert!(!results[1].0, "a panic fails its input");
+        let mut c = core();
+        c.restore(&a.snapshot().expect("snapshots"))
+            .expect("restores");
+        assert_eq!(c.state.get("a"), Some(&4));
+    }
+
+    #[test]
+    fn bad_bytes_are_an_error() {
+        let mut a = core();
+        assert!(a.apply(b"\xff\x00garbage", 1).is_err());
+        assert!(a.restore(b"\xc1").is_err());
+    }
+
+    #[test]
+    fn entry_seeds_differ_by_entry_position_and_task() {
+        let s = entry_seed(1, 0, 0);
+        assert_ne!(s, entry_seed(2, 0, 0));
+        assert_ne!(s, entry_seed(1, 1, 0));
+        assert_ne!(s, entry_seed(1, 0, 1));
+        assert_eq!(s, entry_seed(1, 0, 0));
+    }
+}
