@@ -256,6 +256,7 @@ mod tests {
             manual_ack: false,
             window: None,
             event_time: None,
+            stateful: None,
         }
     }
 
