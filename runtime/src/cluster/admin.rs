@@ -170,8 +170,12 @@ pub struct Placement {
     pub args: BTreeMap<String, String>,
     /// The seed of this run.
     pub seed: u64,
-    /// Where every task runs (component tasks, then ackers).
+    /// Where every task runs (component tasks, then ackers); a replicated task's entry names
+    /// one of its replicas.
     pub assignment: BTreeMap<TaskId, NodeId>,
+    /// The replicas of every replicated task (each runs it; its group's leader executes).
+    #[serde(default)]
+    pub replicas: BTreeMap<TaskId, Vec<NodeId>>,
     /// The tasks that finished (not to be started again).
     pub finished: BTreeSet<TaskId>,
     /// Whether its spouts may run (every node started its tasks).

@@ -83,8 +83,13 @@ pub struct TopologyRecord {
     /// Whether its spouts may run: every node of its first assignment started its tasks, so
     /// no tuple is sent to a task that does not exist yet.
     pub active: bool,
-    /// Where each task runs.
+    /// Where each task runs; for a replicated task, the replica that led it when the
+    /// assignment was made (senders follow its group's leader as it changes).
     pub assignment: BTreeMap<TaskId, NodeId>,
+    /// The replicas of each replicated task, on distinct nodes (they do not move when a node
+    /// dies: the group goes on with the others).
+    #[serde(default)]
+    pub replicas: BTreeMap<TaskId, Vec<NodeId>>,
     /// Running or killed.
     pub status: TopologyStatus,
     /// How many times its tasks were moved off a dead node.
@@ -131,6 +136,9 @@ pub enum ManagerCommand {
         tasks: u32,
         /// The run's seed.
         seed: u64,
+        /// The replicated tasks (of stateful bolts) and their replica counts.
+        #[serde(default)]
+        replicated: BTreeMap<TaskId, u32>,
     },
     /// A node started its tasks of a run.
     Ready {
@@ -186,9 +194,13 @@ impl ManagerState {
             .collect();
         for t in self.topologies.values() {
             if t.status == TopologyStatus::Running {
-                for n in t.assignment.values() {
-                    if let Some(l) = load.get_mut(n) {
-                        *l += 1;
+                for (task, n) in &t.assignment {
+                    // A replicated task weighs on each of its replicas' nodes.
+                    let nodes = t.replicas.get(task).map_or(std::slice::from_ref(n), |r| r);
+                    for n in nodes {
+                        if let Some(l) = load.get_mut(n) {
+                            *l += 1;
+                        }
                     }
                 }
             }
@@ -204,7 +216,24 @@ impl ManagerState {
             if t.status != TopologyStatus::Running {
                 continue;
             }
-            if let Some(moved) = scheduler::reschedule(&mut t.assignment, &mut load) {
+            // A replicated task's place is one of its replicas: the next live one.
+            for (task, replicas) in &t.replicas {
+                if let Some(node) = t.assignment.get_mut(task) {
+                    if !load.contains_key(node) {
+                        if let Some(live) = replicas.iter().find(|n| load.contains_key(n)) {
+                            *node = *live;
+                        }
+                    }
+                }
+            }
+            let (mut fixed, mut movable): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                std::mem::take(&mut t.assignment)
+                    .into_iter()
+                    .partition(|(task, _)| t.replicas.contains_key(task));
+            let rescheduled = scheduler::reschedule(&mut movable, &mut load);
+            fixed.append(&mut movable);
+            t.assignment = fixed;
+            if let Some(moved) = rescheduled {
                 if moved > 0 {
                     t.reschedules += 1;
                     t.assigned_at = next;
@@ -270,6 +299,7 @@ impl ManagerState {
                 components,
                 tasks,
                 seed,
+                replicated,
             } => {
                 if let Err(why) = check_name(&name) {
                     return ManagerReply::Refused(why);
@@ -290,9 +320,32 @@ impl ManagerState {
                     return ManagerReply::Refused(format!("`{name}` is already running"));
                 }
                 let mut load = self.load();
-                let Some(assignment) = scheduler::place(tasks, &mut load) else {
+                let plain = tasks.saturating_sub(replicated.len() as u32);
+                let Some(placed) = scheduler::place(plain, &mut load) else {
                     return ManagerReply::Refused("no live node to run it on".into());
                 };
+                // The plain tasks take the numbers the replicated ones leave free.
+                let mut numbers = (0..tasks)
+                    .map(TaskId)
+                    .filter(|t| !replicated.contains_key(t));
+                let mut assignment: BTreeMap<TaskId, NodeId> = placed
+                    .into_values()
+                    .filter_map(|n| numbers.next().map(|t| (t, n)))
+                    .collect();
+                let mut replicas = BTreeMap::new();
+                for (task, r) in &replicated {
+                    if task.0 >= tasks {
+                        return ManagerReply::Refused(format!("no task {task} to replicate"));
+                    }
+                    let Some(nodes) = scheduler::place_replicas(*r as usize, &mut load) else {
+                        return ManagerReply::Refused(format!(
+                            "{r} replicas of a stateful task need {r} live nodes, and {} are up",
+                            load.len()
+                        ));
+                    };
+                    assignment.insert(*task, nodes[0]);
+                    replicas.insert(*task, nodes);
+                }
                 let nodes = assignment
                     .values()
                     .collect::<std::collections::BTreeSet<_>>()
@@ -310,6 +363,7 @@ impl ManagerState {
                         assigned_at: self.version + 1,
                         active: false,
                         assignment,
+                        replicas,
                         status: TopologyStatus::Running,
                         reschedules: 0,
                     },
@@ -377,6 +431,7 @@ impl ManagerState {
                 args: t.args.clone(),
                 seed: t.seed,
                 assignment: t.assignment.clone(),
+                replicas: t.replicas.clone(),
                 finished: t.finished.clone(),
                 active: t.active,
             })
@@ -442,6 +497,7 @@ impl ReplicatedState for ManagerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn join(s: &mut ManagerState, n: u64) {
         s.execute(ManagerCommand::Join {
@@ -458,6 +514,7 @@ mod tests {
             components: vec![("spout".into(), 2), ("bolt".into(), 4)],
             tasks: 6,
             seed: 1,
+            replicated: BTreeMap::new(),
         })
     }
 
@@ -556,6 +613,53 @@ mod tests {
     }
 
     #[test]
+    fn replicated_tasks_go_to_distinct_nodes_and_stay_there_when_one_dies() {
+        let mut s = ManagerState::default();
+        join(&mut s, 1);
+        join(&mut s, 2);
+        let mut submit_replicated = |s: &mut ManagerState| {
+            s.execute(ManagerCommand::Submit {
+                name: "counter".into(),
+                topology: "t".into(),
+                args: BTreeMap::new(),
+                components: vec![("spout".into(), 2), ("count".into(), 2)],
+                tasks: 5,
+                seed: 1,
+                replicated: [(TaskId(2), 3), (TaskId(3), 3)].into(),
+            })
+        };
+        assert!(
+            matches!(submit_replicated(&mut s), ManagerReply::Refused(why) if why.contains("3 live nodes")),
+            "two nodes cannot hold three replicas"
+        );
+        join(&mut s, 3);
+        join(&mut s, 4);
+        assert!(matches!(
+            submit_replicated(&mut s),
+            ManagerReply::Submitted { tasks: 5, .. }
+        ));
+        let t = &s.topologies["counter"];
+        assert_eq!(t.assignment.len(), 5, "every task has a place");
+        for task in [TaskId(2), TaskId(3)] {
+            let r = &t.replicas[&task];
+            assert_eq!(r.iter().collect::<BTreeSet<_>>().len(), 3, "distinct nodes");
+            assert_eq!(t.assignment[&task], r[0]);
+        }
+        let leader_node = t.assignment[&TaskId(2)];
+        let before = t.replicas.clone();
+        s.execute(ManagerCommand::Down { node: leader_node });
+        let t = &s.topologies["counter"];
+        assert_eq!(t.replicas, before, "replicas do not move");
+        assert!(before[&TaskId(2)].contains(&t.assignment[&TaskId(2)]));
+        assert_ne!(
+            t.assignment[&TaskId(2)],
+            leader_node,
+            "its place is a live replica"
+        );
+        assert!(t.assignment.values().all(|n| *n != leader_node));
+    }
+
+    #[test]
     fn oversized_or_badly_named_submissions_are_refused_by_every_replica() {
         let mut s = ManagerState::default();
         join(&mut s, 1);
@@ -567,6 +671,7 @@ mod tests {
                 components,
                 tasks,
                 seed: 1,
+                replicated: BTreeMap::new(),
             })
         };
         assert!(matches!(
@@ -610,6 +715,7 @@ mod tests {
                 components: vec![("s".into(), 5)],
                 tasks: 5,
                 seed: 3,
+                replicated: BTreeMap::new(),
             },
             ManagerCommand::Down { node: NodeId(3) },
         ]

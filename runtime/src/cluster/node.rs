@@ -708,6 +708,14 @@ impl Shared {
             .collect();
         let plan = crate::plan::PhysicalPlan::new(built.ir(), RUN_THREADS);
         let tasks = (plan.tasks.len() + plan.ackers.len()) as u32;
+        let replicated = plan
+            .tasks
+            .iter()
+            .filter_map(|t| {
+                let state = built.ir().components.get(t.component)?.stateful?;
+                Some((t.id, state.replicas))
+            })
+            .collect();
         match self
             .propose(ManagerCommand::Submit {
                 name,
@@ -716,6 +724,7 @@ impl Shared {
                 components,
                 tasks,
                 seed: rand::random(),
+                replicated,
             })
             .await?
         {
