@@ -123,6 +123,34 @@ impl Bolt for IncarnationCount {
     }
 }
 
+/// Counts words in replicated state (a stateful bolt): every replica of a count task holds the
+/// same counts, so a failover keeps them. Emits under incarnation 0: there is one.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicatedCount;
+
+impl StatefulBolt for ReplicatedCount {
+    type In = Word;
+    type Out = CountedWord;
+    type State = KeyedState<CompactString, u64>;
+
+    fn execute(
+        &self,
+        counts: &mut KeyedState<CompactString, u64>,
+        t: Tuple<Word>,
+        out: &mut StateEmitter<CountedWord>,
+    ) -> Result<(), TaskError> {
+        let word = t.into_value().word;
+        let c = counts.entry(word.clone()).or_insert(0);
+        *c += 1;
+        out.emit(CountedWord {
+            word,
+            count: *c,
+            incarnation: 0,
+        });
+        Ok(())
+    }
+}
+
 /// Writes every record it receives as a JSON line into a file of its own in a directory, and
 /// flushes it before the record is acked (so an acked record is in the file even if the
 /// process is killed right after; it is not fsynced, so a machine crash can lose it).
@@ -231,6 +259,10 @@ pub struct ClusterWordCount {
     pub panic_at: Option<u64>,
     /// A spout task panics after this many sentences, once per process.
     pub spout_panic_after: Option<u64>,
+    /// Count in a stateful bolt replicated this many ways (none: a plain bolt).
+    pub replicas: Option<u32>,
+    /// Where the replicated count keeps its Raft log and snapshots.
+    pub state: StateStorage,
 }
 
 impl ClusterWordCount {
@@ -238,7 +270,10 @@ impl ClusterWordCount {
     /// (100000), `parallelism` (2), `guarantee` (at-least-once), `message_timeout_ms` (30000),
     /// `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
     /// split task panics once per process on that sentence; none by default),
-    /// `spout_panic_after` (a spout task panics once per process after that many sentences).
+    /// `spout_panic_after` (a spout task panics once per process after that many sentences),
+    /// `replicas` (count in a stateful bolt replicated that many ways through Raft; a plain
+    /// bolt by default), `state` (`memory`, the default, or `disk`: where the replicas keep
+    /// their log).
     pub fn from_args(args: &tempest_runtime::cluster::TopologyArgs) -> Result<Self, String> {
         let output = args
             .get("output")
@@ -252,6 +287,10 @@ impl ClusterWordCount {
             rate: args.parse_or("rate", 0u64)?,
             panic_at: optional(args, "panic_at")?,
             spout_panic_after: optional(args, "spout_panic_after")?,
+            replicas: optional(args, "replicas")?
+                .map(|r| u32::try_from(r).map_err(|_| format!("replicas = {r}: too many")))
+                .transpose()?,
+            state: args.parse_or("state", StateStorage::Memory)?,
         })
     }
 
@@ -267,11 +306,20 @@ impl ClusterWordCount {
             panic_at: self.panic_at,
         };
         let words = t.add(bolt("split", split).parallelism(p).shuffle(&sentences));
-        let counts = t.add(
-            bolt("count", IncarnationCount::default())
-                .parallelism(p)
-                .fields(&words, ["word"]),
-        );
+        let counts = match self.replicas {
+            Some(r) => t.add(
+                stateful("count", ReplicatedCount)
+                    .parallelism(p)
+                    .fields(&words, ["word"])
+                    .replicas(r)
+                    .state(self.state),
+            ),
+            None => t.add(
+                bolt("count", IncarnationCount::default())
+                    .parallelism(p)
+                    .fields(&words, ["word"]),
+            ),
+        };
         t.add(
             bolt("sink", FileSink::<CountedWord>::new(&self.output))
                 .parallelism(p)

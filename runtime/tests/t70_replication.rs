@@ -27,8 +27,8 @@ impl ReplicatedState for Journal {
         self.0.push((at.index, command.to_vec()));
         (self.0.len() as u64).to_be_bytes().to_vec()
     }
-    fn snapshot(&self) -> Vec<u8> {
-        rmp_serde::to_vec(&self.0).expect("encodes")
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(&self.0).map_err(|e| e.to_string())
     }
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.0 = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;

@@ -484,8 +484,8 @@ impl ReplicatedState for ManagerState {
         rmp_serde::to_vec(&reply).unwrap_or_default()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).unwrap_or_default()
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        rmp_serde::to_vec(self).map_err(|e| e.to_string())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -617,7 +617,7 @@ mod tests {
         let mut s = ManagerState::default();
         join(&mut s, 1);
         join(&mut s, 2);
-        let mut submit_replicated = |s: &mut ManagerState| {
+        let submit_replicated = |s: &mut ManagerState| {
             s.execute(ManagerCommand::Submit {
                 name: "counter".into(),
                 topology: "t".into(),
@@ -734,7 +734,7 @@ mod tests {
                     },
                 );
             }
-            s.snapshot()
+            s.snapshot().expect("encodes")
         };
         assert_eq!(run(), run());
         let mut back = ManagerState::default();

@@ -188,8 +188,13 @@ impl Node {
         let _ = shared.worker.set(Worker::new(
             c.id,
             Arc::clone(&shared.registry),
-            transport.clone(),
-            tokio::runtime::Handle::current(),
+            crate::cluster::worker::ReplicaHost {
+                transport: transport.clone(),
+                groups: Arc::clone(&shared.groups),
+                runtime: tokio::runtime::Handle::current(),
+                data_dir: c.data_dir.clone(),
+                timings: c.raft,
+            },
         ));
         if c.is_manager() {
             let dir = c.data_dir.join("manager");

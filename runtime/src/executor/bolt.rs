@@ -12,8 +12,13 @@ use tempest_dsl::{TaskError, TaskId};
 use crate::executor::outbox::Outbox;
 
 use crate::executor::{
-    Credit, Deliver, Delivery, Supervisor, TaskCore, Wire, guarded, now_ms, setup,
+    Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, Wire, guarded,
+    now_ms, setup,
 };
+
+/// The most proposals a replicated task keeps in flight to its Raft group; past it, its input
+/// waits (and its senders' credits with it).
+const MAX_PROPOSALS_IN_FLIGHT: usize = 16;
 use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
@@ -63,12 +68,25 @@ pub(crate) struct BoltActor {
     finishing: bool,
     errors_logged: u64,
     supervisor: Option<Supervisor<dyn BoltTask>>,
+    /// A replicated task's way to its Raft group, and its own address for the answers.
+    propose: Option<Propose>,
+    myself: Option<Recipient<Committed>>,
+    /// Every input's data ended; the marker goes on once no proposal is pending (it must
+    /// follow their outputs).
+    data_end_due: bool,
 }
 
 impl BoltActor {
     /// Restarts the task in place when it fails, instead of failing the run.
     pub(crate) fn supervised(mut self, supervisor: Supervisor<dyn BoltTask>) -> Self {
         self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// Proposes the task's commands to its Raft group (a replicated stateful task): its
+    /// inputs are executed by every replica once committed, and the outputs come back here.
+    pub(crate) fn replicated(mut self, propose: Propose) -> Self {
+        self.propose = Some(propose);
         self
     }
 
@@ -129,6 +147,72 @@ impl BoltActor {
             finishing: false,
             errors_logged: 0,
             supervisor: None,
+            propose: None,
+            myself: None,
+            data_end_due: false,
+        }
+    }
+
+    /// Sends the commands the task made to its Raft group; each answer comes back as a
+    /// [`Committed`] message.
+    fn propose_pending(&mut self) {
+        let mut proposals = Vec::new();
+        self.task.take_proposals(&mut proposals);
+        if proposals.is_empty() {
+            return;
+        }
+        let (Some(propose), Some(myself)) = (&self.propose, &self.myself) else {
+            // Not wired to a group: refuse them, so their inputs fail and replay.
+            for p in proposals {
+                let refused = Err("the task has no replica group".to_owned());
+                self.committed(p.seq, refused);
+            }
+            return;
+        };
+        for p in proposals {
+            let answer = propose(p.command);
+            let myself = myself.clone();
+            actix_rt::spawn(async move {
+                let result = answer.await;
+                myself.do_send(Committed { seq: p.seq, result });
+            });
+        }
+    }
+
+    /// A proposal's answer: emit its outputs and ack its inputs, or fail them.
+    fn committed(&mut self, seq: u64, result: Result<Vec<u8>, String>) {
+        let task = &mut self.task;
+        match guarded(|| task.committed(seq, result)) {
+            Err(panic) => self.task_failed(format!("committing panicked: {panic}"), false),
+            Ok(Err(err)) => self.task_failed(err.to_string(), false),
+            Ok(Ok(outcome)) => {
+                TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
+                TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
+                if let Some(err) = outcome.first_error {
+                    if outcome.executed == 0 {
+                        // Not committed: leadership moved, or the group lost its quorum.
+                        tracing::debug!(parent: &self.core.span, error = %err, inputs = outcome.failed, "proposal not committed; its inputs replay");
+                    } else {
+                        self.log_user_error(&err.to_string(), outcome.failed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the task can take another batch: its output is not blocked and, replicated,
+    /// it has room for another proposal.
+    fn can_take_input(&self) -> bool {
+        !self.core.outbox.is_blocked() && self.task.in_flight() < MAX_PROPOSALS_IN_FLIGHT
+    }
+
+    /// Passes the end-of-data marker on once every input's data ended and no proposal is
+    /// pending.
+    fn maybe_end_data(&mut self) {
+        if self.data_end_due && self.task.in_flight() == 0 {
+            self.data_end_due = false;
+            self.core.flush(self.task.as_mut());
+            self.core.outbox.end_data();
         }
     }
 
@@ -204,7 +288,7 @@ impl BoltActor {
 
     /// Executes queued deliveries while the output is not blocked.
     fn pump(&mut self) {
-        while !self.core.outbox.is_blocked() && !self.is_done() {
+        while self.can_take_input() && !self.is_done() {
             let Some((queue, delivery)) = self.next_delivery() else {
                 break;
             };
@@ -260,6 +344,7 @@ impl BoltActor {
                 }
             }
         }
+        self.propose_pending();
         if let Some(mark) = mark {
             // The watermark that rode on the batch, after its data.
             if !self.run_hook("on_mark", |task| task.on_mark(from, input, mark, now_ms())) {
@@ -298,8 +383,8 @@ impl BoltActor {
             self.send_results(false);
         }
         if self.data_ends >= self.ends_expected {
-            self.core.flush(self.task.as_mut());
-            self.core.outbox.end_data();
+            self.data_end_due = true;
+            self.maybe_end_data();
         }
     }
 
@@ -354,7 +439,11 @@ impl BoltActor {
             let idle = self.inbox_is_empty() && self.core.metrics.queue_empty();
             self.core.maybe_flush(self.task.as_mut(), idle);
         }
-        if self.ends_received >= self.ends_expected && self.inbox_is_empty() {
+        self.maybe_end_data();
+        if self.ends_received >= self.ends_expected
+            && self.inbox_is_empty()
+            && self.task.in_flight() == 0
+        {
             self.finish();
         }
     }
@@ -394,6 +483,7 @@ impl Handler<Wire> for BoltActor {
     type Result = ();
 
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
+        self.myself = Some(ctx.address().recipient());
         self.core.outbox = Outbox::new(wire.links, self.credit);
         for (task, links, credit) in wire.upstream {
             self.add_queue(SourceQueue::new(task, links, Some(credit)));
@@ -428,6 +518,28 @@ impl Handler<Credit> for BoltActor {
 
     fn handle(&mut self, credit: Credit, _: &mut Context<Self>) {
         self.core.outbox.credit(credit.link, credit.batches);
+        self.pump();
+    }
+}
+
+impl Handler<Committed> for BoltActor {
+    type Result = ();
+
+    fn handle(&mut self, Committed { seq, result }: Committed, _: &mut Context<Self>) {
+        if self.is_done() {
+            return;
+        }
+        self.committed(seq, result);
+        self.send_results(false);
+        self.pump();
+    }
+}
+
+impl Handler<Refill> for BoltActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Refill, _: &mut Context<Self>) {
+        self.core.outbox.refill();
         self.pump();
     }
 }

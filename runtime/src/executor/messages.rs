@@ -90,3 +90,26 @@ pub(crate) enum TaskEvent {
     /// The task hit a fatal error (a panic, a failed open, a bad batch): the run stops.
     Failed { task: TaskId, error: String },
 }
+
+/// A replicated task's proposal `seq` was committed and applied (`Ok`: what the state machine
+/// returned) or not (`Err`: why).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Committed {
+    pub(crate) seq: u64,
+    pub(crate) result: Result<Vec<u8>, String>,
+}
+
+/// Proposes a replicated task's command to its Raft group and resolves once it is committed
+/// and applied (with what applying it returned), or refused.
+pub(crate) type Propose = Arc<
+    dyn Fn(Vec<u8>) -> futures_util::future::BoxFuture<'static, Result<Vec<u8>, String>>
+        + Send
+        + Sync,
+>;
+
+/// A replicated task leads its group again: credits of batches it sent before went elsewhere,
+/// so its links start over with their initial credit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Refill;

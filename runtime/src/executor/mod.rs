@@ -27,7 +27,8 @@ use tempest_dsl::engine::{AckOp, LinkId, Mark, Payload, TaskOutput};
 pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{
-    AckBatch, Credit, Deliver, Delivery, Drain, Start, TaskEvent, Verdicts, Wire,
+    AckBatch, Committed, Credit, Deliver, Delivery, Drain, Propose, Refill, Start, TaskEvent,
+    Verdicts, Wire,
 };
 pub(crate) use spout::SpoutActor;
 pub(crate) use supervisor::Supervisor;

@@ -54,6 +54,8 @@ pub(crate) struct Outbox<S> {
     blocked: usize,
     data_ended: bool,
     closed: bool,
+    /// The credit each link starts with.
+    initial: u32,
 }
 
 impl<S: LinkSender> Outbox<S> {
@@ -71,6 +73,19 @@ impl<S: LinkSender> Outbox<S> {
             blocked: 0,
             data_ended: false,
             closed: false,
+            initial: credit,
+        }
+    }
+
+    /// Gives every link back at least its initial credit: the credits of batches sent before
+    /// will not come back (a replicated task that leads again: they went back to the leader
+    /// of the time in between).
+    pub(crate) fn refill(&mut self) {
+        for i in 0..self.links.len() {
+            let missing = self.initial.saturating_sub(self.links[i].credit);
+            if missing > 0 {
+                self.credit(LinkId(i as u32), missing);
+            }
         }
     }
 

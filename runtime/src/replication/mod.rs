@@ -19,6 +19,6 @@ mod suite_test;
 
 pub use log_store::{LogError, LogStore};
 pub use network::RaftGroups;
-pub use replica::{RaftTimings, Replica, ReplicaStatus, ReplicationError, Role};
+pub use replica::{RaftTimings, Replica, ReplicaStatus, ReplicationError, Role, StatusWatch};
 pub use state_machine::{EntryContext, ReplicatedState, SnapshotError, StateMachineStore};
 pub use type_config::{Applied, Command, TypeConfig};

@@ -96,6 +96,35 @@ pub struct ReplicaStatus {
     pub applied: Option<u64>,
 }
 
+fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
+    ReplicaStatus {
+        role: match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        },
+        term: m.current_term,
+        leader: m.current_leader.map(NodeId),
+        last_log: m.last_log_index,
+        applied: m.last_applied.map(|l| l.index),
+    }
+}
+
+/// A replica's status as it changes ([`Replica::watch`]).
+pub struct StatusWatch {
+    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+}
+
+impl StatusWatch {
+    /// Waits for the next change and returns the status then; `None` once the replica stopped.
+    pub async fn changed(&mut self) -> Option<ReplicaStatus> {
+        self.rx.changed().await.ok()?;
+        Some(status_of(&self.rx.borrow_and_update()))
+    }
+}
+
 /// One member of one Raft group in this process.
 pub struct Replica<S> {
     node: NodeId,
@@ -196,20 +225,23 @@ impl<S: ReplicatedState> Replica<S> {
 
     /// What this replica knows now.
     pub fn status(&self) -> ReplicaStatus {
-        let m = self.raft.metrics().borrow().clone();
-        ReplicaStatus {
-            role: match m.state {
-                ServerState::Leader => Role::Leader,
-                ServerState::Follower => Role::Follower,
-                ServerState::Candidate => Role::Candidate,
-                ServerState::Learner => Role::Learner,
-                ServerState::Shutdown => Role::Shutdown,
-            },
-            term: m.current_term,
-            leader: m.current_leader.map(NodeId),
-            last_log: m.last_log_index,
-            applied: m.last_applied.map(|l| l.index),
+        status_of(&self.raft.metrics().borrow())
+    }
+
+    /// Follows this replica's status as it changes.
+    pub fn watch(&self) -> StatusWatch {
+        StatusWatch {
+            rx: self.raft.metrics(),
         }
+    }
+
+    /// Waits until this replica applied entry `index`, at most `timeout`; whether it did.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "applied")
+            .await
+            .is_ok()
     }
 
     /// The leader's id and address, if this replica knows one.

@@ -26,11 +26,11 @@ pub struct EntryContext {
 /// The state a Raft group replicates. Every replica applies the same commands in the same
 /// order, so `apply` must be deterministic: no clock, no unseeded randomness, no iteration over
 /// a randomly seeded hash map. What it needs of time or chance comes in the command.
-pub trait ReplicatedState: Send + Sync + 'static {
+pub trait ReplicatedState: Send + 'static {
     /// Applies one committed command; the answer goes back to whoever proposed it.
     fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8>;
-    /// The whole state, encoded.
-    fn snapshot(&self) -> Vec<u8>;
+    /// The whole state, encoded (an error keeps the previous snapshot).
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the state with a snapshot's.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
 }
@@ -189,10 +189,13 @@ impl<S: ReplicatedState> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<S
                 inner.snapshot_seq
             ),
         };
-        let stored = StoredSnapshot {
-            meta,
-            data: inner.state.snapshot(),
-        };
+        let data = inner.state.snapshot().map_err(|why| {
+            StorageError::from(StorageIOError::write_snapshot(
+                None,
+                &std::io::Error::other(why),
+            ))
+        })?;
+        let stored = StoredSnapshot { meta, data };
         if let Some(dir) = &inner.dir {
             let bytes = encode_snapshot(&stored)
                 .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;

@@ -11,8 +11,8 @@ impl ReplicatedState for Count {
         self.0 += 1;
         Vec::new()
     }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_be_bytes().to_vec()
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(self.0.to_be_bytes().to_vec())
     }
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let b: [u8; 8] = bytes.try_into().map_err(|_| "not 8 bytes".to_owned())?;

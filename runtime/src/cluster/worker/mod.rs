@@ -9,6 +9,7 @@
 //! ```
 
 mod relay;
+mod replicated;
 mod run;
 mod wire;
 
@@ -24,6 +25,7 @@ use crate::cluster::registry::{Registry, TopologyArgs};
 use crate::ids::NodeId;
 use crate::transport::{Lane, Service, Transport, frame};
 
+pub(crate) use replicated::ReplicaHost;
 pub(crate) use run::RUN_THREADS;
 
 use run::TopologyRun;
@@ -113,22 +115,19 @@ pub(crate) struct Worker {
     me: NodeId,
     registry: Arc<Registry>,
     outbound: Outbound,
+    host: ReplicaHost,
     runs: Mutex<BTreeMap<RunId, Arc<TopologyRun>>>,
     /// Data messages that did not decode.
     rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
-    pub(crate) fn new(
-        me: NodeId,
-        registry: Arc<Registry>,
-        transport: Transport,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+    pub(crate) fn new(me: NodeId, registry: Arc<Registry>, host: ReplicaHost) -> Self {
         Worker {
             me,
             registry,
-            outbound: Outbound::new(transport, runtime),
+            outbound: Outbound::new(host.transport.clone(), host.runtime.clone()),
+            host,
             runs: Mutex::default(),
             rejected: std::sync::atomic::AtomicU64::new(0),
         }
@@ -163,7 +162,7 @@ impl Worker {
         for r in stale {
             if let Some(run) = runs.remove(&r) {
                 tracing::info!(topology = %r.name, "run ended or killed: stopping its tasks here");
-                stop(run);
+                stop(run, true);
             }
         }
         for p in placements {
@@ -172,12 +171,12 @@ impl Worker {
                 seed: p.seed,
             };
             if let Some(r) = runs.get(&id) {
-                if r.runs_elsewhere(&p.assignment) {
+                if r.runs_elsewhere(&p.assignment, &p.replicas) {
                     // This node was declared down while alive and its tasks moved: start over
                     // with what is assigned here now.
                     tracing::warn!(topology = %p.name, "tasks of this node moved elsewhere: restarting the run here");
                     if let Some(r) = runs.remove(&id) {
-                        stop(r);
+                        stop(r, false);
                     }
                 }
             }
@@ -195,7 +194,13 @@ impl Worker {
                             continue;
                         }
                     };
-                    match TopologyRun::start(id.clone(), topology, self.me, self.outbound.clone()) {
+                    match TopologyRun::start(
+                        id.clone(),
+                        topology,
+                        self.me,
+                        self.outbound.clone(),
+                        self.host.clone(),
+                    ) {
                         Ok(r) => {
                             let r = Arc::new(r);
                             runs.insert(id, Arc::clone(&r));
@@ -213,12 +218,16 @@ impl Worker {
             let mine: Vec<TaskId> = p
                 .assignment
                 .iter()
-                .filter(|(t, n)| **n == self.me && !p.finished.contains(t) && !run.runs(**t))
+                .filter(|(t, n)| {
+                    let here =
+                        **n == self.me || p.replicas.get(t).is_some_and(|r| r.contains(&self.me));
+                    here && !p.finished.contains(t) && !run.runs(**t)
+                })
                 .map(|(t, _)| *t)
                 .collect();
             if !mine.is_empty() {
                 tracing::info!(topology = %p.name, tasks = mine.len(), "starting tasks");
-                let started = run.start_tasks(&mine, &p.finished, epoch);
+                let started = run.start_tasks(&mine, &p.finished, epoch, &p.replicas, !p.active);
                 if let Err(e) = &started {
                     tracing::error!(topology = %p.name, error = %e, "tasks did not start");
                     complete = false;
@@ -308,15 +317,16 @@ impl Worker {
     pub(crate) fn shutdown(&self) {
         if let Ok(mut runs) = self.runs.lock() {
             for (_, r) in std::mem::take(&mut *runs) {
-                stop(r);
+                stop(r, false);
             }
         }
     }
 }
 
-/// Stops a run off the caller's thread (joining its system thread blocks).
-fn stop(run: Arc<TopologyRun>) {
-    std::thread::spawn(move || run.stop());
+/// Stops a run off the caller's thread (joining its system thread blocks); `discard` deletes
+/// the files of a run that ended.
+fn stop(run: Arc<TopologyRun>, discard: bool) {
+    std::thread::spawn(move || run.stop(discard));
 }
 
 #[cfg(test)]

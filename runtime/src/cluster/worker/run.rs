@@ -16,6 +16,7 @@ use tempest_dsl::engine::{BoltTask, LinkId, PayloadCodec, SpoutTask, Task};
 use tempest_dsl::{TaskId, Topology};
 
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
+use crate::cluster::worker::replicated::{LeaderSink, ReplicaHost, ReplicatedTask, run_dir};
 use crate::cluster::worker::wire::{DataMessage, RunId};
 use crate::cluster::worker::{Outbound, WorkerError};
 use crate::executor::Supervisor;
@@ -61,6 +62,14 @@ pub(crate) struct RunShared {
     routes: RwLock<BTreeMap<TaskId, NodeId>>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     locals: DashMap<TaskId, LocalTask>,
+    /// The tasks of stateful bolts: each is a Raft group whose leader takes its input.
+    replicated: rustc_hash::FxHashSet<TaskId>,
+    /// The leader of each replicated task's group, as last learned: (term, node).
+    leaders: DashMap<TaskId, (u64, NodeId)>,
+    /// This node's relays, to retarget when a group's leader moves.
+    relay_addrs: DashMap<TaskId, Addr<RelayActor>>,
+    /// This node's replicated tasks' actors, to refill when they lead again.
+    refills: DashMap<TaskId, Recipient<crate::executor::Refill>>,
     /// The codecs of every component's subscriptions, by component and input.
     codecs: Vec<Vec<Arc<dyn PayloadCodec>>>,
     outbound: Outbound,
@@ -69,12 +78,28 @@ pub(crate) struct RunShared {
 }
 
 impl RunShared {
-    /// Where `task` runs now.
+    /// Where `task` runs now: for a replicated task, where its group's leader is (or, before
+    /// one is known, the replica its assignment names).
     pub(crate) fn place(&self, task: TaskId) -> Place {
-        if let Some(l) = self.locals.get(&task) {
-            return Place::Local(l.clone());
-        }
-        let node = self.routes.read().ok().and_then(|r| r.get(&task).copied());
+        let node = if self.replicated.contains(&task) {
+            let node = self
+                .leaders
+                .get(&task)
+                .map(|l| l.1)
+                .or_else(|| self.routes.read().ok().and_then(|r| r.get(&task).copied()));
+            if node == Some(self.me) {
+                return self
+                    .locals
+                    .get(&task)
+                    .map_or(Place::Nowhere, |l| Place::Local(l.clone()));
+            }
+            node
+        } else {
+            if let Some(l) = self.locals.get(&task) {
+                return Place::Local(l.clone());
+            }
+            self.routes.read().ok().and_then(|r| r.get(&task).copied())
+        };
         match node {
             Some(n) if n != self.me => self
                 .addrs
@@ -124,9 +149,65 @@ impl RunShared {
         }
     }
 
+    /// The address of the node `task` runs on (its group's leader, for a replicated task).
     fn node_of(&self, task: TaskId) -> Option<String> {
-        let node = self.routes.read().ok()?.get(&task).copied()?;
+        let leader = self
+            .replicated
+            .contains(&task)
+            .then(|| self.leaders.get(&task).map(|l| l.1))
+            .flatten();
+        let node = match leader {
+            Some(n) => n,
+            None => self.routes.read().ok()?.get(&task).copied()?,
+        };
         self.addrs.read().ok()?.get(&node).cloned()
+    }
+}
+
+impl LeaderSink for RunShared {
+    fn leader_is(&self, task: TaskId, term: u64, leader: NodeId) {
+        let before = self.leaders.get(&task).map(|l| *l);
+        let changed = match before {
+            Some((t, n)) => term > t || (term == t && n != leader),
+            None => true,
+        };
+        if !changed {
+            return;
+        }
+        self.leaders.insert(task, (term, leader));
+        if leader == self.me && before.is_some_and(|(_, n)| n != self.me) {
+            if let Some(r) = self.refills.get(&task) {
+                r.do_send(crate::executor::Refill);
+            }
+        }
+        tracing::debug!(topology = %self.run.name, task = task.0, term, %leader, "input follows the group's leader");
+        // What went to the old leader is lost (its trees replay); marks and end markers are
+        // sent to the new one.
+        if let Some(relay) = self.relay_addrs.get(&task) {
+            relay.do_send(Retarget);
+        }
+    }
+
+    fn announce(&self, task: TaskId, term: u64) {
+        let msg = DataMessage::Leader {
+            run: self.run.clone(),
+            task,
+            node: self.me,
+            term,
+        };
+        let addrs: Vec<String> = self
+            .addrs
+            .read()
+            .map(|a| {
+                a.iter()
+                    .filter(|(n, _)| **n != self.me)
+                    .map(|(_, addr)| addr.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for addr in addrs {
+            self.send(&addr, &msg);
+        }
     }
 }
 
@@ -134,6 +215,7 @@ impl RunShared {
 struct RunEvents {
     finished: Arc<Mutex<BTreeSet<TaskId>>>,
     shared: Arc<RunShared>,
+    groups: Arc<Mutex<Vec<ReplicatedTask>>>,
 }
 
 impl RunEvents {
@@ -157,6 +239,31 @@ impl RunEvents {
         for (c, m) in components.iter().zip(per) {
             let Some(m) = m else { continue };
             crate::metrics::log_component(&shared.run.name, &c.name, &m);
+        }
+        let Ok(groups) = self.groups.lock() else {
+            return;
+        };
+        for g in groups.iter() {
+            let Some(st) = g.status() else { continue };
+            let c = &g.counters;
+            let proposals = c.proposals.load(Ordering::Relaxed);
+            let bytes = c.proposed_bytes.load(Ordering::Relaxed);
+            tracing::info!(
+                topology = %shared.run.name,
+                group = %g.group,
+                task = g.task.0,
+                role = ?st.role,
+                term = st.term,
+                leader = ?st.leader.map(|n| n.0),
+                last_log = st.last_log.unwrap_or(0),
+                applied = st.applied.unwrap_or(0),
+                apply_lag = st.last_log.unwrap_or(0).saturating_sub(st.applied.unwrap_or(0)),
+                leader_changes = c.leader_changes.load(Ordering::Relaxed),
+                proposals,
+                mean_proposal_bytes = bytes.checked_div(proposals).unwrap_or(0),
+                refused = c.refused.load(Ordering::Relaxed),
+                "group"
+            );
         }
     }
 }
@@ -201,6 +308,9 @@ struct RelayHandle {
 /// One topology run's tasks on this node.
 pub(crate) struct TopologyRun {
     shared: Arc<RunShared>,
+    host: ReplicaHost,
+    /// This node's replicas of the run's replicated tasks.
+    groups: Arc<Mutex<Vec<ReplicatedTask>>>,
     seeds: Vec<u64>,
     relays: Mutex<FxHashMap<TaskId, RelayHandle>>,
     finished: Arc<Mutex<BTreeSet<TaskId>>>,
@@ -225,8 +335,15 @@ impl TopologyRun {
         topology: Topology,
         me: NodeId,
         outbound: Outbound,
+        host: ReplicaHost,
     ) -> Result<Self, WorkerError> {
         let plan = PhysicalPlan::new(topology.ir(), RUN_THREADS);
+        let replicated = plan
+            .tasks
+            .iter()
+            .filter(|t| topology.ir().components[t.component].stateful.is_some())
+            .map(|t| t.id)
+            .collect();
         // The same seeds on every node: drawn from the run's seed in task order.
         let mut rng = SmallRng::seed_from_u64(run.seed);
         let seeds = plan.tasks.iter().map(|_| rng.random()).collect();
@@ -269,17 +386,25 @@ impl TopologyRun {
             routes: RwLock::default(),
             addrs: RwLock::default(),
             locals: DashMap::new(),
+            replicated,
+            leaders: DashMap::new(),
+            relay_addrs: DashMap::new(),
+            refills: DashMap::new(),
             codecs,
             outbound,
             rejected: AtomicU64::new(0),
         });
+        let groups = Arc::default();
         let events = RunEvents {
             finished: Arc::clone(&finished),
             shared: Arc::clone(&shared),
+            groups: Arc::clone(&groups),
         };
         let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events).recipient();
         Ok(TopologyRun {
             shared,
+            host,
+            groups,
             seeds,
             relays: Mutex::default(),
             finished,
@@ -375,10 +500,11 @@ impl TopologyRun {
             .get(id.0 as usize)
             .ok_or_else(|| format!("no task {id}"))?
             .component;
-        let setup = shared.plan.task_setup(
+        let mut setup = shared.plan.task_setup(
             id,
             seed ^ u64::from(restart).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
+        setup.replicated = shared.replicated.contains(&id);
         shared
             .topology
             .instantiate(component, &setup)
@@ -416,6 +542,7 @@ impl TopologyRun {
             let arbiter = &self.arbiters[task.0 as usize % self.arbiters.len()];
             let addr =
                 RelayActor::start_in_arbiter(arbiter, move |_| RelayActor::new(shared, task));
+            self.shared.relay_addrs.insert(task, addr.clone());
             RelayHandle {
                 deliver: Arc::new(addr.clone().recipient()),
                 credit: Arc::new(addr.clone().recipient()),
@@ -432,11 +559,17 @@ impl TopologyRun {
     /// died since): their end markers are given to the new tasks here, as they sent them to
     /// the tasks' earlier instances. `epoch` (the manager state's version) makes the ack-tree
     /// ids of a task started again elsewhere differ from its earlier instance's.
+    ///
+    /// A replicated task (of a stateful bolt) starts on each of its `replicas` with a replica
+    /// of its Raft group; the first replica founds the group when `found_groups` (the run's
+    /// first assignment).
     pub(crate) fn start_tasks(
         &self,
         tasks: &[TaskId],
         finished: &BTreeSet<TaskId>,
         epoch: u64,
+        replicas: &BTreeMap<TaskId, Vec<NodeId>>,
+        found_groups: bool,
     ) -> Result<(), WorkerError> {
         let shared = &self.shared;
         let plan = &shared.plan;
@@ -459,7 +592,8 @@ impl TopologyRun {
             let task = &plan.tasks[id.0 as usize];
             let component = &ir.components[task.component];
             let seed = self.seeds[id.0 as usize] ^ epoch.wrapping_mul(0xd6e8_feb8_6659_fd93);
-            let setup = plan.task_setup(id, seed);
+            let mut setup = plan.task_setup(id, seed);
+            setup.replicated = shared.replicated.contains(&id);
             let instance = shared
                 .topology
                 .instantiate(task.component, &setup)
@@ -498,10 +632,22 @@ impl TopologyRun {
                 Task::Bolt(bolt) => {
                     let ends = task.upstream_links;
                     let tick = component.tick_every;
-                    let supervisor = self.bolt_supervisor(id, seed);
-                    let addr = BoltActor::start_in_arbiter(arbiter, move |_| {
-                        BoltActor::new(core, bolt, ends, tick, credit).supervised(supervisor)
-                    });
+                    let addr = if setup.replicated {
+                        // Not restarted in place: a fresh instance would take the answers
+                        // of its predecessor's proposals for its own.
+                        let propose =
+                            self.start_group(id, task.component, replicas, found_groups)?;
+                        let addr = BoltActor::start_in_arbiter(arbiter, move |_| {
+                            BoltActor::new(core, bolt, ends, tick, credit).replicated(propose)
+                        });
+                        shared.refills.insert(id, addr.clone().recipient());
+                        addr
+                    } else {
+                        let supervisor = self.bolt_supervisor(id, seed);
+                        BoltActor::start_in_arbiter(arbiter, move |_| {
+                            BoltActor::new(core, bolt, ends, tick, credit).supervised(supervisor)
+                        })
+                    };
                     wires.push((id, addr.clone().recipient()));
                     LocalTask {
                         deliver: Some(Arc::new(addr.clone().recipient())),
@@ -566,8 +712,11 @@ impl TopologyRun {
             let task = &plan.tasks[id.0 as usize];
             let mut links = Vec::with_capacity(task.links.len());
             for link in &task.links {
-                let local =
-                    lookup(&fresh, link.target).and_then(|l| l.deliver.map(|d| (d, l.metrics)));
+                // A replicated target is reached through its relay even from here: its leader
+                // may be elsewhere, and may move.
+                let local = lookup(&fresh, link.target)
+                    .filter(|_| !shared.replicated.contains(&link.target))
+                    .and_then(|l| l.deliver.map(|d| (d, l.metrics)));
                 let (to, target_metrics) = match local {
                     Some(found) => found,
                     None => {
@@ -584,7 +733,11 @@ impl TopologyRun {
             }
             let mut upstream = Vec::new();
             for &(up, n) in plan.upstream_links_of(id) {
-                let credit = match lookup(&fresh, up).and_then(|l| l.credit) {
+                // Credits for a replicated upstream go to its leader, wherever it is.
+                let credit = match lookup(&fresh, up)
+                    .filter(|_| !shared.replicated.contains(&up))
+                    .and_then(|l| l.credit)
+                {
                     Some(c) => c,
                     None => self.relay(up)?.credit,
                 };
@@ -630,6 +783,59 @@ impl TopologyRun {
             w.extend(spouts);
         }
         Ok(())
+    }
+
+    /// Starts this node's replica of replicated task `id`'s group; returns how its bolt actor
+    /// proposes.
+    fn start_group(
+        &self,
+        id: TaskId,
+        component: usize,
+        replicas: &BTreeMap<TaskId, Vec<NodeId>>,
+        found_groups: bool,
+    ) -> Result<crate::executor::Propose, WorkerError> {
+        let shared = &self.shared;
+        let ir = shared.topology.ir();
+        let c = &ir.components[component];
+        let state = c
+            .stateful
+            .ok_or_else(|| WorkerError::Setup(format!("`{}` is not stateful", c.name)))?;
+        let task_index = shared.plan.tasks[id.0 as usize].index;
+        let machine = shared
+            .topology
+            .state_machine(component, task_index)
+            .ok_or_else(|| WorkerError::Setup(format!("`{}` has no state machine", c.name)))?;
+        let nodes = replicas
+            .get(&id)
+            .ok_or_else(|| WorkerError::Setup(format!("task {id} has no replicas assigned")))?;
+        let members: BTreeMap<NodeId, String> = {
+            let addrs = shared
+                .addrs
+                .read()
+                .map_err(|_| WorkerError::Setup("address table poisoned".into()))?;
+            nodes
+                .iter()
+                .map(|n| (*n, addrs.get(n).cloned().unwrap_or_default()))
+                .collect()
+        };
+        let sink: Arc<dyn LeaderSink> = Arc::clone(shared) as Arc<dyn LeaderSink>;
+        let group = ReplicatedTask::start(
+            &self.host,
+            &shared.run,
+            shared.me,
+            id,
+            machine,
+            state.storage,
+            members,
+            found_groups && nodes.first() == Some(&shared.me),
+            sink,
+        );
+        let propose = group.propose();
+        self.groups
+            .lock()
+            .map_err(|_| WorkerError::Setup("group table poisoned".into()))?
+            .push(group);
+        Ok(propose)
     }
 
     /// Hands a message from another node to the task it is for.
@@ -745,6 +951,14 @@ impl TopologyRun {
                     v.do_send(Verdicts(verdicts));
                 }
             }
+            DataMessage::Leader {
+                task, node, term, ..
+            } => {
+                if !shared.replicated.contains(&task) {
+                    return reject("a leader for a task that is not replicated");
+                }
+                shared.leader_is(task, term, node);
+            }
         }
     }
 
@@ -778,22 +992,44 @@ impl TopologyRun {
         }
     }
 
-    /// Stops every task of the run on this node and waits for its threads.
-    pub(crate) fn stop(&self) {
+    /// Stops every task of the run on this node and waits for its threads; then stops its
+    /// replicas (each logs its state's digest) and, for a run that ended (`discard`), deletes
+    /// their files.
+    pub(crate) fn stop(&self, discard: bool) {
         self.system.stop();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
             let _ = t.join();
         }
+        let groups = self
+            .groups
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default();
+        for g in &groups {
+            g.stop(std::time::Duration::from_secs(2));
+        }
+        if discard && !groups.is_empty() {
+            let dir = run_dir(&self.host.data_dir, &self.shared.run);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "a finished run's replica files were not deleted");
+                }
+            }
+        }
     }
 
     /// Whether tasks run here that the assignment puts elsewhere (this node was declared down
-    /// while it was alive).
-    pub(crate) fn runs_elsewhere(&self, assignment: &BTreeMap<TaskId, NodeId>) -> bool {
+    /// while it was alive). A replicated task runs on each of its replicas.
+    pub(crate) fn runs_elsewhere(
+        &self,
+        assignment: &BTreeMap<TaskId, NodeId>,
+        replicas: &BTreeMap<TaskId, Vec<NodeId>>,
+    ) -> bool {
+        let me = self.shared.me;
         self.shared.locals.iter().any(|l| {
-            assignment
-                .get(l.key())
-                .is_some_and(|n| *n != self.shared.me)
+            let replica_here = replicas.get(l.key()).is_some_and(|r| r.contains(&me));
+            !replica_here && assignment.get(l.key()).is_some_and(|n| *n != me)
         })
     }
 }

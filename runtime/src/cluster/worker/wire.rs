@@ -69,6 +69,14 @@ pub(crate) enum DataMessage {
         to: TaskId,
         verdicts: Vec<(RootId, TreeOutcome)>,
     },
+    /// Node `node` leads the Raft group of replicated task `task` in `term`: send it the
+    /// task's input.
+    Leader {
+        run: RunId,
+        task: TaskId,
+        node: crate::ids::NodeId,
+        term: u64,
+    },
 }
 
 impl DataMessage {
@@ -81,7 +89,8 @@ impl DataMessage {
             | DataMessage::End { run, .. }
             | DataMessage::Credit { run, .. }
             | DataMessage::Acks { run, .. }
-            | DataMessage::Verdicts { run, .. } => run,
+            | DataMessage::Verdicts { run, .. }
+            | DataMessage::Leader { run, .. } => run,
         }
     }
 }

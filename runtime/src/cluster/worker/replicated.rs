@@ -1,0 +1,344 @@
+//! Replicated tasks on this node: for every task of a stateful bolt placed here, one replica of
+//! the task's Raft group (all groups share the node's transport, their messages tagged with the
+//! group id), the [`Propose`] its bolt actor sends its commands through, and a watcher that
+//! tells the run (and, from the leader, every node) who leads the group, so senders follow it.
+//!
+//! ```text
+//!   upstream ──► relay ──► leader's bolt actor ──Propose──► Raft group (R replicas)
+//!                                   ▲                           │ apply on every replica
+//!                                   └──── Committed(outputs) ◄──┘ (only the leader's answer)
+//! ```
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use sha2::Digest;
+use tempest_dsl::engine::StateMachine;
+use tempest_dsl::{StateStorage, TaskId};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::worker::wire::RunId;
+use crate::executor::Propose;
+use crate::ids::{GroupId, NodeId};
+use crate::replication::{
+    EntryContext, LogStore, RaftGroups, RaftTimings, Replica, ReplicaStatus, ReplicatedState, Role,
+    StateMachineStore,
+};
+use crate::transport::Transport;
+
+/// What a node gives its runs to host Raft groups.
+#[derive(Clone)]
+pub(crate) struct ReplicaHost {
+    pub(crate) transport: Transport,
+    pub(crate) groups: Arc<RaftGroups>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) timings: RaftTimings,
+}
+
+/// The group of task `task` of run `run`: the same number on every node, never the manager's.
+pub(crate) fn group_id(run: &RunId, task: TaskId) -> GroupId {
+    let mut h = rustc_hash::FxHasher::default();
+    run.name.hash(&mut h);
+    run.seed.hash(&mut h);
+    task.0.hash(&mut h);
+    GroupId(h.finish() | 1 << 63)
+}
+
+/// A task's state machine behind the replication's trait.
+struct TaskState(Box<dyn StateMachine>);
+
+impl ReplicatedState for TaskState {
+    fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8> {
+        match self.0.apply(command, at.index) {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The same bytes fail the same way on every replica; the proposer's inputs
+                // fail (an empty answer does not decode) and replay.
+                tracing::warn!(index = at.index, error = %e, "a command that does not apply");
+                Vec::new()
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        self.0.snapshot().map_err(|e| e.to_string())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0.restore(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Counters of one group's proposals from this node.
+#[derive(Default)]
+pub(crate) struct GroupCounters {
+    /// Proposals sent (Raft entries proposed here).
+    pub(crate) proposals: AtomicU64,
+    /// Bytes proposed.
+    pub(crate) proposed_bytes: AtomicU64,
+    /// Proposals refused (not the leader, no quorum, stopped).
+    pub(crate) refused: AtomicU64,
+    /// Leader changes seen.
+    pub(crate) leader_changes: AtomicU64,
+}
+
+/// This node's replica of one replicated task.
+pub(crate) struct ReplicatedTask {
+    pub(crate) task: TaskId,
+    pub(crate) group: GroupId,
+    replica: Arc<OnceLock<Arc<Replica<TaskState>>>>,
+    pub(crate) counters: Arc<GroupCounters>,
+    stop: CancellationToken,
+    host: ReplicaHost,
+}
+
+/// Where a group learned its leader: the run's routing is told, and the leader tells every
+/// node.
+pub(crate) trait LeaderSink: Send + Sync + 'static {
+    /// Group `task` is led by `leader` in `term` (as this node's replica sees it).
+    fn leader_is(&self, task: TaskId, term: u64, leader: NodeId);
+    /// This node leads `task`'s group in `term`: tell the other nodes.
+    fn announce(&self, task: TaskId, term: u64);
+}
+
+impl ReplicatedTask {
+    /// Starts this node's replica of `task`'s group (in the background: proposals fail until
+    /// it is up). `members` are the group's replicas and their addresses; `initialize` makes
+    /// this replica found the group (the first replica, on the run's first assignment only:
+    /// a replica that restarts later rejoins through its peers).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        host: &ReplicaHost,
+        run: &RunId,
+        me: NodeId,
+        task: TaskId,
+        machine: Box<dyn StateMachine>,
+        storage: StateStorage,
+        members: BTreeMap<NodeId, String>,
+        initialize: bool,
+        sink: Arc<dyn LeaderSink>,
+    ) -> Self {
+        let group = group_id(run, task);
+        let slot: Arc<OnceLock<Arc<Replica<TaskState>>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let counters = Arc::new(GroupCounters::default());
+        let dir = run_dir(&host.data_dir, run).join(format!("task-{}", task.0));
+        let span = tracing::info_span!("group", %group, task = task.0, topology = %run.name);
+        let started = {
+            let host = host.clone();
+            let slot = Arc::clone(&slot);
+            let stop = stop.clone();
+            let counters = Arc::clone(&counters);
+            async move {
+                let state = TaskState(machine);
+                let opened = match storage {
+                    StateStorage::Memory => {
+                        Ok((LogStore::in_memory(), StateMachineStore::in_memory(state)))
+                    }
+                    StateStorage::Disk => std::fs::create_dir_all(&dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| LogStore::open(&dir).map_err(|e| e.to_string()))
+                        .and_then(|log| {
+                            StateMachineStore::open(state, &dir)
+                                .map(|sm| (log, sm))
+                                .map_err(|e| e.to_string())
+                        }),
+                };
+                let (log, sm) = match opened {
+                    Ok(x) => x,
+                    Err(why) => {
+                        // A damaged log or snapshot: this replica stays out of its group (it
+                        // neither votes nor serves) and the others go on.
+                        tracing::error!(%why, "replica refuses to start: its stored state is unusable");
+                        return;
+                    }
+                };
+                let replica = match Replica::start(
+                    me,
+                    group,
+                    host.timings,
+                    log,
+                    sm,
+                    host.transport.clone(),
+                    Arc::clone(&host.groups),
+                )
+                .await
+                {
+                    Ok(r) => Arc::new(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "replica did not start");
+                        return;
+                    }
+                };
+                if initialize {
+                    if let Err(e) = replica.initialize(&members).await {
+                        tracing::error!(error = %e, "group not initialized");
+                    }
+                }
+                tracing::info!(members = members.len(), ?storage, "replica started");
+                let _ = slot.set(Arc::clone(&replica));
+                watch(replica, task, me, sink, counters, stop).await;
+            }
+        };
+        host.runtime
+            .spawn(tracing::Instrument::instrument(started, span));
+        ReplicatedTask {
+            task,
+            group,
+            replica: slot,
+            counters,
+            stop,
+            host: host.clone(),
+        }
+    }
+
+    /// How the task's bolt actor proposes: through this replica while it leads, refused at
+    /// once otherwise (the inputs then fail and replay to the leader).
+    pub(crate) fn propose(&self) -> Propose {
+        let slot = Arc::clone(&self.replica);
+        let counters = Arc::clone(&self.counters);
+        Arc::new(move |command: Vec<u8>| {
+            let replica = slot.get().cloned();
+            let counters = Arc::clone(&counters);
+            async move {
+                let refuse = |why: String| {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    Err(why)
+                };
+                let Some(replica) = replica else {
+                    return refuse("the replica has not started".into());
+                };
+                if !replica.is_leader() {
+                    return refuse("not the leader".into());
+                }
+                counters.proposals.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .proposed_bytes
+                    .fetch_add(command.len() as u64, Ordering::Relaxed);
+                match replica.write(command).await {
+                    Ok(answer) => Ok(answer),
+                    Err(e) => refuse(e.to_string()),
+                }
+            }
+            .boxed()
+        })
+    }
+
+    /// The replica's status, once it started.
+    pub(crate) fn status(&self) -> Option<ReplicaStatus> {
+        self.replica.get().map(|r| r.status())
+    }
+
+    /// Stops the replica (blocking: call off the runtime's threads), after waiting up to
+    /// `settle` for it to apply what it has, and logs its final state's digest.
+    pub(crate) fn stop(&self, settle: Duration) {
+        self.stop.cancel();
+        let Some(replica) = self.replica.get().cloned() else {
+            return;
+        };
+        let group = self.group;
+        let task = self.task;
+        self.host.runtime.block_on(async move {
+            let status = replica.status();
+            if let Some(last) = status.last_log {
+                replica.wait_applied(last, settle).await;
+            }
+            let status = replica.status();
+            let digest = replica.read(|s| s.snapshot().map(|b| digest(&b)));
+            match digest {
+                Ok(digest) => tracing::info!(
+                    %group,
+                    task = task.0,
+                    applied = status.applied.unwrap_or(0),
+                    term = status.term,
+                    role = ?status.role,
+                    %digest,
+                    "replica stopped"
+                ),
+                Err(why) => tracing::warn!(%group, task = task.0, %why, "replica stopped; its state does not encode"),
+            }
+            replica.shutdown().await;
+        });
+    }
+}
+
+/// The digest of an encoded state: the first 16 hex digits of its SHA-256.
+fn digest(bytes: &[u8]) -> String {
+    let hash = sha2::Sha256::digest(bytes);
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a run's groups keep their files on this node.
+pub(crate) fn run_dir(data_dir: &std::path::Path, run: &RunId) -> PathBuf {
+    data_dir
+        .join("groups")
+        .join(format!("{}-{:016x}", run.name, run.seed))
+}
+
+/// Follows the replica's leader: tells the run's routing at every change, and announces this
+/// node to the others when it leads (again every second, for nodes that missed it).
+async fn watch(
+    replica: Arc<Replica<TaskState>>,
+    task: TaskId,
+    me: NodeId,
+    sink: Arc<dyn LeaderSink>,
+    counters: Arc<GroupCounters>,
+    stop: CancellationToken,
+) {
+    let mut changes = replica.watch();
+    let mut known: Option<(u64, NodeId)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut status = replica.status();
+    loop {
+        if let Some(leader) = status.leader {
+            if known != Some((status.term, leader)) {
+                if known.is_some_and(|(_, l)| l != leader) || known.is_none() {
+                    counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(term = status.term, leader = %leader, role = ?status.role, "group leader");
+                known = Some((status.term, leader));
+                sink.leader_is(task, status.term, leader);
+                if leader == me {
+                    sink.announce(task, status.term);
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            next = changes.changed() => match next {
+                Some(s) => status = s,
+                None => return,
+            },
+            _ = tick.tick() => {
+                if status.role == Role::Leader {
+                    sink.announce(task, status.term);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_differ_by_run_and_task_and_are_never_the_manager_s() {
+        let run = |name: &str, seed| RunId {
+            name: name.into(),
+            seed,
+        };
+        let a = group_id(&run("a", 1), TaskId(3));
+        assert_eq!(a, group_id(&run("a", 1), TaskId(3)));
+        assert_ne!(a, group_id(&run("a", 2), TaskId(3)));
+        assert_ne!(a, group_id(&run("b", 1), TaskId(3)));
+        assert_ne!(a, group_id(&run("a", 1), TaskId(4)));
+        assert_ne!(a, GroupId::MANAGER);
+    }
+}
