@@ -1,6 +1,7 @@
-//! `tempest bench wordcount --nodes N`: the cluster word count on N node processes of this
-//! binary (started and stopped by the bench), beside the same topology in one process, in the
-//! same run, so the ratio holds on a noisy machine.
+//! `tempest bench wordcount --nodes N` and `tempest bench replicated` (W3): the cluster word
+//! count on N node processes of this binary (started and stopped by the bench), beside the same
+//! topology in one process, in the same run, so the ratio holds on a noisy machine. With
+//! `replicas`, the count bolt is a stateful bolt replicated through Raft.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +15,7 @@ use tempest_runtime::transport::ClusterSecret;
 use tempest_runtime::{LocalCluster, LocalOptions};
 
 use crate::cluster_wordcount::{ClusterWordCount, check_output};
-use crate::node_procs::{NodeProcs, poll as wait};
+use crate::node_procs::{NodeProcs, log_field, poll as wait};
 
 /// What one cluster bench run measures.
 #[derive(Clone, Debug)]
@@ -27,6 +28,9 @@ pub struct ClusterRun {
     pub local_seconds: f64,
     /// Whether the in-process counts were exact.
     pub local_ok: bool,
+    /// The complete latency of the cluster's spout trees, p50 and p99 in ms: the worst spout
+    /// task's (each node logs its spout tasks' percentiles when they finish).
+    pub complete_ms: Option<(f64, f64)>,
 }
 
 /// How the bench runs.
@@ -40,6 +44,8 @@ pub struct ClusterBench {
     pub parallelism: u32,
     /// The delivery guarantee.
     pub guarantee: Guarantee,
+    /// More submission arguments (`replicas`, `state`, ...).
+    pub extra: Vec<(String, String)>,
 }
 
 /// Runs the bench once: the cluster, then the same topology in this process.
@@ -74,6 +80,7 @@ pub fn run_once(bin: &Path, bench: &ClusterBench) -> anyhow::Result<ClusterRun> 
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(bench.extra.iter().cloned())
     .collect();
     let started = Instant::now();
     call(AdminRequest::Submit {
@@ -95,6 +102,10 @@ pub fn run_once(bin: &Path, bench: &ClusterBench) -> anyhow::Result<ClusterRun> 
     })?;
     let seconds = started.elapsed().as_secs_f64();
     let ok = check_output(&out, bench.sentences)?.exact();
+    let complete_ms = wait("the spouts' latency", Duration::from_secs(10), || {
+        Ok(spout_latency(&procs, bench.parallelism as usize))
+    })
+    .ok();
     drop(procs);
 
     let local_dir = tempfile::tempdir()?;
@@ -118,5 +129,29 @@ pub fn run_once(bin: &Path, bench: &ClusterBench) -> anyhow::Result<ClusterRun> 
         ok,
         local_seconds,
         local_ok,
+        complete_ms,
+    })
+}
+
+/// The worst complete-latency p50 and p99 (ms) the nodes logged for `spouts` spout tasks, once
+/// all of them have.
+fn spout_latency(procs: &NodeProcs, spouts: usize) -> Option<(f64, f64)> {
+    let mut found = Vec::new();
+    for node in &procs.nodes {
+        for line in procs
+            .log(node.id)
+            .lines()
+            .filter(|l| l.contains("spout task finished"))
+        {
+            let us = |k| log_field(line, k).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(p50), Some(p99)) = (us("complete_p50_us"), us("complete_p99_us")) {
+                found.push((p50 / 1000.0, p99 / 1000.0));
+            }
+        }
+    }
+    (found.len() >= spouts).then(|| {
+        found.iter().fold((0.0, 0.0), |(a, b), (p50, p99)| {
+            (f64::max(a, *p50), f64::max(b, *p99))
+        })
     })
 }

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cluster_bench;
 pub mod cluster_wordcount;
+pub mod failover_bench;
 pub mod node_procs;
 pub mod window_count;
 pub mod windows;

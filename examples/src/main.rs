@@ -89,6 +89,44 @@ enum BenchWorkload {
     Wordcount(BenchWordcount),
     /// W2: event-time tumbling one-second windows counting events per key.
     Window(BenchWindow),
+    /// W3: the word count on 3 node processes with the count bolt replicated 3 ways through
+    /// Raft, at-least-once.
+    Replicated(BenchReplicated),
+    /// W4: W3 at a steady paced load while the node leading a count group is SIGKILLed (and
+    /// restarted) again and again: failover time, output gap, lost words.
+    Failover(BenchFailover),
+}
+
+#[derive(Args, Debug)]
+struct BenchReplicated {
+    /// Where the replicas keep their Raft logs: memory or disk (fsynced before an ack).
+    #[arg(long, default_value = "memory")]
+    state: tempest_dsl::StateStorage,
+    /// Sentences to emit (10 words each).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 200_000)]
+    sentences: u64,
+    /// Tasks per component.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
+    parallelism: u32,
+    /// Runs; the RESULT line gives medians, and each run prints a RUN line.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
+    runs: u32,
+}
+
+#[derive(Args, Debug)]
+struct BenchFailover {
+    /// SIGKILLs of a count group leader's node (each restarted once a new leader committed).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
+    kills: u32,
+    /// Sentences a second per spout task (2 tasks, 10 words each): the steady load.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5_000)]
+    rate: u64,
+    /// Where the replicas keep their Raft logs: memory or disk.
+    #[arg(long, default_value = "memory")]
+    state: tempest_dsl::StateStorage,
+    /// Seconds of steady load between a restart and the next kill.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    settle: f64,
 }
 
 #[derive(Args, Debug)]
@@ -267,6 +305,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             workload: BenchWorkload::Window(args),
         } => bench_window(args),
+        Command::Bench {
+            workload: BenchWorkload::Replicated(args),
+        } => bench_replicated(&args),
+        Command::Bench {
+            workload: BenchWorkload::Failover(args),
+        } => bench_failover(&args),
         Command::Windows { window, input } => windows(&window, input.as_deref()),
         Command::Cluster(_) => unreachable!("cluster commands return from main"),
         Command::Show {
@@ -528,6 +572,7 @@ fn bench_wordcount_cluster(args: &BenchWordcount, nodes: usize) -> Result<(), Fa
         sentences: args.sentences.unwrap_or(200_000),
         parallelism: args.common.parallelism,
         guarantee: args.common.guarantee,
+        extra: Vec::new(),
     };
     let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
     let words = (bench.sentences * wordcount::WORDS_PER_SENTENCE) as f64;
@@ -565,6 +610,103 @@ fn bench_wordcount_cluster(args: &BenchWordcount, nodes: usize) -> Result<(), Fa
             format!("{:.0}/s", words / local_seconds),
         )
         .field("cluster_vs_local", format!("{ratio:.2}"));
+    finish_bench(line, ok)
+}
+
+/// `bench replicated` (W3): the word count with its count bolt replicated 3 ways, on 3 nodes.
+fn bench_replicated(args: &BenchReplicated) -> Result<(), Failure> {
+    let bench = tempest_examples::cluster_bench::ClusterBench {
+        nodes: 3,
+        sentences: args.sentences,
+        parallelism: args.parallelism,
+        guarantee: Guarantee::AtLeastOnce,
+        extra: vec![
+            ("replicas".into(), "3".into()),
+            ("state".into(), args.state.to_string()),
+        ],
+    };
+    let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
+    let words = (bench.sentences * wordcount::WORDS_PER_SENTENCE) as f64;
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        let r = tempest_examples::cluster_bench::run_once(&bin, &bench).map_err(Failure::Run)?;
+        let (p50, p99) = r.complete_ms.unwrap_or((f64::NAN, f64::NAN));
+        let line = ResultLine::new()
+            .field("words_rate", format!("{:.0}/s", words / r.seconds))
+            .field("complete_p50_ms", format!("{p50:.1}"))
+            .field("complete_p99_ms", format!("{p99:.1}"));
+        if args.runs > 1 {
+            say!("{}", line.render(&format!("RUN {run}"), r.ok && r.local_ok));
+        }
+        runs.push(r);
+    }
+    let seconds = median_of(&runs, |r| r.seconds);
+    let local_seconds = median_of(&runs, |r| r.local_seconds);
+    let p50 = median_of(&runs, |r| r.complete_ms.map_or(f64::NAN, |c| c.0));
+    let p99 = median_of(&runs, |r| r.complete_ms.map_or(f64::NAN, |c| c.1));
+    let ok = runs
+        .iter()
+        .all(|r| r.ok && r.local_ok && r.complete_ms.is_some());
+    let line = ResultLine::new()
+        .field("workload", "replicated")
+        .field("nodes", 3)
+        .field("replicas", 3)
+        .field("state", args.state)
+        .field("guarantee", bench.guarantee)
+        .field("records", bench.sentences)
+        .field("seconds", format!("{seconds:.3}"))
+        .field("words_rate", format!("{:.0}/s", words / seconds))
+        .field("complete_p50_ms", format!("{p50:.1}"))
+        .field("complete_p99_ms", format!("{p99:.1}"))
+        .field(
+            "local_words_rate",
+            format!("{:.0}/s", words / local_seconds),
+        );
+    finish_bench(line, ok)
+}
+
+/// `bench failover` (W4): SIGKILLs of a count group leader's node under a steady load.
+fn bench_failover(args: &BenchFailover) -> Result<(), Failure> {
+    if args.kills == 0 || !(0.0..=60.0).contains(&args.settle) || args.rate == 0 {
+        return Err(Failure::Usage(
+            "--kills and --rate must be at least 1, --settle 0 to 60 seconds".into(),
+        ));
+    }
+    let bench = tempest_examples::failover_bench::FailoverBench {
+        kills: args.kills,
+        rate: args.rate,
+        state: args.state,
+        settle: Duration::from_secs_f64(args.settle),
+    };
+    let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
+    let r = tempest_examples::failover_bench::run_once(&bin, &bench).map_err(Failure::Run)?;
+    let quantile = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).copied().unwrap_or(f64::NAN)
+    };
+    let f = &r.failover_ms;
+    eprintln!("failover_ms per kill: {f:.0?}");
+    eprintln!("gap_ms per kill: {:.0?}", r.gap_ms);
+    let max = f.iter().copied().fold(0.0, f64::max);
+    let gap_max = r.gap_ms.iter().copied().fold(0.0, f64::max);
+    let ok = r.lost == 0 && f.len() == args.kills as usize;
+    let line = ResultLine::new()
+        .field("workload", "failover")
+        .field("state", args.state)
+        .field("kills", f.len())
+        .field(
+            "words_rate_target",
+            format!("{}/s", args.rate * 2 * wordcount::WORDS_PER_SENTENCE),
+        )
+        .field("failover_p50_ms", format!("{:.0}", quantile(f, 0.5)))
+        .field("failover_p99_ms", format!("{:.0}", quantile(f, 0.99)))
+        .field("failover_max_ms", format!("{max:.0}"))
+        .field("gap_max_ms", format!("{gap_max:.0}"))
+        .field("lost", r.lost)
+        .field("duplicated_words", r.duplicated)
+        .field("seconds", format!("{:.1}", r.seconds));
     finish_bench(line, ok)
 }
 

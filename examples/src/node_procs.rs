@@ -117,11 +117,19 @@ impl NodeProcs {
 }
 
 impl Drop for NodeProcs {
+    /// Kills every node still running and deletes the directory, unless
+    /// `TEMPEST_KEEP_NODE_DIRS` is set (for a post-mortem of the logs).
     fn drop(&mut self) {
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
+            }
+        }
+        if std::env::var_os("TEMPEST_KEEP_NODE_DIRS").is_some() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                tracing::warn!(dir = %kept.display(), "node directory kept");
             }
         }
     }
@@ -144,4 +152,17 @@ pub fn poll<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The value of `key=` in a node's log line (a field or a span's), without quotes.
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = [' ', '{']
+        .iter()
+        .filter_map(|c| line.find(&format!("{c}{key}=")))
+        .min()?
+        + key.len()
+        + 2;
+    let rest = &line[at..];
+    let end = rest.find([' ', '}', ':']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
 }

@@ -194,6 +194,9 @@ pub struct Heartbeat {
     /// Runs whose tasks here are all started: (topology, run seed, the state version whose
     /// assignment they started).
     pub ready: Vec<(String, u64, u64)>,
+    /// The process's incarnation, drawn at its start.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

@@ -47,6 +47,10 @@ pub struct NodeRecord {
     pub addr: String,
     /// Up or down.
     pub status: NodeStatus,
+    /// The process's incarnation (drawn at its start): a new one means the node restarted,
+    /// and what it ran died with its earlier process.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Whether a topology runs.
@@ -116,6 +120,9 @@ pub enum ManagerCommand {
         node: NodeId,
         /// Its address.
         addr: String,
+        /// Its process's incarnation.
+        #[serde(default)]
+        incarnation: u64,
     },
     /// A node stopped heartbeating: move its tasks.
     Down {
@@ -270,12 +277,27 @@ impl ManagerState {
     /// Applies one command (deterministic: the same on every replica).
     pub fn execute(&mut self, cmd: ManagerCommand) -> ManagerReply {
         let reply = match cmd {
-            ManagerCommand::Join { node, addr } => {
+            ManagerCommand::Join {
+                node,
+                addr,
+                incarnation,
+            } => {
+                let restarted = self.nodes.get_mut(&node).filter(|r| {
+                    r.status == NodeStatus::Up && r.incarnation != 0 && r.incarnation != incarnation
+                });
+                if let Some(r) = restarted {
+                    // It restarted before anyone declared it down: its tasks died with its
+                    // earlier process, so they move as if it had been (their senders settle
+                    // what they sent to it).
+                    r.status = NodeStatus::Down;
+                    self.reschedule_all();
+                }
                 self.nodes.insert(
                     node,
                     NodeRecord {
                         addr,
                         status: NodeStatus::Up,
+                        incarnation,
                     },
                 );
                 // Tasks stranded while no node was live get a home now.
@@ -503,6 +525,7 @@ mod tests {
         s.execute(ManagerCommand::Join {
             node: NodeId(n),
             addr: format!("10.0.0.{n}:7000"),
+            incarnation: 1,
         });
     }
 
@@ -613,6 +636,27 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_restarted_unnoticed_loses_its_tasks_to_the_others() {
+        let mut s = ManagerState::default();
+        for n in 1..=3 {
+            join(&mut s, n);
+        }
+        submit(&mut s, "wc");
+        let before = s.tasks_of(NodeId(2)).len();
+        assert!(before > 0);
+        join(&mut s, 2); // the same incarnation: nothing changes
+        assert_eq!(s.tasks_of(NodeId(2)).len(), before);
+        s.execute(ManagerCommand::Join {
+            node: NodeId(2),
+            addr: "10.0.0.2:7000".into(),
+            incarnation: 2,
+        });
+        assert!(s.tasks_of(NodeId(2)).is_empty(), "its tasks moved");
+        assert_eq!(s.nodes[&NodeId(2)].status, NodeStatus::Up);
+        assert_eq!(s.topologies["wc"].reschedules, 1);
+    }
+
+    #[test]
     fn replicated_tasks_go_to_distinct_nodes_and_stay_there_when_one_dies() {
         let mut s = ManagerState::default();
         join(&mut s, 1);
@@ -703,10 +747,12 @@ mod tests {
             ManagerCommand::Join {
                 node: NodeId(3),
                 addr: "c".into(),
+                incarnation: 1,
             },
             ManagerCommand::Join {
                 node: NodeId(1),
                 addr: "a".into(),
+                incarnation: 1,
             },
             ManagerCommand::Submit {
                 name: "x".into(),

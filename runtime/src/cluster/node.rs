@@ -85,6 +85,8 @@ struct Shared {
     tasks_version: AtomicU64,
     /// The tasks this node runs.
     worker: OnceLock<Worker>,
+    /// This process's incarnation: the manager tells a restart from a node that stayed up.
+    incarnation: u64,
 }
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -174,6 +176,7 @@ impl Node {
             leader_hint: Mutex::default(),
             tasks_version: AtomicU64::new(0),
             worker: OnceLock::new(),
+            incarnation: rand::random::<u64>() | 1,
         });
         let c = &shared.config;
         let role = PeerRole::Node {
@@ -336,6 +339,7 @@ impl Shared {
                 addr: self.config.advertise.clone(),
                 finished: self.worker.get().map(Worker::finished).unwrap_or_default(),
                 ready: self.worker.get().map(Worker::ready).unwrap_or_default(),
+                incarnation: self.incarnation,
             };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
@@ -493,10 +497,9 @@ impl Shared {
             seen.insert(hb.node, Instant::now());
         }
         let state = m.read(Clone::clone);
-        let known = state
-            .nodes
-            .get(&hb.node)
-            .is_some_and(|r| r.status == NodeStatus::Up && r.addr == hb.addr);
+        let known = state.nodes.get(&hb.node).is_some_and(|r| {
+            r.status == NodeStatus::Up && r.addr == hb.addr && r.incarnation == hb.incarnation
+        });
         if !known {
             tracing::info!(node = %hb.node, addr = %hb.addr, "node joins");
             self.propose_about(
@@ -504,8 +507,16 @@ impl Shared {
                 ManagerCommand::Join {
                     node: hb.node,
                     addr: hb.addr,
+                    incarnation: hb.incarnation,
                 },
             );
+            // No tasks until the state knows this process: a restarted node's old tasks are
+            // about to move, and it must not start them first.
+            return HeartbeatReply::Tasks {
+                version: 0,
+                placements: Vec::new(),
+                nodes: state.addrs(),
+            };
         } else {
             // Runs this node started that the state does not know it started.
             for (name, seed, version) in hb.ready {
@@ -533,12 +544,15 @@ impl Shared {
             }
             // Finished tasks the state does not record yet.
             for (name, seed, tasks) in hb.finished {
-                // Only tasks assigned to the reporting node count.
+                // Only tasks assigned to the reporting node count (a replicated task is on
+                // each of its replicas; its leader, wherever it is, finishes it).
                 let new: Vec<_> = match state.topologies.get(&name) {
                     Some(t) if t.seed == seed && t.status == TopologyStatus::Running => tasks
                         .into_iter()
                         .filter(|task| {
-                            !t.finished.contains(task) && t.assignment.get(task) == Some(&hb.node)
+                            let here = t.assignment.get(task) == Some(&hb.node)
+                                || t.replicas.get(task).is_some_and(|r| r.contains(&hb.node));
+                            !t.finished.contains(task) && here
                         })
                         .collect(),
                     _ => continue,

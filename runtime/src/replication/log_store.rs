@@ -250,6 +250,13 @@ impl LogStore {
         })
     }
 
+    /// The index of the last entry the log holds (or purged into a snapshot), if any.
+    pub fn last_index(&self) -> Option<u64> {
+        let inner = self.lock();
+        let last = inner.log.values().next_back().map(|e| e.log_id);
+        last.or(inner.last_purged).map(|l| l.index)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the maps consistent (each change is one
         // insert or split), so a poisoned lock is still usable.

@@ -31,18 +31,71 @@ enum RaftRpc {
 }
 
 /// The Raft instances this process hosts, by group; answers the RPCs addressed to them.
+///
+/// A replica that lost its log and vote (its state was in memory, or its disk was wiped) and
+/// rejoins its group must not vote before it caught up: with an empty log it would grant its
+/// vote to a candidate missing entries it had acknowledged, and with no vote it could vote
+/// twice in a term. Such a replica is *recovering*: it refuses vote requests until it applied
+/// the commit index of the first leader that reached it.
 #[derive(Default)]
 pub struct RaftGroups {
-    groups: DashMap<GroupId, Raft>,
+    /// Each group's Raft here, with the registration's number: a replica that stops removes
+    /// only its own registration, not a newer replica's of the same group.
+    groups: DashMap<GroupId, (u64, Raft)>,
+    registrations: std::sync::atomic::AtomicU64,
+    /// Recovering groups: the commit index to reach before voting, once a leader told it.
+    recovering: DashMap<GroupId, Option<u64>>,
 }
 
 impl RaftGroups {
-    pub(crate) fn insert(&self, group: GroupId, raft: Raft) {
-        self.groups.insert(group, raft);
+    /// Registers `raft` as this process's replica of `group`; returns the registration.
+    pub(crate) fn insert(&self, group: GroupId, raft: Raft) -> u64 {
+        let n = self
+            .registrations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.groups.insert(group, (n, raft));
+        n
     }
 
-    pub(crate) fn remove(&self, group: GroupId) {
-        self.groups.remove(&group);
+    /// Removes registration `registration` of `group`, if it is still the current one. A
+    /// recovering mark stays (a newer replica of the group may have set it; at worst a
+    /// replica waits to catch up before it votes).
+    pub(crate) fn remove(&self, group: GroupId, registration: u64) {
+        self.groups
+            .remove_if(&group, |_, (n, _)| *n == registration);
+    }
+
+    /// Makes this process's replica of `group` refuse votes until it caught up (see above).
+    pub fn mark_recovering(&self, group: GroupId) {
+        self.recovering.insert(group, None);
+    }
+
+    /// Whether a replica of `group` is registered in this process.
+    pub fn is_registered(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    /// Whether this process's replica of `group` still refuses votes.
+    pub fn is_recovering(&self, group: GroupId) -> bool {
+        self.recovering.contains_key(&group)
+    }
+
+    /// Notes what `rpc` says of a recovering replica's progress; returns whether it may vote.
+    fn may_vote(&self, group: GroupId, raft: &Raft, rpc: &RaftRpc) -> bool {
+        let Some(mut target) = self.recovering.get_mut(&group) else {
+            return true;
+        };
+        if let (RaftRpc::Append(r), None) = (rpc, *target) {
+            *target = Some(r.leader_commit.map_or(0, |l| l.index));
+        }
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        let caught_up = target.is_some_and(|t| applied >= t);
+        drop(target);
+        if caught_up {
+            self.recovering.remove(&group);
+            tracing::info!(%group, applied, "replica caught up: it votes again");
+        }
+        caught_up
     }
 
     /// Answers one Raft RPC for `group` (a request of [`Service::Raft`]).
@@ -51,12 +104,21 @@ impl RaftGroups {
         group: GroupId,
         body: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let Some(raft) = self.groups.get(&group).map(|r| r.clone()) else {
+        let Some(raft) = self.groups.get(&group).map(|r| r.1.clone()) else {
             return futures_util::future::ready(Err(format!("no replica of group {group} here")))
                 .boxed();
         };
+        let rpc: RaftRpc = match frame::decode(&body) {
+            Ok(rpc) => rpc,
+            Err(e) => return futures_util::future::ready(Err(e.to_string())).boxed(),
+        };
+        if !self.may_vote(group, &raft, &rpc) && matches!(rpc, RaftRpc::Vote(_)) {
+            return futures_util::future::ready(Err(format!(
+                "the replica of group {group} is recovering its log: it does not vote yet"
+            )))
+            .boxed();
+        }
         async move {
-            let rpc: RaftRpc = frame::decode(&body).map_err(|e| e.to_string())?;
             let encoded = match rpc {
                 RaftRpc::Append(r) => frame::encode(&raft.append_entries(r).await),
                 RaftRpc::Vote(r) => frame::encode(&raft.vote(r).await),

@@ -94,6 +94,10 @@ pub struct ReplicaStatus {
     pub last_log: Option<u64>,
     /// The last index it applied.
     pub applied: Option<u64>,
+    /// The term of the leader that wrote the last entry it applied: a new leader's first
+    /// commit is the first entry of its own term it applies.
+    #[serde(default)]
+    pub applied_term: Option<u64>,
 }
 
 fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
@@ -109,6 +113,7 @@ fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
         leader: m.current_leader.map(NodeId),
         last_log: m.last_log_index,
         applied: m.last_applied.map(|l| l.index),
+        applied_term: m.last_applied.map(|l| l.leader_id.term),
     }
 }
 
@@ -132,6 +137,7 @@ pub struct Replica<S> {
     raft: Raft,
     state: StateMachineStore<S>,
     groups: Arc<RaftGroups>,
+    registration: u64,
 }
 
 impl<S: ReplicatedState> Replica<S> {
@@ -165,13 +171,14 @@ impl<S: ReplicatedState> Replica<S> {
                 group,
                 why: e.to_string(),
             })?;
-        groups.insert(group, raft.clone());
+        let registration = groups.insert(group, raft.clone());
         Ok(Replica {
             node,
             group,
             raft,
             state,
             groups,
+            registration,
         })
     }
 
@@ -283,10 +290,13 @@ impl<S: ReplicatedState> Replica<S> {
     }
 
     /// Stops the replica.
+    /// Stops the replica; it stays registered until its Raft stopped, so a new replica of
+    /// the same group in this process (which waits for [`RaftGroups::is_registered`] to turn
+    /// false) never shares its files with a running one.
     pub async fn shutdown(&self) {
-        self.groups.remove(self.group);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = %self.group, error = %e, "raft shutdown");
         }
+        self.groups.remove(self.group, self.registration);
     }
 }

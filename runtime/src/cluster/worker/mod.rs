@@ -289,7 +289,7 @@ impl Worker {
             .ok()
             .and_then(|r| r.get(msg.run()).cloned());
         match (run, msg) {
-            (Some(r), msg) => r.dispatch(msg),
+            (Some(r), msg) => r.dispatch(msg, sender),
             (
                 None,
                 DataMessage::Batch {

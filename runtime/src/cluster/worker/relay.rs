@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use tempest_dsl::TaskId;
 use tempest_dsl::engine::Mark;
 
-use crate::cluster::worker::run::{LocalTask, Place, RunShared};
+use crate::cluster::worker::run::{Place, RunShared};
 use crate::cluster::worker::wire::{DataMessage, RunId};
 use crate::executor::{AckBatch, Credit, Deliver, Delivery, Verdicts};
 
@@ -141,19 +141,6 @@ impl RelayActor {
 }
 
 impl RelayActor {
-    /// Hands something to the task where it is: `local` when it runs here, `remote` builds the
-    /// message for its node otherwise; nothing when it is nowhere now.
-    fn forward(
-        &self,
-        local: impl FnOnce(&LocalTask),
-        remote: impl FnOnce(RunId, TaskId) -> DataMessage,
-    ) {
-        match self.shared.place(self.target) {
-            Place::Local(task) => local(&task),
-            place => self.send_remote(place, remote),
-        }
-    }
-
     fn send_remote(&self, place: Place, remote: impl FnOnce(RunId, TaskId) -> DataMessage) {
         if let Place::Remote(addr) = place {
             self.shared
@@ -177,22 +164,23 @@ impl Handler<Deliver> for RelayActor {
 impl Handler<Credit> for RelayActor {
     type Result = ();
 
-    /// A local bolt returns credit to the (remote) upstream task this relay stands for.
+    /// A local bolt returns credit to the (remote) upstream task this relay stands for: to the
+    /// node its batches came from.
     fn handle(&mut self, credit: Credit, _: &mut Context<Self>) {
         let (link, batches) = (credit.link.0, credit.batches);
-        self.forward(
-            |task| {
+        match self.shared.credit_place(self.target) {
+            Place::Local(task) => {
                 if let Some(c) = &task.credit {
                     c.do_send(credit);
                 }
-            },
-            |run, to| DataMessage::Credit {
+            }
+            place => self.send_remote(place, |run, to| DataMessage::Credit {
                 run,
                 to,
                 link,
                 batches,
-            },
-        );
+            }),
+        }
     }
 }
 

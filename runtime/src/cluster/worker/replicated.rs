@@ -111,7 +111,9 @@ impl ReplicatedTask {
     /// Starts this node's replica of `task`'s group (in the background: proposals fail until
     /// it is up). `members` are the group's replicas and their addresses; `initialize` makes
     /// this replica found the group (the first replica, on the run's first assignment only:
-    /// a replica that restarts later rejoins through its peers).
+    /// a replica that restarts later rejoins through its peers); `founding_run` says the run
+    /// is at its first assignment (otherwise a replica without its log recovers before it
+    /// votes).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         host: &ReplicaHost,
@@ -122,6 +124,7 @@ impl ReplicatedTask {
         storage: StateStorage,
         members: BTreeMap<NodeId, String>,
         initialize: bool,
+        founding_run: bool,
         sink: Arc<dyn LeaderSink>,
     ) -> Self {
         let group = group_id(run, task);
@@ -136,7 +139,26 @@ impl ReplicatedTask {
             let stop = stop.clone();
             let counters = Arc::clone(&counters);
             async move {
+                // An earlier replica of the group in this process (the run started again
+                // here) must stop before this one opens its files.
+                let waited = std::time::Instant::now();
+                while host.groups.is_registered(group) {
+                    if waited.elapsed() > Duration::from_secs(10) {
+                        tracing::error!(
+                            "an earlier replica of the group does not stop; not starting"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 let state = TaskState(machine);
+                // A replica that rejoins its group without its log (kept in memory, or a disk
+                // wiped) must catch up before it votes.
+                let kept_log = storage == StateStorage::Disk && dir.join("raft.log").exists();
+                if !initialize && !founding_run && !kept_log {
+                    host.groups.mark_recovering(group);
+                    tracing::info!("replica rejoins without its log: it votes once it caught up");
+                }
                 let opened = match storage {
                     StateStorage::Memory => {
                         Ok((LogStore::in_memory(), StateMachineStore::in_memory(state)))
@@ -159,6 +181,7 @@ impl ReplicatedTask {
                         return;
                     }
                 };
+                let stored_log = log.last_index();
                 let replica = match Replica::start(
                     me,
                     group,
@@ -181,7 +204,14 @@ impl ReplicatedTask {
                         tracing::error!(error = %e, "group not initialized");
                     }
                 }
-                tracing::info!(members = members.len(), ?storage, "replica started");
+                let st = replica.status();
+                tracing::info!(
+                    members = members.len(),
+                    ?storage,
+                    stored_log = stored_log.unwrap_or(0),
+                    term = st.term,
+                    "replica started"
+                );
                 let _ = slot.set(Arc::clone(&replica));
                 watch(replica, task, me, sink, counters, stop).await;
             }
@@ -293,6 +323,8 @@ async fn watch(
 ) {
     let mut changes = replica.watch();
     let mut known: Option<(u64, NodeId)> = None;
+    // The term whose first commit by this replica as leader was logged.
+    let mut first_commit_logged = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = replica.status();
     loop {
@@ -308,6 +340,22 @@ async fn watch(
                     sink.announce(task, status.term);
                 }
             }
+        }
+        if status.role == Role::Leader
+            && status.applied_term == Some(status.term)
+            && first_commit_logged != status.term
+        {
+            // The wall clock, for measuring failover across processes (`bench failover`).
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            first_commit_logged = status.term;
+            tracing::info!(
+                term = status.term,
+                index = status.applied.unwrap_or(0),
+                at_ms,
+                "leader's first commit"
+            );
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -68,6 +68,9 @@ pub(crate) struct RunShared {
     leaders: DashMap<TaskId, (u64, NodeId)>,
     /// This node's relays, to retarget when a group's leader moves.
     relay_addrs: DashMap<TaskId, Addr<RelayActor>>,
+    /// Where each remote task's batches last came from: credits go back there (the routing
+    /// table may not know yet that the task moved, or which replica leads).
+    last_sender: DashMap<TaskId, String>,
     /// This node's replicated tasks' actors, to refill when they lead again.
     refills: DashMap<TaskId, Recipient<crate::executor::Refill>>,
     /// The codecs of every component's subscriptions, by component and input.
@@ -137,6 +140,18 @@ impl RunShared {
             .ok_or_else(|| format!("task {task} has no input {input}"))
     }
 
+    /// The address to send credits for `task`'s batches to: the node its last batch came from,
+    /// or where it runs.
+    pub(crate) fn credit_place(&self, task: TaskId) -> Place {
+        match self.place(task) {
+            Place::Local(l) => Place::Local(l),
+            other => self
+                .last_sender
+                .get(&task)
+                .map_or(other, |a| Place::Remote(a.clone())),
+        }
+    }
+
     /// Gives `batches` credits back to link `link` of local task `task`.
     pub(crate) fn credit_local(&self, task: TaskId, link: u32, batches: u32) {
         if let Some(l) = self.locals.get(&task) {
@@ -147,20 +162,6 @@ impl RunShared {
                 });
             }
         }
-    }
-
-    /// The address of the node `task` runs on (its group's leader, for a replicated task).
-    fn node_of(&self, task: TaskId) -> Option<String> {
-        let leader = self
-            .replicated
-            .contains(&task)
-            .then(|| self.leaders.get(&task).map(|l| l.1))
-            .flatten();
-        let node = match leader {
-            Some(n) => n,
-            None => self.routes.read().ok()?.get(&task).copied()?,
-        };
-        self.addrs.read().ok()?.get(&node).cloned()
     }
 }
 
@@ -284,8 +285,20 @@ impl Handler<TaskEvent> for RunEvents {
 
     fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
         match event {
-            TaskEvent::Finished { task, .. } => {
+            TaskEvent::Finished { task, histograms } => {
                 tracing::debug!(topology = %self.shared.run.name, task = task.0, "task finished");
+                let complete = &histograms.complete;
+                if complete.count() > 0 {
+                    let us = |q: f64| complete.quantile(q).as_micros();
+                    tracing::info!(
+                        topology = %self.shared.run.name,
+                        task = task.0,
+                        trees = complete.count(),
+                        complete_p50_us = us(0.5),
+                        complete_p99_us = us(0.99),
+                        "spout task finished"
+                    );
+                }
                 if let Ok(mut f) = self.finished.lock() {
                     f.insert(task);
                 }
@@ -390,6 +403,7 @@ impl TopologyRun {
             leaders: DashMap::new(),
             relay_addrs: DashMap::new(),
             refills: DashMap::new(),
+            last_sender: DashMap::new(),
             codecs,
             outbound,
             rejected: AtomicU64::new(0),
@@ -828,6 +842,7 @@ impl TopologyRun {
             state.storage,
             members,
             found_groups && nodes.first() == Some(&shared.me),
+            found_groups,
             sink,
         );
         let propose = group.propose();
@@ -838,8 +853,8 @@ impl TopologyRun {
         Ok(propose)
     }
 
-    /// Hands a message from another node to the task it is for.
-    pub(crate) fn dispatch(&self, msg: DataMessage) {
+    /// Hands a message from the node at `sender` to the task it is for.
+    pub(crate) fn dispatch(&self, msg: DataMessage, sender: &str) {
         let shared = &self.shared;
         let plan = &shared.plan;
         let reject = |why: &str| {
@@ -864,19 +879,20 @@ impl TopologyRun {
                 if !valid {
                     return reject("a batch on a link the plan does not have");
                 }
+                if shared.last_sender.get(&from).is_none_or(|a| *a != sender) {
+                    shared.last_sender.insert(from, sender.to_owned());
+                }
                 let bounce = || {
                     // Not here (moved, or not started yet): give the sender its credit back.
-                    if let Some(addr) = shared.node_of(from) {
-                        shared.send(
-                            &addr,
-                            &DataMessage::Credit {
-                                run: shared.run.clone(),
-                                to: from,
-                                link,
-                                batches: 1,
-                            },
-                        );
-                    }
+                    shared.send(
+                        sender,
+                        &DataMessage::Credit {
+                            run: shared.run.clone(),
+                            to: from,
+                            link,
+                            batches: 1,
+                        },
+                    );
                 };
                 let Some(local) = shared.locals.get(&to).map(|l| l.clone()) else {
                     return bounce();
