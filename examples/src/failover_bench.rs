@@ -17,7 +17,7 @@ use tempest_runtime::cluster::manager::{NodeStatus, TopologyStatus};
 use tempest_runtime::transport::ClusterSecret;
 
 use crate::cluster_wordcount::check_output;
-use crate::node_procs::{NodeProcs, log_field, poll as wait};
+use crate::node_procs::{NodeProcs, group_leaders, log_field, poll as wait};
 
 /// How the failover bench runs.
 #[derive(Clone, Debug)]
@@ -51,31 +51,6 @@ fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// The latest (term, leader) of each group, from the "group leader" lines of `nodes`' logs.
-fn leaders(procs: &NodeProcs, nodes: &[u64]) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for &id in nodes {
-        for line in procs.log(id).lines().filter(|l| l.contains("group leader")) {
-            let parsed = (|| {
-                let group = log_field(line, "group")?.to_owned();
-                let term: u64 = log_field(line, "term")?.parse().ok()?;
-                let leader: u64 = log_field(line, "leader")?
-                    .trim_start_matches('n')
-                    .parse()
-                    .ok()?;
-                Some((group, term, leader))
-            })();
-            if let Some((group, term, leader)) = parsed {
-                let e = out.entry(group).or_default();
-                if term >= e.0 {
-                    *e = (term, leader);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The wall-clock ms of the first commit of `group` by a leader of a term above `term`.
@@ -190,7 +165,7 @@ pub fn run_once(bin: &Path, bench: &FailoverBench) -> anyhow::Result<FailoverRun
     let mut kill_instants = Vec::new();
     for k in 0..bench.kills {
         std::thread::sleep(bench.settle);
-        let led = leaders(&procs, &[1, 2, 3]);
+        let led = group_leaders(&procs, &[1, 2, 3]);
         let groups: Vec<&String> = led.keys().collect();
         anyhow::ensure!(!groups.is_empty(), "no group has a leader");
         let group = groups[k as usize % groups.len()].clone();

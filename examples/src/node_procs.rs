@@ -3,6 +3,7 @@
 //! started killed when they are dropped, even on a failure. They only ever signal the processes
 //! they started.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -165,4 +166,30 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let rest = &line[at..];
     let end = rest.find([' ', '}', ':']).unwrap_or(rest.len());
     Some(rest[..end].trim_matches('"'))
+}
+
+/// The latest (term, leader) of each replicated task's group, from the "group leader" lines of
+/// `nodes`' logs: group -> (term, leader node id).
+pub fn group_leaders(procs: &NodeProcs, nodes: &[u64]) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for &id in nodes {
+        for line in procs.log(id).lines().filter(|l| l.contains("group leader")) {
+            let parsed = (|| {
+                let group = log_field(line, "group")?.to_owned();
+                let term: u64 = log_field(line, "term")?.parse().ok()?;
+                let leader: u64 = log_field(line, "leader")?
+                    .trim_start_matches('n')
+                    .parse()
+                    .ok()?;
+                Some((group, term, leader))
+            })();
+            if let Some((group, term, leader)) = parsed {
+                let e = out.entry(group).or_default();
+                if term >= e.0 {
+                    *e = (term, leader);
+                }
+            }
+        }
+    }
+    out
 }

@@ -10,7 +10,7 @@ mod cluster;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, poll, stderr, stdout};
+use cluster::{Cluster, finished, lines, poll, stderr, three_up};
 use tempest_examples::cluster_wordcount::check_output;
 
 /// One cluster at a time: each is three processes on a two-core machine.
@@ -30,32 +30,6 @@ fn submit(
     let o = c.cli(via, &args)?;
     anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
     Ok(())
-}
-
-fn finished(c: &Cluster, via: usize, deadline: Duration) -> anyhow::Result<String> {
-    poll("the topology to finish", deadline, || {
-        let o = c.cli(via, &["status", "wordcount"])?;
-        let s = stdout(&o);
-        Ok(s.contains("status=finished").then_some(s))
-    })
-}
-
-fn three_up(c: &Cluster) -> anyhow::Result<cluster::Membership> {
-    poll("three nodes up", Duration::from_secs(30), || {
-        Ok(c.nodes(0)?
-            .filter(|m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.up) && m.leader().is_some()))
-    })
-}
-
-fn lines(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[test]

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, poll, stderr, stdout};
+use cluster::{Cluster, finished, lines, poll, stderr, three_up};
 use tempest_examples::cluster_wordcount::check_output;
+use tempest_examples::node_procs::{group_leaders, log_field as field};
 
 /// One cluster at a time: each is three processes on a two-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -33,23 +34,6 @@ fn submit(c: &Cluster, via: usize, out: &std::path::Path, extra: &[&str]) -> any
     anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
     Ok(())
 }
-
-fn finished(c: &Cluster, via: usize, deadline: Duration) -> anyhow::Result<String> {
-    poll("the topology to finish", deadline, || {
-        let o = c.cli(via, &["status", "wordcount"])?;
-        let s = stdout(&o);
-        Ok(s.contains("status=finished").then_some(s))
-    })
-}
-
-fn three_up(c: &Cluster) -> anyhow::Result<cluster::Membership> {
-    poll("three nodes up", Duration::from_secs(30), || {
-        Ok(c.nodes(0)?
-            .filter(|m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.up) && m.leader().is_some()))
-    })
-}
-
-use tempest_examples::node_procs::log_field as field;
 
 /// The last "replica stopped" line of each replica on the given nodes: group -> [(node,
 /// applied, digest)].
@@ -72,42 +56,6 @@ fn stopped_replicas(c: &Cluster, nodes: &[u64]) -> BTreeMap<String, Vec<(u64, St
         }
     }
     by_group
-}
-
-/// The latest (term, leader) each group's replicas logged on `nodes`: group -> (term, leader).
-fn leaders(c: &Cluster, nodes: &[u64]) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for &id in nodes {
-        for line in c.log(id).lines().filter(|l| l.contains("group leader")) {
-            let parsed = (|| {
-                let group = field(line, "group")?.to_owned();
-                let term: u64 = field(line, "term")?.parse().ok()?;
-                let leader: u64 = field(line, "leader")?
-                    .trim_start_matches('n')
-                    .parse()
-                    .ok()?;
-                Some((group, term, leader))
-            })();
-            if let Some((group, term, leader)) = parsed {
-                let e = out.entry(group).or_default();
-                if term >= e.0 {
-                    *e = (term, leader);
-                }
-            }
-        }
-    }
-    out
-}
-
-fn lines(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[test]
@@ -173,7 +121,7 @@ fn a_group_leader_killed_mid_stream_fails_over_and_loses_no_word() -> anyhow::Re
         Ok((lines(&out) > 40_000).then_some(()))
     })?;
     // A node that leads a count group but not the manager, if there is one.
-    let before = leaders(&c, &[1, 2, 3]);
+    let before = group_leaders(&c, &[1, 2, 3]);
     anyhow::ensure!(before.len() == 2, "two groups with leaders: {before:?}");
     let (group, (term, victim)) = before
         .iter()
@@ -187,7 +135,7 @@ fn a_group_leader_killed_mid_stream_fails_over_and_loses_no_word() -> anyhow::Re
     let killed = Instant::now();
     let survivors: Vec<u64> = (1..=3).filter(|n| *n != victim).collect();
     let (new_term, new_leader) = poll("a new leader", Duration::from_secs(10), || {
-        Ok(leaders(&c, &survivors)
+        Ok(group_leaders(&c, &survivors)
             .get(&group)
             .copied()
             .filter(|(t, l)| *t > term && *l != victim))
@@ -257,7 +205,7 @@ fn restart_a_follower(state: &str, corrupt: bool) -> anyhow::Result<(Cluster, u6
     poll("words in the sink", Duration::from_secs(60), || {
         Ok((lines(&out) > 30_000).then_some(()))
     })?;
-    let led = leaders(&c, &[1, 2, 3]);
+    let led = group_leaders(&c, &[1, 2, 3]);
     anyhow::ensure!(led.len() == 2, "two groups with leaders: {led:?}");
     let leading: Vec<u64> = led.values().map(|(_, l)| *l).collect();
     let victim = (1..=3u64)

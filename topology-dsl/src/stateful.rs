@@ -162,23 +162,36 @@ impl<K, V> KeyedState<K, V> {
 pub struct StateEmitter<T> {
     streams: Arc<[Arc<str>]>,
     outs: Vec<(u16, T)>,
+    /// Outputs emitted, kept or not.
+    count: usize,
+    /// Whether outputs are kept: a replica whose answer nobody reads drops them.
+    keep: bool,
     time_ms: i64,
     seed: u64,
 }
 
 impl<T> StateEmitter<T> {
-    pub(crate) fn new(streams: Arc<[Arc<str>]>, time_ms: i64, seed: u64) -> Self {
+    pub(crate) fn new(streams: Arc<[Arc<str>]>, time_ms: i64, keep: bool) -> Self {
         StateEmitter {
             streams,
             outs: Vec::new(),
+            count: 0,
+            keep,
             time_ms,
-            seed,
+            seed: 0,
+        }
+    }
+
+    fn push(&mut self, stream: u16, value: T) {
+        self.count += 1;
+        if self.keep {
+            self.outs.push((stream, value));
         }
     }
 
     /// Emits on the default stream, anchored to the input.
     pub fn emit(&mut self, value: T) {
-        self.outs.push((0, value));
+        self.push(0, value);
     }
 
     /// Emits on the named stream (declared with `.stream(name)`), anchored to the input.
@@ -189,7 +202,7 @@ impl<T> StateEmitter<T> {
             .position(|s| &**s == stream)
             .and_then(|i| u16::try_from(i).ok())
             .ok_or_else(|| TaskError::new(format!("no stream `{stream}` declared")))?;
-        self.outs.push((index, value));
+        self.push(index, value);
         Ok(())
     }
 
@@ -203,6 +216,16 @@ impl<T> StateEmitter<T> {
     /// and the input's position in the entry): seed a generator with it.
     pub fn entry_seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Starts the next input of the batch: its seed.
+    pub(crate) fn next_input(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+
+    /// Outputs emitted so far in the batch.
+    pub(crate) fn emitted(&self) -> usize {
+        self.count
     }
 
     pub(crate) fn into_outs(self) -> Vec<(u16, T)> {

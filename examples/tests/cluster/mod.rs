@@ -107,3 +107,36 @@ impl Membership {
         self.nodes.iter().find(|n| n.leader).map(|n| n.id)
     }
 }
+
+/// Polls `tempest status wordcount` through node `via` until the topology finished.
+pub(crate) fn finished(
+    c: &Cluster,
+    via: usize,
+    deadline: std::time::Duration,
+) -> anyhow::Result<String> {
+    poll("the topology to finish", deadline, || {
+        let o = c.cli(via, &["status", "wordcount"])?;
+        let s = stdout(&o);
+        Ok(s.contains("status=finished").then_some(s))
+    })
+}
+
+/// Waits until three nodes are up and the manager has a leader.
+pub(crate) fn three_up(c: &Cluster) -> anyhow::Result<Membership> {
+    poll("three nodes up", std::time::Duration::from_secs(30), || {
+        Ok(c.nodes(0)?
+            .filter(|m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.up) && m.leader().is_some()))
+    })
+}
+
+/// Lines the sink wrote so far into `dir`.
+pub(crate) fn lines(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}

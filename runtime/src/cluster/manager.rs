@@ -777,6 +777,7 @@ mod tests {
                     EntryContext {
                         index: i as u64,
                         term: 1,
+                        leader: 1,
                     },
                 );
             }

@@ -196,7 +196,7 @@ impl Node {
                 groups: Arc::clone(&shared.groups),
                 runtime: tokio::runtime::Handle::current(),
                 data_dir: c.data_dir.clone(),
-                timings: c.raft,
+                timings: crate::replication::RaftTimings::replicated_bolts(),
             },
         ));
         if c.is_manager() {

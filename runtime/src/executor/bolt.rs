@@ -18,7 +18,7 @@ use crate::executor::{
 
 /// The most proposals a replicated task keeps in flight to its Raft group; past it, its input
 /// waits (and its senders' credits with it).
-const MAX_PROPOSALS_IN_FLIGHT: usize = 16;
+const MAX_PROPOSALS_IN_FLIGHT: usize = 32;
 use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.

@@ -36,6 +36,20 @@ impl Default for RaftTimings {
     }
 }
 
+impl RaftTimings {
+    /// The profile of a replicated task's group: heartbeat 30 ms, election 100-200 ms, for a
+    /// failover of about 0.3-0.45 s (a follower waits out the leader's lease, the election
+    /// maximum, plus a random election timeout). Shorter risks spurious elections on a busy
+    /// machine.
+    pub fn replicated_bolts() -> Self {
+        RaftTimings {
+            heartbeat_ms: 30,
+            election_min_ms: 100,
+            election_max_ms: 200,
+        }
+    }
+}
+
 /// Why a replica could not start or a write did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {

@@ -21,6 +21,9 @@ pub struct EntryContext {
     pub index: u64,
     /// The term of the leader that wrote it.
     pub term: u64,
+    /// The node of the leader that wrote it: the replica on that node proposed it, and only
+    /// its answer is read.
+    pub leader: u64,
 }
 
 /// The state a Raft group replicates. Every replica applies the same commands in the same
@@ -230,6 +233,7 @@ impl<S: ReplicatedState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             let at = EntryContext {
                 index: entry.log_id.index,
                 term: entry.log_id.leader_id.term,
+                leader: entry.log_id.leader_id.node_id,
             };
             match entry.payload {
                 EntryPayload::Blank => out.push(Applied::default()),

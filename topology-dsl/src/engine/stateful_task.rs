@@ -41,8 +41,9 @@ pub struct Proposal {
 /// the same commands in the same order. Bad bytes are an error, never a panic.
 pub trait StateMachine: Send {
     /// Applies one committed command (entry `index` of the log) and returns the outputs, for
-    /// the proposer.
-    fn apply(&mut self, command: &[u8], index: u64) -> Result<Vec<u8>, EngineError>;
+    /// the proposer; `answer` is false on a replica that did not propose it (nobody reads its
+    /// answer, so it is not encoded: the result is then empty).
+    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Vec<u8>, EngineError>;
     /// The whole state, encoded.
     fn snapshot(&self) -> Result<Vec<u8>, EngineError>;
     /// Replaces the state with an encoded one.
@@ -59,8 +60,14 @@ struct Command<In> {
     values: Vec<In>,
 }
 
-/// What executing one input did: whether it succeeded, and what it emitted (stream, record).
-type InputResult<Out> = (bool, Vec<(u16, Out)>);
+/// What executing one batch did: per input, whether it succeeded and how many records it
+/// emitted; then every emitted record (stream, record), in order.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct BatchResults<Out> {
+    ok: Vec<bool>,
+    emitted: Vec<u32>,
+    outs: Vec<(u16, Out)>,
+}
 
 /// The user's bolt, its state, and what `execute` needs to run deterministically.
 pub(crate) struct StateCore<B: StatefulBolt> {
@@ -100,22 +107,30 @@ impl<B: StatefulBolt> StateCore<B> {
         values: Vec<B::In>,
         time_ms: i64,
         index: u64,
-    ) -> Vec<InputResult<B::Out>> {
-        let mut results = Vec::with_capacity(values.len());
+        keep: bool,
+    ) -> BatchResults<B::Out> {
+        let mut ok = Vec::with_capacity(values.len());
+        let mut emitted = Vec::with_capacity(values.len());
+        let mut out = StateEmitter::new(Arc::clone(&self.streams), time_ms, keep);
         for (position, value) in values.into_iter().enumerate() {
-            let seed = entry_seed(index, position, self.task_index);
-            let mut out = StateEmitter::new(Arc::clone(&self.streams), time_ms, seed);
+            out.next_input(entry_seed(index, position, self.task_index));
+            let before = out.emitted();
             let tuple = Tuple::new_untracked(value, source, input);
             let (bolt, state) = (&self.bolt, &mut self.state);
             // A panic is that input's failure, the same on every replica; the state keeps
             // what `execute` changed before it.
-            let ok = matches!(
+            let done = matches!(
                 catch_unwind(AssertUnwindSafe(|| bolt.execute(state, tuple, &mut out))),
                 Ok(Ok(()))
             );
-            results.push((ok, out.into_outs()));
+            ok.push(done);
+            emitted.push((out.emitted() - before) as u32);
         }
-        results
+        BatchResults {
+            ok,
+            emitted,
+            outs: out.into_outs(),
+        }
     }
 }
 
@@ -128,10 +143,20 @@ fn codec_error(record: &'static str, action: &'static str, why: impl ToString) -
 }
 
 impl<B: StatefulBolt> StateMachine for StateCore<B> {
-    fn apply(&mut self, command: &[u8], index: u64) -> Result<Vec<u8>, EngineError> {
+    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Vec<u8>, EngineError> {
         let cmd: Command<B::In> = rmp_serde::from_slice(command)
             .map_err(|e| codec_error(std::any::type_name::<B::In>(), "decode", e))?;
-        let results = self.run(cmd.source, cmd.input, cmd.values, cmd.time_ms, index);
+        let results = self.run(
+            cmd.source,
+            cmd.input,
+            cmd.values,
+            cmd.time_ms,
+            index,
+            answer,
+        );
+        if !answer {
+            return Ok(Vec::new());
+        }
         rmp_serde::to_vec(&results)
             .map_err(|e| codec_error(std::any::type_name::<B::Out>(), "encode", e))
     }
@@ -204,16 +229,17 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
     fn emit_results(
         &mut self,
         ids: Vec<TupleIds>,
-        results: Vec<InputResult<B::Out>>,
+        results: BatchResults<B::Out>,
         outcome: &mut BatchOutcome,
     ) {
         let tracked = self.out.is_tracking() && !ids.is_empty();
         let mut ids = ids.into_iter();
-        for (ok, outs) in results {
+        let mut outs = results.outs.into_iter();
+        for (ok, n) in results.ok.into_iter().zip(results.emitted) {
             if tracked {
                 self.out.begin_input(ids.next().unwrap_or_default());
             }
-            for (stream, value) in outs {
+            for (stream, value) in outs.by_ref().take(n as usize) {
                 self.out.emit_on(usize::from(stream), value);
             }
             if tracked {
@@ -272,7 +298,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
         match &mut self.mode {
             Mode::Local { core, index } => {
                 *index += 1;
-                let results = core.run(source, input, batch.values, now_ms, *index);
+                let results = core.run(source, input, batch.values, now_ms, *index, true);
                 self.emit_results(batch.ids, results, &mut outcome);
             }
             Mode::Replicated {
@@ -323,7 +349,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
         };
         let mut outcome = BatchOutcome::default();
         let results = applied.and_then(|bytes| {
-            rmp_serde::from_slice::<Vec<InputResult<B::Out>>>(&bytes).map_err(|e| e.to_string())
+            rmp_serde::from_slice::<BatchResults<B::Out>>(&bytes).map_err(|e| e.to_string())
         });
         match results {
             Ok(results) => self.emit_results(ids, results, &mut outcome),
@@ -458,30 +484,37 @@ mod tests {
             .iter()
             .enumerate()
         {
-            let ra = a.apply(&command(words), i as u64).expect("applies");
-            let rb = b.apply(&command(words), i as u64).expect("applies");
+            let ra = a.apply(&command(words), i as u64, true).expect("applies");
+            let rb = b.apply(&command(words), i as u64, true).expect("applies");
             assert_eq!(ra, rb);
         }
         assert_eq!(a.snapshot().ok(), b.snapshot().ok());
-        let results: Vec<InputResult<WordCount>> =
-            rmp_serde::from_slice(&a.apply(&command(&["a", "boom"]), 9).expect("applies"))
+        let results: BatchResults<WordCount> =
+            rmp_serde::from_slice(&a.apply(&command(&["a", "boom"]), 9, true).expect("applies"))
                 .expect("decodes");
         let a4 = WordCount {
             word: "a".into(),
             count: 4,
         };
-        assert_eq!(results[0], (true, vec![(0, a4)]));
-        assert!(!results[1].0, "a panic fails its input");
+        assert_eq!(results.ok, [true, false], "a panic fails its input");
+        assert_eq!(results.emitted, [1, 0]);
+        assert_eq!(results.outs, [(0, a4)]);
+        assert!(
+            a.apply(&command(&["a"]), 10, false)
+                .expect("applies")
+                .is_empty(),
+            "a replica that did not propose answers nothing"
+        );
         let mut c = core();
         c.restore(&a.snapshot().expect("snapshots"))
             .expect("restores");
-        assert_eq!(c.state.get("a"), Some(&4));
+        assert_eq!(c.state.get("a"), Some(&5), "the silent apply counted too");
     }
 
     #[test]
     fn bad_bytes_are_an_error() {
         let mut a = core();
-        assert!(a.apply(b"\xff\x00garbage", 1).is_err());
+        assert!(a.apply(b"\xff\x00garbage", 1, true).is_err());
         assert!(a.restore(b"\xc1").is_err());
     }
 

@@ -51,11 +51,18 @@ pub(crate) fn group_id(run: &RunId, task: TaskId) -> GroupId {
 }
 
 /// A task's state machine behind the replication's trait.
-struct TaskState(Box<dyn StateMachine>);
+struct TaskState {
+    machine: Box<dyn StateMachine>,
+    /// This replica's node: it answers only the entries its node proposed.
+    me: NodeId,
+}
 
 impl ReplicatedState for TaskState {
     fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8> {
-        match self.0.apply(command, at.index) {
+        match self
+            .machine
+            .apply(command, at.index, at.leader == self.me.0)
+        {
             Ok(answer) => answer,
             Err(e) => {
                 // The same bytes fail the same way on every replica; the proposer's inputs
@@ -67,11 +74,11 @@ impl ReplicatedState for TaskState {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        self.0.snapshot().map_err(|e| e.to_string())
+        self.machine.snapshot().map_err(|e| e.to_string())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.0.restore(bytes).map_err(|e| e.to_string())
+        self.machine.restore(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -151,7 +158,7 @@ impl ReplicatedTask {
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let state = TaskState(machine);
+                let state = TaskState { machine, me };
                 // A replica that rejoins its group without its log (kept in memory, or a disk
                 // wiped) must catch up before it votes.
                 let kept_log = storage == StateStorage::Disk && dir.join("raft.log").exists();
