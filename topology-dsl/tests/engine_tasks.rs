@@ -35,6 +35,10 @@ impl Bolt for Pass {
 /// Task 0 of component 1 in a chain `src -> (1) -> sink` of one task each, as the runtime
 /// would set it up.
 fn middle_task(topology: &Topology) -> Box<dyn BoltTask> {
+    middle_task_of(topology, false)
+}
+
+fn middle_task_of(topology: &Topology, replicated: bool) -> Box<dyn BoltTask> {
     let setup = TaskSetup {
         task_id: TaskId(1),
         task_index: 0,
@@ -47,7 +51,7 @@ fn middle_task(topology: &Topology) -> Box<dyn BoltTask> {
         }]],
         id_seed: 1,
         channels: vec![(TaskId(0), 0)],
-        replicated: false,
+        replicated,
     };
     match topology.instantiate(1, &setup) {
         Ok(Task::Bolt(task)) => task,
@@ -179,4 +183,89 @@ impl Bolt for Sink {
     fn execute(&mut self, _t: Tuple<Total>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
         Ok(())
     }
+}
+
+/// Keeps the largest timestamp seen; emits every record with it.
+#[derive(Clone)]
+struct MaxTs;
+impl StatefulBolt for MaxTs {
+    type In = R;
+    type Out = R;
+    type State = i64;
+    fn execute(
+        &self,
+        max: &mut i64,
+        t: Tuple<R>,
+        out: &mut StateEmitter<R>,
+    ) -> Result<(), TaskError> {
+        *max = (*max).max(t.ts);
+        out.emit(t.into_value());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_replicated_task_proposes_emits_what_its_group_answers_and_holds_marks_only_for_earlier_proposals()
+ {
+    let mut t = TopologyBuilder::new("replicated");
+    let src = t.add(spout("src", Src));
+    let max = t.add(stateful("max", MaxTs).shuffle(&src));
+    t.add(bolt("sink", Pass).shuffle(&max));
+    let topology = t
+        .config(TopologyConfig {
+            batch_size: 1,
+            ..TopologyConfig::default()
+        })
+        .build()
+        .expect("valid");
+    let mut task = middle_task_of(&topology, true);
+    let mut machine = topology.state_machine(1, 0).expect("a stateful bolt");
+    let batch = |ts: &[i64]| {
+        Payload::local(TypedBatch {
+            values: ts.iter().map(|&ts| R { ts }).collect(),
+            ids: vec![],
+        })
+    };
+    let mut proposals = Vec::new();
+    task.execute_batch(0, TaskId(0), batch(&[10, 20]), 0)
+        .expect("executes");
+    task.on_mark(TaskId(0), 0, Mark::Time(100), 0)
+        .expect("marks");
+    task.execute_batch(0, TaskId(0), batch(&[150]), 0)
+        .expect("executes");
+    task.take_proposals(&mut proposals);
+    assert_eq!(proposals.len(), 2, "one command per batch");
+    assert_eq!(task.in_flight(), 2);
+    let (mut ready, mut marks) = (Vec::new(), Vec::new());
+    task.take_ready(&mut ready);
+    task.take_marks(0, &mut marks);
+    assert!(ready.is_empty(), "nothing is emitted before the commit");
+    assert!(
+        marks.is_empty(),
+        "the mark waits for the proposal made before it"
+    );
+
+    // The group applies the first command; its answer carries the outputs.
+    let answer = machine
+        .apply(&proposals[0].command, 1, true)
+        .expect("applies");
+    task.committed(proposals[0].seq, Ok(answer))
+        .expect("commits");
+    task.take_ready(&mut ready);
+    task.take_marks(0, &mut marks);
+    assert_eq!(ready.len(), 2, "both records of the first batch");
+    assert_eq!(
+        marks,
+        [Mark::Time(100)],
+        "released: the proposal after it need not commit first"
+    );
+
+    // The second is refused (leadership moved): nothing is emitted for it.
+    task.committed(proposals[1].seq, Err("not the leader".into()))
+        .expect("settles");
+    assert_eq!(task.in_flight(), 0);
+    task.take_ready(&mut ready);
+    assert_eq!(ready.len(), 2);
+    let snapshot = machine.snapshot().expect("encodes");
+    assert_eq!(rmp_serde::from_slice::<i64>(&snapshot).ok(), Some(20));
 }

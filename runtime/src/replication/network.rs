@@ -36,15 +36,20 @@ enum RaftRpc {
 /// rejoins its group must not vote before it caught up: with an empty log it would grant its
 /// vote to a candidate missing entries it had acknowledged, and with no vote it could vote
 /// twice in a term. Such a replica is *recovering*: it refuses vote requests until it applied
-/// the commit index of the first leader that reached it.
+/// the commit index of the leader of the highest term that reached it, and refuses a vote of
+/// term T while that leader's term is below T - 1 (a newer leader may have committed more with
+/// this replica's acknowledgement). A stale leader reaching it first can still mislead it:
+/// this narrows the window that a log kept in memory opens; only a durable log (state on
+/// disk) closes it.
 #[derive(Default)]
 pub struct RaftGroups {
     /// Each group's Raft here, with the registration's number: a replica that stops removes
     /// only its own registration, not a newer replica's of the same group.
     groups: DashMap<GroupId, (u64, Raft)>,
     registrations: std::sync::atomic::AtomicU64,
-    /// Recovering groups: the commit index to reach before voting, once a leader told it.
-    recovering: DashMap<GroupId, Option<u64>>,
+    /// Recovering groups: the commit index to reach before voting and the term of the leader
+    /// that told it (the highest seen), once one did.
+    recovering: DashMap<GroupId, Option<(u64, u64)>>,
 }
 
 impl RaftGroups {
@@ -85,11 +90,19 @@ impl RaftGroups {
         let Some(mut target) = self.recovering.get_mut(&group) else {
             return true;
         };
-        if let (RaftRpc::Append(r), None) = (rpc, *target) {
-            *target = Some(r.leader_commit.map_or(0, |l| l.index));
+        if let RaftRpc::Append(r) = rpc {
+            let term = r.vote.leader_id.term;
+            if target.is_none_or(|(_, t)| term > t) {
+                *target = Some((r.leader_commit.map_or(0, |l| l.index), term));
+            }
         }
         let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-        let caught_up = target.is_some_and(|t| applied >= t);
+        let current = match rpc {
+            RaftRpc::Vote(v) => v.vote.leader_id.term,
+            _ => 0,
+        };
+        let caught_up = target
+            .is_some_and(|(index, term)| applied >= index && term.saturating_add(1) >= current);
         drop(target);
         if caught_up {
             self.recovering.remove(&group);

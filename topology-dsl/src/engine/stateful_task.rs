@@ -191,9 +191,22 @@ pub(crate) struct StatefulTaskImpl<B: StatefulBolt> {
     inputs: Arc<[Arc<dyn InputAdapter<B::In>>]>,
     out: Emitter<B::Out>,
     valve: Valve,
-    /// The inputs' watermark moved while proposals were pending: forward it once they commit
-    /// (a watermark must not overtake the outputs of inputs before it).
-    watermark_held: bool,
+    /// Watermarks that moved while proposals were pending, each with the last proposal made
+    /// before it: released once every proposal up to that one is answered (a watermark must
+    /// not overtake the outputs of the inputs before it, and must not wait for later ones).
+    held: std::collections::VecDeque<Held>,
+    /// Marks released from `held`, to send.
+    released: Vec<Mark>,
+}
+
+/// A watermark change waiting for the proposals made before it.
+struct Held {
+    /// The last proposal made before the change.
+    after: u64,
+    /// The watermark to forward on the batches (`i64::MIN` when the inputs are idle).
+    forwarded: i64,
+    /// The marks to send.
+    marks: Vec<Mark>,
 }
 
 impl<B: StatefulBolt> StatefulTaskImpl<B> {
@@ -221,7 +234,8 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
             inputs,
             out,
             valve: Valve::new(channels),
-            watermark_held: false,
+            held: std::collections::VecDeque::new(),
+            released: Vec::new(),
         }
     }
 
@@ -259,19 +273,43 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
         }
     }
 
-    /// What the inputs' watermark changes downstream (as a plain bolt forwards it), unless
-    /// proposals are pending: then it waits for them.
+    /// What the inputs' watermark changes downstream (as a plain bolt forwards it). A
+    /// replicated task holds the change until the proposals made before it are answered.
     fn watermark_moved(&mut self) {
-        if self.pending() > 0 {
-            self.watermark_held = true;
-            return;
-        }
-        self.watermark_held = false;
-        let wm = self.valve.current();
-        if self.valve.is_idle() {
-            self.out.set_forwarded(i64::MIN);
+        let forwarded = if self.valve.is_idle() {
+            i64::MIN
         } else {
-            self.out.set_forwarded(wm);
+            self.valve.current()
+        };
+        match &self.mode {
+            Mode::Replicated {
+                next_seq, pending, ..
+            } if !pending.is_empty() || !self.held.is_empty() => {
+                let mut marks = Vec::new();
+                self.valve.take_marks(&mut marks);
+                self.held.push_back(Held {
+                    after: *next_seq,
+                    forwarded,
+                    marks,
+                });
+                self.release_held();
+            }
+            _ => self.out.set_forwarded(forwarded),
+        }
+    }
+
+    /// Forwards the held watermark changes whose proposals are all answered.
+    fn release_held(&mut self) {
+        let Mode::Replicated { pending, .. } = &self.mode else {
+            return;
+        };
+        let oldest_pending = pending.keys().next().copied().unwrap_or(u64::MAX);
+        while self.held.front().is_some_and(|h| h.after < oldest_pending) {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            self.out.set_forwarded(h.forwarded);
+            self.released.extend(h.marks);
         }
     }
 }
@@ -363,9 +401,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
                 outcome.first_error = Some(TaskError::new(why));
             }
         }
-        if self.watermark_held && self.pending() == 0 {
-            self.watermark_moved();
-        }
+        self.release_held();
         Ok(outcome)
     }
 
@@ -407,7 +443,8 @@ impl<B: StatefulBolt> TaskOutput for StatefulTaskImpl<B> {
         self.out.take_acks(out);
     }
     fn take_marks(&mut self, _now_ms: i64, out: &mut Vec<Mark>) {
-        if self.pending() == 0 {
+        out.append(&mut self.released);
+        if self.held.is_empty() {
             self.valve.take_marks(out);
         }
     }

@@ -31,6 +31,9 @@ use crate::replication::{
 };
 use crate::transport::Transport;
 
+/// How long a proposal may wait for its commit before its inputs fail (and replay).
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a node gives its runs to host Raft groups.
 #[derive(Clone)]
 pub(crate) struct ReplicaHost {
@@ -103,6 +106,8 @@ pub(crate) struct ReplicatedTask {
     pub(crate) counters: Arc<GroupCounters>,
     stop: CancellationToken,
     host: ReplicaHost,
+    /// The task that starts the replica and then watches it; it ends once `stop` is cancelled.
+    started: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Where a group learned its leader: the run's routing is told, and the leader tells every
@@ -220,10 +225,15 @@ impl ReplicatedTask {
                     "replica started"
                 );
                 let _ = slot.set(Arc::clone(&replica));
+                if stop.is_cancelled() {
+                    // Stopped while starting: `stop` shuts it down once this task ends.
+                    return;
+                }
                 watch(replica, task, me, sink, counters, stop).await;
             }
         };
-        host.runtime
+        let started = host
+            .runtime
             .spawn(tracing::Instrument::instrument(started, span));
         ReplicatedTask {
             task,
@@ -232,6 +242,7 @@ impl ReplicatedTask {
             counters,
             stop,
             host: host.clone(),
+            started: std::sync::Mutex::new(Some(started)),
         }
     }
 
@@ -258,9 +269,12 @@ impl ReplicatedTask {
                 counters
                     .proposed_bytes
                     .fetch_add(command.len() as u64, Ordering::Relaxed);
-                match replica.write(command).await {
-                    Ok(answer) => Ok(answer),
-                    Err(e) => refuse(e.to_string()),
+                // A leader cut off from its quorum never answers: its inputs fail and replay
+                // (to the new leader) instead of holding the task's proposal slots.
+                match tokio::time::timeout(PROPOSAL_TIMEOUT, replica.write(command)).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => refuse(e.to_string()),
+                    Err(_) => refuse(format!("no commit within {PROPOSAL_TIMEOUT:?}")),
                 }
             }
             .boxed()
@@ -276,6 +290,11 @@ impl ReplicatedTask {
     /// `settle` for it to apply what it has, and logs its final state's digest.
     pub(crate) fn stop(&self, settle: Duration) {
         self.stop.cancel();
+        // A replica still starting finishes starting first, so it is never left running.
+        let started = self.started.lock().ok().and_then(|mut s| s.take());
+        if let Some(started) = started {
+            let _ = self.host.runtime.block_on(started);
+        }
         let Some(replica) = self.replica.get().cloned() else {
             return;
         };
