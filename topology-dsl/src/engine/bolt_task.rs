@@ -53,11 +53,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         payload: Payload,
         _now_ms: i64,
     ) -> Result<BatchOutcome, EngineError> {
-        let adapter = self
-            .inputs
-            .get(usize::from(input))
-            .ok_or(EngineError::NoSuchInput(input))?;
-        let batch = adapter.adapt(payload)?;
+        let batch = crate::engine::input::adapt(&self.inputs, input, payload)?;
         self.valve.data((source, input));
         let mut outcome = BatchOutcome::default();
         if batch.ids.is_empty() || !self.out.is_tracking() {

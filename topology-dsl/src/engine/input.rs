@@ -42,3 +42,17 @@ impl<X: Record, In: Record + From<X>> InputAdapter<In> for Convert<X, In> {
         Arc::new(TypedCodec::<X>::new())
     }
 }
+
+/// Turns a batch that arrived on subscription `input` into the bolt's input type, through the
+/// subscription's adapter.
+#[inline]
+pub(crate) fn adapt<In>(
+    inputs: &[Arc<dyn InputAdapter<In>>],
+    input: u16,
+    payload: Payload,
+) -> Result<TypedBatch<In>, EngineError> {
+    inputs
+        .get(usize::from(input))
+        .ok_or(EngineError::NoSuchInput(input))?
+        .adapt(payload)
+}

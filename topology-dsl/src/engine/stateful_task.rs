@@ -326,11 +326,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
         payload: Payload,
         now_ms: i64,
     ) -> Result<BatchOutcome, EngineError> {
-        let adapter = self
-            .inputs
-            .get(usize::from(input))
-            .ok_or(EngineError::NoSuchInput(input))?;
-        let batch = adapter.adapt(payload)?;
+        let batch = crate::engine::input::adapt(&self.inputs, input, payload)?;
         self.valve.data((source, input));
         let mut outcome = BatchOutcome::default();
         match &mut self.mode {

@@ -378,11 +378,7 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
         payload: Payload,
         now_ms: i64,
     ) -> Result<BatchOutcome, EngineError> {
-        let adapter = self
-            .inputs
-            .get(usize::from(input))
-            .ok_or(EngineError::NoSuchInput(input))?;
-        let batch = adapter.adapt(payload)?;
+        let batch = crate::engine::input::adapt(&self.inputs, input, payload)?;
         self.input.valve.data((source, input));
         let event_time = self.core.is_event_time();
         if !event_time {
