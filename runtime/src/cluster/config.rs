@@ -45,6 +45,13 @@ pub struct NodeSettings {
     pub raft_election_min_ms: Option<u64>,
     /// The manager's longest election timeout, in ms (default 300).
     pub raft_election_max_ms: Option<u64>,
+    /// The Raft heartbeat of replicated stateful tasks' groups, in ms (default 30).
+    pub group_heartbeat_ms: Option<u64>,
+    /// Their shortest election timeout, in ms (default 100).
+    pub group_election_min_ms: Option<u64>,
+    /// Their longest election timeout, in ms (default 200). A follower campaigns this long
+    /// plus a random election timeout after its leader's last message.
+    pub group_election_max_ms: Option<u64>,
     /// The largest frame accepted from a peer, in bytes (default 16 MiB).
     pub max_frame_bytes: Option<usize>,
 }
@@ -78,6 +85,9 @@ impl NodeSettings {
             raft_heartbeat_ms: flags.raft_heartbeat_ms.or(self.raft_heartbeat_ms),
             raft_election_min_ms: flags.raft_election_min_ms.or(self.raft_election_min_ms),
             raft_election_max_ms: flags.raft_election_max_ms.or(self.raft_election_max_ms),
+            group_heartbeat_ms: flags.group_heartbeat_ms.or(self.group_heartbeat_ms),
+            group_election_min_ms: flags.group_election_min_ms.or(self.group_election_min_ms),
+            group_election_max_ms: flags.group_election_max_ms.or(self.group_election_max_ms),
             max_frame_bytes: flags.max_frame_bytes.or(self.max_frame_bytes),
         }
     }
@@ -152,6 +162,8 @@ pub struct NodeConfig {
     pub node_timeout: Duration,
     /// The manager group's Raft timings.
     pub raft: RaftTimings,
+    /// The Raft timings of replicated stateful tasks' groups.
+    pub group_raft: RaftTimings,
     /// The largest frame accepted.
     pub max_frame_bytes: usize,
 }
@@ -233,15 +245,27 @@ impl NodeConfig {
             election_min_ms: s.raft_election_min_ms.unwrap_or(150),
             election_max_ms: s.raft_election_max_ms.unwrap_or(300),
         };
-        if raft.heartbeat_ms == 0
-            || raft.election_min_ms <= raft.heartbeat_ms
-            || raft.election_max_ms <= raft.election_min_ms
-        {
-            return Err(invalid(
-                "raft timings",
-                format!("{raft:?}"),
-                "0 < heartbeat < election min < election max",
-            ));
+        let default_group = RaftTimings::replicated_bolts();
+        let group_raft = RaftTimings {
+            heartbeat_ms: s.group_heartbeat_ms.unwrap_or(default_group.heartbeat_ms),
+            election_min_ms: s
+                .group_election_min_ms
+                .unwrap_or(default_group.election_min_ms),
+            election_max_ms: s
+                .group_election_max_ms
+                .unwrap_or(default_group.election_max_ms),
+        };
+        for (field, t) in [("raft timings", raft), ("group raft timings", group_raft)] {
+            if t.heartbeat_ms == 0
+                || t.election_min_ms <= t.heartbeat_ms
+                || t.election_max_ms <= t.election_min_ms
+            {
+                return Err(invalid(
+                    field,
+                    format!("{t:?}"),
+                    "0 < heartbeat < election min < election max",
+                ));
+            }
         }
         let max_frame_bytes = s.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES);
         if !(HANDSHAKE_MAX_FRAME_BYTES..=1 << 30).contains(&max_frame_bytes) {
@@ -262,6 +286,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(heartbeat_ms),
             node_timeout: Duration::from_millis(node_timeout_ms),
             raft,
+            group_raft,
             max_frame_bytes,
         })
     }
@@ -298,7 +323,7 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(
             &file,
-            "id = 4\nlisten = \"127.0.0.1:7004\"\npeers = [\"127.0.0.1:7004\"]\nheartbeat_ms = 50\n",
+            "id = 4\nlisten = \"127.0.0.1:7004\"\npeers = [\"127.0.0.1:7004\"]\nheartbeat_ms = 50\ngroup_election_max_ms = 400\n",
         )
         .expect("write");
         let from_file = NodeSettings::from_file(&file).expect("parses");
@@ -311,6 +336,11 @@ mod tests {
         let c = NodeConfig::from_settings(from_file.overridden_by(flags)).expect("valid");
         assert_eq!(c.id, NodeId(5));
         assert_eq!(c.heartbeat, Duration::from_millis(50));
+        assert_eq!(
+            (c.group_raft.heartbeat_ms, c.group_raft.election_max_ms),
+            (30, 400),
+            "the groups' timings: the file's, and the defaults"
+        );
         assert_eq!(c.managers, 1, "no more managers than peers");
         assert!(c.is_manager());
     }
@@ -367,6 +397,13 @@ mod tests {
                     ..settings(dir.path())
                 },
                 "election min",
+            ),
+            (
+                NodeSettings {
+                    group_election_max_ms: Some(50),
+                    ..settings(dir.path())
+                },
+                "group raft timings",
             ),
             (
                 NodeSettings {

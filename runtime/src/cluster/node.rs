@@ -196,7 +196,7 @@ impl Node {
                 groups: Arc::clone(&shared.groups),
                 runtime: tokio::runtime::Handle::current(),
                 data_dir: c.data_dir.clone(),
-                timings: crate::replication::RaftTimings::replicated_bolts(),
+                timings: c.group_raft,
             },
         ));
         if c.is_manager() {
