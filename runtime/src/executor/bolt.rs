@@ -15,11 +15,11 @@ use crate::executor::{
     Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, Wire, guarded,
     now_ms, setup,
 };
+use crate::metrics::TaskMetrics;
 
 /// The most proposals a replicated task keeps in flight to its Raft group; past it, its input
 /// waits (and its senders' credits with it).
 const MAX_PROPOSALS_IN_FLIGHT: usize = 32;
-use crate::metrics::TaskMetrics;
 
 /// What one upstream task has delivered and this task has not executed yet, in order.
 struct SourceQueue {

@@ -117,8 +117,7 @@ impl<B: Bolt> BoltTaskImpl<B> {
         match self.out.clock_mut() {
             Some(clock) if wm == i64::MAX => clock.done(),
             Some(_) => {}
-            None if self.valve.is_idle() => self.out.set_forwarded(i64::MIN),
-            None => self.out.set_forwarded(wm),
+            None => self.out.set_forwarded(self.valve.forwarded()),
         }
     }
 }

@@ -266,21 +266,10 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
         }
     }
 
-    fn pending(&self) -> usize {
-        match &self.mode {
-            Mode::Local { .. } => 0,
-            Mode::Replicated { pending, .. } => pending.len(),
-        }
-    }
-
     /// What the inputs' watermark changes downstream (as a plain bolt forwards it). A
     /// replicated task holds the change until the proposals made before it are answered.
     fn watermark_moved(&mut self) {
-        let forwarded = if self.valve.is_idle() {
-            i64::MIN
-        } else {
-            self.valve.current()
-        };
+        let forwarded = self.valve.forwarded();
         match &self.mode {
             Mode::Replicated {
                 next_seq, pending, ..
@@ -365,7 +354,10 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
     }
 
     fn in_flight(&self) -> usize {
-        self.pending()
+        match &self.mode {
+            Mode::Local { .. } => 0,
+            Mode::Replicated { pending, .. } => pending.len(),
+        }
     }
 
     fn committed(

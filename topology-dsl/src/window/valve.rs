@@ -82,6 +82,12 @@ impl Valve {
         self.idle
     }
 
+    /// The watermark a task forwards on its batches: the current one, or `i64::MIN` while
+    /// every channel is idle (an idle task holds nobody back).
+    pub fn forwarded(&self) -> i64 {
+        if self.idle { i64::MIN } else { self.output }
+    }
+
     /// The watermark of channel `c`, if the valve has it.
     pub fn channel(&self, c: Channel) -> Option<i64> {
         self.channels.get(&c).map(|s| s.watermark)

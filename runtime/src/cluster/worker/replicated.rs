@@ -164,26 +164,20 @@ impl ReplicatedTask {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 let state = TaskState { machine, me };
-                // A replica that rejoins its group without its log (kept in memory, or a disk
-                // wiped) must catch up before it votes.
-                let kept_log = storage == StateStorage::Disk && dir.join("raft.log").exists();
-                if !initialize && !founding_run && !kept_log {
-                    host.groups.mark_recovering(group);
-                    tracing::info!("replica rejoins without its log: it votes once it caught up");
-                }
-                let opened = match storage {
-                    StateStorage::Memory => {
-                        Ok((LogStore::in_memory(), StateMachineStore::in_memory(state)))
-                    }
-                    StateStorage::Disk => std::fs::create_dir_all(&dir)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| LogStore::open(&dir).map_err(|e| e.to_string()))
-                        .and_then(|log| {
-                            StateMachineStore::open(state, &dir)
-                                .map(|sm| (log, sm))
-                                .map_err(|e| e.to_string())
-                        }),
-                };
+                let opened =
+                    match storage {
+                        StateStorage::Memory => {
+                            Ok((LogStore::in_memory(), StateMachineStore::in_memory(state)))
+                        }
+                        // `LogStore::open` creates the directory the snapshots go to as well.
+                        StateStorage::Disk => LogStore::open(&dir)
+                            .map_err(|e| e.to_string())
+                            .and_then(|log| {
+                                StateMachineStore::open(state, &dir)
+                                    .map(|sm| (log, sm))
+                                    .map_err(|e| e.to_string())
+                            }),
+                    };
                 let (log, sm) = match opened {
                     Ok(x) => x,
                     Err(why) => {
@@ -194,6 +188,12 @@ impl ReplicatedTask {
                     }
                 };
                 let stored_log = log.last_index();
+                // A replica that rejoins its group without its log (kept in memory, or a disk
+                // wiped) must catch up before it votes.
+                if !founding_run && stored_log.is_none() {
+                    host.groups.mark_recovering(group);
+                    tracing::info!("replica rejoins without its log: it votes once it caught up");
+                }
                 let replica = match Replica::start(
                     me,
                     group,

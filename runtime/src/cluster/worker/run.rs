@@ -152,6 +152,13 @@ impl RunShared {
         }
     }
 
+    /// The setup of task `id` in this run: the plan's, replicated for a stateful bolt's task.
+    fn task_setup(&self, id: TaskId, seed: u64) -> tempest_dsl::engine::TaskSetup {
+        let mut setup = self.plan.task_setup(id, seed);
+        setup.replicated = self.replicated.contains(&id);
+        setup
+    }
+
     /// Gives `batches` credits back to link `link` of local task `task`.
     pub(crate) fn credit_local(&self, task: TaskId, link: u32, batches: u32) {
         if let Some(l) = self.locals.get(&task) {
@@ -514,11 +521,10 @@ impl TopologyRun {
             .get(id.0 as usize)
             .ok_or_else(|| format!("no task {id}"))?
             .component;
-        let mut setup = shared.plan.task_setup(
+        let setup = shared.task_setup(
             id,
             seed ^ u64::from(restart).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        setup.replicated = shared.replicated.contains(&id);
         shared
             .topology
             .instantiate(component, &setup)
@@ -606,8 +612,7 @@ impl TopologyRun {
             let task = &plan.tasks[id.0 as usize];
             let component = &ir.components[task.component];
             let seed = self.seeds[id.0 as usize] ^ epoch.wrapping_mul(0xd6e8_feb8_6659_fd93);
-            let mut setup = plan.task_setup(id, seed);
-            setup.replicated = shared.replicated.contains(&id);
+            let setup = shared.task_setup(id, seed);
             let instance = shared
                 .topology
                 .instantiate(task.component, &setup)
