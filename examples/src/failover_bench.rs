@@ -17,7 +17,7 @@ use tempest_runtime::cluster::manager::{NodeStatus, TopologyStatus};
 use tempest_runtime::transport::ClusterSecret;
 
 use crate::cluster_wordcount::check_output;
-use crate::node_procs::{NodeProcs, group_leaders, log_field, poll as wait};
+use crate::node_procs::{NodeProcs, first_commit_after, group_leaders, poll as wait};
 
 /// How the failover bench runs.
 #[derive(Clone, Debug)]
@@ -51,23 +51,6 @@ fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// The wall-clock ms of the first commit of `group` by a leader of a term above `term`.
-fn first_commit_after(procs: &NodeProcs, nodes: &[u64], group: &str, term: u64) -> Option<f64> {
-    nodes
-        .iter()
-        .flat_map(|id| {
-            procs
-                .log(*id)
-                .lines()
-                .filter(|l| l.contains("leader's first commit"))
-                .filter(|l| log_field(l, "group") == Some(group))
-                .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) > Some(term))
-                .filter_map(|l| log_field(l, "at_ms")?.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .reduce(f64::min)
 }
 
 /// Bytes the sink has written so far.

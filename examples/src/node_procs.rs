@@ -18,19 +18,41 @@ pub struct NodeProc {
     pub child: Option<Child>,
 }
 
+/// Where a cluster's files live: a temporary directory deleted at the end, or a directory
+/// kept for a post-mortem.
+#[derive(Debug)]
+pub enum NodeDir {
+    /// Deleted when dropped (unless `TEMPEST_KEEP_NODE_DIRS` is set).
+    Temp(tempfile::TempDir),
+    /// Kept.
+    Kept(PathBuf),
+}
+
+impl NodeDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            NodeDir::Temp(t) => t.path(),
+            NodeDir::Kept(p) => p,
+        }
+    }
+}
+
 /// A cluster of node processes of one binary.
 #[derive(Debug)]
 pub struct NodeProcs {
     /// The binary (with a `node` command).
     pub bin: PathBuf,
     /// Their directory: `node-<id>/` data, `node-<id>.log`, `secret`.
-    pub dir: tempfile::TempDir,
+    pub dir: NodeDir,
     /// The cluster secret file.
     pub secret: PathBuf,
     /// The nodes.
     pub nodes: Vec<NodeProc>,
     peers: String,
     extra: Vec<String>,
+    /// Flags of each node's own, after `extra`.
+    own: Vec<Vec<String>>,
 }
 
 /// A port the OS says is free now (bound, then released).
@@ -40,15 +62,27 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 impl NodeProcs {
-    /// Starts `n` nodes of `bin` (the first three run the manager), each with `extra` flags.
+    /// Starts `n` nodes of `bin` (the first three run the manager), each with `extra` flags,
+    /// in a temporary directory.
     pub fn start(bin: &Path, n: usize, extra: &[&str]) -> std::io::Result<NodeProcs> {
-        let dir = tempfile::tempdir()?;
+        let mut procs = Self::prepare(bin, NodeDir::Temp(tempfile::tempdir()?), n, extra)?;
+        for i in 0..n {
+            procs.spawn(i)?;
+        }
+        Ok(procs)
+    }
+
+    /// The cluster of [`NodeProcs::start`] in `dir`, with addresses and a secret but no
+    /// process started yet: set each node's own flags with [`NodeProcs::set_own_flags`], then
+    /// [`NodeProcs::spawn`] them.
+    pub fn prepare(bin: &Path, dir: NodeDir, n: usize, extra: &[&str]) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.path())?;
         let secret = dir.path().join("secret");
         std::fs::write(&secret, format!("{:032x}\n", rand::random::<u128>()))?;
         let addrs: Vec<String> = (0..n)
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<_, _>>()?;
-        let mut procs = NodeProcs {
+        Ok(NodeProcs {
             bin: bin.to_owned(),
             dir,
             secret,
@@ -63,11 +97,26 @@ impl NodeProcs {
                 .collect(),
             peers: addrs.join(","),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        for i in 0..n {
-            procs.spawn(i)?;
-        }
-        Ok(procs)
+            own: vec![Vec::new(); n],
+        })
+    }
+
+    /// Flags node `i` starts with after the common ones (from its next start on).
+    pub fn set_own_flags(&mut self, i: usize, flags: Vec<String>) {
+        self.own[i] = flags;
+    }
+
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    /// Whether node `i` runs (a process started here that has not exited).
+    pub fn running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Starts (or restarts, with its data kept) node `i`.
@@ -86,6 +135,7 @@ impl NodeProcs {
             .arg("--secret-file")
             .arg(&self.secret)
             .args(&self.extra)
+            .args(&self.own[i])
             .env(
                 "RUST_LOG",
                 std::env::var("TEMPEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
@@ -128,8 +178,10 @@ impl Drop for NodeProcs {
             }
         }
         if std::env::var_os("TEMPEST_KEEP_NODE_DIRS").is_some() {
-            if let Ok(empty) = tempfile::tempdir() {
-                let kept = std::mem::replace(&mut self.dir, empty).keep();
+            if let NodeDir::Temp(t) =
+                std::mem::replace(&mut self.dir, NodeDir::Kept(PathBuf::new()))
+            {
+                let kept = t.keep();
                 tracing::warn!(dir = %kept.display(), "node directory kept");
             }
         }
@@ -166,6 +218,24 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let rest = &line[at..];
     let end = rest.find([' ', '}', ':']).unwrap_or(rest.len());
     Some(rest[..end].trim_matches('"'))
+}
+
+/// The wall-clock ms of the first commit of `group` by a leader of a term above `term`, from
+/// the "leader's first commit" lines of `nodes`' logs.
+pub fn first_commit_after(procs: &NodeProcs, nodes: &[u64], group: &str, term: u64) -> Option<f64> {
+    nodes
+        .iter()
+        .flat_map(|id| {
+            procs
+                .log(*id)
+                .lines()
+                .filter(|l| l.contains("leader's first commit"))
+                .filter(|l| log_field(l, "group") == Some(group))
+                .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) > Some(term))
+                .filter_map(|l| log_field(l, "at_ms")?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .reduce(f64::min)
 }
 
 /// The latest (term, leader) of each replicated task's group, from the "group leader" lines of

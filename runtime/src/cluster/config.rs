@@ -54,6 +54,13 @@ pub struct NodeSettings {
     pub group_election_max_ms: Option<u64>,
     /// The largest frame accepted from a peer, in bytes (default 16 MiB).
     pub max_frame_bytes: Option<usize>,
+    /// Where to dial a peer instead of its address (`[routes]` in TOML, `"peer" = "via"`):
+    /// for a port mapping between the nodes, or a fault-injecting proxy.
+    pub routes: Option<std::collections::BTreeMap<String, String>>,
+    /// Where each replica of a stateful task writes its final state when its run ends
+    /// (`<dir>/<topology>/task-<task>.n<node>.state`, the state encoded with rmp-serde), for
+    /// checking a run from outside. Off by default.
+    pub state_export_dir: Option<PathBuf>,
 }
 
 impl NodeSettings {
@@ -89,6 +96,8 @@ impl NodeSettings {
             group_election_min_ms: flags.group_election_min_ms.or(self.group_election_min_ms),
             group_election_max_ms: flags.group_election_max_ms.or(self.group_election_max_ms),
             max_frame_bytes: flags.max_frame_bytes.or(self.max_frame_bytes),
+            routes: flags.routes.or(self.routes),
+            state_export_dir: flags.state_export_dir.or(self.state_export_dir),
         }
     }
 }
@@ -166,6 +175,10 @@ pub struct NodeConfig {
     pub group_raft: RaftTimings,
     /// The largest frame accepted.
     pub max_frame_bytes: usize,
+    /// Where to dial peers instead of their addresses.
+    pub routes: std::collections::BTreeMap<String, String>,
+    /// Where replicas write their final state when a run ends (off: `None`).
+    pub state_export_dir: Option<PathBuf>,
 }
 
 fn invalid(field: &'static str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
@@ -275,6 +288,11 @@ impl NodeConfig {
                 "between 1 KiB and 1 GiB",
             ));
         }
+        let routes = s.routes.unwrap_or_default();
+        for (peer, via) in &routes {
+            check_addr("routes", peer)?;
+            check_addr("routes", via)?;
+        }
         Ok(NodeConfig {
             id: NodeId(id),
             listen,
@@ -288,6 +306,8 @@ impl NodeConfig {
             raft,
             group_raft,
             max_frame_bytes,
+            routes,
+            state_export_dir: s.state_export_dir,
         })
     }
 

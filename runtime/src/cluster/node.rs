@@ -185,6 +185,7 @@ impl Node {
         };
         let mut tc = TransportConfig::new(role, c.id, c.secret.clone());
         tc.max_frame_bytes = c.max_frame_bytes;
+        tc.routes = c.routes.clone();
         let transport =
             Transport::bind(&c.listen, tc, Arc::new(NodeHandler(Arc::clone(&shared)))).await?;
         let _ = shared.transport.set(transport.clone());
@@ -197,6 +198,7 @@ impl Node {
                 runtime: tokio::runtime::Handle::current(),
                 data_dir: c.data_dir.clone(),
                 timings: c.group_raft,
+                export_dir: c.state_export_dir.clone(),
             },
         ));
         if c.is_manager() {

@@ -61,6 +61,10 @@ pub struct TransportConfig {
     pub backoff_max: Duration,
     /// The most inbound connections at once.
     pub max_connections: usize,
+    /// Where to dial a peer instead of its address (a port mapping, or a fault-injecting
+    /// proxy in the chaos tests): peer address -> address to connect to. The peer is still
+    /// known, and authenticated, by its own address and id.
+    pub routes: std::collections::BTreeMap<String, String>,
 }
 
 impl TransportConfig {
@@ -76,6 +80,7 @@ impl TransportConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             max_connections: 1024,
+            routes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -457,7 +462,8 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, mut rx: mpsc::Receiver<Me
             return;
         }
         let dial = async {
-            let stream = TcpStream::connect(&peer.addr)
+            let to = inner.config.routes.get(&peer.addr).unwrap_or(&peer.addr);
+            let stream = TcpStream::connect(to)
                 .await
                 .map_err(|e| HandshakeError::Frame(FrameError::Io(e)))?;
             let _ = stream.set_nodelay(true);

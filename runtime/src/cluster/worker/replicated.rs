@@ -42,6 +42,9 @@ pub(crate) struct ReplicaHost {
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) data_dir: PathBuf,
     pub(crate) timings: RaftTimings,
+    /// Where replicas write their final state when their run ends (node config
+    /// `state_export_dir`).
+    pub(crate) export_dir: Option<PathBuf>,
 }
 
 /// The group of task `task` of run `run`: the same number on every node, never the manager's.
@@ -108,6 +111,8 @@ pub(crate) struct ReplicatedTask {
     host: ReplicaHost,
     /// The task that starts the replica and then watches it; it ends once `stop` is cancelled.
     started: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The file its final state goes to, if the node exports states.
+    export: Option<PathBuf>,
 }
 
 /// Where a group learned its leader: the run's routing is told, and the leader tells every
@@ -144,6 +149,10 @@ impl ReplicatedTask {
         let stop = CancellationToken::new();
         let counters = Arc::new(GroupCounters::default());
         let dir = run_dir(&host.data_dir, run).join(format!("task-{}", task.0));
+        let export = host.export_dir.as_ref().map(|d| {
+            d.join(&run.name)
+                .join(format!("task-{}.n{}.state", task.0, me.0))
+        });
         let span = tracing::info_span!("group", %group, task = task.0, topology = %run.name);
         let started = {
             let host = host.clone();
@@ -243,6 +252,7 @@ impl ReplicatedTask {
             stop,
             host: host.clone(),
             started: std::sync::Mutex::new(Some(started)),
+            export,
         }
     }
 
@@ -287,8 +297,9 @@ impl ReplicatedTask {
     }
 
     /// Stops the replica (blocking: call off the runtime's threads), after waiting up to
-    /// `settle` for it to apply what it has, and logs its final state's digest.
-    pub(crate) fn stop(&self, settle: Duration) {
+    /// `settle` for it to apply what it has, and logs its final state's digest; at the end of
+    /// its run (`last`), exports the state where the node is told to.
+    pub(crate) fn stop(&self, settle: Duration, last: bool) {
         self.stop.cancel();
         // A replica still starting finishes starting first, so it is never left running.
         let started = self.started.lock().ok().and_then(|mut s| s.take());
@@ -300,14 +311,20 @@ impl ReplicatedTask {
         };
         let group = self.group;
         let task = self.task;
+        let export = self.export.clone().filter(|_| last);
         self.host.runtime.block_on(async move {
             let status = replica.status();
             if let Some(last) = status.last_log {
                 replica.wait_applied(last, settle).await;
             }
             let status = replica.status();
-            let digest = replica.read(|s| s.snapshot().map(|b| digest(&b)));
-            match digest {
+            let state = replica.read(|s| s.snapshot());
+            if let (Ok(bytes), Some(path)) = (&state, &export) {
+                if let Err(e) = write_export(path, bytes) {
+                    tracing::warn!(path = %path.display(), error = %e, "final state not exported");
+                }
+            }
+            match state.map(|b| digest(&b)) {
                 Ok(digest) => tracing::info!(
                     %group,
                     task = task.0,
@@ -322,6 +339,16 @@ impl ReplicatedTask {
             replica.shutdown().await;
         });
     }
+}
+
+/// Writes a final state to `path` whole: into a temporary file first, then renamed.
+fn write_export(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The digest of an encoded state: the first 16 hex digits of its SHA-256.

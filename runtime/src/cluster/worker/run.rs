@@ -1014,8 +1014,8 @@ impl TopologyRun {
     }
 
     /// Stops every task of the run on this node and waits for its threads; then stops its
-    /// replicas (each logs its state's digest) and, for a run that ended (`discard`), deletes
-    /// their files.
+    /// replicas (each logs its state's digest) and, for a run that ended (`discard`), exports
+    /// their final states (where the node is told to) and deletes their files.
     pub(crate) fn stop(&self, discard: bool) {
         self.system.stop();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
@@ -1028,7 +1028,7 @@ impl TopologyRun {
             .map(|mut g| std::mem::take(&mut *g))
             .unwrap_or_default();
         for g in &groups {
-            g.stop(std::time::Duration::from_secs(2));
+            g.stop(std::time::Duration::from_secs(2), discard);
         }
         if discard && !groups.is_empty() {
             let dir = run_dir(&self.host.data_dir, &self.shared.run);

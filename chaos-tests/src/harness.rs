@@ -1,0 +1,701 @@
+//! The harness: starts real `node` processes of this binary on loopback, each with its own data
+//! directory, and a fault proxy on every directed link between them; submits the checking
+//! topology; injects a scenario's faults on its seeded schedule; then heals everything, lets the
+//! topology drain and finish, and hands the history, the sink's output and every replica's
+//! exported state to the checker.
+//!
+//! It only ever signals the processes it started ([`NodeProcs`] kills them all when dropped,
+//! also when the run fails), and keeps everything a post-mortem needs in the run's directory:
+//! `node-<id>.log`, `node-<id>/`, `history/`, `output/`, `states/`, `schedule.txt`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempest_dsl::{Guarantee, StateStorage};
+use tempest_examples::node_procs::{
+    NodeDir, NodeProcs, first_commit_after, group_leaders, log_field, poll,
+};
+use tempest_runtime::cluster::AdminClient;
+use tempest_runtime::cluster::admin::{AdminReply, AdminRequest};
+use tempest_runtime::cluster::manager::{NodeStatus, TopologyStatus};
+use tempest_runtime::transport::ClusterSecret;
+
+use crate::checker::{self, ReplicaState, Report};
+use crate::history;
+use crate::proxy::{Flow, LinkFaults, LinkProxy};
+use crate::schedule::{Fault, Scenario, Step, schedule};
+use crate::topology::{ChaosTopology, TOPOLOGY};
+
+/// How a chaos run goes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What to inject.
+    pub scenario: Scenario,
+    /// The schedule's seed.
+    pub seed: u64,
+    /// How long the sources emit new records (faults happen within it).
+    pub load: Duration,
+    /// The topology's delivery guarantee.
+    pub guarantee: Guarantee,
+    /// Node processes (the first three run the manager).
+    pub nodes: usize,
+    /// Records a second per source task (two tasks).
+    pub rate: u64,
+    /// Counter groups.
+    pub groups: u32,
+    /// The run's directory (created; kept).
+    pub dir: PathBuf,
+    /// The binary with the `node` command and the checking topology (this one).
+    pub bin: PathBuf,
+    /// Make the sink lose every n-th delivery (0: none): a run that must fail the check.
+    pub sink_drops: u64,
+}
+
+/// Replicas per counter group.
+const REPLICAS: u32 = 3;
+/// Source tasks.
+const SOURCES: u32 = 2;
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The options it ran with.
+    pub options: Options,
+    /// The checker's report.
+    pub report: Report,
+    /// SIGKILLs sent.
+    pub kills: u32,
+    /// Faults injected.
+    pub faults: u32,
+    /// Per fault that took a leader away: the fault to the new leader's first commit, in ms.
+    pub failover_ms: Vec<f64>,
+    /// Such faults after which no new leader's first commit was seen within 15 s.
+    pub failover_unseen: u32,
+    /// Parts delivered a second over the load.
+    pub throughput: f64,
+    /// Parts delivered a second while a follower was slowed, if one was.
+    pub slow_throughput: Option<f64>,
+    /// Parts offered a second (sources x rate x 2).
+    pub offered: f64,
+    /// Seconds from the submission to the last state exported.
+    pub seconds: f64,
+}
+
+impl Outcome {
+    /// Whether the run kept its guarantee: at-least-once needs nothing lost, nothing
+    /// unexpected and agreeing replicas (duplicates are counted); exactly-once needs no
+    /// duplicate besides.
+    pub fn ok(&self) -> bool {
+        let r = &self.report;
+        let base = r.at_least_once() && self.failover_unseen == 0;
+        match self.options.guarantee {
+            Guarantee::ExactlyOnce => base && r.duplicated == 0 && r.applied_again == 0,
+            _ => base,
+        }
+    }
+
+    /// The p99 of the failovers (0 when there were none).
+    pub fn failover_p99_ms(&self) -> f64 {
+        let mut v = self.failover_ms.clone();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return 0.0;
+        }
+        let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i]
+    }
+
+    /// The `RESULT` line.
+    pub fn result_line(&self) -> String {
+        let r = &self.report;
+        let o = &self.options;
+        format!(
+            "RESULT scenario={} seed={} guarantee={} attempted={} acked={} lost={} duplicated={} \
+             unexpected={} replicas_agree={} kills={} failover_p99_ms={:.0} ok={} \
+             recovered={} applied_again={} faults={} failovers={} failover_max_ms={:.0} \
+             throughput={:.0} offered={:.0}{} seconds={:.1} dir={}",
+            o.scenario.name(),
+            o.seed,
+            o.guarantee,
+            r.attempted,
+            r.acked,
+            r.lost,
+            r.duplicated,
+            r.unexpected,
+            r.replicas_agree,
+            self.kills,
+            self.failover_p99_ms(),
+            self.ok(),
+            r.recovered,
+            r.applied_again,
+            self.faults,
+            self.failover_ms.len(),
+            self.failover_ms.iter().copied().fold(0.0, f64::max),
+            self.throughput,
+            self.offered,
+            self.slow_throughput
+                .map(|t| format!(" slow_throughput={t:.0}"))
+                .unwrap_or_default(),
+            self.seconds,
+            o.dir.display(),
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A counter group as the node logs show it.
+#[derive(Clone, Debug, Default)]
+struct Group {
+    task: u32,
+    replicas: BTreeSet<u64>,
+}
+
+/// The cluster under test: the node processes, the proxies between them, the paused nodes.
+struct Cluster {
+    procs: NodeProcs,
+    rt: tokio::runtime::Runtime,
+    /// (from, to) node index -> the proxy `from` dials `to` through.
+    links: BTreeMap<(usize, usize), LinkProxy>,
+    paused: BTreeSet<usize>,
+    secret: ClusterSecret,
+}
+
+impl Cluster {
+    fn start(o: &Options) -> anyhow::Result<Cluster> {
+        let mut procs = NodeProcs::prepare(&o.bin, NodeDir::Kept(o.dir.clone()), o.nodes, &[])?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let addrs: Vec<String> = procs.nodes.iter().map(|n| n.addr.clone()).collect();
+        let mut links = BTreeMap::new();
+        for (from, _) in addrs.iter().enumerate() {
+            let mut routes = String::from("[routes]\n");
+            for (to, addr) in addrs.iter().enumerate().filter(|(to, _)| *to != from) {
+                let target = addr.parse().context("a node address")?;
+                let proxy = rt.block_on(LinkProxy::start(target))?;
+                routes.push_str(&format!("\"{addr}\" = \"{}\"\n", proxy.addr));
+                links.insert((from, to), proxy);
+            }
+            let config = o.dir.join(format!("node-{}.toml", from + 1));
+            let states = o.dir.join("states");
+            std::fs::write(
+                &config,
+                format!(
+                    "state_export_dir = {:?}\n{routes}",
+                    states.display().to_string()
+                ),
+            )?;
+            procs.set_own_flags(from, vec!["--config".into(), config.display().to_string()]);
+        }
+        for i in 0..o.nodes {
+            procs.spawn(i)?;
+        }
+        let secret = ClusterSecret::from_file(&procs.secret)?;
+        Ok(Cluster {
+            procs,
+            rt,
+            links,
+            paused: BTreeSet::new(),
+            secret,
+        })
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.procs.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Asks the cluster through the first running node that answers.
+    fn call(&mut self, req: &AdminRequest) -> anyhow::Result<AdminReply> {
+        let mut last = None;
+        for i in 0..self.procs.nodes.len() {
+            if !self.procs.running(i) || self.paused.contains(&i) {
+                continue;
+            }
+            let addr = self.procs.nodes[i].addr.clone();
+            let secret = self.secret.clone();
+            let answer = self.rt.block_on(async move {
+                AdminClient::new(&addr, Some(secret), Duration::from_secs(2))
+                    .call(req)
+                    .await
+            });
+            match answer {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(|| anyhow::anyhow!("no node runs"), anyhow::Error::from))
+    }
+
+    /// The counter groups, from the nodes' "replica started" lines.
+    fn groups(&self) -> BTreeMap<String, Group> {
+        let mut out: BTreeMap<String, Group> = BTreeMap::new();
+        for id in self.ids() {
+            for line in self.procs.log(id).lines() {
+                if !line.contains("replica started") {
+                    continue;
+                }
+                let (Some(group), Some(task)) = (log_field(line, "group"), log_field(line, "task"))
+                else {
+                    continue;
+                };
+                let g = out.entry(group.to_owned()).or_default();
+                g.task = task.parse().unwrap_or(u32::MAX);
+                g.replicas.insert(id);
+            }
+        }
+        out
+    }
+
+    /// Node index of node id `id`.
+    fn index(id: u64) -> usize {
+        id as usize - 1
+    }
+
+    fn set_links(&self, node: usize, faults: LinkFaults, inbound: LinkFaults) {
+        for ((from, to), p) in &self.links {
+            if *from == node {
+                p.set(faults);
+            } else if *to == node {
+                p.set(inbound);
+            }
+        }
+    }
+
+    fn heal_links(&self) {
+        for p in self.links.values() {
+            p.set(LinkFaults::HEALTHY);
+        }
+    }
+
+    fn signal(&mut self, i: usize, sig: Signal) -> anyhow::Result<()> {
+        let pid = self.procs.pid(i).context("the node is not running")?;
+        let pid = i32::try_from(pid).context("a process id")?;
+        kill(Pid::from_raw(pid), sig).with_context(|| format!("{sig} to node {}", i + 1))?;
+        match sig {
+            Signal::SIGSTOP => {
+                self.paused.insert(i);
+            }
+            Signal::SIGCONT => {
+                self.paused.remove(&i);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Restarts node `i` and waits until it runs again the replicas it held.
+    fn restart(&mut self, i: usize, hosted: usize) -> anyhow::Result<()> {
+        let id = self.procs.nodes[i].id;
+        let before = self.procs.log(id).matches("replica started").count();
+        self.procs.spawn(i)?;
+        poll(
+            "a restarted node's replicas",
+            Duration::from_secs(30),
+            || {
+                let now = self.procs.log(id).matches("replica started").count();
+                Ok((now >= before + hosted).then_some(()))
+            },
+        )
+    }
+
+    /// Brings back every node and heals every link.
+    fn heal_all(&mut self) -> anyhow::Result<()> {
+        self.heal_links();
+        for i in self.paused.clone() {
+            self.signal(i, Signal::SIGCONT)?;
+        }
+        for i in 0..self.procs.nodes.len() {
+            if !self.procs.running(i) {
+                self.procs.spawn(i)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deliveries the sinks wrote so far.
+fn delivered(output: &Path) -> u64 {
+    std::fs::read_dir(output)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The node indexes running a source task now: the processes whose source history files have
+/// not ended.
+fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
+    let mut pids = BTreeSet::new();
+    if let Ok(d) = std::fs::read_dir(history_dir) {
+        for e in d.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("source-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let ended = std::fs::read_to_string(e.path()).is_ok_and(|t| t.ends_with("d\n"));
+            if !ended {
+                pids.insert(pid);
+            }
+        }
+    }
+    (0..c.procs.nodes.len())
+        .filter(|i| c.procs.pid(*i).is_some_and(|p| pids.contains(&p)) && c.procs.running(*i))
+        .collect()
+}
+
+/// What the steps measured.
+#[derive(Default)]
+struct Figures {
+    kills: u32,
+    faults: u32,
+    failover_ms: Vec<f64>,
+    failover_unseen: u32,
+    slow: Vec<(u64, f64)>,
+}
+
+/// Runs one step: resolves its target, injects the fault, holds it, heals it, and waits until
+/// the cluster recovered.
+fn run_step(
+    c: &mut Cluster,
+    step: &Step,
+    history_dir: &Path,
+    output: &Path,
+    f: &mut Figures,
+    log: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let groups = c.groups();
+    let leaders = group_leaders(&c.procs, &c.ids());
+    let names: Vec<&String> = groups.keys().filter(|g| leaders.contains_key(*g)).collect();
+    anyhow::ensure!(!names.is_empty(), "no counter group has a leader");
+    let group = names[(step.pick % names.len() as u64) as usize].clone();
+    let (term, leader) = leaders[&group];
+    let hosted = |node: u64| {
+        groups
+            .values()
+            .filter(|g| g.replicas.contains(&node))
+            .count()
+    };
+    let leader_i = Cluster::index(leader);
+    let pick = |v: &[usize]| {
+        v.get((step.pick / 7 % v.len().max(1) as u64) as usize)
+            .copied()
+    };
+    let started_at = now_ms();
+    let started = Instant::now();
+    // What to undo once the hold is over.
+    let mut restart: Vec<usize> = Vec::new();
+    let mut resume = None;
+    let mut relink = false;
+    let mut slow_from = None;
+    let what: String = match step.fault {
+        Fault::Quiet => "quiet".into(),
+        Fault::KillLeader => {
+            c.procs.kill(leader_i)?;
+            restart.push(leader_i);
+            format!("SIGKILL n{leader} (leads {group} in term {term})")
+        }
+        Fault::KillFollower => {
+            let followers: Vec<usize> = groups[&group]
+                .replicas
+                .iter()
+                .filter(|n| **n != leader)
+                .map(|n| Cluster::index(*n))
+                .collect();
+            let v = pick(&followers).context("the group has no follower")?;
+            c.procs.kill(v)?;
+            restart.push(v);
+            format!("SIGKILL n{} (follows {group})", v + 1)
+        }
+        Fault::PauseLeader => {
+            c.signal(leader_i, Signal::SIGSTOP)?;
+            resume = Some(leader_i);
+            format!("SIGSTOP n{leader} (leads {group} in term {term})")
+        }
+        Fault::PartitionLeader => {
+            let cut = LinkFaults {
+                refuse: true,
+                ..LinkFaults::HEALTHY
+            };
+            c.set_links(leader_i, cut, cut);
+            relink = true;
+            format!("partition n{leader} from every node (leads {group} in term {term})")
+        }
+        Fault::OneWayLeader => {
+            // Its own connections refused; on the others' connections to it, its answers held.
+            let out = LinkFaults {
+                refuse: true,
+                ..LinkFaults::HEALTHY
+            };
+            let inbound = LinkFaults {
+                backward: Flow::Hold,
+                ..LinkFaults::HEALTHY
+            };
+            c.set_links(leader_i, out, inbound);
+            relink = true;
+            format!("cut n{leader}'s outbound traffic (leads {group} in term {term})")
+        }
+        Fault::KillSource => {
+            let v = pick(&source_nodes(c, history_dir)).context("no source task runs")?;
+            c.procs.kill(v)?;
+            restart.push(v);
+            format!("SIGKILL n{} (runs a source task)", v + 1)
+        }
+        Fault::KillManager => {
+            let leader = match c.call(&AdminRequest::Nodes)? {
+                AdminReply::Nodes { nodes, .. } => {
+                    nodes.iter().find(|n| n.leader).map(|n| n.node.0)
+                }
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+            .context("the manager has no leader")?;
+            let v = Cluster::index(leader);
+            c.procs.kill(v)?;
+            restart.push(v);
+            format!("SIGKILL n{leader} (leads the manager)")
+        }
+        Fault::SlowFollower { delay } => {
+            let followers: Vec<usize> = groups[&group]
+                .replicas
+                .iter()
+                .filter(|n| **n != leader)
+                .map(|n| Cluster::index(*n))
+                .collect();
+            let v = pick(&followers).context("the group has no follower")?;
+            let slow = LinkFaults {
+                forward: Flow::Delay(delay),
+                backward: Flow::Delay(delay),
+                refuse: false,
+            };
+            c.set_links(v, slow, slow);
+            relink = true;
+            slow_from = Some(delivered(output));
+            format!("delay n{}'s links by {delay:?} (follows {group})", v + 1)
+        }
+        Fault::KillGroup => {
+            for n in &groups[&group].replicas {
+                let i = Cluster::index(*n);
+                c.procs.kill(i)?;
+                restart.push(i);
+            }
+            format!(
+                "SIGKILL {:?} (every replica of {group})",
+                groups[&group].replicas
+            )
+        }
+    };
+    f.faults += u32::from(step.fault != Fault::Quiet);
+    f.kills += restart.len() as u32;
+    writeln!(log, "{:>8} ms  {what}", step.at.as_millis())?;
+    tracing::info!(fault = %what, "injected");
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|n| *n != leader).collect();
+    let mut failover = None;
+    while started.elapsed() < step.hold {
+        if step.fault.fails_over() && failover.is_none() {
+            failover = first_commit_after(&c.procs, &survivors, &group, term);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(from) = slow_from {
+        let secs = started.elapsed().as_secs_f64();
+        f.slow.push((delivered(output) - from, secs));
+    }
+    // Heal.
+    if relink {
+        c.heal_links();
+    }
+    if let Some(i) = resume {
+        c.signal(i, Signal::SIGCONT)?;
+    }
+    for i in restart {
+        let hosted = hosted(i as u64 + 1);
+        c.restart(i, hosted)?;
+    }
+    if step.fault.fails_over() {
+        let found = poll(
+            "a new leader's first commit",
+            Duration::from_secs(15),
+            || Ok(failover.or_else(|| first_commit_after(&c.procs, &survivors, &group, term))),
+        );
+        match found {
+            Ok(at) => f.failover_ms.push(at - started_at as f64),
+            Err(_) => {
+                f.failover_unseen += 1;
+                writeln!(
+                    log,
+                    "          no new leader committed in {group} within 15 s"
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one scenario and checks it.
+pub fn run(o: &Options) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(&o.dir)?;
+    let history_dir = o.dir.join("history");
+    let output = o.dir.join("output");
+    let mut c = Cluster::start(o)?;
+    let n = o.nodes;
+    poll("every node up", Duration::from_secs(60), || {
+        Ok(match c.call(&AdminRequest::Nodes) {
+            Ok(AdminReply::Nodes { nodes, .. }) => (nodes.len() == n
+                && nodes.iter().all(|v| v.status == NodeStatus::Up)
+                && nodes.iter().any(|v| v.leader))
+            .then_some(()),
+            _ => None,
+        })
+    })?;
+    let steps = schedule(o.scenario, o.seed, o.load);
+    let topology = ChaosTopology {
+        history: history_dir.clone(),
+        output: output.clone(),
+        end_ms: now_ms() + o.load.as_millis() as u64,
+        rate: o.rate,
+        sources: SOURCES,
+        groups: o.groups,
+        replicas: REPLICAS,
+        state: StateStorage::Disk,
+        guarantee: o.guarantee,
+        message_timeout: Duration::from_secs(5),
+        sink_drops: o.sink_drops,
+    };
+    let submitted = Instant::now();
+    match c.call(&AdminRequest::Submit {
+        topology: TOPOLOGY.into(),
+        name: TOPOLOGY.into(),
+        args: topology.args(),
+    })? {
+        AdminReply::Submitted { .. } => {}
+        other => anyhow::bail!("the submission was refused: {other:?}"),
+    }
+    let expected = (o.groups * REPLICAS) as usize;
+    poll("every replica started", Duration::from_secs(30), || {
+        let g = c.groups();
+        Ok((g.values().map(|g| g.replicas.len()).sum::<usize>() >= expected).then_some(()))
+    })?;
+    poll("the first output", Duration::from_secs(30), || {
+        Ok((delivered(&output) > 0).then_some(()))
+    })?;
+
+    let mut log = std::fs::File::create(o.dir.join("schedule.txt"))?;
+    let mut figures = Figures::default();
+    for step in &steps {
+        let due = submitted + step.at;
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        run_step(&mut c, step, &history_dir, &output, &mut figures, &mut log)
+            .with_context(|| format!("step {step:?}"))?;
+    }
+    // Drain: heal everything, let the sources end and every tree complete.
+    c.heal_all()?;
+    let load_end = submitted + o.load;
+    while Instant::now() < load_end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let throughput = delivered(&output) as f64 / o.load.as_secs_f64();
+    poll("the topology to finish", Duration::from_secs(120), || {
+        Ok(
+            match c.call(&AdminRequest::Status {
+                name: Some(TOPOLOGY.into()),
+            }) {
+                Ok(AdminReply::Status(v)) => v
+                    .iter()
+                    .any(|t| t.status == TopologyStatus::Finished)
+                    .then_some(()),
+                _ => None,
+            },
+        )
+    })?;
+    let states_dir = o.dir.join("states").join(TOPOLOGY);
+    let exported = || {
+        std::fs::read_dir(&states_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Every replica exports when its node stops the finished run; a missing one is reported
+    // by the checker, not waited for forever.
+    let _ = poll("every replica's state", Duration::from_secs(30), || {
+        Ok((exported() >= expected).then_some(()))
+    });
+    let seconds = submitted.elapsed().as_secs_f64();
+    drop(c);
+
+    let h = history::read(&history_dir, &output)?;
+    let states = read_states(&states_dir)?;
+    let report = checker::check(&h, &states, o.groups, REPLICAS);
+    let slow_throughput = (!figures.slow.is_empty()).then(|| {
+        let (parts, secs) = figures
+            .slow
+            .iter()
+            .fold((0u64, 0.0), |(p, s), (dp, ds)| (p + dp, s + ds));
+        parts as f64 / secs.max(1e-9)
+    });
+    Ok(Outcome {
+        options: o.clone(),
+        report,
+        kills: figures.kills,
+        faults: figures.faults,
+        failover_ms: figures.failover_ms,
+        failover_unseen: figures.failover_unseen,
+        throughput,
+        slow_throughput,
+        offered: f64::from(SOURCES) * o.rate as f64 * 2.0,
+        seconds,
+    })
+}
+
+/// Reads the exported states: `task-<task>.n<node>.state`.
+fn read_states(dir: &Path) -> anyhow::Result<Vec<ReplicaState>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("task-")
+            .and_then(|r| r.strip_suffix(".state"))
+        else {
+            continue;
+        };
+        let Some((task, node)) = rest.split_once(".n") else {
+            continue;
+        };
+        let (Ok(task), Ok(node)) = (task.parse(), node.parse()) else {
+            continue;
+        };
+        out.push(ReplicaState {
+            task,
+            node,
+            bytes: std::fs::read(e.path())?,
+        });
+    }
+    out.sort_by_key(|s| (s.task, s.node));
+    Ok(out)
+}

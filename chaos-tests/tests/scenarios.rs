@@ -1,0 +1,140 @@
+//! The short version of every chaos scenario (about two minutes in all, for CI): real node
+//! processes, real SIGKILLs, SIGSTOPs and cut links, and the checker's verdict. One scenario
+//! at a time (the machine has two cores). A failing run keeps its directory and names it, with
+//! the seed that replays it.
+
+#![allow(clippy::print_stderr)] // a test reports its runs on stderr
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tempest_chaos::harness::{self, Options, Outcome};
+use tempest_chaos::schedule::Scenario;
+use tempest_dsl::Guarantee;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tempest-chaos");
+
+/// One run at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(scenario: Scenario, seed: u64, load_s: u64, sink_drops: u64) -> anyhow::Result<Outcome> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("chaos-{}-", scenario.name()))
+        .tempdir()?;
+    let options = Options {
+        scenario,
+        seed,
+        load: Duration::from_secs(load_s),
+        guarantee: Guarantee::AtLeastOnce,
+        nodes: 5,
+        rate: 300,
+        groups: 3,
+        dir: dir.path().to_owned(),
+        bin: Path::new(BIN).to_owned(),
+        sink_drops,
+    };
+    let outcome = harness::run(&options);
+    let keep = match &outcome {
+        Ok(o) => !o.ok() && sink_drops == 0,
+        Err(_) => true,
+    };
+    if keep {
+        let kept = dir.keep();
+        eprintln!("run kept in {} (seed {seed})", kept.display());
+    }
+    let outcome = outcome?;
+    eprintln!("{}", outcome.result_line());
+    Ok(outcome)
+}
+
+/// Runs `scenario` briefly and asserts the at-least-once verdict, and that faults happened.
+fn passes(scenario: Scenario, seed: u64, load_s: u64) -> anyhow::Result<Outcome> {
+    let o = run(scenario, seed, load_s, 0)?;
+    assert!(o.ok(), "{}: {:?}", scenario.name(), o.report);
+    assert!(o.faults >= 1, "{}: no fault was injected", scenario.name());
+    assert!(
+        o.report.acked > 1000,
+        "{}: too little went through",
+        scenario.name()
+    );
+    Ok(o)
+}
+
+#[test]
+fn leader_kill() -> anyhow::Result<()> {
+    let o = passes(Scenario::LeaderKill, 11, 9)?;
+    assert!(o.kills >= 2 && o.failover_ms.len() == o.kills as usize);
+    Ok(())
+}
+
+#[test]
+fn follower_kill() -> anyhow::Result<()> {
+    let o = passes(Scenario::FollowerKill, 12, 9)?;
+    assert!(o.kills >= 2);
+    Ok(())
+}
+
+#[test]
+fn paused_leader() -> anyhow::Result<()> {
+    let o = passes(Scenario::PausedLeader, 13, 9)?;
+    assert!(!o.failover_ms.is_empty());
+    Ok(())
+}
+
+#[test]
+fn partitioned_leader() -> anyhow::Result<()> {
+    let o = passes(Scenario::PartitionedLeader, 14, 10)?;
+    assert!(!o.failover_ms.is_empty());
+    Ok(())
+}
+
+#[test]
+fn source_kill() -> anyhow::Result<()> {
+    let o = passes(Scenario::SourceKill, 15, 9)?;
+    assert!(o.kills >= 1);
+    Ok(())
+}
+
+#[test]
+fn manager_kill() -> anyhow::Result<()> {
+    let o = passes(Scenario::ManagerKill, 16, 9)?;
+    assert!(o.kills >= 1);
+    Ok(())
+}
+
+#[test]
+fn slow_follower() -> anyhow::Result<()> {
+    let o = passes(Scenario::SlowFollower, 17, 9)?;
+    assert!(o.slow_throughput.is_some());
+    Ok(())
+}
+
+#[test]
+fn group_kill() -> anyhow::Result<()> {
+    let o = passes(Scenario::GroupKill, 18, 9)?;
+    assert!(o.kills >= 3);
+    Ok(())
+}
+
+#[test]
+fn soak() -> anyhow::Result<()> {
+    passes(Scenario::Soak, 19, 12)?;
+    Ok(())
+}
+
+/// The checker against a real run that lost data: a sink that acks every 50th delivery
+/// without recording it. The run must fail the check, with the loss counted.
+#[test]
+fn a_run_that_loses_acked_records_fails_the_check() -> anyhow::Result<()> {
+    let o = run(Scenario::FollowerKill, 20, 6, 50)?;
+    assert!(!o.ok(), "{:?}", o.report);
+    assert!(
+        o.report.lost > 0 && o.report.lost_output > 0,
+        "{:?}",
+        o.report
+    );
+    assert_eq!(o.report.lost_state, 0, "{:?}", o.report);
+    Ok(())
+}
