@@ -202,13 +202,10 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     if scenarios.len() > 1 {
-        failovers.sort_by(f64::total_cmp);
-        let p99 = failovers
-            .get(((failovers.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0);
+        let p50 = harness::percentile(&failovers, 0.5);
+        let p99 = harness::percentile(&failovers, 0.99);
         println!(
-            "RESULT scenario=all seed={} guarantee={} scenarios={} kills={kills} lost={lost} failovers={} failover_p99_ms={p99:.0} ok={all_ok}",
+            "RESULT scenario=all seed={} guarantee={} scenarios={} kills={kills} lost={lost} failovers={} failover_p50_ms={p50:.0} failover_p99_ms={p99:.0} ok={all_ok}",
             args.seed,
             args.guarantee,
             scenarios.len(),

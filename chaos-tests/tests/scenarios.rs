@@ -83,9 +83,12 @@ fn paused_leader() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seed 2 over 12 s found that a node's replicas exported their state when the node restarted
+/// its part of the run after a partition (not only when the run ended), so the checker read
+/// stale states; kept as a regression test.
 #[test]
 fn partitioned_leader() -> anyhow::Result<()> {
-    let o = passes(Scenario::PartitionedLeader, 14, 10)?;
+    let o = passes(Scenario::PartitionedLeader, 2, 12)?;
     assert!(!o.failover_ms.is_empty());
     Ok(())
 }

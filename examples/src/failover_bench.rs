@@ -160,7 +160,15 @@ pub fn run_once(bin: &Path, bench: &FailoverBench) -> anyhow::Result<FailoverRun
         let at = wait(
             "the new leader's first commit",
             Duration::from_secs(15),
-            || Ok(first_commit_after(&procs, &survivors, &group, term)),
+            || {
+                Ok(first_commit_after(
+                    &procs,
+                    &survivors,
+                    &group,
+                    term + 1,
+                    kill_at,
+                ))
+            },
         )?;
         run.failover_ms.push(at - kill_at);
         // Back with its data dir: it rejoins and catches up before the next kill.

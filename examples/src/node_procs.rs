@@ -220,9 +220,16 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim_matches('"'))
 }
 
-/// The wall-clock ms of the first commit of `group` by a leader of a term above `term`, from
-/// the "leader's first commit" lines of `nodes`' logs.
-pub fn first_commit_after(procs: &NodeProcs, nodes: &[u64], group: &str, term: u64) -> Option<f64> {
+/// The wall-clock ms of the first commit of `group` by a leader of term `term` or later,
+/// stamped at `since_ms` or later, from the "leader's first commit" lines of `nodes`' logs: a
+/// failover's end (the leader of the term may be new, or the old one back from a restart).
+pub fn first_commit_after(
+    procs: &NodeProcs,
+    nodes: &[u64],
+    group: &str,
+    term: u64,
+    since_ms: f64,
+) -> Option<f64> {
     nodes
         .iter()
         .flat_map(|id| {
@@ -231,8 +238,9 @@ pub fn first_commit_after(procs: &NodeProcs, nodes: &[u64], group: &str, term: u
                 .lines()
                 .filter(|l| l.contains("leader's first commit"))
                 .filter(|l| log_field(l, "group") == Some(group))
-                .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) > Some(term))
+                .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) >= Some(term))
                 .filter_map(|l| log_field(l, "at_ms")?.parse::<f64>().ok())
+                .filter(|at| *at >= since_ms)
                 .collect::<Vec<_>>()
         })
         .reduce(f64::min)

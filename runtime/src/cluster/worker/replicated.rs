@@ -378,6 +378,10 @@ async fn watch(
     let mut known: Option<(u64, NodeId)> = None;
     // The term whose first commit by this replica as leader was logged.
     let mut first_commit_logged = 0;
+    // The term this replica leads and what it had applied when it became leader: its first
+    // commit is an entry applied after that (a replica restarted from its disk may resume as
+    // leader of its old term having applied only its old log).
+    let mut leading: Option<(u64, Option<u64>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = replica.status();
     loop {
@@ -394,9 +398,15 @@ async fn watch(
                 }
             }
         }
+        if status.role != Role::Leader {
+            leading = None;
+        } else if leading.is_none_or(|(t, _)| t != status.term) {
+            leading = Some((status.term, status.applied));
+        }
         if status.role == Role::Leader
             && status.applied_term == Some(status.term)
             && first_commit_logged != status.term
+            && leading.is_some_and(|(_, from)| status.applied > from)
         {
             // The wall clock, for measuring failover across processes (`bench failover`).
             let at_ms = std::time::SystemTime::now()
