@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempest_dsl::{Guarantee, StateStorage};
 use tempest_examples::node_procs::{
-    NodeDir, NodeProcs, first_commit_after, group_leaders, log_field, poll,
+    NodeDir, NodeProcs, first_commit_in, leaders_in, log_field, poll,
 };
 use tempest_runtime::cluster::AdminClient;
 use tempest_runtime::cluster::admin::{AdminReply, AdminRequest};
@@ -69,13 +69,22 @@ pub struct Outcome {
     pub options: Options,
     /// The checker's report.
     pub report: Report,
+    /// History lines cut short by a kill (skipped).
+    pub torn: u64,
+    /// Nodes that exited without being killed by the harness: (node id, exit status).
+    pub crashes: Vec<(u64, String)>,
+    /// Steps run (faults and quiet spells).
+    pub steps: u32,
+    /// Steps skipped (no target, or behind schedule).
+    pub skipped: u32,
     /// SIGKILLs sent.
     pub kills: u32,
     /// Faults injected.
     pub faults: u32,
     /// Per fault that took a leader away: the fault to the new leader's first commit, in ms.
     pub failover_ms: Vec<f64>,
-    /// Such faults after which no leader's first commit was seen within 10 s.
+    /// Such faults after which no leader's first commit was seen within 10 s (a paused leader
+    /// resumed before anyone else was elected goes on in its term without a new first commit).
     pub failover_unseen: u32,
     /// Parts delivered a second over the load.
     pub throughput: f64,
@@ -90,10 +99,15 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the run kept its guarantee: at-least-once needs nothing lost, nothing
     /// unexpected and agreeing replicas (duplicates are counted); exactly-once needs no
-    /// duplicate besides.
+    /// duplicate besides. Either way, no node may have crashed, something must have been acked
+    /// and, when the schedule had steps, at least one ran. (A group that never recovered fails
+    /// the run: it cannot drain.)
     pub fn ok(&self) -> bool {
         let r = &self.report;
-        let base = r.at_least_once() && self.failover_unseen == 0;
+        let base = r.at_least_once()
+            && self.crashes.is_empty()
+            && r.acked > 0
+            && (self.steps > 0 || self.skipped == 0);
         match self.options.guarantee {
             Guarantee::ExactlyOnce => base && r.duplicated == 0 && r.applied_again == 0,
             _ => base,
@@ -112,9 +126,11 @@ impl Outcome {
         format!(
             "RESULT scenario={} seed={} guarantee={} attempted={} acked={} lost={} duplicated={} \
              unexpected={} replicas_agree={} kills={} failover_p99_ms={:.0} ok={} \
-             recovered={} applied_again={} faults={} failovers={} failover_p50_ms={:.0} \
+             recovered={} applied_again={} faults={} failovers={} failovers_unseen={} \
+             failover_p50_ms={:.0} \
              failover_max_ms={:.0} \
-             throughput={:.0} offered={:.0}{} seconds={:.1} dir={}",
+             throughput={:.0} offered={:.0}{} steps={} skipped={} crashes={} torn={} \
+             seconds={:.1} dir={}",
             o.scenario.name(),
             o.seed,
             o.guarantee,
@@ -131,6 +147,7 @@ impl Outcome {
             r.applied_again,
             self.faults,
             self.failover_ms.len(),
+            self.failover_unseen,
             percentile(&self.failover_ms, 0.5),
             self.failover_ms.iter().copied().fold(0.0, f64::max),
             self.throughput,
@@ -138,6 +155,10 @@ impl Outcome {
             self.slow_throughput
                 .map(|t| format!(" slow_throughput={t:.0}"))
                 .unwrap_or_default(),
+            self.steps,
+            self.skipped,
+            self.crashes.len(),
+            self.torn,
             self.seconds,
             o.dir.display(),
         )
@@ -168,6 +189,71 @@ struct Group {
     replicas: BTreeSet<u64>,
 }
 
+/// What the harness reads in the node logs, read as they grow: (node id, line) for every line
+/// that says a replica started, who leads a group, or a leader's first commit.
+#[derive(Debug, Default)]
+struct LogTail {
+    offsets: BTreeMap<u64, u64>,
+    lines: Vec<(u64, String)>,
+}
+
+impl LogTail {
+    const KEPT: [&'static str; 3] = ["replica started", "group leader", "leader's first commit"];
+
+    /// Reads what the logs gained since the last call (whole lines only).
+    fn refresh(&mut self, procs: &NodeProcs) {
+        use std::io::{Read, Seek, SeekFrom};
+        for n in &procs.nodes {
+            let Ok(mut f) = std::fs::File::open(procs.log_path(n.id)) else {
+                continue;
+            };
+            let offset = self.offsets.entry(n.id).or_default();
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(*offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+                continue;
+            }
+            let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            *offset += whole as u64;
+            for line in String::from_utf8_lossy(&buf[..whole]).lines() {
+                if Self::KEPT.iter().any(|k| line.contains(k)) {
+                    self.lines.push((n.id, line.to_owned()));
+                }
+            }
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|(_, l)| l.as_str())
+    }
+
+    /// "replica started" lines of node `id`.
+    fn replicas_started(&self, id: u64) -> usize {
+        self.lines
+            .iter()
+            .filter(|(n, l)| *n == id && l.contains("replica started"))
+            .count()
+    }
+
+    /// The counter groups, from the "replica started" lines.
+    fn groups(&self) -> BTreeMap<String, Group> {
+        let mut out: BTreeMap<String, Group> = BTreeMap::new();
+        for (id, line) in self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.contains("replica started"))
+        {
+            let (Some(group), Some(task)) = (log_field(line, "group"), log_field(line, "task"))
+            else {
+                continue;
+            };
+            let g = out.entry(group.to_owned()).or_default();
+            g.task = task.parse().unwrap_or(u32::MAX);
+            g.replicas.insert(*id);
+        }
+        out
+    }
+}
+
 /// The cluster under test: the node processes, the proxies between them, the paused nodes.
 struct Cluster {
     procs: NodeProcs,
@@ -176,6 +262,24 @@ struct Cluster {
     links: BTreeMap<(usize, usize), LinkProxy>,
     paused: BTreeSet<usize>,
     secret: ClusterSecret,
+    logs: LogTail,
+    /// Nodes that exited without the harness killing them: (node id, status).
+    crashes: Vec<(u64, String)>,
+}
+
+/// A string as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl Cluster {
@@ -191,8 +295,18 @@ impl Cluster {
             let mut routes = String::from("[routes]\n");
             for (to, addr) in addrs.iter().enumerate().filter(|(to, _)| *to != from) {
                 let target = addr.parse().context("a node address")?;
-                let proxy = rt.block_on(LinkProxy::start(target))?;
-                routes.push_str(&format!("\"{addr}\" = \"{}\"\n", proxy.addr));
+                // Not on a port a node is about to listen on.
+                let proxy = loop {
+                    let p = rt.block_on(LinkProxy::start(target))?;
+                    if !addrs.contains(&p.addr.to_string()) {
+                        break p;
+                    }
+                };
+                routes.push_str(&format!(
+                    "{} = {}\n",
+                    toml_string(addr),
+                    toml_string(&proxy.addr.to_string())
+                ));
                 links.insert((from, to), proxy);
             }
             let config = o.dir.join(format!("node-{}.toml", from + 1));
@@ -200,8 +314,8 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "state_export_dir = {:?}\n{routes}",
-                    states.display().to_string()
+                    "state_export_dir = {}\n{routes}",
+                    toml_string(&states.display().to_string())
                 ),
             )?;
             procs.set_own_flags(from, vec!["--config".into(), config.display().to_string()]);
@@ -216,15 +330,27 @@ impl Cluster {
             links,
             paused: BTreeSet::new(),
             secret,
+            logs: LogTail::default(),
+            crashes: Vec::new(),
         })
     }
 
-    fn ids(&self) -> Vec<u64> {
-        self.procs.nodes.iter().map(|n| n.id).collect()
+    /// Notes every node that exited on its own since the last look (a crash: the runtime
+    /// panicked or aborted); the harness's own kills do not count.
+    fn look_for_crashes(&mut self, log: &mut impl std::io::Write) -> anyhow::Result<()> {
+        for i in 0..self.procs.nodes.len() {
+            if let Some(status) = self.procs.exited(i) {
+                let id = self.procs.nodes[i].id;
+                writeln!(log, "          n{id} exited on its own: {status}")?;
+                tracing::error!(node = id, %status, "a node exited on its own");
+                self.crashes.push((id, status.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// Asks the cluster through the first running node that answers.
-    fn call(&mut self, req: &AdminRequest) -> anyhow::Result<AdminReply> {
+    fn call(&mut self, req: &AdminRequest, timeout: Duration) -> anyhow::Result<AdminReply> {
         let mut last = None;
         for i in 0..self.procs.nodes.len() {
             if !self.procs.running(i) || self.paused.contains(&i) {
@@ -233,7 +359,7 @@ impl Cluster {
             let addr = self.procs.nodes[i].addr.clone();
             let secret = self.secret.clone();
             let answer = self.rt.block_on(async move {
-                AdminClient::new(&addr, Some(secret), Duration::from_secs(2))
+                AdminClient::new(&addr, Some(secret), timeout)
                     .call(req)
                     .await
             });
@@ -243,26 +369,6 @@ impl Cluster {
             }
         }
         Err(last.map_or_else(|| anyhow::anyhow!("no node runs"), anyhow::Error::from))
-    }
-
-    /// The counter groups, from the nodes' "replica started" lines.
-    fn groups(&self) -> BTreeMap<String, Group> {
-        let mut out: BTreeMap<String, Group> = BTreeMap::new();
-        for id in self.ids() {
-            for line in self.procs.log(id).lines() {
-                if !line.contains("replica started") {
-                    continue;
-                }
-                let (Some(group), Some(task)) = (log_field(line, "group"), log_field(line, "task"))
-                else {
-                    continue;
-                };
-                let g = out.entry(group.to_owned()).or_default();
-                g.task = task.parse().unwrap_or(u32::MAX);
-                g.replicas.insert(id);
-            }
-        }
-        out
     }
 
     /// Node index of node id `id`.
@@ -286,7 +392,9 @@ impl Cluster {
         }
     }
 
+    /// Sends `sig` to node `i`, only while it runs (a reaped process's id may be another's).
     fn signal(&mut self, i: usize, sig: Signal) -> anyhow::Result<()> {
+        anyhow::ensure!(self.procs.running(i), "node {} is not running", i + 1);
         let pid = self.procs.pid(i).context("the node is not running")?;
         let pid = i32::try_from(pid).context("a process id")?;
         kill(Pid::from_raw(pid), sig).with_context(|| format!("{sig} to node {}", i + 1))?;
@@ -302,17 +410,27 @@ impl Cluster {
         Ok(())
     }
 
-    /// Restarts node `i` and waits until it runs again the replicas it held.
-    fn restart(&mut self, i: usize, hosted: usize) -> anyhow::Result<()> {
-        let id = self.procs.nodes[i].id;
-        let before = self.procs.log(id).matches("replica started").count();
-        self.procs.spawn(i)?;
+    /// Restarts the nodes `nodes` (all first, since a node may need the others for a
+    /// majority), then waits until each runs again the replicas it held.
+    fn restart(&mut self, nodes: &[(usize, usize)]) -> anyhow::Result<()> {
+        self.logs.refresh(&self.procs);
+        let before: Vec<usize> = nodes
+            .iter()
+            .map(|(i, _)| self.logs.replicas_started(*i as u64 + 1))
+            .collect();
+        for (i, _) in nodes {
+            self.procs.spawn(*i)?;
+        }
         poll(
-            "a restarted node's replicas",
+            "the restarted nodes' replicas",
             Duration::from_secs(30),
             || {
-                let now = self.procs.log(id).matches("replica started").count();
-                Ok((now >= before + hosted).then_some(()))
+                self.logs.refresh(&self.procs);
+                Ok(nodes
+                    .iter()
+                    .zip(&before)
+                    .all(|((i, hosted), b)| self.logs.replicas_started(*i as u64 + 1) >= b + hosted)
+                    .then_some(()))
             },
         )
     }
@@ -344,8 +462,8 @@ fn delivered(output: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The node indexes running a source task now: the processes whose source history files have
-/// not ended.
+/// The node indexes running a source task now: the running processes whose source history
+/// files have not ended.
 fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
     let mut pids = BTreeSet::new();
     if let Ok(d) = std::fs::read_dir(history_dir) {
@@ -365,13 +483,15 @@ fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
         }
     }
     (0..c.procs.nodes.len())
-        .filter(|i| c.procs.pid(*i).is_some_and(|p| pids.contains(&p)) && c.procs.running(*i))
+        .filter(|i| c.procs.running(*i) && c.procs.pid(*i).is_some_and(|p| pids.contains(&p)))
         .collect()
 }
 
 /// What the steps measured.
 #[derive(Default)]
 struct Figures {
+    steps: u32,
+    skipped: u32,
     kills: u32,
     faults: u32,
     failover_ms: Vec<f64>,
@@ -379,8 +499,41 @@ struct Figures {
     slow: Vec<(u64, f64)>,
 }
 
+/// The group a step acts on, its leader, and what the logs said of all groups then.
+struct Target {
+    group: String,
+    term: u64,
+    leader: u64,
+    groups: BTreeMap<String, Group>,
+    leaders: BTreeMap<String, (u64, u64)>,
+}
+
+/// Finds the group a step acts on (waiting up to 5 s for one to have a leader).
+fn target(c: &mut Cluster, step: &Step) -> Option<Target> {
+    poll("a group with a leader", Duration::from_secs(5), || {
+        c.logs.refresh(&c.procs);
+        let groups = c.logs.groups();
+        let leaders = leaders_in(c.logs.all());
+        let names: Vec<&String> = groups.keys().filter(|g| leaders.contains_key(*g)).collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let group = names[(step.pick % names.len() as u64) as usize].clone();
+        let (term, leader) = leaders[&group];
+        Ok(Some(Target {
+            group,
+            term,
+            leader,
+            groups: groups.clone(),
+            leaders: leaders.clone(),
+        }))
+    })
+    .ok()
+}
+
 /// Runs one step: resolves its target, injects the fault, holds it, heals it, and waits until
-/// the cluster recovered.
+/// the cluster recovered. A step whose target cannot be found (no source task runs right now,
+/// say) is skipped and logged.
 fn run_step(
     c: &mut Cluster,
     step: &Step,
@@ -389,12 +542,22 @@ fn run_step(
     f: &mut Figures,
     log: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let groups = c.groups();
-    let leaders = group_leaders(&c.procs, &c.ids());
-    let names: Vec<&String> = groups.keys().filter(|g| leaders.contains_key(*g)).collect();
-    anyhow::ensure!(!names.is_empty(), "no counter group has a leader");
-    let group = names[(step.pick % names.len() as u64) as usize].clone();
-    let (term, leader) = leaders[&group];
+    let Some(Target {
+        group,
+        term,
+        leader,
+        groups,
+        leaders,
+    }) = target(c, step)
+    else {
+        f.skipped += 1;
+        writeln!(
+            log,
+            "{:>8} ms  skipped: no group has a leader",
+            step.at.as_millis()
+        )?;
+        return Ok(());
+    };
     let hosted = |node: u64| {
         groups
             .values()
@@ -406,6 +569,12 @@ fn run_step(
         v.get((step.pick / 7 % v.len().max(1) as u64) as usize)
             .copied()
     };
+    let followers: Vec<u64> = groups[&group]
+        .replicas
+        .iter()
+        .copied()
+        .filter(|n| *n != leader)
+        .collect();
     let started_at = now_ms();
     let started = Instant::now();
     // What to undo once the hold is over.
@@ -413,29 +582,24 @@ fn run_step(
     let mut resume = None;
     let mut relink = false;
     let mut slow_from = None;
-    let what: String = match step.fault {
-        Fault::Quiet => "quiet".into(),
+    let what: Option<String> = match step.fault {
+        Fault::Quiet => Some("quiet".into()),
         Fault::KillLeader => {
             c.procs.kill(leader_i)?;
             restart.push(leader_i);
-            format!("SIGKILL n{leader} (leads {group} in term {term})")
+            Some(format!("SIGKILL n{leader} (leads {group} in term {term})"))
         }
         Fault::KillFollower => {
-            let followers: Vec<usize> = groups[&group]
-                .replicas
-                .iter()
-                .filter(|n| **n != leader)
-                .map(|n| Cluster::index(*n))
-                .collect();
-            let v = pick(&followers).context("the group has no follower")?;
-            c.procs.kill(v)?;
-            restart.push(v);
-            format!("SIGKILL n{} (follows {group})", v + 1)
+            let v: Vec<usize> = followers.iter().map(|n| Cluster::index(*n)).collect();
+            pick(&v).map(|v| {
+                restart.push(v);
+                format!("SIGKILL n{} (follows {group})", v + 1)
+            })
         }
         Fault::PauseLeader => {
             c.signal(leader_i, Signal::SIGSTOP)?;
             resume = Some(leader_i);
-            format!("SIGSTOP n{leader} (leads {group} in term {term})")
+            Some(format!("SIGSTOP n{leader} (leads {group} in term {term})"))
         }
         Fault::PartitionLeader => {
             let cut = LinkFaults {
@@ -444,7 +608,9 @@ fn run_step(
             };
             c.set_links(leader_i, cut, cut);
             relink = true;
-            format!("partition n{leader} from every node (leads {group} in term {term})")
+            Some(format!(
+                "partition n{leader} from every node (leads {group} in term {term})"
+            ))
         }
         Fault::OneWayLeader => {
             // Its own connections refused; on the others' connections to it, its answers held.
@@ -458,68 +624,80 @@ fn run_step(
             };
             c.set_links(leader_i, out, inbound);
             relink = true;
-            format!("cut n{leader}'s outbound traffic (leads {group} in term {term})")
+            Some(format!(
+                "cut n{leader}'s outbound traffic (leads {group} in term {term})"
+            ))
         }
         Fault::KillSource => {
-            let v = pick(&source_nodes(c, history_dir)).context("no source task runs")?;
-            c.procs.kill(v)?;
-            restart.push(v);
-            format!("SIGKILL n{} (runs a source task)", v + 1)
+            let found = poll("a source task", Duration::from_secs(5), || {
+                Ok(pick(&source_nodes(c, history_dir)))
+            });
+            found.ok().map(|v| {
+                restart.push(v);
+                format!("SIGKILL n{} (runs a source task)", v + 1)
+            })
         }
         Fault::KillManager => {
-            let leader = match c.call(&AdminRequest::Nodes)? {
-                AdminReply::Nodes { nodes, .. } => {
-                    nodes.iter().find(|n| n.leader).map(|n| n.node.0)
-                }
-                other => anyhow::bail!("unexpected answer {other:?}"),
-            }
-            .context("the manager has no leader")?;
-            let v = Cluster::index(leader);
-            c.procs.kill(v)?;
-            restart.push(v);
-            format!("SIGKILL n{leader} (leads the manager)")
+            let found = poll("the manager's leader", Duration::from_secs(5), || {
+                Ok(match c.call(&AdminRequest::Nodes, Duration::from_secs(2)) {
+                    Ok(AdminReply::Nodes { nodes, .. }) => {
+                        nodes.iter().find(|n| n.leader).map(|n| n.node.0)
+                    }
+                    _ => None,
+                })
+            });
+            found.ok().map(|id| {
+                restart.push(Cluster::index(id));
+                format!("SIGKILL n{id} (leads the manager)")
+            })
         }
         Fault::SlowFollower { delay } => {
             // A follower that leads no group, where there is one: slow replication, not a
             // slow leader.
             let leading: BTreeSet<u64> = leaders.values().map(|(_, l)| *l).collect();
-            let followers: Vec<u64> = groups[&group]
-                .replicas
-                .iter()
-                .copied()
-                .filter(|n| *n != leader)
-                .collect();
             let idle: Vec<usize> = followers
                 .iter()
                 .filter(|n| !leading.contains(n))
                 .map(|n| Cluster::index(*n))
                 .collect();
             let any: Vec<usize> = followers.iter().map(|n| Cluster::index(*n)).collect();
-            let v = pick(&idle)
-                .or_else(|| pick(&any))
-                .context("the group has no follower")?;
-            let slow = LinkFaults {
-                forward: Flow::Delay(delay),
-                backward: Flow::Delay(delay),
-                refuse: false,
-            };
-            c.set_links(v, slow, slow);
-            relink = true;
-            slow_from = Some(delivered(output));
-            format!("delay n{}'s links by {delay:?} (follows {group})", v + 1)
+            pick(&idle).or_else(|| pick(&any)).map(|v| {
+                let slow = LinkFaults {
+                    forward: Flow::Delay(delay),
+                    backward: Flow::Delay(delay),
+                    refuse: false,
+                };
+                c.set_links(v, slow, slow);
+                relink = true;
+                slow_from = Some(delivered(output));
+                format!("delay n{}'s links by {delay:?} (follows {group})", v + 1)
+            })
         }
         Fault::KillGroup => {
-            for n in &groups[&group].replicas {
-                let i = Cluster::index(*n);
-                c.procs.kill(i)?;
-                restart.push(i);
-            }
-            format!(
+            restart.extend(groups[&group].replicas.iter().map(|n| Cluster::index(*n)));
+            Some(format!(
                 "SIGKILL {:?} (every replica of {group})",
                 groups[&group].replicas
-            )
+            ))
         }
     };
+    let Some(what) = what else {
+        f.skipped += 1;
+        writeln!(
+            log,
+            "{:>8} ms  skipped {:?}: no target",
+            step.at.as_millis(),
+            step.fault
+        )?;
+        return Ok(());
+    };
+    // Kills not done above (the leader's was, at once) happen here, together.
+    for i in &restart {
+        if c.procs.running(*i) {
+            c.procs.kill(*i)?;
+        }
+    }
+    f.steps += 1;
     f.faults += u32::from(step.fault != Fault::Quiet);
     f.kills += restart.len() as u32;
     writeln!(log, "{:>8} ms  {what}", step.at.as_millis())?;
@@ -527,13 +705,13 @@ fn run_step(
     // The first commit after the fault by a leader of its term or a later one, on any replica:
     // the victim itself may lead again once it is back (restarted from its disk, resumed,
     // reconnected), in a new term or, if no one else was elected meanwhile, in its old one.
-    let everyone = c.ids();
     let mut failover = None;
     while started.elapsed() < step.hold {
         if step.fault.fails_over() && failover.is_none() {
-            failover = first_commit_after(&c.procs, &everyone, &group, term, started_at as f64);
+            c.logs.refresh(&c.procs);
+            failover = first_commit_in(c.logs.all(), &group, term, started_at as f64);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     if let Some(from) = slow_from {
         let secs = started.elapsed().as_secs_f64();
@@ -546,28 +724,26 @@ fn run_step(
     if let Some(i) = resume {
         c.signal(i, Signal::SIGCONT)?;
     }
-    for i in restart {
-        let hosted = hosted(i as u64 + 1);
-        c.restart(i, hosted)?;
-    }
+    let restart: Vec<(usize, usize)> = restart
+        .iter()
+        .map(|i| (*i, hosted(*i as u64 + 1)))
+        .collect();
+    c.restart(&restart)?;
     if step.fault.fails_over() {
         let found = poll(
             "a new leader's first commit",
-            Duration::from_secs(15),
+            Duration::from_secs(10),
             || {
-                Ok(failover.or_else(|| {
-                    first_commit_after(&c.procs, &everyone, &group, term, started_at as f64)
-                }))
+                c.logs.refresh(&c.procs);
+                Ok(failover
+                    .or_else(|| first_commit_in(c.logs.all(), &group, term, started_at as f64)))
             },
         );
         match found {
             Ok(at) => f.failover_ms.push(at - started_at as f64),
             Err(_) => {
                 f.failover_unseen += 1;
-                writeln!(
-                    log,
-                    "          no new leader committed in {group} within 15 s"
-                )?;
+                writeln!(log, "          no leader committed in {group} within 10 s")?;
             }
         }
     }
@@ -582,7 +758,7 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     let mut c = Cluster::start(o)?;
     let n = o.nodes;
     poll("every node up", Duration::from_secs(60), || {
-        Ok(match c.call(&AdminRequest::Nodes) {
+        Ok(match c.call(&AdminRequest::Nodes, Duration::from_secs(2)) {
             Ok(AdminReply::Nodes { nodes, .. }) => (nodes.len() == n
                 && nodes.iter().all(|v| v.status == NodeStatus::Up)
                 && nodes.iter().any(|v| v.leader))
@@ -591,10 +767,12 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         })
     })?;
     let steps = schedule(o.scenario, o.seed, o.load);
+    // The sources stop emitting at `end_ms`: the load, plus what starting the topology takes.
+    const STARTUP: Duration = Duration::from_secs(3);
     let topology = ChaosTopology {
         history: history_dir.clone(),
         output: output.clone(),
-        end_ms: now_ms() + o.load.as_millis() as u64,
+        end_ms: now_ms() + (o.load + STARTUP).as_millis() as u64,
         rate: o.rate,
         sources: SOURCES,
         groups: o.groups,
@@ -605,37 +783,48 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         sink_drops: o.sink_drops,
     };
     let submitted = Instant::now();
-    match c.call(&AdminRequest::Submit {
-        topology: TOPOLOGY.into(),
-        name: TOPOLOGY.into(),
-        args: topology.args(),
-    })? {
+    // One submission, with time to commit: a retry through another node could be refused as
+    // a duplicate of one that did commit.
+    match c.call(
+        &AdminRequest::Submit {
+            topology: TOPOLOGY.into(),
+            name: TOPOLOGY.into(),
+            args: topology.args(),
+        },
+        Duration::from_secs(15),
+    )? {
         AdminReply::Submitted { .. } => {}
         other => anyhow::bail!("the submission was refused: {other:?}"),
     }
     let expected = (o.groups * REPLICAS) as usize;
     poll("every replica started", Duration::from_secs(30), || {
-        let g = c.groups();
+        c.logs.refresh(&c.procs);
+        let g = c.logs.groups();
         Ok((g.values().map(|g| g.replicas.len()).sum::<usize>() >= expected).then_some(()))
     })?;
     poll("the first output", Duration::from_secs(30), || {
         Ok((delivered(&output) > 0).then_some(()))
     })?;
 
+    // The schedule's clock starts with the first output, and ends where the sources do.
     let mut log = std::fs::File::create(o.dir.join("schedule.txt"))?;
     let mut figures = Figures::default();
-    let load_end = submitted + o.load;
+    let clock = Instant::now();
+    let load_end = submitted + o.load + STARTUP;
     for step in &steps {
-        let due = submitted + step.at;
+        let due = clock + step.at;
         while Instant::now() < due {
             std::thread::sleep(Duration::from_millis(10));
         }
+        c.look_for_crashes(&mut log)?;
         // Recoveries can put the run behind its schedule: a fault must heal before the load
         // ends, so the drain sees a whole cluster.
         if Instant::now() + step.hold + Duration::from_secs(1) > load_end {
+            let left = steps.len() as u32 - figures.steps - figures.skipped;
+            figures.skipped += left;
             writeln!(
                 log,
-                "{:>8} ms  (the rest skipped: behind schedule)",
+                "{:>8} ms  the last {left} steps skipped: behind schedule",
                 step.at.as_millis()
             )?;
             break;
@@ -644,16 +833,20 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
             .with_context(|| format!("step {step:?}"))?;
     }
     // Drain: heal everything, let the sources end and every tree complete.
+    c.look_for_crashes(&mut log)?;
     c.heal_all()?;
     while Instant::now() < load_end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let throughput = delivered(&output) as f64 / o.load.as_secs_f64();
+    let throughput = delivered(&output) as f64 / (load_end - submitted).as_secs_f64();
     poll("the topology to finish", Duration::from_secs(120), || {
         Ok(
-            match c.call(&AdminRequest::Status {
-                name: Some(TOPOLOGY.into()),
-            }) {
+            match c.call(
+                &AdminRequest::Status {
+                    name: Some(TOPOLOGY.into()),
+                },
+                Duration::from_secs(2),
+            ) {
                 Ok(AdminReply::Status(v)) => v
                     .iter()
                     .any(|t| t.status == TopologyStatus::Finished)
@@ -677,7 +870,9 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     let _ = poll("every replica's state", Duration::from_secs(30), || {
         Ok((exported() >= expected).then_some(()))
     });
+    c.look_for_crashes(&mut log)?;
     let seconds = submitted.elapsed().as_secs_f64();
+    let crashes = c.crashes.clone();
     drop(c);
 
     let h = history::read(&history_dir, &output)?;
@@ -693,6 +888,10 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     Ok(Outcome {
         options: o.clone(),
         report,
+        torn: h.torn,
+        crashes,
+        steps: figures.steps,
+        skipped: figures.skipped,
         kills: figures.kills,
         faults: figures.faults,
         failover_ms: figures.failover_ms,

@@ -13,7 +13,7 @@
 //! A record id is `instance << 32 | sequence`: a source task draws a random instance when it
 //! starts, so a source restarted elsewhere never reuses an id.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 
@@ -41,15 +41,19 @@ pub fn read(history_dir: &Path, output_dir: &Path) -> std::io::Result<History> {
     let mut h = History::default();
     for path in files(history_dir, "source-")? {
         h.sources += 1;
-        for line in std::io::BufReader::new(std::fs::File::open(&path)?).lines() {
-            let line = line?;
+        let text = std::fs::read(&path)?;
+        let (cut, lines) = whole_lines(&text);
+        h.torn += u64::from(cut);
+        for line in lines {
             let mut f = line.split_ascii_whitespace();
             let parsed = match (f.next(), f.next(), f.next()) {
-                (Some("a"), Some(a), Some(b)) => a
-                    .parse()
-                    .and_then(|a| Ok(a..b.parse()?))
-                    .map(|r| h.attempted.push(r))
-                    .is_ok(),
+                (Some("a"), Some(a), Some(b)) => match (a.parse::<u64>(), b.parse::<u64>()) {
+                    (Ok(a), Ok(b)) if a < b => {
+                        h.attempted.push(a..b);
+                        true
+                    }
+                    _ => false,
+                },
                 (Some("k"), Some(id), None) => id.parse().map(|id| h.acked.push(id)).is_ok(),
                 (Some("f"), Some(id), None) => id.parse::<u64>().map(|_| h.failed += 1).is_ok(),
                 (Some("d"), None, None) => {
@@ -64,8 +68,10 @@ pub fn read(history_dir: &Path, output_dir: &Path) -> std::io::Result<History> {
         }
     }
     for path in files(output_dir, "sink-")? {
-        for line in std::io::BufReader::new(std::fs::File::open(&path)?).lines() {
-            let line = line?;
+        let text = std::fs::read(&path)?;
+        let (cut, lines) = whole_lines(&text);
+        h.torn += u64::from(cut);
+        for line in lines {
             let mut f = line.split_ascii_whitespace();
             match (f.next().map(str::parse), f.next().map(str::parse), f.next()) {
                 (Some(Ok(id)), Some(Ok(part)), None) => h.delivered.push((id, part)),
@@ -74,6 +80,17 @@ pub fn read(history_dir: &Path, output_dir: &Path) -> std::io::Result<History> {
         }
     }
     Ok(h)
+}
+
+/// The lines of `text` that end with a newline (a last line without one was cut short by a
+/// kill: it counts as torn, since a number cut short could read as another).
+fn whole_lines(text: &[u8]) -> (bool, impl Iterator<Item = std::borrow::Cow<'_, str>>) {
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let lines = text[..whole]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(String::from_utf8_lossy);
+    (whole < text.len(), lines)
 }
 
 /// The files of `dir` whose names start with `prefix` (none if the directory does not exist).
@@ -116,25 +133,22 @@ impl SourceLog {
         self.file.flush()
     }
 
-    /// Records an ack (buffered: a line lost to a kill only makes the checker stricter on
-    /// nothing, since an id not known as acked cannot be reported lost).
+    /// Records an ack and writes it through (an ack lost to a kill would hide a loss of its
+    /// record from the checker).
     pub fn acked(&mut self, id: u64) -> std::io::Result<()> {
-        writeln!(self.file, "k {id}")
+        writeln!(self.file, "k {id}")?;
+        self.file.flush()
     }
 
-    /// Records a failure (buffered).
+    /// Records a failure and writes it through.
     pub fn failed(&mut self, id: u64) -> std::io::Result<()> {
-        writeln!(self.file, "f {id}")
+        writeln!(self.file, "f {id}")?;
+        self.file.flush()
     }
 
     /// Records the end of the task and writes everything through.
     pub fn done(&mut self) -> std::io::Result<()> {
         writeln!(self.file, "d")?;
-        self.file.flush()
-    }
-
-    /// Writes buffered lines through.
-    pub fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
 }
@@ -184,10 +198,12 @@ mod tests {
         k.delivered(11, 0)?;
         k.delivered(11, 1)?;
         std::fs::write(out.join("sink-1-cut.log"), "12 0\n12")?;
+        // An inverted range (a line cut short and completed by chance) is refused.
+        std::fs::write(hist.join("source-2-cut.log"), "a 50 40\nk 7")?;
         let h = read(&hist, &out)?;
         assert_eq!(h.attempted, std::iter::once(10..20).collect::<Vec<_>>());
         assert_eq!(h.acked, vec![11, 12]);
-        assert_eq!((h.failed, h.sources, h.sources_done, h.torn), (1, 1, 1, 1));
+        assert_eq!((h.failed, h.sources, h.sources_done, h.torn), (1, 2, 1, 3));
         assert_eq!(h.delivered.len(), 3);
         Ok(())
     }

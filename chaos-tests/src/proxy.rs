@@ -3,7 +3,8 @@
 //! B passes through it, B's answers included. Per direction it passes bytes, delays them (a
 //! delay line: throughput is kept, latency added), or holds them (a blackhole: nothing is
 //! forwarded and nothing is lost, as in a partition TCP rides out); and it can refuse the link
-//! (close its connections and every new one), as a partition the peers see as resets.
+//! (close its connections, and every new one once accepted), as a partition the peers see as
+//! closed connections.
 //!
 //! A one-way cut of A from B is then: refuse A->B, and hold the backward direction of B->A.
 
@@ -84,6 +85,8 @@ async fn accept(listener: TcpListener, target: SocketAddr, faults: watch::Receiv
             () = closed(faults.clone()) => return,
         };
         let Ok((client, _)) = accepted else {
+            // Out of descriptors, say: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         if faults.borrow().refuse {

@@ -7,8 +7,9 @@
 //!     --shuffle--> sink (2)
 //! ```
 //!
-//! Each source record becomes two parts (`part` 0 and 1) that go to different counter groups,
-//! so a record is complete only when both are applied: the ack tree branches and crosses groups.
+//! Each source record becomes two parts (`part` 0 and 1), keyed apart (so usually applied by
+//! different counter groups): a record is complete only when both are applied, and its ack tree
+//! branches.
 //! The counter's state keeps, per block of 64 ids and part, a bitmap of the ids it applied: the
 //! checker reads it back from every replica's exported final state.
 
@@ -124,7 +125,6 @@ pub struct SeqSource {
     replay: Vec<u64>,
     started: Option<Instant>,
     emitted: u64,
-    flushed: Option<Instant>,
 }
 
 impl SeqSource {
@@ -156,19 +156,11 @@ impl Spout for SeqSource {
     }
 
     fn next(&mut self, out: &mut SpoutEmitter<Item>) -> Result<SpoutStatus, TaskError> {
-        if self
-            .flushed
-            .is_none_or(|f| f.elapsed() > Duration::from_millis(50))
-        {
-            self.flushed = Some(Instant::now());
-            self.log(SourceLog::flush)?;
-        }
         if let Some(id) = self.replay.pop() {
             out.emit_tracked(MsgId(id), Item { id });
             return Ok(SpoutStatus::Active);
         }
         if now_ms() >= self.end_ms {
-            self.log(SourceLog::flush)?;
             return Ok(SpoutStatus::Done);
         }
         let elapsed = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
@@ -396,7 +388,6 @@ impl ChaosTopology {
             replay: Vec::new(),
             started: None,
             emitted: 0,
-            flushed: None,
         };
         let items = t.add(spout("source", source).parallelism(self.sources));
         let parts = t.add(bolt("fanout", FanOut).parallelism(2).shuffle(&items));

@@ -1,5 +1,5 @@
 //! [`NodeProcs`]: `tempest node` processes on loopback, for benchmarks and tests: free ports
-//! from the OS, a temporary directory of their own (data, logs, secret), and every process they
+//! from the OS (below the ephemeral range, so a killed node gets its port back), a temporary directory of their own (data, logs, secret), and every process they
 //! started killed when they are dropped, even on a failure. They only ever signal the processes
 //! they started.
 
@@ -61,6 +61,24 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A port for a node: free now (bound, then released) and, on Linux, below the ephemeral
+/// range, so that no outgoing connection takes it while the node is down between a kill and
+/// its restart on the same address. Elsewhere, any free port.
+pub fn node_port() -> std::io::Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+    if let Some(low) = low.filter(|l| *l > 12_000) {
+        for _ in 0..64 {
+            let port = rand::random_range(10_000..low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    free_port()
+}
+
 impl NodeProcs {
     /// Starts `n` nodes of `bin` (the first three run the manager), each with `extra` flags,
     /// in a temporary directory.
@@ -80,7 +98,7 @@ impl NodeProcs {
         let secret = dir.path().join("secret");
         std::fs::write(&secret, format!("{:032x}\n", rand::random::<u128>()))?;
         let addrs: Vec<String> = (0..n)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .map(|_| node_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<_, _>>()?;
         Ok(NodeProcs {
             bin: bin.to_owned(),
@@ -109,6 +127,14 @@ impl NodeProcs {
     /// The process id of node `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    /// If node `i` exited on its own (it was not killed from here): its exit status, once
+    /// (the process is reaped and forgotten).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let status = self.nodes[i].child.as_mut()?.try_wait().ok()??;
+        self.nodes[i].child = None;
+        Some(status)
     }
 
     /// Whether node `i` runs (a process started here that has not exited).
@@ -230,42 +256,51 @@ pub fn first_commit_after(
     term: u64,
     since_ms: f64,
 ) -> Option<f64> {
-    nodes
-        .iter()
-        .flat_map(|id| {
-            procs
-                .log(*id)
-                .lines()
-                .filter(|l| l.contains("leader's first commit"))
-                .filter(|l| log_field(l, "group") == Some(group))
-                .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) >= Some(term))
-                .filter_map(|l| log_field(l, "at_ms")?.parse::<f64>().ok())
-                .filter(|at| *at >= since_ms)
-                .collect::<Vec<_>>()
-        })
+    let logs: Vec<String> = nodes.iter().map(|id| procs.log(*id)).collect();
+    first_commit_in(logs.iter().flat_map(|l| l.lines()), group, term, since_ms)
+}
+
+/// [`first_commit_after`] over log lines.
+pub fn first_commit_in<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    group: &str,
+    term: u64,
+    since_ms: f64,
+) -> Option<f64> {
+    lines
+        .into_iter()
+        .filter(|l| l.contains("leader's first commit"))
+        .filter(|l| log_field(l, "group") == Some(group))
+        .filter(|l| log_field(l, "term").and_then(|t| t.parse::<u64>().ok()) >= Some(term))
+        .filter_map(|l| log_field(l, "at_ms")?.parse::<f64>().ok())
+        .filter(|at| *at >= since_ms)
         .reduce(f64::min)
 }
 
 /// The latest (term, leader) of each replicated task's group, from the "group leader" lines of
 /// `nodes`' logs: group -> (term, leader node id).
 pub fn group_leaders(procs: &NodeProcs, nodes: &[u64]) -> BTreeMap<String, (u64, u64)> {
+    let logs: Vec<String> = nodes.iter().map(|id| procs.log(*id)).collect();
+    leaders_in(logs.iter().flat_map(|l| l.lines()))
+}
+
+/// [`group_leaders`] over log lines.
+pub fn leaders_in<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, (u64, u64)> {
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for &id in nodes {
-        for line in procs.log(id).lines().filter(|l| l.contains("group leader")) {
-            let parsed = (|| {
-                let group = log_field(line, "group")?.to_owned();
-                let term: u64 = log_field(line, "term")?.parse().ok()?;
-                let leader: u64 = log_field(line, "leader")?
-                    .trim_start_matches('n')
-                    .parse()
-                    .ok()?;
-                Some((group, term, leader))
-            })();
-            if let Some((group, term, leader)) = parsed {
-                let e = out.entry(group).or_default();
-                if term >= e.0 {
-                    *e = (term, leader);
-                }
+    for line in lines.into_iter().filter(|l| l.contains("group leader")) {
+        let parsed = (|| {
+            let group = log_field(line, "group")?.to_owned();
+            let term: u64 = log_field(line, "term")?.parse().ok()?;
+            let leader: u64 = log_field(line, "leader")?
+                .trim_start_matches('n')
+                .parse()
+                .ok()?;
+            Some((group, term, leader))
+        })();
+        if let Some((group, term, leader)) = parsed {
+            let e = out.entry(group).or_default();
+            if term >= e.0 {
+                *e = (term, leader);
             }
         }
     }

@@ -93,6 +93,7 @@ async fn member(
         state,
         transport.clone(),
         groups,
+        true,
     )
     .await?;
     Ok(Member { replica, transport })

@@ -213,6 +213,7 @@ impl Node {
                 state,
                 transport,
                 Arc::clone(&shared.groups),
+                true,
             )
             .await?;
             let _ = shared.manager.set(replica);

@@ -156,7 +156,9 @@ pub struct Replica<S> {
 
 impl<S: ReplicatedState> Replica<S> {
     /// Starts a replica of `group` as `node`, with its log and state, reachable through
-    /// `transport`, and registers it with `groups` so its peers' RPCs reach it.
+    /// `transport`, and registers it with `groups` so its peers' RPCs reach it. Without
+    /// `campaign` it votes but starts no election until [`Replica::campaign`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         node: NodeId,
         group: GroupId,
@@ -165,12 +167,14 @@ impl<S: ReplicatedState> Replica<S> {
         state: StateMachineStore<S>,
         transport: Transport,
         groups: Arc<RaftGroups>,
+        campaign: bool,
     ) -> Result<Self, ReplicationError> {
         let config = openraft::Config {
             cluster_name: format!("tempest-{group}"),
             heartbeat_interval: timings.heartbeat_ms,
             election_timeout_min: timings.election_min_ms,
             election_timeout_max: timings.election_max_ms,
+            enable_elect: campaign,
             ..openraft::Config::default()
         }
         .validate()
@@ -194,6 +198,13 @@ impl<S: ReplicatedState> Replica<S> {
             groups,
             registration,
         })
+    }
+
+    /// Lets this replica start elections (a replica started with `campaign` off waits for
+    /// this: openraft 0.9 has no pre-vote, so a replica that rejoins and campaigns before it
+    /// hears from the leader deposes a healthy one).
+    pub fn campaign(&self) {
+        self.raft.runtime_config().elect(true);
     }
 
     /// Makes `members` (id and address) the group's first membership. Only on one member, once;

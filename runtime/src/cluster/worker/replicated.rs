@@ -101,6 +101,13 @@ pub(crate) struct GroupCounters {
     pub(crate) leader_changes: AtomicU64,
 }
 
+/// How long a replica that rejoins a running group (restarted, or its node back) waits before
+/// it may campaign (it votes meanwhile). openraft 0.9 has no pre-vote: a rejoining replica
+/// whose election timeout fires before the leader's replication to it resumes (after the
+/// leader's backoff, 500 ms, and the transport's redial backoff, up to 2 s) would depose a
+/// healthy leader. A whole group restarting at once waits this long before electing.
+const REJOIN_GRACE: Duration = Duration::from_millis(2500);
+
 /// This node's replica of one replicated task.
 pub(crate) struct ReplicatedTask {
     pub(crate) task: TaskId,
@@ -211,6 +218,8 @@ impl ReplicatedTask {
                     sm,
                     host.transport.clone(),
                     Arc::clone(&host.groups),
+                    // A replica that rejoins a running group first listens for its leader.
+                    founding_run,
                 )
                 .await
                 {
@@ -238,7 +247,8 @@ impl ReplicatedTask {
                     // Stopped while starting: `stop` shuts it down once this task ends.
                     return;
                 }
-                watch(replica, task, me, sink, counters, stop).await;
+                let grace = (!founding_run).then_some(REJOIN_GRACE);
+                watch(replica, task, me, sink, counters, stop, grace).await;
             }
         };
         let started = host
@@ -373,8 +383,14 @@ async fn watch(
     sink: Arc<dyn LeaderSink>,
     counters: Arc<GroupCounters>,
     stop: CancellationToken,
+    grace: Option<Duration>,
 ) {
     let mut changes = replica.watch();
+    // A rejoining replica campaigns only after its grace: never before a live leader could
+    // have reached it. (Its metrics cannot tell: what it knew of a leader when it stopped
+    // shows up as news, and a replica that never heard from a leader campaigns at once when
+    // allowed to.) It votes meanwhile, so the others can elect without it.
+    let mut silent_until = grace.map(|g| tokio::time::Instant::now() + g);
     let mut known: Option<(u64, NodeId)> = None;
     // The term whose first commit by this replica as leader was logged.
     let mut first_commit_logged = 0;
@@ -430,6 +446,16 @@ async fn watch(
                 if status.role == Role::Leader {
                     sink.announce(task, status.term);
                 }
+            }
+            () = async {
+                match silent_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                silent_until = None;
+                tracing::debug!("the rejoin grace is over: the replica may campaign");
+                replica.campaign();
             }
         }
     }

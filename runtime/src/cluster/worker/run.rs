@@ -73,6 +73,9 @@ pub(crate) struct RunShared {
     last_sender: DashMap<TaskId, String>,
     /// This node's replicated tasks' actors, to refill when they lead again.
     refills: DashMap<TaskId, Recipient<crate::executor::Refill>>,
+    /// When a sender was last told that a replicated task here does not lead its group:
+    /// (task, sender address) -> when.
+    redirected: DashMap<(TaskId, String), std::time::Instant>,
     /// The codecs of every component's subscriptions, by component and input.
     codecs: Vec<Vec<Arc<dyn PayloadCodec>>>,
     outbound: Outbound,
@@ -169,6 +172,40 @@ impl RunShared {
                 });
             }
         }
+    }
+}
+
+impl RunShared {
+    /// A batch for replicated task `task` came from `sender` but this node's replica does not
+    /// lead the group: tells the sender who does (at most every 100 ms per sender), so that
+    /// its input follows the leader after one round trip instead of failing until the
+    /// leader's next announcement reaches it. The batch itself is refused and replays.
+    fn redirect(&self, task: TaskId, sender: &str) {
+        let Some((term, leader)) = self.leaders.get(&task).map(|l| *l) else {
+            return;
+        };
+        if leader == self.me {
+            return;
+        }
+        let key = (task, sender.to_owned());
+        let now = std::time::Instant::now();
+        if self
+            .redirected
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.redirected.insert(key, now);
+        self.send(
+            sender,
+            &DataMessage::Leader {
+                run: self.run.clone(),
+                task,
+                node: leader,
+                term,
+            },
+        );
     }
 }
 
@@ -411,6 +448,7 @@ impl TopologyRun {
             relay_addrs: DashMap::new(),
             refills: DashMap::new(),
             last_sender: DashMap::new(),
+            redirected: DashMap::new(),
             codecs,
             outbound,
             rejected: AtomicU64::new(0),
@@ -886,6 +924,9 @@ impl TopologyRun {
                 }
                 if shared.last_sender.get(&from).is_none_or(|a| *a != sender) {
                     shared.last_sender.insert(from, sender.to_owned());
+                }
+                if shared.replicated.contains(&to) {
+                    shared.redirect(to, sender);
                 }
                 let bounce = || {
                     // Not here (moved, or not started yet): give the sender its credit back.
