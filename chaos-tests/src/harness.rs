@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempest_dsl::{Guarantee, StateStorage};
 use tempest_examples::node_procs::{
-    NodeDir, NodeProcs, first_commit_in, leaders_in, log_field, poll,
+    NodeDir, NodeProcs, dir_lines, first_commit_in, leaders_in, log_field, poll,
 };
 use tempest_runtime::cluster::AdminClient;
 use tempest_runtime::cluster::admin::{AdminReply, AdminRequest};
@@ -452,14 +452,7 @@ impl Cluster {
 
 /// Deliveries the sinks wrote so far.
 fn delivered(output: &Path) -> u64 {
-    std::fs::read_dir(output)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
+    dir_lines(output)
 }
 
 /// The node indexes running a source task now: the running processes whose source history

@@ -173,16 +173,8 @@ impl Scenario {
             },
             Scenario::GroupKill => Fault::KillGroup,
             Scenario::Soak => {
-                let pool = [
-                    Scenario::LeaderKill,
-                    Scenario::FollowerKill,
-                    Scenario::PausedLeader,
-                    Scenario::PartitionedLeader,
-                    Scenario::SourceKill,
-                    Scenario::ManagerKill,
-                    Scenario::SlowFollower,
-                    Scenario::GroupKill,
-                ];
+                // Every other scenario's faults (the soak is last).
+                let pool = &Scenario::ALL[..Scenario::ALL.len() - 1];
                 // About a quarter of the time, nothing.
                 if rng.random_bool(0.25) {
                     Fault::Quiet

@@ -214,6 +214,18 @@ impl Drop for NodeProcs {
     }
 }
 
+/// Lines written so far into the files of `dir` (0 if it does not exist).
+pub fn dir_lines(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or fails after `deadline`.
 pub fn poll<T>(
     what: &str,

@@ -131,12 +131,5 @@ pub(crate) fn three_up(c: &Cluster) -> anyhow::Result<Membership> {
 
 /// Lines the sink wrote so far into `dir`.
 pub(crate) fn lines(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
+    tempest_examples::node_procs::dir_lines(dir)
 }

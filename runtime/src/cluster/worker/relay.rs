@@ -7,11 +7,13 @@
 //! When its task moves to another node (its node died), the relay gives the local senders
 //! back the credits of the batches lost with it and sends the new task what it must not miss:
 //! the latest watermark of every channel and the end markers already sent. Lost batches are
-//! replayed by their spouts (at-least-once).
+//! replayed by their spouts (at-least-once). Batches that go unanswered for the message timeout
+//! (lost with a broken connection) are counted lost the same way.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 use rustc_hash::FxHashMap;
 use tempest_dsl::TaskId;
 use tempest_dsl::engine::Mark;
@@ -40,6 +42,11 @@ pub(crate) struct RelayActor {
     target: TaskId,
     /// Batches sent and not credited back, per (local sender, link).
     in_flight: FxHashMap<(TaskId, u32), u32>,
+    /// When each (sender, link) with batches in flight last heard back (or began waiting).
+    heard: FxHashMap<(TaskId, u32), Instant>,
+    /// Silence after which batches in flight count as lost: the message timeout (their trees
+    /// have timed out and replay by then).
+    lost_after: Duration,
     /// The latest watermark sent per (sender, subscription).
     marks: FxHashMap<(TaskId, u16), Mark>,
     /// End-of-data markers sent per sender.
@@ -50,10 +57,13 @@ pub(crate) struct RelayActor {
 
 impl RelayActor {
     pub(crate) fn new(shared: Arc<RunShared>, target: TaskId) -> Self {
+        let lost_after = shared.topology.ir().config.message_timeout;
         RelayActor {
             shared,
             target,
             in_flight: FxHashMap::default(),
+            heard: FxHashMap::default(),
+            lost_after,
             marks: FxHashMap::default(),
             data_ends: FxHashMap::default(),
             ends: FxHashMap::default(),
@@ -108,7 +118,11 @@ impl RelayActor {
                                 return;
                             }
                         };
-                        *self.in_flight.entry((from, link.0)).or_default() += 1;
+                        let n = self.in_flight.entry((from, link.0)).or_default();
+                        if *n == 0 {
+                            self.heard.insert((from, link.0), Instant::now());
+                        }
+                        *n += 1;
                         DataMessage::Batch {
                             run,
                             to,
@@ -149,8 +163,90 @@ impl RelayActor {
     }
 }
 
+impl RelayActor {
+    /// Gives the local senders back the credits of batches that went unanswered for the
+    /// message timeout: lost with a connection that broke, or in the queue of a peer that was
+    /// declared down. Without this a link would stay blocked for good; their trees have timed
+    /// out and replay. A late credit from the receiver adds nothing ([`CreditBack`] credits
+    /// at most what is in flight).
+    fn reclaim(&mut self) {
+        for (key, n) in unanswered(
+            &mut self.in_flight,
+            &self.heard,
+            Instant::now(),
+            self.lost_after,
+        ) {
+            tracing::info!(
+                task = self.target.0,
+                from = key.0.0,
+                batches = n,
+                "batches not credited back within the message timeout: counted lost (their trees replay)"
+            );
+            self.shared.credit_local(key.0, key.1, n);
+        }
+    }
+}
+
+/// Takes out of `in_flight` the batches of every (sender, link) that has not heard back for
+/// `lost_after` (by `heard`) and returns them.
+fn unanswered(
+    in_flight: &mut FxHashMap<(TaskId, u32), u32>,
+    heard: &FxHashMap<(TaskId, u32), Instant>,
+    now: Instant,
+    lost_after: Duration,
+) -> Vec<((TaskId, u32), u32)> {
+    let mut lost = Vec::new();
+    for (key, n) in in_flight.iter_mut() {
+        let silent = heard
+            .get(key)
+            .is_none_or(|at| now.duration_since(*at) >= lost_after);
+        if *n > 0 && silent {
+            lost.push((*key, *n));
+            *n = 0;
+        }
+    }
+    lost.sort_unstable();
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_unanswered_for_the_timeout_are_counted_lost_once() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let (a, b, c) = ((TaskId(1), 0), (TaskId(1), 1), (TaskId(2), 0));
+        let mut in_flight: FxHashMap<_, _> = [(a, 3), (b, 2), (c, 0)].into_iter().collect();
+        // `a` last heard at t0, `b` 4 s later; `c` has nothing in flight.
+        let heard: FxHashMap<_, _> = [(a, t0), (b, t0 + Duration::from_secs(4)), (c, t0)]
+            .into_iter()
+            .collect();
+        assert!(
+            unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(4), timeout).is_empty()
+        );
+        let lost = unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(6), timeout);
+        assert_eq!(lost, vec![(a, 3)]);
+        assert_eq!((in_flight[&a], in_flight[&b]), (0, 2));
+        // Counted once: nothing is left to give back for `a`.
+        let later = unanswered(
+            &mut in_flight,
+            &heard,
+            t0 + Duration::from_secs(20),
+            timeout,
+        );
+        assert_eq!(later, vec![(b, 2)]);
+    }
+}
+
 impl Actor for RelayActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = (self.lost_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        ctx.run_interval(every, |act, _| act.reclaim());
+    }
 }
 
 impl Handler<Deliver> for RelayActor {
@@ -195,6 +291,7 @@ impl Handler<CreditBack> for RelayActor {
         };
         let batches = back.batches.min(*n);
         *n -= batches;
+        self.heard.insert((back.from, back.link), Instant::now());
         if batches > 0 {
             self.shared.credit_local(back.from, back.link, batches);
         }
@@ -245,6 +342,7 @@ impl Handler<Retarget> for RelayActor {
                 "task moved: batches in flight to it are lost (their trees replay)"
             );
         }
+        self.heard.clear();
         for ((from, link), n) in self.in_flight.drain() {
             if n > 0 {
                 self.shared.credit_local(from, link, n);

@@ -57,7 +57,7 @@ pub(crate) enum Place {
 pub(crate) struct RunShared {
     pub(crate) run: RunId,
     me: NodeId,
-    topology: Topology,
+    pub(crate) topology: Topology,
     pub(crate) plan: PhysicalPlan,
     routes: RwLock<BTreeMap<TaskId, NodeId>>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
