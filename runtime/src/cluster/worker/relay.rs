@@ -209,37 +209,6 @@ fn unanswered(
     lost
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_unanswered_for_the_timeout_are_counted_lost_once() {
-        let t0 = Instant::now();
-        let timeout = Duration::from_secs(5);
-        let (a, b, c) = ((TaskId(1), 0), (TaskId(1), 1), (TaskId(2), 0));
-        let mut in_flight: FxHashMap<_, _> = [(a, 3), (b, 2), (c, 0)].into_iter().collect();
-        // `a` last heard at t0, `b` 4 s later; `c` has nothing in flight.
-        let heard: FxHashMap<_, _> = [(a, t0), (b, t0 + Duration::from_secs(4)), (c, t0)]
-            .into_iter()
-            .collect();
-        assert!(
-            unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(4), timeout).is_empty()
-        );
-        let lost = unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(6), timeout);
-        assert_eq!(lost, vec![(a, 3)]);
-        assert_eq!((in_flight[&a], in_flight[&b]), (0, 2));
-        // Counted once: nothing is left to give back for `a`.
-        let later = unanswered(
-            &mut in_flight,
-            &heard,
-            t0 + Duration::from_secs(20),
-            timeout,
-        );
-        assert_eq!(later, vec![(b, 2)]);
-    }
-}
-
 impl Actor for RelayActor {
     type Context = Context<Self>;
 
@@ -365,5 +334,36 @@ impl Handler<Retarget> for RelayActor {
                 self.send(Delivery::End { from });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_unanswered_for_the_timeout_are_counted_lost_once() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let (a, b, c) = ((TaskId(1), 0), (TaskId(1), 1), (TaskId(2), 0));
+        let mut in_flight: FxHashMap<_, _> = [(a, 3), (b, 2), (c, 0)].into_iter().collect();
+        // `a` last heard at t0, `b` 4 s later; `c` has nothing in flight.
+        let heard: FxHashMap<_, _> = [(a, t0), (b, t0 + Duration::from_secs(4)), (c, t0)]
+            .into_iter()
+            .collect();
+        assert!(
+            unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(4), timeout).is_empty()
+        );
+        let lost = unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(6), timeout);
+        assert_eq!(lost, vec![(a, 3)]);
+        assert_eq!((in_flight[&a], in_flight[&b]), (0, 2));
+        // Counted once: nothing is left to give back for `a`.
+        let later = unanswered(
+            &mut in_flight,
+            &heard,
+            t0 + Duration::from_secs(20),
+            timeout,
+        );
+        assert_eq!(later, vec![(b, 2)]);
     }
 }

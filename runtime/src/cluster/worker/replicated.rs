@@ -247,7 +247,7 @@ impl ReplicatedTask {
                     // Stopped while starting: `stop` shuts it down once this task ends.
                     return;
                 }
-                let grace = (!founding_run).then_some(REJOIN_GRACE);
+                let grace = (!founding_run).then_some((REJOIN_GRACE, stored_log));
                 watch(replica, task, me, sink, counters, stop, grace).await;
             }
         };
@@ -383,14 +383,15 @@ async fn watch(
     sink: Arc<dyn LeaderSink>,
     counters: Arc<GroupCounters>,
     stop: CancellationToken,
-    grace: Option<Duration>,
+    grace: Option<(Duration, Option<u64>)>,
 ) {
     let mut changes = replica.watch();
-    // A rejoining replica campaigns only after its grace: never before a live leader could
-    // have reached it. (Its metrics cannot tell: what it knew of a leader when it stopped
-    // shows up as news, and a replica that never heard from a leader campaigns at once when
-    // allowed to.) It votes meanwhile, so the others can elect without it.
-    let mut silent_until = grace.map(|g| tokio::time::Instant::now() + g);
+    // A rejoining replica campaigns once a leader reached it, or after its grace: never
+    // before a live leader could have. A leader reached it when its log grew past what it
+    // stored (a leader or term it knew of when it stopped proves nothing: that shows up in
+    // its metrics at start). It votes meanwhile, so the others can elect without it.
+    let mut silent_until = grace.map(|(g, _)| tokio::time::Instant::now() + g);
+    let stored = grace.and_then(|(_, stored)| stored);
     let mut known: Option<(u64, NodeId)> = None;
     // The term whose first commit by this replica as leader was logged.
     let mut first_commit_logged = 0;
@@ -413,6 +414,10 @@ async fn watch(
                     sink.announce(task, status.term);
                 }
             }
+        }
+        if silent_until.is_some() && status.last_log > stored {
+            silent_until = None;
+            replica.campaign();
         }
         if status.role != Role::Leader {
             leading = None;
