@@ -108,6 +108,10 @@ pub(crate) struct GroupCounters {
 /// healthy leader. A whole group restarting at once waits this long before electing.
 const REJOIN_GRACE: Duration = Duration::from_millis(2500);
 
+/// How long a proposal waits on a replica that knows no leader (an election is on, or the
+/// replica is cut off) before it is refused.
+const LEADERLESS_HOLD: Duration = Duration::from_secs(1);
+
 /// This node's replica of one replicated task.
 pub(crate) struct ReplicatedTask {
     pub(crate) task: TaskId,
@@ -283,7 +287,29 @@ impl ReplicatedTask {
                     return refuse("the replica has not started".into());
                 };
                 if !replica.is_leader() {
-                    return refuse("not the leader".into());
+                    // Another leader is known: refuse at once (the sender is told who
+                    // leads). None is (an election, or this replica is cut off): hold the
+                    // proposal a while, since inputs refused at once come straight back as
+                    // replays, a storm on a node cut off with its own spout.
+                    let mut changes = replica.watch();
+                    let until = tokio::time::Instant::now() + LEADERLESS_HOLD;
+                    loop {
+                        let now = replica.status();
+                        if now.role == Role::Leader {
+                            break;
+                        }
+                        if now.leader.is_some() {
+                            return refuse("not the leader".into());
+                        }
+                        tokio::select! {
+                            next = changes.changed() => if next.is_none() {
+                                return refuse("the replica stopped".into());
+                            },
+                            () = tokio::time::sleep_until(until) => {
+                                return refuse(format!("no leader within {LEADERLESS_HOLD:?}"));
+                            }
+                        }
+                    }
                 }
                 counters.proposals.fetch_add(1, Ordering::Relaxed);
                 counters
