@@ -848,9 +848,21 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
             },
         )
     })?;
-    let states_dir = o.dir.join("states").join(TOPOLOGY);
+    // `states/chaos-<seed>/`: the one run of this cluster.
+    let states_root = o.dir.join("states");
+    let states_dir = || {
+        std::fs::read_dir(&states_root)
+            .ok()
+            .and_then(|d| {
+                d.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(TOPOLOGY))
+                })
+            })
+            .unwrap_or_else(|| states_root.join(TOPOLOGY))
+    };
     let exported = || {
-        std::fs::read_dir(&states_dir)
+        std::fs::read_dir(states_dir())
             .map(|d| {
                 d.flatten()
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
@@ -869,7 +881,7 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     drop(c);
 
     let h = history::read(&history_dir, &output)?;
-    let states = read_states(&states_dir)?;
+    let states = read_states(&states_dir())?;
     let report = checker::check(&h, &states, o.groups, REPLICAS);
     let slow_throughput = (!figures.slow.is_empty()).then(|| {
         let (parts, secs) = figures

@@ -58,7 +58,8 @@ pub struct NodeSettings {
     /// for a port mapping between the nodes, or a fault-injecting proxy.
     pub routes: Option<std::collections::BTreeMap<String, String>>,
     /// Where each replica of a stateful task writes its final state when its run ends
-    /// (`<dir>/<topology>/task-<task>.n<node>.state`, the state encoded with rmp-serde), for
+    /// (`<dir>/<topology>-<run seed, 16 hex digits>/task-<task>.n<node>.state`, the state
+    /// encoded with rmp-serde), for
     /// checking a run from outside. Off by default.
     pub state_export_dir: Option<PathBuf>,
 }

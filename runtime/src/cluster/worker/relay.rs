@@ -42,8 +42,10 @@ pub(crate) struct RelayActor {
     target: TaskId,
     /// Batches sent and not credited back, per (local sender, link).
     in_flight: FxHashMap<(TaskId, u32), u32>,
-    /// When each (sender, link) with batches in flight last heard back (or began waiting).
-    heard: FxHashMap<(TaskId, u32), Instant>,
+    /// When each (sender, link) with batches in flight last heard back (or began waiting);
+    /// `None` once its batches were counted lost, until a credit comes back: a receiver that
+    /// is stalled, not gone, is given at most one window more.
+    heard: FxHashMap<(TaskId, u32), Option<Instant>>,
     /// Silence after which batches in flight count as lost: the message timeout (their trees
     /// have timed out and replay by then).
     lost_after: Duration,
@@ -118,11 +120,15 @@ impl RelayActor {
                                 return;
                             }
                         };
-                        let n = self.in_flight.entry((from, link.0)).or_default();
-                        if *n == 0 {
-                            self.heard.insert((from, link.0), Instant::now());
-                        }
+                        let key = (from, link.0);
+                        let n = self.in_flight.entry(key).or_default();
+                        let starts = *n == 0;
                         *n += 1;
+                        // It begins waiting now, unless its last batches were written off and
+                        // no credit came since.
+                        if starts && !matches!(self.heard.get(&key), Some(None)) {
+                            self.heard.insert(key, Some(Instant::now()));
+                        }
                         DataMessage::Batch {
                             run,
                             to,
@@ -167,12 +173,13 @@ impl RelayActor {
     /// Gives the local senders back the credits of batches that went unanswered for the
     /// message timeout: lost with a connection that broke, or in the queue of a peer that was
     /// declared down. Without this a link would stay blocked for good; their trees have timed
-    /// out and replay. A late credit from the receiver adds nothing ([`CreditBack`] credits
-    /// at most what is in flight).
+    /// out and replay. A link written off is not written off again until a credit comes back,
+    /// so a receiver that was only stalled gets at most one window more in flight (its late
+    /// credits then count against newer batches: exact accounting needs numbered credits).
     fn reclaim(&mut self) {
         for (key, n) in unanswered(
             &mut self.in_flight,
-            &self.heard,
+            &mut self.heard,
             Instant::now(),
             self.lost_after,
         ) {
@@ -188,24 +195,27 @@ impl RelayActor {
 }
 
 /// Takes out of `in_flight` the batches of every (sender, link) that has not heard back for
-/// `lost_after` (by `heard`) and returns them.
+/// `lost_after` (by `heard`) and returns them; those links are not watched again until a
+/// credit comes back for them.
 fn unanswered(
     in_flight: &mut FxHashMap<(TaskId, u32), u32>,
-    heard: &FxHashMap<(TaskId, u32), Instant>,
+    heard: &mut FxHashMap<(TaskId, u32), Option<Instant>>,
     now: Instant,
     lost_after: Duration,
 ) -> Vec<((TaskId, u32), u32)> {
     let mut lost = Vec::new();
     for (key, n) in in_flight.iter_mut() {
-        let silent = heard
-            .get(key)
-            .is_none_or(|at| now.duration_since(*at) >= lost_after);
+        let silent =
+            matches!(heard.get(key), Some(Some(at)) if now.duration_since(*at) >= lost_after);
         if *n > 0 && silent {
             lost.push((*key, *n));
             *n = 0;
         }
     }
     lost.sort_unstable();
+    for (key, _) in &lost {
+        heard.insert(*key, None);
+    }
     lost
 }
 
@@ -260,7 +270,8 @@ impl Handler<CreditBack> for RelayActor {
         };
         let batches = back.batches.min(*n);
         *n -= batches;
-        self.heard.insert((back.from, back.link), Instant::now());
+        self.heard
+            .insert((back.from, back.link), Some(Instant::now()));
         if batches > 0 {
             self.shared.credit_local(back.from, back.link, batches);
         }
@@ -348,22 +359,26 @@ mod tests {
         let (a, b, c) = ((TaskId(1), 0), (TaskId(1), 1), (TaskId(2), 0));
         let mut in_flight: FxHashMap<_, _> = [(a, 3), (b, 2), (c, 0)].into_iter().collect();
         // `a` last heard at t0, `b` 4 s later; `c` has nothing in flight.
-        let heard: FxHashMap<_, _> = [(a, t0), (b, t0 + Duration::from_secs(4)), (c, t0)]
-            .into_iter()
-            .collect();
-        assert!(
-            unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(4), timeout).is_empty()
-        );
-        let lost = unanswered(&mut in_flight, &heard, t0 + Duration::from_secs(6), timeout);
+        let mut heard: FxHashMap<_, _> = [
+            (a, Some(t0)),
+            (b, Some(t0 + Duration::from_secs(4))),
+            (c, Some(t0)),
+        ]
+        .into_iter()
+        .collect();
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(unanswered(&mut in_flight, &mut heard, at(4), timeout).is_empty());
+        let lost = unanswered(&mut in_flight, &mut heard, at(6), timeout);
         assert_eq!(lost, vec![(a, 3)]);
         assert_eq!((in_flight[&a], in_flight[&b]), (0, 2));
-        // Counted once: nothing is left to give back for `a`.
-        let later = unanswered(
-            &mut in_flight,
-            &heard,
-            t0 + Duration::from_secs(20),
-            timeout,
-        );
+        assert_eq!(heard[&a], None);
+        // `a` sends again while stalled: written off, it is not counted lost a second time
+        // until a credit comes back (at most one window more for a stalled receiver).
+        *in_flight.get_mut(&a).expect("a") = 4;
+        let later = unanswered(&mut in_flight, &mut heard, at(20), timeout);
         assert_eq!(later, vec![(b, 2)]);
+        heard.insert(a, Some(at(20)));
+        let after_credit = unanswered(&mut in_flight, &mut heard, at(26), timeout);
+        assert_eq!(after_credit, vec![(a, 4)]);
     }
 }

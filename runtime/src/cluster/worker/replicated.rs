@@ -160,8 +160,9 @@ impl ReplicatedTask {
         let stop = CancellationToken::new();
         let counters = Arc::new(GroupCounters::default());
         let dir = run_dir(&host.data_dir, run).join(format!("task-{}", task.0));
+        // One plain path component per run, whatever its name (as for `run_dir`).
         let export = host.export_dir.as_ref().map(|d| {
-            d.join(&run.name)
+            d.join(format!("{}-{:016x}", run.name, run.seed))
                 .join(format!("task-{}.n{}.state", task.0, me.0))
         });
         let span = tracing::info_span!("group", %group, task = task.0, topology = %run.name);
@@ -251,7 +252,10 @@ impl ReplicatedTask {
                     // Stopped while starting: `stop` shuts it down once this task ends.
                     return;
                 }
-                let grace = (!founding_run).then_some((REJOIN_GRACE, stored_log));
+                // Jittered, so replicas that restarted together do not all campaign at once.
+                let jitter =
+                    Duration::from_millis(rand::random_range(0..=host.timings.election_max_ms));
+                let grace = (!founding_run).then_some((REJOIN_GRACE + jitter, stored_log));
                 watch(replica, task, me, sink, counters, stop, grace).await;
             }
         };
@@ -425,6 +429,9 @@ async fn watch(
     // commit is an entry applied after that (a replica restarted from its disk may resume as
     // leader of its old term having applied only its old log).
     let mut leading: Option<(u64, Option<u64>)> = None;
+    // Only a replica that is leader when it starts (resumed from its disk) must apply a new
+    // entry first; one elected later applied its term's blank entry while leading.
+    let mut resumed = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = replica.status();
     loop {
@@ -448,8 +455,9 @@ async fn watch(
         if status.role != Role::Leader {
             leading = None;
         } else if leading.is_none_or(|(t, _)| t != status.term) {
-            leading = Some((status.term, status.applied));
+            leading = Some((status.term, if resumed { status.applied } else { None }));
         }
+        resumed = false;
         if status.role == Role::Leader
             && status.applied_term == Some(status.term)
             && first_commit_logged != status.term
