@@ -517,8 +517,8 @@ fn target(c: &mut Cluster, step: &Step) -> Option<Target> {
             group,
             term,
             leader,
-            groups: groups.clone(),
-            leaders: leaders.clone(),
+            groups,
+            leaders,
         }))
     })
     .ok()

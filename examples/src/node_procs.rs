@@ -1,7 +1,7 @@
 //! [`NodeProcs`]: `tempest node` processes on loopback, for benchmarks and tests: free ports
-//! from the OS (below the ephemeral range, so a killed node gets its port back), a temporary directory of their own (data, logs, secret), and every process they
-//! started killed when they are dropped, even on a failure. They only ever signal the processes
-//! they started.
+//! from the OS (below the ephemeral range, so a killed node gets its port back), a directory
+//! of their own (data, logs, secret), and every process they started killed when they are
+//! dropped, even on a failure. They only ever signal the processes they started.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 mod log_store;
 mod network;
 mod replica;
-mod state_machine;
+pub(crate) mod state_machine;
 mod type_config;
 
 #[cfg(test)]

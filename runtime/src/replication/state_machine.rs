@@ -96,7 +96,8 @@ fn encode_snapshot(s: &StoredSnapshot) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `dir/name` whole: a temporary file, fsynced, renamed over it.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));

@@ -381,14 +381,13 @@ impl ReplicatedTask {
     }
 }
 
-/// Writes a final state to `path` whole: into a temporary file first, then renamed.
+/// Writes a final state to `path` whole.
 fn write_export(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("an export path without a file name"));
+    };
+    std::fs::create_dir_all(dir)?;
+    crate::replication::state_machine::write_atomically(dir, &name.to_string_lossy(), bytes)
 }
 
 /// The digest of an encoded state: the first 16 hex digits of its SHA-256.
@@ -425,15 +424,12 @@ async fn watch(
     let mut known: Option<(u64, NodeId)> = None;
     // The term whose first commit by this replica as leader was logged.
     let mut first_commit_logged = 0;
-    // The term this replica leads and what it had applied when it became leader: its first
-    // commit is an entry applied after that (a replica restarted from its disk may resume as
-    // leader of its old term having applied only its old log).
-    let mut leading: Option<(u64, Option<u64>)> = None;
-    // Only a replica that is leader when it starts (resumed from its disk) must apply a new
-    // entry first; one elected later applied its term's blank entry while leading.
-    let mut resumed = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut status = replica.status();
+    // A replica that is leader when it starts (resumed from its disk, in its old term) has
+    // applied only its old log: its first commit is an entry applied after that. One elected
+    // later applied its term's blank entry while leading.
+    let resumed = (status.role == Role::Leader).then_some((status.term, status.applied));
     loop {
         if let Some(leader) = status.leader {
             if known != Some((status.term, leader)) {
@@ -452,16 +448,10 @@ async fn watch(
             silent_until = None;
             replica.campaign();
         }
-        if status.role != Role::Leader {
-            leading = None;
-        } else if leading.is_none_or(|(t, _)| t != status.term) {
-            leading = Some((status.term, if resumed { status.applied } else { None }));
-        }
-        resumed = false;
         if status.role == Role::Leader
             && status.applied_term == Some(status.term)
             && first_commit_logged != status.term
-            && leading.is_some_and(|(_, from)| status.applied > from)
+            && resumed.is_none_or(|(term, from)| term != status.term || status.applied > from)
         {
             // The wall clock, for measuring failover across processes (`bench failover`).
             let at_ms = std::time::SystemTime::now()
