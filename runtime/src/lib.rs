@@ -62,6 +62,6 @@ pub mod replication;
 pub mod transport;
 
 pub use error::RuntimeError;
-pub use ids::{GroupId, NodeId};
+pub use ids::{GroupId, MemberId, NodeId};
 pub use local::{LocalCluster, LocalOptions, MAX_LOCAL_LINKS, MAX_WORKERS, RunningTopology};
 pub use metrics::{ComponentReport, MetricsSnapshot, RunReport};

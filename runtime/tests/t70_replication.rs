@@ -1,6 +1,8 @@
 //! Raft groups over the real transport on loopback: a 3-replica group elects a leader, commits
 //! writes on every replica, fails over to a new leader in a higher term when the leader stops,
-//! and a replica restarted from its disk resumes with its log.
+//! and a replica restarted from its disk resumes with its log. A replica that lost its log
+//! rejoins under a new identity, and a lost member is replaced by one on another node, both
+//! through the leader's membership change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use tempest_runtime::replication::membership::{Admission, JoinRequest};
 use tempest_runtime::replication::{
     EntryContext, LogStore, RaftGroups, RaftTimings, Replica, ReplicatedState, ReplicationError,
-    Role, StateMachineStore,
+    Role, StateMachineStore, request_join,
 };
 use tempest_runtime::transport::{
     ClusterSecret, Handler, PeerRole, Service, Transport, TransportConfig,
 };
-use tempest_runtime::{GroupId, NodeId};
+use tempest_runtime::{GroupId, MemberId, NodeId};
 use tokio::net::TcpListener;
 
 /// A log of every command, in order: replicas agree exactly when their logs are equal.
@@ -63,6 +66,16 @@ async fn member(
     listener: TcpListener,
     dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Member> {
+    member_as(MemberId::founding(NodeId(id)), listener, dir, true).await
+}
+
+async fn member_as(
+    me: MemberId,
+    listener: TcpListener,
+    dir: Option<&std::path::Path>,
+    campaign: bool,
+) -> anyhow::Result<Member> {
+    let id = me.node().0;
     let addr = listener.local_addr()?.to_string();
     let groups = Arc::new(RaftGroups::default());
     let secret = ClusterSecret::from_bytes(b"replication test secret").ok();
@@ -86,14 +99,14 @@ async fn member(
         ),
     };
     let replica = Replica::start(
-        NodeId(id),
+        me,
         GroupId(7),
         RaftTimings::default(),
         log,
         state,
         transport.clone(),
         groups,
-        true,
+        campaign,
     )
     .await?;
     Ok(Member { replica, transport })
@@ -232,6 +245,199 @@ async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Resul
         journals.windows(2).all(|w| w[0] == w[1]),
         "the restarted replica disagrees"
     );
+    for m in members.into_iter().flatten() {
+        m.replica.shutdown().await;
+        m.transport.shutdown();
+    }
+    Ok(())
+}
+
+/// Asks every address of `peers` until the leader makes `req.member` a voter of group 7, which
+/// `joiner` then sees; returns the admissions answered on the way.
+async fn join_until_voter(
+    joiner: &Member,
+    req: &JoinRequest,
+    peers: &[String],
+) -> anyhow::Result<Vec<Admission>> {
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !joiner.replica.voters().contains(&req.member) {
+        anyhow::ensure!(
+            Instant::now() < end,
+            "{} never became a voter; answers {seen:?}",
+            req.member
+        );
+        for addr in peers {
+            if let Ok(a) = request_join(
+                &joiner.transport,
+                addr,
+                GroupId(7),
+                req,
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                if seen.last() != Some(&a) {
+                    seen.push(a);
+                }
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    joiner.replica.campaign();
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_is_replaced()
+-> anyhow::Result<()> {
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+    ];
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut listeners = listeners.into_iter();
+    let mut members: Vec<Option<Member>> = Vec::new();
+    for i in 0..3 {
+        let l = listeners.next().expect("a listener");
+        members.push(Some(member(i + 1, l, None).await?));
+    }
+    let spare = listeners.next().expect("a fourth listener");
+    let founding: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
+        .collect();
+    members[0]
+        .as_ref()
+        .expect("started")
+        .replica
+        .initialize(&founding)
+        .await?;
+    for i in 0..40u8 {
+        write(&members, &[i]).await?;
+    }
+    applied_everywhere(&members, 40).await?;
+
+    tracing::info!("--- a follower loses its log (in memory) and comes back as n3, incarnation 5");
+    let leader = leader_of(&members, Duration::from_secs(5)).await?;
+    let follower = (0..3)
+        .rev()
+        .find(|i| {
+            members[*i]
+                .as_ref()
+                .is_some_and(|m| !std::ptr::eq(m, leader))
+        })
+        .expect("a follower");
+    let gone = members[follower].take().expect("the follower");
+    gone.replica.shutdown().await;
+    gone.transport.shutdown();
+    for i in 40..60u8 {
+        write(&members, &[i]).await?;
+    }
+    let node = NodeId(follower as u64 + 1);
+    let fresh = MemberId::new(node, 5);
+    let listener = TcpListener::bind(&addrs[follower]).await?;
+    let joiner = member_as(fresh, listener, None, false).await?;
+    let req = JoinRequest {
+        member: fresh,
+        addr: addrs[follower].clone(),
+        assigned: founding.keys().copied().collect(),
+    };
+    let peers: Vec<String> = (0..3)
+        .filter(|i| *i != follower)
+        .map(|i| addrs[i].clone())
+        .collect();
+    let answers = join_until_voter(&joiner, &req, &peers).await?;
+    assert_eq!(
+        answers.first(),
+        Some(&Admission::LearnerAdded),
+        "it joined as a learner first: {answers:?}"
+    );
+    assert!(answers.contains(&Admission::Promoting), "{answers:?}");
+    members[follower] = Some(joiner);
+    let voters = members[follower].as_ref().expect("joined").replica.voters();
+    assert!(voters.contains(&fresh), "{voters:?}");
+    assert!(
+        !voters.contains(&MemberId::founding(node)),
+        "its old identity left the group: {voters:?}"
+    );
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    for i in 60..70u8 {
+        write(&members, &[i]).await?;
+    }
+    let journals = applied_everywhere(&members, 70).await?;
+    assert!(
+        journals.windows(2).all(|w| w[0] == w[1]),
+        "the rejoined replica holds what it missed"
+    );
+
+    tracing::info!("--- another follower's node is lost for good: node 4 replaces it");
+    let leader = leader_of(&members, Duration::from_secs(5)).await?;
+    let lost = (0..3)
+        .find(|i| {
+            *i != follower
+                && members[*i]
+                    .as_ref()
+                    .is_some_and(|m| !std::ptr::eq(m, leader))
+        })
+        .unwrap_or(follower);
+    let dead = members[lost].take().expect("a member");
+    dead.replica.shutdown().await;
+    dead.transport.shutdown();
+    let replacement = MemberId::new(NodeId(4), 9);
+    let joiner = member_as(replacement, spare, None, false).await?;
+    let assigned = (0..3)
+        .filter(|i| *i != lost)
+        .map(|i| NodeId(i as u64 + 1))
+        .chain([NodeId(4)])
+        .collect();
+    let req = JoinRequest {
+        member: replacement,
+        addr: addrs[3].clone(),
+        assigned,
+    };
+    let peers: Vec<String> = (0..3)
+        .filter(|i| *i != lost)
+        .map(|i| addrs[i].clone())
+        .collect();
+    join_until_voter(&joiner, &req, &peers).await?;
+    let voters = joiner.replica.voters();
+    assert_eq!(voters.len(), 3, "R members again: {voters:?}");
+    assert!(
+        voters.iter().all(|m| m.node() != NodeId(lost as u64 + 1)),
+        "the lost node left the group: {voters:?}"
+    );
+    members.push(Some(joiner));
+    for i in 70..80u8 {
+        write(&members, &[i]).await?;
+    }
+    let journals = applied_everywhere(&members, 80).await?;
+    assert!(
+        journals.windows(2).all(|w| w[0] == w[1]),
+        "the replacement holds the whole log"
+    );
+
+    tracing::info!("--- the group fails over with its new members: its leader stops");
+    let old = leader_of(&members, Duration::from_secs(5)).await?;
+    let old_term = old.replica.status().term;
+    let at = members
+        .iter()
+        .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
+        .expect("a member");
+    let stopped = members[at].take().expect("the leader");
+    stopped.replica.shutdown().await;
+    stopped.transport.shutdown();
+    let new = leader_of(&members, Duration::from_secs(5)).await?;
+    assert!(new.replica.status().term > old_term, "a new term");
+    for i in 80..85u8 {
+        write(&members, &[i]).await?;
+    }
+    applied_everywhere(&members, 85).await?;
     for m in members.into_iter().flatten() {
         m.replica.shutdown().await;
         m.transport.shutdown();

@@ -206,8 +206,8 @@ impl NodeConfig {
     /// Validates settings into a configuration, loading the secret.
     pub fn from_settings(s: NodeSettings) -> Result<Self, ConfigError> {
         let id = s.id.ok_or(ConfigError::Missing("id"))?;
-        if id == 0 {
-            return Err(invalid("id", id, "at least 1"));
+        if id == 0 || id > u64::from(u32::MAX) {
+            return Err(invalid("id", id, "between 1 and 4294967295"));
         }
         let listen = s.listen.ok_or(ConfigError::Missing("listen"))?;
         check_addr("listen", &listen)?;
@@ -380,6 +380,13 @@ mod tests {
             (
                 NodeSettings {
                     id: Some(0),
+                    ..settings(dir.path())
+                },
+                "invalid `id`",
+            ),
+            (
+                NodeSettings {
+                    id: Some(1 << 32),
                     ..settings(dir.path())
                 },
                 "invalid `id`",

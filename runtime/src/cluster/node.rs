@@ -30,7 +30,7 @@ use crate::cluster::manager::{
 };
 use crate::cluster::registry::{Registry, TopologyArgs};
 use crate::cluster::worker::{RUN_THREADS, Worker};
-use crate::ids::{GroupId, NodeId};
+use crate::ids::{GroupId, MemberId, NodeId};
 use crate::replication::{
     LogError, LogStore, RaftGroups, Replica, ReplicationError, SnapshotError, StateMachineStore,
 };
@@ -206,7 +206,7 @@ impl Node {
             let log = LogStore::open(&dir)?;
             let state = StateMachineStore::open(ManagerState::default(), &dir)?;
             let replica = Replica::start(
-                c.id,
+                MemberId::founding(c.id),
                 GroupId::MANAGER,
                 c.raft,
                 log,

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::GroupId;
+use crate::replication::membership::{self, Admission, JoinRequest};
 use crate::replication::type_config::{Raft, TypeConfig};
 use crate::transport::{Lane, Service, Transport, TransportError, frame};
 
@@ -28,28 +29,17 @@ enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A replica asks the group's leader to make it a voter ([`membership`]).
+    Join(JoinRequest),
 }
 
 /// The Raft instances this process hosts, by group; answers the RPCs addressed to them.
-///
-/// A replica that lost its log and vote (its state was in memory, or its disk was wiped) and
-/// rejoins its group must not vote before it caught up: with an empty log it would grant its
-/// vote to a candidate missing entries it had acknowledged, and with no vote it could vote
-/// twice in a term. Such a replica is *recovering*: it refuses vote requests until it applied
-/// the commit index of the leader of the highest term that reached it, and refuses a vote of
-/// term T while that leader's term is below T - 1 (a newer leader may have committed more with
-/// this replica's acknowledgement). A stale leader reaching it first can still mislead it:
-/// this narrows the window that a log kept in memory opens; only a durable log (state on
-/// disk) closes it.
 #[derive(Default)]
 pub struct RaftGroups {
     /// Each group's Raft here, with the registration's number: a replica that stops removes
     /// only its own registration, not a newer replica's of the same group.
     groups: DashMap<GroupId, (u64, Raft)>,
     registrations: std::sync::atomic::AtomicU64,
-    /// Recovering groups: the commit index to reach before voting and the term of the leader
-    /// that told it (the highest seen), once one did.
-    recovering: DashMap<GroupId, Option<(u64, u64)>>,
 }
 
 impl RaftGroups {
@@ -62,53 +52,15 @@ impl RaftGroups {
         n
     }
 
-    /// Removes registration `registration` of `group`, if it is still the current one. A
-    /// recovering mark stays (a newer replica of the group may have set it; at worst a
-    /// replica waits to catch up before it votes).
+    /// Removes registration `registration` of `group`, if it is still the current one.
     pub(crate) fn remove(&self, group: GroupId, registration: u64) {
         self.groups
             .remove_if(&group, |_, (n, _)| *n == registration);
     }
 
-    /// Makes this process's replica of `group` refuse votes until it caught up (see above).
-    pub fn mark_recovering(&self, group: GroupId) {
-        self.recovering.insert(group, None);
-    }
-
     /// Whether a replica of `group` is registered in this process.
     pub fn is_registered(&self, group: GroupId) -> bool {
         self.groups.contains_key(&group)
-    }
-
-    /// Whether this process's replica of `group` still refuses votes.
-    pub fn is_recovering(&self, group: GroupId) -> bool {
-        self.recovering.contains_key(&group)
-    }
-
-    /// Notes what `rpc` says of a recovering replica's progress; returns whether it may vote.
-    fn may_vote(&self, group: GroupId, raft: &Raft, rpc: &RaftRpc) -> bool {
-        let Some(mut target) = self.recovering.get_mut(&group) else {
-            return true;
-        };
-        if let RaftRpc::Append(r) = rpc {
-            let term = r.vote.leader_id.term;
-            if target.is_none_or(|(_, t)| term > t) {
-                *target = Some((r.leader_commit.map_or(0, |l| l.index), term));
-            }
-        }
-        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-        let current = match rpc {
-            RaftRpc::Vote(v) => v.vote.leader_id.term,
-            _ => 0,
-        };
-        let caught_up = target
-            .is_some_and(|(index, term)| applied >= index && term.saturating_add(1) >= current);
-        drop(target);
-        if caught_up {
-            self.recovering.remove(&group);
-            tracing::info!(%group, applied, "replica caught up: it votes again");
-        }
-        caught_up
     }
 
     /// Answers one Raft RPC for `group` (a request of [`Service::Raft`]).
@@ -125,17 +77,12 @@ impl RaftGroups {
             Ok(rpc) => rpc,
             Err(e) => return futures_util::future::ready(Err(e.to_string())).boxed(),
         };
-        if !self.may_vote(group, &raft, &rpc) && matches!(rpc, RaftRpc::Vote(_)) {
-            return futures_util::future::ready(Err(format!(
-                "the replica of group {group} is recovering its log: it does not vote yet"
-            )))
-            .boxed();
-        }
         async move {
             let encoded = match rpc {
                 RaftRpc::Append(r) => frame::encode(&raft.append_entries(r).await),
                 RaftRpc::Vote(r) => frame::encode(&raft.vote(r).await),
                 RaftRpc::Snapshot(r) => frame::encode(&raft.install_snapshot(r).await),
+                RaftRpc::Join(r) => frame::encode(&membership::admit(raft, group, r).await),
             };
             encoded.map_err(|e| e.to_string())
         }
@@ -231,4 +178,21 @@ impl RaftNetwork<TypeConfig> for Client {
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call(RaftRpc::Vote(rpc), option.hard_ttl()).await
     }
+}
+
+/// Sends `req` to the node at `addr`, for its replica of `group` (which answers only if it
+/// leads the group).
+pub async fn request_join(
+    transport: &Transport,
+    addr: &str,
+    group: GroupId,
+    req: &JoinRequest,
+    ttl: Duration,
+) -> Result<Admission, String> {
+    let body = frame::encode(&RaftRpc::Join(req.clone())).map_err(|e| e.to_string())?;
+    let answer = transport
+        .request(addr, Lane::Control, Service::Raft(group), body, ttl)
+        .await
+        .map_err(|e| e.to_string())?;
+    frame::decode::<Result<Admission, String>>(&answer).map_err(|e| e.to_string())?
 }

@@ -1,14 +1,14 @@
 //! [`Replica`]: one member of one Raft group, hosted by this process; the only handle the rest
 //! of the runtime has on openraft.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 
-use crate::ids::{GroupId, NodeId};
+use crate::ids::{GroupId, MemberId, NodeId};
 use crate::replication::network::{Network, RaftGroups};
 use crate::replication::type_config::{Command, Raft};
 use crate::replication::{LogStore, ReplicatedState, StateMachineStore};
@@ -102,7 +102,7 @@ pub struct ReplicaStatus {
     pub role: Role,
     /// The current term.
     pub term: u64,
-    /// The leader it knows, if any.
+    /// The node of the leader it knows, if any.
     pub leader: Option<NodeId>,
     /// The last log index it has.
     pub last_log: Option<u64>,
@@ -124,7 +124,7 @@ fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
             ServerState::Shutdown => Role::Shutdown,
         },
         term: m.current_term,
-        leader: m.current_leader.map(NodeId),
+        leader: m.current_leader.map(|id| MemberId(id).node()),
         last_log: m.last_log_index,
         applied: m.last_applied.map(|l| l.index),
         applied_term: m.last_applied.map(|l| l.leader_id.term),
@@ -146,7 +146,7 @@ impl StatusWatch {
 
 /// One member of one Raft group in this process.
 pub struct Replica<S> {
-    node: NodeId,
+    member: MemberId,
     group: GroupId,
     raft: Raft,
     state: StateMachineStore<S>,
@@ -155,12 +155,12 @@ pub struct Replica<S> {
 }
 
 impl<S: ReplicatedState> Replica<S> {
-    /// Starts a replica of `group` as `node`, with its log and state, reachable through
+    /// Starts a replica of `group` as `member`, with its log and state, reachable through
     /// `transport`, and registers it with `groups` so its peers' RPCs reach it. Without
     /// `campaign` it votes but starts no election until [`Replica::campaign`].
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
-        node: NodeId,
+        member: MemberId,
         group: GroupId,
         timings: RaftTimings,
         log: LogStore,
@@ -183,7 +183,7 @@ impl<S: ReplicatedState> Replica<S> {
             why: e.to_string(),
         })?;
         let network = Network { transport, group };
-        let raft = Raft::new(node.0, Arc::new(config), network, log, state.clone())
+        let raft = Raft::new(member.0, Arc::new(config), network, log, state.clone())
             .await
             .map_err(|e| ReplicationError::Failed {
                 group,
@@ -191,7 +191,7 @@ impl<S: ReplicatedState> Replica<S> {
             })?;
         let registration = groups.insert(group, raft.clone());
         Ok(Replica {
-            node,
+            member,
             group,
             raft,
             state,
@@ -207,15 +207,16 @@ impl<S: ReplicatedState> Replica<S> {
         self.raft.runtime_config().elect(true);
     }
 
-    /// Makes `members` (id and address) the group's first membership. Only on one member, once;
-    /// a group that is already initialized is left as it is.
+    /// Makes the founding members of the nodes `members` (node and address) the group's first
+    /// membership. Only on one member, once; a group that is already initialized is left as
+    /// it is.
     pub async fn initialize(
         &self,
         members: &BTreeMap<NodeId, String>,
     ) -> Result<(), ReplicationError> {
         let members: BTreeMap<u64, BasicNode> = members
             .iter()
-            .map(|(id, addr)| (id.0, BasicNode { addr: addr.clone() }))
+            .map(|(id, addr)| (MemberId::founding(*id).0, BasicNode { addr: addr.clone() }))
             .collect();
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -237,7 +238,7 @@ impl<S: ReplicatedState> Replica<S> {
                     group: self.group,
                     leader: f.leader_id.map(|id| {
                         (
-                            NodeId(id),
+                            MemberId(id).node(),
                             f.leader_node.map(|n| n.addr).unwrap_or_default(),
                         )
                     }),
@@ -276,7 +277,7 @@ impl<S: ReplicatedState> Replica<S> {
             .is_ok()
     }
 
-    /// The leader's id and address, if this replica knows one.
+    /// The node and address of the leader, if this replica knows one.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
@@ -285,25 +286,41 @@ impl<S: ReplicatedState> Replica<S> {
             .membership()
             .get_node(&id)
             .map(|n| n.addr.clone())?;
-        Some((NodeId(id), addr))
+        Some((MemberId(id).node(), addr))
     }
 
     /// Whether this replica leads its group now.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node.0)
+        self.raft.metrics().borrow().current_leader == Some(self.member.0)
     }
 
-    /// The members of the group (id and address).
+    /// This replica's identity in its group.
+    pub fn member(&self) -> MemberId {
+        self.member
+    }
+
+    /// The nodes of the group's members (voters and learners) and their addresses.
     pub fn members(&self) -> BTreeMap<NodeId, String> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config
             .membership()
             .nodes()
-            .map(|(id, n)| (NodeId(*id), n.addr.clone()))
+            .map(|(id, n)| (MemberId(*id).node(), n.addr.clone()))
             .collect()
     }
 
-    /// Waits until this replica knows a leader, at most `timeout`.
+    /// The group's voters as this replica knows them (the last membership in its log, joint
+    /// or not).
+    pub fn voters(&self) -> BTreeSet<MemberId> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .map(MemberId)
+            .collect()
+    }
+
+    /// Waits until this replica knows a leader, at most `timeout`; the leader's node.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
         let r = self
             .raft
@@ -311,10 +328,9 @@ impl<S: ReplicatedState> Replica<S> {
             .metrics(|m| m.current_leader.is_some(), "a leader")
             .await
             .ok()?;
-        r.current_leader.map(NodeId)
+        r.current_leader.map(|id| MemberId(id).node())
     }
 
-    /// Stops the replica.
     /// Stops the replica; it stays registered until its Raft stopped, so a new replica of
     /// the same group in this process (which waits for [`RaftGroups::is_registered`] to turn
     /// false) never shares its files with a running one.

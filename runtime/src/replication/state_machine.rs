@@ -96,6 +96,29 @@ fn encode_snapshot(s: &StoredSnapshot) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads and checks the snapshot stored in `dir`; `None` if there is none.
+fn read_snapshot(dir: &Path) -> Result<Option<StoredSnapshot>, SnapshotError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SnapshotError::Io { path, source }),
+    };
+    let corrupt = |why: String| SnapshotError::Corrupt {
+        path: path.clone(),
+        why,
+    };
+    let (crc, body) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("too short".into()))?;
+    if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    rmp_serde::from_slice(body)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
 /// Writes `bytes` to `dir/name` whole: a temporary file, fsynced, renamed over it.
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -116,33 +139,30 @@ impl<S: ReplicatedState> StateMachineStore<S> {
 
     /// A state machine whose snapshots live in `dir`; the last one is loaded now.
     pub fn open(state: S, dir: &Path) -> Result<Self, SnapshotError> {
-        let path = dir.join(SNAPSHOT_FILE);
         let store = Self::with(state, Some(dir.to_owned()));
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(store),
-            Err(source) => return Err(SnapshotError::Io { path, source }),
+        let Some(snap) = read_snapshot(dir)? else {
+            return Ok(store);
         };
-        let corrupt = |why: String| SnapshotError::Corrupt {
-            path: path.clone(),
-            why,
-        };
-        let (crc, body) = bytes
-            .split_first_chunk::<4>()
-            .ok_or_else(|| corrupt("too short".into()))?;
-        if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
-            return Err(corrupt("checksum mismatch".into()));
-        }
-        let snap: StoredSnapshot =
-            rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
         {
             let mut inner = store.lock();
-            inner.state.restore(&snap.data).map_err(corrupt)?;
+            inner
+                .state
+                .restore(&snap.data)
+                .map_err(|why| SnapshotError::Corrupt {
+                    path: dir.join(SNAPSHOT_FILE),
+                    why,
+                })?;
             inner.last_applied = snap.meta.last_log_id;
             inner.membership = snap.meta.last_membership.clone();
             inner.snapshot = Some(snap);
         }
         Ok(store)
+    }
+
+    /// Checks the snapshot stored in `dir`, if any, without loading it into a state: whether
+    /// [`StateMachineStore::open`] would find it whole.
+    pub fn verify(dir: &Path) -> Result<(), SnapshotError> {
+        read_snapshot(dir).map(|_| ())
     }
 
     fn with(state: S, dir: Option<PathBuf>) -> Self {

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::worker::wire::RunId;
 use crate::executor::Propose;
-use crate::ids::{GroupId, NodeId};
+use crate::ids::{GroupId, MemberId, NodeId};
+use crate::replication::membership::{Admission, JoinRequest};
 use crate::replication::{
     EntryContext, LogStore, RaftGroups, RaftTimings, Replica, ReplicaStatus, ReplicatedState, Role,
-    StateMachineStore,
+    StateMachineStore, request_join,
 };
 use crate::transport::Transport;
 
@@ -59,8 +60,8 @@ pub(crate) fn group_id(run: &RunId, task: TaskId) -> GroupId {
 /// A task's state machine behind the replication's trait.
 struct TaskState {
     machine: Box<dyn StateMachine>,
-    /// This replica's node: it answers only the entries its node proposed.
-    me: NodeId,
+    /// This replica: it answers only the entries it proposed.
+    me: MemberId,
 }
 
 impl ReplicatedState for TaskState {
@@ -99,6 +100,9 @@ pub(crate) struct GroupCounters {
     pub(crate) refused: AtomicU64,
     /// Leader changes seen.
     pub(crate) leader_changes: AtomicU64,
+    /// Times this node's replica found its stored state damaged, set it aside and rejoined
+    /// under a new identity.
+    pub(crate) repairs: AtomicU64,
 }
 
 /// How long a replica that rejoins a running group (restarted, or its node back) waits before
@@ -184,39 +188,47 @@ impl ReplicatedTask {
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let state = TaskState { machine, me };
-                let opened =
-                    match storage {
-                        StateStorage::Memory => {
-                            Ok((LogStore::in_memory(), StateMachineStore::in_memory(state)))
-                        }
-                        // `LogStore::open` creates the directory the snapshots go to as well.
-                        StateStorage::Disk => LogStore::open(&dir)
-                            .map_err(|e| e.to_string())
-                            .and_then(|log| {
-                                StateMachineStore::open(state, &dir)
-                                    .map(|sm| (log, sm))
-                                    .map_err(|e| e.to_string())
-                            }),
-                    };
-                let (log, sm) = match opened {
-                    Ok(x) => x,
+                let stored = match storage {
+                    StateStorage::Memory => Ok(Stored {
+                        log: LogStore::in_memory(),
+                        member: new_member(me, founding_run),
+                    }),
+                    StateStorage::Disk => open_stored(&dir, me, founding_run, &counters),
+                };
+                let Stored { log, member } = match stored {
+                    Ok(s) => s,
                     Err(why) => {
-                        // A damaged log or snapshot: this replica stays out of its group (it
-                        // neither votes nor serves) and the others go on.
-                        tracing::error!(%why, "replica refuses to start: its stored state is unusable");
+                        tracing::error!(%why, "replica refuses to start: its storage is unusable");
+                        return;
+                    }
+                };
+                let state = TaskState {
+                    machine,
+                    me: member,
+                };
+                let sm = match storage {
+                    StateStorage::Memory => Ok(StateMachineStore::in_memory(state)),
+                    StateStorage::Disk => StateMachineStore::open(state, &dir),
+                };
+                let sm = match sm {
+                    Ok(sm) => sm,
+                    Err(e) => {
+                        // The snapshot checked out, but its state does not decode (a bolt
+                        // whose state type changed): nothing a peer could repair.
+                        tracing::error!(error = %e, "replica refuses to start: its snapshot does not restore");
                         return;
                     }
                 };
                 let stored_log = log.last_index();
-                // A replica that rejoins its group without its log (kept in memory, or a disk
-                // wiped) must catch up before it votes.
-                if !founding_run && stored_log.is_none() {
-                    host.groups.mark_recovering(group);
-                    tracing::info!("replica rejoins without its log: it votes once it caught up");
+                // A new identity (no log: kept in memory, wiped, or set aside) joins its
+                // group as a learner and votes once promoted; so does a replica placed on
+                // a node that replaces a lost one.
+                let fresh = member.incarnation() != 0 && stored_log.is_none();
+                if fresh {
+                    tracing::info!(%member, "replica joins its group under a new identity: a learner until it caught up");
                 }
                 let replica = match Replica::start(
-                    me,
+                    member,
                     group,
                     host.timings,
                     log,
@@ -224,7 +236,7 @@ impl ReplicatedTask {
                     host.transport.clone(),
                     Arc::clone(&host.groups),
                     // A replica that rejoins a running group first listens for its leader.
-                    founding_run,
+                    founding_run && !fresh,
                 )
                 .await
                 {
@@ -241,6 +253,7 @@ impl ReplicatedTask {
                 }
                 let st = replica.status();
                 tracing::info!(
+                    %member,
                     members = members.len(),
                     ?storage,
                     stored_log = stored_log.unwrap_or(0),
@@ -252,10 +265,36 @@ impl ReplicatedTask {
                     // Stopped while starting: `stop` shuts it down once this task ends.
                     return;
                 }
+                if !founding_run || fresh {
+                    // Not only a fresh identity: a replica that kept its log may have been
+                    // replaced meanwhile, or have joined as a learner before it stopped.
+                    let req = JoinRequest {
+                        addr: members.get(&me).cloned().unwrap_or_default(),
+                        assigned: members.keys().copied().collect(),
+                        member,
+                    };
+                    let peers: Vec<String> = members
+                        .iter()
+                        .filter(|(n, _)| **n != me)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    host.runtime.spawn(tracing::Instrument::instrument(
+                        join(
+                            Arc::clone(&replica),
+                            group,
+                            req,
+                            peers,
+                            host.transport.clone(),
+                            stop.clone(),
+                        ),
+                        tracing::Span::current(),
+                    ));
+                }
                 // Jittered, so replicas that restarted together do not all campaign at once.
                 let jitter =
                     Duration::from_millis(rand::random_range(0..=host.timings.election_max_ms));
-                let grace = (!founding_run).then_some((REJOIN_GRACE + jitter, stored_log));
+                let grace =
+                    (!founding_run && !fresh).then_some((REJOIN_GRACE + jitter, stored_log));
                 watch(replica, task, me, sink, counters, stop, grace).await;
             }
         };
@@ -401,6 +440,151 @@ pub(crate) fn run_dir(data_dir: &std::path::Path, run: &RunId) -> PathBuf {
     data_dir
         .join("groups")
         .join(format!("{}-{:016x}", run.name, run.seed))
+}
+
+/// A replica's log and identity, as opened at its start.
+struct Stored {
+    log: LogStore,
+    member: MemberId,
+}
+
+/// The file that holds a disk replica's identity, beside its log.
+const MEMBER_FILE: &str = "member";
+
+/// The identity of a replica that starts without a log: the founding one in the run's first
+/// assignment, a new incarnation otherwise.
+fn new_member(me: NodeId, founding_run: bool) -> MemberId {
+    if founding_run {
+        MemberId::founding(me)
+    } else {
+        MemberId::new(me, rand::random_range(1..=u32::MAX))
+    }
+}
+
+/// Reads the identity stored in `dir`: `None` if there is none; an error if it is damaged.
+fn read_member(dir: &std::path::Path) -> Result<Option<MemberId>, String> {
+    let path = dir.join(MEMBER_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let damaged = || format!("{} is damaged", path.display());
+    let (id, crc) = bytes.split_first_chunk::<8>().ok_or_else(damaged)?;
+    let crc: [u8; 4] = crc.try_into().map_err(|_| damaged())?;
+    if crc32fast::hash(id) != u32::from_be_bytes(crc) {
+        return Err(damaged());
+    }
+    Ok(Some(MemberId(u64::from_be_bytes(*id))))
+}
+
+/// Stores `member` as the identity of the replica in `dir` (before its log holds anything).
+fn write_member(dir: &std::path::Path, member: MemberId) -> Result<(), String> {
+    let id = member.0.to_be_bytes();
+    let mut bytes = id.to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&id).to_be_bytes());
+    crate::replication::state_machine::write_atomically(dir, MEMBER_FILE, &bytes)
+        .map_err(|e| format!("{}: {e}", dir.join(MEMBER_FILE).display()))
+}
+
+/// Opens the log and identity of a disk replica in `dir` and checks its snapshot. A damaged
+/// log, snapshot or identity is set aside whole (renamed `<dir>.damaged-<ms>`, kept for a
+/// look) and the replica starts empty under a new identity, to be repaired from its peers: it
+/// never votes on a log it cannot trust, nor under an identity whose votes it lost.
+fn open_stored(
+    dir: &std::path::Path,
+    me: NodeId,
+    founding_run: bool,
+    counters: &GroupCounters,
+) -> Result<Stored, String> {
+    let opened = LogStore::open(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|log| {
+            StateMachineStore::<TaskState>::verify(dir).map_err(|e| e.to_string())?;
+            Ok((log, read_member(dir)?))
+        });
+    match opened {
+        Ok((log, Some(member))) => Ok(Stored { log, member }),
+        Ok((log, None)) => {
+            // A log without an identity file was written by a founding member (before
+            // identities were stored); no log: a first start, or a wiped disk.
+            let member = if log.last_index().is_some() {
+                MemberId::founding(me)
+            } else {
+                new_member(me, founding_run)
+            };
+            write_member(dir, member)?;
+            Ok(Stored { log, member })
+        }
+        Err(why) => {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let mut aside = dir.as_os_str().to_owned();
+            aside.push(format!(".damaged-{at}"));
+            let aside = PathBuf::from(aside);
+            std::fs::rename(dir, &aside).map_err(|e| {
+                format!(
+                    "{why}; and it could not be set aside to {}: {e}",
+                    aside.display()
+                )
+            })?;
+            counters.repairs.fetch_add(1, Ordering::Relaxed);
+            let log = LogStore::open(dir).map_err(|e| e.to_string())?;
+            let member = new_member(me, false);
+            write_member(dir, member)?;
+            tracing::error!(
+                %why,
+                set_aside = %aside.display(),
+                %member,
+                "replica's stored state is damaged: set aside; the replica is repaired from its peers under a new identity"
+            );
+            Ok(Stored { log, member })
+        }
+    }
+}
+
+/// How often a replica that is not a voter asks its group's leader to make it one.
+const JOIN_EVERY: Duration = Duration::from_millis(300);
+
+/// Asks the group's leader (trying every peer of `peers`) until this replica is a voter, then
+/// lets it campaign. Nothing to do for a replica that is a voter when it starts.
+async fn join(
+    replica: Arc<Replica<TaskState>>,
+    group: GroupId,
+    req: JoinRequest,
+    peers: Vec<String>,
+    transport: Transport,
+    stop: CancellationToken,
+) {
+    let mut last: Option<Admission> = None;
+    if replica.voters().contains(&req.member) {
+        // A voter already (it kept its log): the rejoin grace decides when it campaigns.
+        return;
+    }
+    loop {
+        if replica.voters().contains(&req.member) {
+            tracing::info!(member = %req.member, "replica is a voter of its group");
+            replica.campaign();
+            return;
+        }
+        for addr in &peers {
+            match request_join(&transport, addr, group, &req, Duration::from_secs(1)).await {
+                Ok(a) => {
+                    if last.as_ref() != Some(&a) {
+                        tracing::info!(admission = ?a, "asked the group's leader to join");
+                    }
+                    last = Some(a);
+                    break;
+                }
+                Err(why) => tracing::trace!(%addr, %why, "join not answered"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(JOIN_EVERY) => {}
+        }
+    }
 }
 
 /// Follows the replica's leader: tells the run's routing at every change, and announces this
