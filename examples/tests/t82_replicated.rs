@@ -1,7 +1,9 @@
 //! Replicated stateful bolts across three node processes of the real binary: the word count's
 //! count bolt is a stateful bolt replicated 3 ways through Raft. Its replicas end a run with
 //! byte-identical state (equal digests); a SIGKILL of a group's leader mid-stream elects a new
-//! leader (a higher term, on another node) and loses no word under at-least-once.
+//! leader (a higher term, on another node) and loses no word under at-least-once. A replica
+//! that lost its log, or whose log is damaged, rejoins under a new identity and is repaired from
+//! its peers; a node that never returns has its replicas replaced on a spare node.
 
 // Phases and measured figures go to the test's output.
 #![allow(clippy::print_stderr)]
@@ -239,37 +241,79 @@ fn restart_a_follower(state: &str, corrupt: bool) -> anyhow::Result<(Cluster, u6
     let check = check_output(&out, sentences)?;
     eprintln!("{check:?}");
     assert!(check.at_least_once(), "a word was lost: {check:?}");
-    let expect = if corrupt { 2 } else { 3 };
     let groups = poll("the replicas stopped", Duration::from_secs(30), || {
         let g = stopped_replicas(&c, &[1, 2, 3]);
-        Ok((g.len() == 2 && g.values().all(|r| r.len() == expect)).then_some(g))
+        Ok((g.len() == 2 && g.values().all(|r| r.len() == 3)).then_some(g))
     })?;
     for (group, replicas) in &groups {
         eprintln!("{group}: {replicas:?}");
         for r in replicas {
             assert_eq!((&r.1, &r.2), (&replicas[0].1, &replicas[0].2), "{group}");
         }
-        let victim_there = replicas.iter().any(|r| r.0 == victim);
-        assert_eq!(victim_there, !corrupt, "{group}: the restarted replica");
+        assert!(
+            replicas.iter().any(|r| r.0 == victim),
+            "{group}: the restarted replica ran to the end"
+        );
     }
     let restarted_log = c.log(victim)[log_before..].to_owned();
     Ok((c, victim, restarted_log))
 }
 
+/// The voters each replica of `nodes` last logged, per group: group -> node -> voters.
+fn memberships(c: &Cluster, nodes: &[u64]) -> BTreeMap<String, BTreeMap<u64, String>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+    for &id in nodes {
+        for line in c.log(id).lines().filter(|l| l.contains("group membership")) {
+            if let (Some(group), Some(voters)) = (field(line, "group"), field(line, "voters")) {
+                out.entry(group.to_owned())
+                    .or_default()
+                    .insert(id, voters.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `voters` (as logged: `n1,n2,n3.0000abcd`) are 3, on distinct nodes, none of them
+/// `gone`; and whether the member on `fresh_on` (if given) is a new incarnation.
+fn three_voters(voters: &str, gone: Option<u64>, fresh_on: Option<u64>) -> bool {
+    let members: Vec<(&str, Option<&str>)> = voters
+        .split(',')
+        .map(|m| match m.split_once('.') {
+            Some((n, inc)) => (n, Some(inc)),
+            None => (m, None),
+        })
+        .collect();
+    let nodes: std::collections::BTreeSet<&str> = members.iter().map(|m| m.0).collect();
+    let node = |n: u64| format!("n{n}");
+    nodes.len() == 3
+        && members.len() == 3
+        && gone.is_none_or(|g| !nodes.contains(node(g).as_str()))
+        && fresh_on.is_none_or(|f| members.iter().any(|m| m.0 == node(f) && m.1.is_some()))
+}
+
 #[test]
-fn a_killed_follower_without_its_log_rejoins_catches_up_and_only_then_votes() -> anyhow::Result<()>
-{
+fn a_killed_follower_without_its_log_rejoins_under_a_new_identity() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (_c, victim, log) = restart_a_follower("memory", false)?;
-    // Both replicas recover (again, if the node started the run again when its tasks moved).
+    let (c, victim, log) = restart_a_follower("memory", false)?;
+    // Both replicas join anew (again, if the node started the run again when its tasks moved),
+    // as learners first, and are voters in the end.
     assert!(
-        log.matches("rejoins without its log").count() >= 2,
-        "node {victim}: both replicas recover:\n{log}"
+        log.matches("joins its group under a new identity").count() >= 2,
+        "node {victim}: both replicas take a new identity:\n{log}"
     );
     assert!(
-        log.matches("caught up: it votes again").count() >= 2,
+        log.matches("is a voter of its group").count() >= 2,
         "node {victim}:\n{log}"
     );
+    for (group, by_node) in memberships(&c, &[1, 2, 3]) {
+        for (node, voters) in by_node {
+            assert!(
+                three_voters(&voters, None, Some(victim)),
+                "{group} on n{node}: {voters}"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -292,14 +336,103 @@ fn a_replica_restarted_with_its_disk_resumes_from_its_log() -> anyhow::Result<()
 }
 
 #[test]
-fn a_corrupted_log_keeps_its_replica_out_while_the_others_serve() -> anyhow::Result<()> {
+fn a_corrupted_log_is_set_aside_and_its_replica_repaired_from_its_peers() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (_c, victim, log) = restart_a_follower("disk", true)?;
-    // Once per group, and again if the node started the run again (it was declared down).
+    let (c, victim, log) = restart_a_follower("disk", true)?;
+    // Once per group: the damaged files are set aside (kept until the run's files are removed
+    // at its end), the replica rejoins under a new identity, catches up from its peers and
+    // ends the run with their digest (checked by `restart_a_follower`).
     assert!(
-        log.matches("replica refuses to start").count() >= 2,
+        log.matches("set aside; the replica is repaired").count() >= 2,
         "node {victim}:\n{log}"
     );
     assert!(log.contains("is corrupt"), "{log}");
+    assert!(
+        log.matches("is a voter of its group").count() >= 2,
+        "node {victim}:\n{log}"
+    );
+    for (group, by_node) in memberships(&c, &[1, 2, 3]) {
+        for (node, voters) in by_node {
+            assert!(
+                three_voters(&voters, None, Some(victim)),
+                "{group} on n{node}: {voters}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_node_that_never_returns_has_its_replicas_replaced() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(4, &["--replace-after-ms", "3000"])?;
+    let out = c.dir.path().join("out");
+    poll("four nodes up", Duration::from_secs(30), || {
+        Ok(c.nodes(0)?
+            .filter(|m| m.nodes.len() == 4 && m.nodes.iter().all(|n| n.up) && m.leader().is_some()))
+    })?;
+    let sentences = 20_000;
+    submit(
+        &c,
+        0,
+        &out,
+        &[
+            "--arg",
+            &format!("sentences={sentences}"),
+            "--arg",
+            "rate=1000",
+            "--arg",
+            "message_timeout_ms=3000",
+        ],
+    )?;
+    poll("words in the sink", Duration::from_secs(60), || {
+        Ok((lines(&out) > 20_000).then_some(()))
+    })?;
+    let before = memberships(&c, &[1, 2, 3, 4]);
+    anyhow::ensure!(before.len() == 2, "two groups: {before:?}");
+    // The node that holds replicas of both groups, not the manager's leader.
+    let manager = c.nodes(0)?.and_then(|m| m.leader()).unwrap_or(0);
+    let holds = |n: u64| before.values().all(|by_node| by_node.contains_key(&n));
+    let victim = (1..=4u64)
+        .filter(|n| *n != manager && holds(*n))
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("no node holds replicas of both groups: {before:?}"))?;
+    let spare = (1..=4u64).find(|n| before.values().all(|by_node| !by_node.contains_key(n)));
+    eprintln!("--- SIGKILL node {victim} for good (spare node: {spare:?})");
+    c.kill(victim as usize - 1)?;
+    let killed = Instant::now();
+    let live: Vec<u64> = (1..=4).filter(|n| *n != victim).collect();
+    let groups = poll(
+        "every group back to 3 voters",
+        Duration::from_secs(30),
+        || {
+            let m = memberships(&c, &live);
+            let back = m.len() == 2
+                && m.values().all(|by_node| {
+                    by_node.len() == 3
+                        && by_node
+                            .values()
+                            .all(|v| three_voters(v, Some(victim), None))
+                });
+            Ok(back.then_some(m))
+        },
+    )?;
+    let replaced_in = killed.elapsed();
+    eprintln!("R members again {replaced_in:?} after the kill: {groups:?}");
+    let status = finished(&c, 0, Duration::from_secs(240))?;
+    eprintln!("{status}");
+    let check = check_output(&out, sentences)?;
+    eprintln!("{check:?}");
+    assert!(check.at_least_once(), "a word was lost: {check:?}");
+    let stopped = poll("the replicas stopped", Duration::from_secs(30), || {
+        let g = stopped_replicas(&c, &live);
+        Ok((g.len() == 2 && g.values().all(|r| r.len() == 3)).then_some(g))
+    })?;
+    for (group, replicas) in &stopped {
+        eprintln!("{group}: {replicas:?}");
+        for r in replicas {
+            assert_eq!((&r.1, &r.2), (&replicas[0].1, &replicas[0].2), "{group}");
+        }
+    }
     Ok(())
 }

@@ -93,6 +93,10 @@ pub struct NodeArgs {
     /// Silence after which a node is declared down and its tasks move, ms (default 1000).
     #[arg(long)]
     pub node_timeout_ms: Option<u64>,
+    /// Silence after which a node's replicas of stateful tasks move to other nodes, ms
+    /// (default 10000).
+    #[arg(long)]
+    pub replace_after_ms: Option<u64>,
     /// A TOML file with the same settings (snake_case keys); flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -351,6 +355,7 @@ async fn node(args: NodeArgs, registry: Registry) -> u8 {
         managers: args.managers,
         heartbeat_ms: args.heartbeat_ms,
         node_timeout_ms: args.node_timeout_ms,
+        replace_after_ms: args.replace_after_ms,
         ..NodeSettings::default()
     };
     let config = match NodeConfig::from_settings(file.overridden_by(flags)) {

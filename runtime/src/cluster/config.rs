@@ -39,6 +39,11 @@ pub struct NodeSettings {
     /// Silence after which the manager declares a node down and moves its tasks, in ms
     /// (default 1000).
     pub node_timeout_ms: Option<u64>,
+    /// How long a node must stay down before the manager moves its replicas of stateful
+    /// tasks to other nodes, in ms (default 10000): a node that restarts within it keeps
+    /// them (and resumes from its disk); one gone longer is replaced, so every group returns
+    /// to its number of replicas. At least the node timeout.
+    pub replace_after_ms: Option<u64>,
     /// The manager's Raft heartbeat, in ms (default 50).
     pub raft_heartbeat_ms: Option<u64>,
     /// The manager's shortest election timeout, in ms (default 150).
@@ -90,6 +95,7 @@ impl NodeSettings {
             managers: flags.managers.or(self.managers),
             heartbeat_ms: flags.heartbeat_ms.or(self.heartbeat_ms),
             node_timeout_ms: flags.node_timeout_ms.or(self.node_timeout_ms),
+            replace_after_ms: flags.replace_after_ms.or(self.replace_after_ms),
             raft_heartbeat_ms: flags.raft_heartbeat_ms.or(self.raft_heartbeat_ms),
             raft_election_min_ms: flags.raft_election_min_ms.or(self.raft_election_min_ms),
             raft_election_max_ms: flags.raft_election_max_ms.or(self.raft_election_max_ms),
@@ -170,6 +176,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Silence after which a node is declared down.
     pub node_timeout: Duration,
+    /// Silence after which a node's replicas are moved to other nodes.
+    pub replace_after: Duration,
     /// The manager group's Raft timings.
     pub raft: RaftTimings,
     /// The Raft timings of replicated stateful tasks' groups.
@@ -254,6 +262,14 @@ impl NodeConfig {
                 format!("at least 3 heartbeats ({} ms)", 3 * heartbeat_ms),
             ));
         }
+        let replace_after_ms = s.replace_after_ms.unwrap_or(10_000);
+        if replace_after_ms < node_timeout_ms {
+            return Err(invalid(
+                "replace-after-ms",
+                replace_after_ms,
+                format!("at least the node timeout ({node_timeout_ms} ms)"),
+            ));
+        }
         let raft = RaftTimings {
             heartbeat_ms: s.raft_heartbeat_ms.unwrap_or(50),
             election_min_ms: s.raft_election_min_ms.unwrap_or(150),
@@ -304,6 +320,7 @@ impl NodeConfig {
             secret,
             heartbeat: Duration::from_millis(heartbeat_ms),
             node_timeout: Duration::from_millis(node_timeout_ms),
+            replace_after: Duration::from_millis(replace_after_ms),
             raft,
             group_raft,
             max_frame_bytes,
@@ -418,6 +435,13 @@ mod tests {
                     ..settings(dir.path())
                 },
                 "at least 3 heartbeats",
+            ),
+            (
+                NodeSettings {
+                    replace_after_ms: Some(500),
+                    ..settings(dir.path())
+                },
+                "at least the node timeout",
             ),
             (
                 NodeSettings {

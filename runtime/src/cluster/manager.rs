@@ -129,6 +129,12 @@ pub enum ManagerCommand {
         /// The node.
         node: NodeId,
     },
+    /// A node has been down for the replace timeout: move its replicas of stateful tasks to
+    /// other live nodes ([`ManagerState::replacements`]).
+    Replace {
+        /// The node.
+        node: NodeId,
+    },
     /// Start a topology.
     Submit {
         /// The name it runs under (unique among running topologies).
@@ -253,6 +259,44 @@ impl ManagerState {
         }
     }
 
+    /// Where the replicas on `node` would move if it is replaced now: (topology, task, new
+    /// node), for every replicated task of a running topology with a replica on `node`, while
+    /// `node` is down. A replica moves only while a majority of its group stays on live nodes
+    /// (a group without a quorum cannot add a member, and moving most of a group would leave
+    /// its state on the nodes it left) and to a live node holding no replica of the group yet,
+    /// the least loaded first.
+    pub fn replacements(&self, node: NodeId) -> Vec<(String, TaskId, NodeId)> {
+        if self
+            .nodes
+            .get(&node)
+            .is_none_or(|r| r.status != NodeStatus::Down)
+        {
+            return Vec::new();
+        }
+        let mut load = self.load();
+        let mut out = Vec::new();
+        for (name, t) in &self.topologies {
+            if t.status != TopologyStatus::Running {
+                continue;
+            }
+            for (task, replicas) in &t.replicas {
+                if !replicas.contains(&node) {
+                    continue;
+                }
+                let live = replicas.iter().filter(|n| load.contains_key(n)).count();
+                if live < replicas.len() / 2 + 1 {
+                    continue;
+                }
+                let taken: std::collections::BTreeSet<NodeId> = replicas.iter().copied().collect();
+                let Some(to) = scheduler::place_replacement(&mut load, &taken) else {
+                    continue;
+                };
+                out.push((name.clone(), *task, to));
+            }
+        }
+        out
+    }
+
     /// The record of run `seed` of topology `name`, if it is running.
     fn running(&mut self, name: &str, seed: u64) -> Option<&mut TopologyRecord> {
         self.topologies
@@ -312,6 +356,26 @@ impl ManagerState {
                 }
                 self.reschedule_all();
                 self.activate_ready();
+                ManagerReply::Done
+            }
+            ManagerCommand::Replace { node } => {
+                let moves = self.replacements(node);
+                if moves.is_empty() {
+                    return ManagerReply::Done;
+                }
+                let next = self.version + 1;
+                for (name, task, to) in moves {
+                    let Some(t) = self.topologies.get_mut(&name) else {
+                        continue;
+                    };
+                    if let Some(r) = t.replicas.get_mut(&task) {
+                        for n in r.iter_mut().filter(|n| **n == node) {
+                            *n = to;
+                        }
+                        t.assigned_at = next;
+                        t.reschedules += 1;
+                    }
+                }
                 ManagerReply::Done
             }
             ManagerCommand::Submit {
@@ -701,6 +765,61 @@ mod tests {
             "its place is a live replica"
         );
         assert!(t.assignment.values().all(|n| *n != leader_node));
+    }
+
+    #[test]
+    fn a_lost_node_s_replicas_move_to_spare_nodes_while_their_groups_keep_a_quorum() {
+        let mut s = ManagerState::default();
+        for n in 1..=4 {
+            join(&mut s, n);
+        }
+        s.execute(ManagerCommand::Submit {
+            name: "counter".into(),
+            topology: "t".into(),
+            args: BTreeMap::new(),
+            components: vec![("spout".into(), 1), ("count".into(), 2)],
+            tasks: 4,
+            seed: 1,
+            replicated: [(TaskId(1), 3), (TaskId(2), 3)].into(),
+        });
+        let before = s.topologies["counter"].replicas.clone();
+        let lost = before[&TaskId(1)][1];
+        assert!(
+            s.replacements(lost).is_empty(),
+            "nothing moves off a node that is up"
+        );
+        s.execute(ManagerCommand::Down { node: lost });
+        let moves = s.replacements(lost);
+        assert!(!moves.is_empty());
+        s.execute(ManagerCommand::Replace { node: lost });
+        let t = &s.topologies["counter"];
+        for (task, r) in &t.replicas {
+            assert_eq!(r.len(), 3, "{task}: R replicas again");
+            assert!(!r.contains(&lost), "{task}: off the lost node");
+            assert_eq!(
+                r.iter().collect::<BTreeSet<_>>().len(),
+                3,
+                "{task}: on distinct nodes"
+            );
+            // Only the lost node's replica moved.
+            let kept: Vec<_> = before[task].iter().filter(|n| **n != lost).collect();
+            assert!(kept.iter().all(|n| r.contains(n)), "{task}");
+        }
+        assert!(s.replacements(lost).is_empty(), "done once");
+
+        // Two of a group's three nodes down: no quorum, nothing moves (its state would be
+        // left behind on the nodes it left).
+        let t = &s.topologies["counter"];
+        let r = t.replicas[&TaskId(1)].clone();
+        join(&mut s, 5);
+        s.execute(ManagerCommand::Down { node: r[0] });
+        s.execute(ManagerCommand::Down { node: r[1] });
+        assert!(
+            s.replacements(r[0])
+                .iter()
+                .all(|(_, task, _)| *task != TaskId(1)),
+            "a group without a quorum keeps its replicas"
+        );
     }
 
     #[test]

@@ -453,6 +453,27 @@ impl Shared {
                 tracing::warn!(%node, "node silent for the node timeout: declared down");
                 self.propose_about(node, ManagerCommand::Down { node });
             }
+            // Nodes down for the replace timeout lose their replicas to spare nodes.
+            let gone: Vec<NodeId> = {
+                let Ok(seen) = self.last_seen.lock() else {
+                    continue;
+                };
+                state
+                    .nodes
+                    .iter()
+                    .filter(|(_, r)| r.status == NodeStatus::Down)
+                    .filter(|(n, _)| {
+                        seen.get(n)
+                            .is_some_and(|t| t.elapsed() > self.config.replace_after)
+                    })
+                    .map(|(n, _)| *n)
+                    .filter(|n| !state.replacements(*n).is_empty())
+                    .collect()
+            };
+            for node in gone {
+                tracing::warn!(%node, "node down for the replace timeout: its replicas move to other nodes");
+                self.propose_about(node, ManagerCommand::Replace { node });
+            }
         }
     }
 

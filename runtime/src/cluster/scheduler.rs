@@ -69,6 +69,14 @@ pub fn place_replicas(replicas: usize, load: &mut Load) -> Option<Vec<NodeId>> {
     Some(out)
 }
 
+/// Picks one live node of `load` not in `taken` for a replica that replaces a lost one (the
+/// least loaded, lowest id on a tie) and counts it in; `None` when every live node is taken.
+pub fn place_replacement(load: &mut Load, taken: &BTreeSet<NodeId>) -> Option<NodeId> {
+    let node = least_loaded(load, taken)?;
+    *load.entry(node).or_default() += 1;
+    Some(node)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,12 @@ pub fn decide(
     }
 }
 
+/// Members as a list: `n1,n2,n4.0000abcd`.
+pub fn list(members: &BTreeSet<MemberId>) -> String {
+    let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+    names.join(",")
+}
+
 /// Handles `req` on this process's replica `raft` of `group`: refused unless it leads.
 pub(crate) async fn admit(
     raft: Raft,
@@ -151,7 +157,7 @@ pub(crate) async fn admit(
             voters: next,
             stale,
         } => {
-            tracing::info!(%group, member = %req.member, voters = ?next, "promoting a caught-up learner");
+            tracing::info!(%group, member = %req.member, voters = %list(&next), "promoting a caught-up learner");
             // Two commits (joint, then final): not inside the request's deadline.
             tokio::spawn(async move {
                 let ids: BTreeSet<u64> = next.iter().map(|m| m.0).collect();
@@ -159,7 +165,7 @@ pub(crate) async fn admit(
                     tracing::info!(%group, error = %e, "membership change not made (retried on the next request)");
                     return;
                 }
-                tracing::info!(%group, voters = ?next, "group membership changed");
+                tracing::info!(%group, voters = %list(&next), "voters changed");
                 if !stale.is_empty() {
                     let ids: BTreeSet<u64> = stale.iter().map(|m| m.0).collect();
                     let remove = openraft::ChangeMembers::RemoveNodes(ids);

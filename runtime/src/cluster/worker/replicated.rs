@@ -614,7 +614,14 @@ async fn watch(
     // applied only its old log: its first commit is an entry applied after that. One elected
     // later applied its term's blank entry while leading.
     let resumed = (status.role == Role::Leader).then_some((status.term, status.applied));
+    let mut voters = std::collections::BTreeSet::new();
     loop {
+        let now = replica.voters();
+        if now != voters {
+            let list = crate::replication::membership::list(&now);
+            tracing::info!(voters = %list, term = status.term, "group membership");
+            voters = now;
+        }
         if let Some(leader) = status.leader {
             if known != Some((status.term, leader)) {
                 if known.is_some_and(|(_, l)| l != leader) || known.is_none() {
