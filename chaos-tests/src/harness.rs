@@ -94,6 +94,12 @@ pub struct Outcome {
     pub offered: f64,
     /// Seconds from the submission to the last state exported.
     pub seconds: f64,
+    /// Per lost node: its kill to every group it held having R voters without it, in ms.
+    pub replaced_ms: Vec<f64>,
+    /// Lost nodes whose replicas were not replaced within 30 s.
+    pub unreplaced: u32,
+    /// Replicas that found their stored state damaged and were repaired from their peers.
+    pub repairs: usize,
 }
 
 impl Outcome {
@@ -106,6 +112,7 @@ impl Outcome {
         let r = &self.report;
         let base = r.at_least_once()
             && self.crashes.is_empty()
+            && self.unreplaced == 0
             && r.acked > 0
             && (self.steps > 0 || self.skipped == 0);
         match self.options.guarantee {
@@ -129,8 +136,8 @@ impl Outcome {
              recovered={} applied_again={} faults={} failovers={} failovers_unseen={} \
              failover_p50_ms={:.0} \
              failover_max_ms={:.0} \
-             throughput={:.0} offered={:.0}{} steps={} skipped={} crashes={} torn={} \
-             seconds={:.1} dir={}",
+             throughput={:.0} offered={:.0}{} replaced={} unreplaced={} replace_max_ms={:.0} \
+             repairs={} steps={} skipped={} crashes={} torn={} seconds={:.1} dir={}",
             o.scenario.name(),
             o.seed,
             o.guarantee,
@@ -155,6 +162,10 @@ impl Outcome {
             self.slow_throughput
                 .map(|t| format!(" slow_throughput={t:.0}"))
                 .unwrap_or_default(),
+            self.replaced_ms.len(),
+            self.unreplaced,
+            self.replaced_ms.iter().copied().fold(0.0, f64::max),
+            self.repairs,
             self.steps,
             self.skipped,
             self.crashes.len(),
@@ -198,7 +209,13 @@ struct LogTail {
 }
 
 impl LogTail {
-    const KEPT: [&'static str; 3] = ["replica started", "group leader", "leader's first commit"];
+    const KEPT: [&'static str; 5] = [
+        "replica started",
+        "group leader",
+        "leader's first commit",
+        "group membership",
+        "the replica is repaired",
+    ];
 
     /// Reads what the logs gained since the last call (whole lines only).
     fn refresh(&mut self, procs: &NodeProcs) {
@@ -234,8 +251,58 @@ impl LogTail {
             .count()
     }
 
-    /// The counter groups, from the "replica started" lines.
+    /// The voters of each group, from the "group membership" lines: those of the highest term,
+    /// the last read of them (a replica behind may log an older membership in the same term).
+    fn voters(&self) -> BTreeMap<String, (u64, BTreeSet<u64>)> {
+        let mut out: BTreeMap<String, (u64, BTreeSet<u64>)> = BTreeMap::new();
+        for (_, line) in self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.contains("group membership"))
+        {
+            let (Some(group), Some(voters), Some(term)) = (
+                log_field(line, "group"),
+                log_field(line, "voters"),
+                log_field(line, "term").and_then(|t| t.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            let nodes: BTreeSet<u64> = voters
+                .split(',')
+                .filter_map(|m| m.split('.').next()?.strip_prefix('n')?.parse().ok())
+                .collect();
+            let e = out.entry(group.to_owned()).or_default();
+            if term >= e.0 {
+                *e = (term, nodes);
+            }
+        }
+        out
+    }
+
+    /// Replicas that set their damaged state aside and were repaired.
+    fn repairs(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|(_, l)| l.contains("the replica is repaired"))
+            .count()
+    }
+
+    /// The counter groups: their replicas from the latest membership of R voters, or the
+    /// "replica started" lines before any.
     fn groups(&self) -> BTreeMap<String, Group> {
+        let mut out = self.started();
+        for (group, (_, voters)) in self.voters() {
+            if let Some(g) = out.get_mut(&group) {
+                if voters.len() == REPLICAS as usize {
+                    g.replicas = voters;
+                }
+            }
+        }
+        out
+    }
+
+    /// The counter groups, from the "replica started" lines.
+    fn started(&self) -> BTreeMap<String, Group> {
         let mut out: BTreeMap<String, Group> = BTreeMap::new();
         for (id, line) in self
             .lines
@@ -313,8 +380,10 @@ impl Cluster {
             let states = o.dir.join("states");
             std::fs::write(
                 &config,
+                // Replicas of a node down 4 s move elsewhere: past every fault's hold but a
+                // lost node's.
                 format!(
-                    "state_export_dir = {}\n{routes}",
+                    "state_export_dir = {}\nreplace_after_ms = 4000\n{routes}",
                     toml_string(&states.display().to_string())
                 ),
             )?;
@@ -435,6 +504,21 @@ impl Cluster {
         )
     }
 
+    /// Whether every group of `groups` that had a replica on node `gone` has R voters now,
+    /// none of them on it (as the replicas' logs say).
+    fn replaced(&mut self, gone: u64, groups: &BTreeMap<String, Group>) -> bool {
+        self.logs.refresh(&self.procs);
+        let voters = self.logs.voters();
+        groups
+            .iter()
+            .filter(|(_, g)| g.replicas.contains(&gone))
+            .all(|(name, _)| {
+                voters
+                    .get(name)
+                    .is_some_and(|(_, v)| v.len() == REPLICAS as usize && !v.contains(&gone))
+            })
+    }
+
     /// Brings back every node and heals every link.
     fn heal_all(&mut self) -> anyhow::Result<()> {
         self.heal_links();
@@ -490,6 +574,8 @@ struct Figures {
     failover_ms: Vec<f64>,
     failover_unseen: u32,
     slow: Vec<(u64, f64)>,
+    replaced_ms: Vec<f64>,
+    unreplaced: u32,
 }
 
 /// The group a step acts on, its leader, and what the logs said of all groups then.
@@ -575,6 +661,7 @@ fn run_step(
     let mut resume = None;
     let mut relink = false;
     let mut slow_from = None;
+    let mut lost = None;
     let what: Option<String> = match step.fault {
         Fault::Quiet => Some("quiet".into()),
         Fault::KillLeader => {
@@ -587,6 +674,38 @@ fn run_step(
             pick(&v).map(|v| {
                 restart.push(v);
                 format!("SIGKILL n{} (follows {group})", v + 1)
+            })
+        }
+        Fault::CorruptLog | Fault::WipeDisk => {
+            let v: Vec<usize> = followers.iter().map(|n| Cluster::index(*n)).collect();
+            match pick(&v) {
+                Some(v) => {
+                    c.procs.kill(v)?;
+                    restart.push(v);
+                    let data = c.procs.dir.path().join(format!("node-{}", v + 1));
+                    Some(if step.fault == Fault::CorruptLog {
+                        let n = damage_logs(&data.join("groups"))?;
+                        format!(
+                            "SIGKILL n{} (follows {group}), damage its {n} replica logs",
+                            v + 1
+                        )
+                    } else {
+                        wipe(&data)?;
+                        format!("SIGKILL n{} (follows {group}), wipe its data", v + 1)
+                    })
+                }
+                None => None,
+            }
+        }
+        Fault::LoseNode => {
+            let v: Vec<usize> = followers.iter().map(|n| Cluster::index(*n)).collect();
+            pick(&v).map(|v| {
+                restart.push(v);
+                lost = Some(v as u64 + 1);
+                format!(
+                    "SIGKILL n{} (follows {group}) until its replicas are replaced",
+                    v + 1
+                )
             })
         }
         Fault::PauseLeader => {
@@ -699,16 +818,41 @@ fn run_step(
     // the victim itself may lead again once it is back (restarted from its disk, resumed,
     // reconnected), in a new term or, if no one else was elected meanwhile, in its old one.
     let mut failover = None;
+    // For a lost node: when every group it held had R voters again, none on it.
+    let mut replaced = None;
     while started.elapsed() < step.hold {
         if step.fault.fails_over() && failover.is_none() {
             c.logs.refresh(&c.procs);
             failover = first_commit_in(c.logs.all(), &group, term, started_at as f64);
+        }
+        if let Some(gone) = lost.filter(|_| replaced.is_none()) {
+            replaced = c.replaced(gone, &groups).then(|| started.elapsed());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     if let Some(from) = slow_from {
         let secs = started.elapsed().as_secs_f64();
         f.slow.push((delivered(output) - from, secs));
+    }
+    if let Some(gone) = lost {
+        let replaced = match replaced {
+            Some(after) => Ok(after),
+            None => poll(
+                "the lost node's replicas replaced",
+                Duration::from_secs(30).saturating_sub(started.elapsed()),
+                || Ok(c.replaced(gone, &groups).then(|| started.elapsed())),
+            ),
+        };
+        match replaced {
+            Ok(after) => {
+                f.replaced_ms.push(after.as_secs_f64() * 1000.0);
+                writeln!(log, "          replaced after {} ms", after.as_millis())?;
+            }
+            Err(_) => {
+                f.unreplaced += 1;
+                writeln!(log, "          n{gone}'s replicas not replaced within 30 s")?;
+            }
+        }
     }
     // Heal.
     if relink {
@@ -717,9 +861,20 @@ fn run_step(
     if let Some(i) = resume {
         c.signal(i, Signal::SIGCONT)?;
     }
+    // A lost node comes back without the replicas that moved away; a wiped or damaged one
+    // starts them anew.
     let restart: Vec<(usize, usize)> = restart
         .iter()
-        .map(|i| (*i, hosted(*i as u64 + 1)))
+        .map(|i| {
+            (
+                *i,
+                if lost.is_some() {
+                    0
+                } else {
+                    hosted(*i as u64 + 1)
+                },
+            )
+        })
         .collect();
     c.restart(&restart)?;
     if step.fault.fails_over() {
@@ -878,6 +1033,8 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     c.look_for_crashes(&mut log)?;
     let seconds = submitted.elapsed().as_secs_f64();
     let crashes = c.crashes.clone();
+    c.logs.refresh(&c.procs);
+    let repairs = c.logs.repairs();
     drop(c);
 
     let h = history::read(&history_dir, &output)?;
@@ -905,7 +1062,52 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         slow_throughput,
         offered: f64::from(SOURCES) * o.rate as f64 * 2.0,
         seconds,
+        replaced_ms: figures.replaced_ms,
+        unreplaced: figures.unreplaced,
+        repairs,
     })
+}
+
+/// Damages every replica's Raft log under `groups` (16 bytes flipped a third of the way in);
+/// returns how many.
+fn damage_logs(groups: &Path) -> anyhow::Result<usize> {
+    let mut damaged = 0;
+    for run in std::fs::read_dir(groups).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(run.path())?.flatten() {
+            let log = task.path().join("raft.log");
+            let Ok(mut bytes) = std::fs::read(&log) else {
+                continue;
+            };
+            if bytes.len() < 64 {
+                continue;
+            }
+            let at = bytes.len() / 3;
+            for b in &mut bytes[at..at + 16] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&log, bytes)?;
+            damaged += 1;
+        }
+    }
+    Ok(damaged)
+}
+
+/// Wipes a node's data directory, but for its manager log: a manager replica that lost its
+/// log would rejoin its group under its old identity (an operator gives a wiped manager node a
+/// new node id).
+fn wipe(data: &Path) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(data).into_iter().flatten().flatten() {
+        if e.file_name() == "manager" {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the exported states: `task-<task>.n<node>.state`.

@@ -34,6 +34,18 @@ pub enum Fault {
     /// SIGKILL every node holding a replica of one counter group at once; restart them all
     /// from their disks after the hold.
     KillGroup,
+    /// SIGKILL a node following a counter group, damage the Raft log of every replica on it,
+    /// restart it after the hold: its replicas set the damaged files aside and are repaired
+    /// from their peers under new identities.
+    CorruptLog,
+    /// SIGKILL a node following a counter group, wipe its data (a manager node keeps its
+    /// manager log: a manager whose disk is wiped rejoins under a new node id), restart it
+    /// after the hold: its replicas rejoin under new identities.
+    WipeDisk,
+    /// SIGKILL a node following a counter group and keep it down until the manager has moved
+    /// its replicas to other nodes and every group has R voters again (at most 30 s), then
+    /// bring it back as a spare.
+    LoseNode,
     /// No fault: the cluster runs undisturbed for the hold.
     Quiet,
 }
@@ -42,7 +54,13 @@ impl Fault {
     /// SIGKILLs the fault sends (a group kill sends one per replica).
     pub fn kills(self, replicas: u32) -> u32 {
         match self {
-            Fault::KillLeader | Fault::KillFollower | Fault::KillSource | Fault::KillManager => 1,
+            Fault::KillLeader
+            | Fault::KillFollower
+            | Fault::KillSource
+            | Fault::KillManager
+            | Fault::CorruptLog
+            | Fault::WipeDisk
+            | Fault::LoseNode => 1,
             Fault::KillGroup => replicas,
             _ => 0,
         }
@@ -90,13 +108,19 @@ pub enum Scenario {
     SlowFollower,
     /// Every replica of a group SIGKILLed together, restarted from disk.
     GroupKill,
+    /// A follower's logs damaged while it is down.
+    CorruptLog,
+    /// A follower's disk wiped while it is down.
+    WipedDisk,
+    /// A follower's node lost until its replicas are replaced.
+    LostNode,
     /// A random mix of all of these, and quiet spells.
     Soak,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::LeaderKill,
         Scenario::FollowerKill,
         Scenario::PausedLeader,
@@ -105,6 +129,9 @@ impl Scenario {
         Scenario::ManagerKill,
         Scenario::SlowFollower,
         Scenario::GroupKill,
+        Scenario::CorruptLog,
+        Scenario::WipedDisk,
+        Scenario::LostNode,
         Scenario::Soak,
     ];
 
@@ -119,6 +146,9 @@ impl Scenario {
             Scenario::ManagerKill => "manager-kill",
             Scenario::SlowFollower => "slow-follower",
             Scenario::GroupKill => "group-kill",
+            Scenario::CorruptLog => "corrupt-log",
+            Scenario::WipedDisk => "wiped-disk",
+            Scenario::LostNode => "lost-node",
             Scenario::Soak => "soak",
         }
     }
@@ -143,6 +173,15 @@ impl Scenario {
             Scenario::SlowFollower => "delay every byte to and from a group's follower; repeat",
             Scenario::GroupKill => {
                 "SIGKILL all replicas of a group at once, restart them from disk; repeat"
+            }
+            Scenario::CorruptLog => {
+                "SIGKILL a group's follower, damage its replicas' logs, restart it: repaired from its peers; repeat"
+            }
+            Scenario::WipedDisk => {
+                "SIGKILL a group's follower, wipe its data, restart it: rejoins under new identities; repeat"
+            }
+            Scenario::LostNode => {
+                "SIGKILL a group's follower and keep it down until its replicas are replaced elsewhere; repeat"
             }
             Scenario::Soak => "a seeded random mix of every fault above, with quiet spells",
         }
@@ -172,6 +211,9 @@ impl Scenario {
                 delay: Duration::from_millis(rng.random_range(50..=200)),
             },
             Scenario::GroupKill => Fault::KillGroup,
+            Scenario::CorruptLog => Fault::CorruptLog,
+            Scenario::WipedDisk => Fault::WipeDisk,
+            Scenario::LostNode => Fault::LoseNode,
             Scenario::Soak => {
                 // Every other scenario's faults (the soak is last).
                 let pool = &Scenario::ALL[..Scenario::ALL.len() - 1];
@@ -199,9 +241,14 @@ pub fn schedule(scenario: Scenario, seed: u64, load: Duration) -> Vec<Step> {
     loop {
         let fault = scenario.faults(&mut rng);
         let hold_ms = match fault {
-            Fault::KillLeader | Fault::KillFollower | Fault::KillSource | Fault::KillManager => {
-                rng.random_range(300..=1500)
-            }
+            Fault::KillLeader
+            | Fault::KillFollower
+            | Fault::KillSource
+            | Fault::KillManager
+            | Fault::CorruptLog
+            | Fault::WipeDisk => rng.random_range(300..=1500),
+            // Past the harness's replace timeout (4 s) and the new replica's catching up.
+            Fault::LoseNode => rng.random_range(5000..=7000),
             Fault::KillGroup => rng.random_range(500..=1500),
             Fault::PauseLeader => rng.random_range(500..=2000),
             Fault::PartitionLeader | Fault::OneWayLeader => rng.random_range(1000..=2500),
@@ -241,7 +288,8 @@ mod tests {
         for s in Scenario::ALL {
             let a = schedule(s, 7, load);
             assert_eq!(a, schedule(s, 7, load), "{}", s.name());
-            assert!(a.len() >= 10, "{}: {} steps", s.name(), a.len());
+            let least = if s == Scenario::LostNode { 6 } else { 10 };
+            assert!(a.len() >= least, "{}: {} steps", s.name(), a.len());
             assert_ne!(a, schedule(s, 8, load), "{}", s.name());
         }
     }
@@ -273,7 +321,7 @@ mod tests {
                     .to_owned()
             })
             .collect();
-        assert!(kinds.len() >= 8, "{kinds:?}");
+        assert!(kinds.len() >= 11, "{kinds:?}");
         for s in Scenario::ALL {
             assert_eq!(Scenario::from_name(s.name()), Some(s));
         }

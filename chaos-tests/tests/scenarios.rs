@@ -135,6 +135,32 @@ fn group_kill() -> anyhow::Result<()> {
 }
 
 #[test]
+fn corrupt_log() -> anyhow::Result<()> {
+    let o = passes(Scenario::CorruptLog, 21, 9)?;
+    assert!(o.kills >= 1);
+    assert!(o.repairs >= 1, "no replica repaired: {}", o.result_line());
+    Ok(())
+}
+
+#[test]
+fn wiped_disk() -> anyhow::Result<()> {
+    let o = passes(Scenario::WipedDisk, 22, 9)?;
+    assert!(o.kills >= 1);
+    Ok(())
+}
+
+#[test]
+fn lost_node() -> anyhow::Result<()> {
+    let o = passes(Scenario::LostNode, 23, 12)?;
+    assert!(
+        !o.replaced_ms.is_empty() && o.unreplaced == 0,
+        "{}",
+        o.result_line()
+    );
+    Ok(())
+}
+
+#[test]
 fn soak() -> anyhow::Result<()> {
     passes(Scenario::Soak, 19, 12)?;
     Ok(())
