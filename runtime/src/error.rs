@@ -55,6 +55,10 @@ pub enum RuntimeError {
         /// What happened.
         error: String,
     },
+    /// The checkpoint store could not be opened or read (a run restores from it before it
+    /// starts).
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[from] crate::checkpoint::StoreError),
     /// The runtime's thread could not be started.
     #[error("could not start the runtime thread: {0}")]
     Spawn(#[source] std::io::Error),

@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
 mod error;

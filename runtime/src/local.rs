@@ -6,7 +6,14 @@
 //! periodically and builds the [`RunReport`]. A finite run ends when every spout is done and
 //! every queue has drained; [`RunningTopology::drain`] (Ctrl-C in the CLI) ends an endless one
 //! the same way.
+//!
+//! A topology with a checkpoint interval has the coordinator trigger checkpoints at the
+//! spouts and collect what the spouts and stateful bolts save (see [`crate::checkpoint`]);
+//! with [`LocalOptions::checkpoint_dir`] they are stored there, and a run started on a
+//! directory that holds a checkpoint of the same topology resumes from it.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,11 +27,14 @@ use tempest_dsl::engine::Task;
 use tempest_dsl::{ComponentKind, Guarantee, TaskId, Topology, TopologyIr};
 use tokio::sync::oneshot;
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointReport, CheckpointStore, TaskSnapshot, Tick, Tracker,
+};
 use crate::error::RuntimeError;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
-    AckBatch, AckerActor, BoltActor, Credit, Deliver, Drain, LocalLink, SpoutActor, Start,
-    TaskCore, TaskEvent, Verdicts, Wire,
+    AckBatch, AckerActor, BoltActor, CheckpointDone, Credit, Deliver, Drain, LocalLink, SpoutActor,
+    Start, TaskCore, TaskEvent, TriggerCheckpoint, Verdicts, Wire,
 };
 use crate::metrics::{ComponentReport, MetricsSnapshot, RunReport, TaskHistograms, TaskMetrics};
 use crate::plan::PhysicalPlan;
@@ -46,6 +56,12 @@ pub struct LocalOptions {
     /// The run seed every task's generator (its ack-tree ids) is seeded from; `None` draws one.
     /// The run report gives it, so a run can be replayed with the same ids.
     pub seed: Option<u64>,
+    /// Where a topology that takes checkpoints (`TopologyConfig::checkpoint_interval`) keeps
+    /// them. A run started on a directory that holds a checkpoint of the same topology (same
+    /// name, components and parallelism) restores it: its stateful bolts start from their
+    /// saved states and its spouts from their saved positions. `None`: checkpoints are taken
+    /// (and measured) but not kept.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -56,6 +72,7 @@ impl Default for LocalOptions {
                 .unwrap_or(1),
             metrics_interval: Some(Duration::from_secs(10)),
             seed: None,
+            checkpoint_dir: None,
         }
     }
 }
@@ -126,6 +143,18 @@ impl LocalCluster {
             .iter()
             .map(|_| Arc::new(TaskMetrics::default()))
             .collect();
+        let checkpoints = match (ir.config.checkpoint_interval, &self.options.checkpoint_dir) {
+            (Some(_), Some(dir)) => {
+                let store = CheckpointStore::open(dir)?;
+                let restore = store.latest(&ir.name, &shape(&ir))?;
+                if let Some(c) = &restore {
+                    tracing::info!(topology = %ir.name, checkpoint = c.id, dir = %dir.display(), "restoring from a checkpoint");
+                }
+                Some((Some(store), restore))
+            }
+            (Some(_), None) => Some((None, None)),
+            (None, _) => None,
+        };
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let options = self.options.clone();
         let thread_metrics = Arc::clone(&metrics);
@@ -136,7 +165,14 @@ impl LocalCluster {
             .name(format!("tempest-{}", ir.name))
             .spawn(move || {
                 let _ended = ended_tx;
-                run_system(topology, plan, options, thread_metrics, control_tx)
+                run_system(
+                    topology,
+                    plan,
+                    options,
+                    thread_metrics,
+                    control_tx,
+                    checkpoints,
+                )
             })
             .map_err(RuntimeError::Spawn)?;
         // The system thread sends the coordinator's address once it exists, or drops the
@@ -150,6 +186,14 @@ impl LocalCluster {
             thread,
         })
     }
+}
+
+/// Every component's name and parallelism: what a checkpoint must match to be restored.
+fn shape(ir: &TopologyIr) -> Vec<(String, u32)> {
+    ir.components
+        .iter()
+        .map(|c| (c.name.clone(), c.parallelism))
+        .collect()
 }
 
 fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
@@ -248,23 +292,46 @@ fn run_system(
     options: LocalOptions,
     metrics: Arc<[Arc<TaskMetrics>]>,
     control: std::sync::mpsc::Sender<Addr<Coordinator>>,
+    checkpoints: Option<(Option<CheckpointStore>, Option<Checkpoint>)>,
 ) -> Result<RunReport, RuntimeError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let ir = topology.ir().clone();
         let (done_tx, done_rx) = oneshot::channel();
         let seed = options.seed.unwrap_or_else(rand::random);
-        let coordinator = Coordinator::new(
+        let (store, restore) = match checkpoints {
+            Some((store, restore)) => (store, restore),
+            None => (None, None),
+        };
+        let mut coordinator = Coordinator::new(
             &ir,
             &plan,
             Arc::clone(&metrics),
             options.metrics_interval,
             seed,
             done_tx,
-        )
-        .start();
+        );
+        if let Some(interval) = ir.config.checkpoint_interval {
+            coordinator.checkpoints = Some(Checkpoints::new(
+                &ir,
+                &plan,
+                interval,
+                store,
+                restore.as_ref(),
+            ));
+        }
+        let coordinator = coordinator.start();
         let workers: Vec<Arbiter> = (0..plan.workers).map(|_| Arbiter::new()).collect();
-        let result = match start_tasks(&topology, &plan, &workers, &metrics, &coordinator, seed) {
+        let started = start_tasks(
+            &topology,
+            &plan,
+            &workers,
+            &metrics,
+            &coordinator,
+            seed,
+            restore.as_ref(),
+        );
+        let result = match started {
             Ok(()) => {
                 let _ = control.send(coordinator.clone());
                 done_rx.await.unwrap_or_else(|_| {
@@ -298,9 +365,12 @@ fn start_tasks(
     metrics: &[Arc<TaskMetrics>],
     coordinator: &Addr<Coordinator>,
     seed: u64,
+    restore: Option<&Checkpoint>,
 ) -> Result<(), RuntimeError> {
     let ir = topology.ir();
     let config = &ir.config;
+    let checkpointing = config.checkpoint_interval.is_some();
+    let saved = |id: TaskId| restore.and_then(|c| c.tasks.get(&id));
     let credit = config.queue_batches as u32;
     // One generator from the run seed, drawn in task order: each task's seed depends only on
     // the run seed and the plan.
@@ -337,13 +407,27 @@ fn start_tasks(
         match instance {
             Task::Spout(spout) => {
                 let batch_size = config.batch_size;
+                let position = match saved(task.id) {
+                    Some(TaskSnapshot::Spout {
+                        position,
+                        in_flight,
+                    }) => Some((position.clone(), in_flight.clone())),
+                    _ => None,
+                };
                 let addr = SpoutActor::start_in_arbiter(&arbiter, move |_| {
-                    SpoutActor::new(core, spout, batch_size, credit, tracking)
+                    let actor = SpoutActor::new(core, spout, batch_size, credit, tracking);
+                    if checkpointing {
+                        actor.checkpointed(position)
+                    } else {
+                        actor
+                    }
                 });
-                spouts.push((
-                    addr.clone().recipient::<Start>(),
-                    addr.clone().recipient::<Drain>(),
-                ));
+                spouts.push(SpoutAddrs {
+                    start: addr.clone().recipient(),
+                    drain: addr.clone().recipient(),
+                    trigger: addr.clone().recipient(),
+                    done: addr.clone().recipient(),
+                });
                 verdicts.push((task.id, addr.clone().recipient()));
                 addrs.push(TaskAddrs {
                     deliver: None,
@@ -354,8 +438,17 @@ fn start_tasks(
             Task::Bolt(bolt) => {
                 let ends = task.upstream_links;
                 let tick = component.tick_every;
+                let state = match saved(task.id) {
+                    Some(TaskSnapshot::State(bytes)) => Some(bytes.clone()),
+                    _ => None,
+                };
                 let addr = BoltActor::start_in_arbiter(&arbiter, move |_| {
-                    BoltActor::new(core, bolt, ends, tick, credit)
+                    let actor = BoltActor::new(core, bolt, ends, tick, credit);
+                    if checkpointing {
+                        actor.checkpointed(state)
+                    } else {
+                        actor
+                    }
                 });
                 addrs.push(TaskAddrs {
                     deliver: Some(Arc::new(addr.clone().recipient())),
@@ -409,11 +502,159 @@ fn start_tasks(
     Ok(())
 }
 
+/// What the coordinator tells a spout.
+struct SpoutAddrs {
+    start: Recipient<Start>,
+    drain: Recipient<Drain>,
+    trigger: Recipient<TriggerCheckpoint>,
+    done: Recipient<CheckpointDone>,
+}
+
 /// Starts the spouts (sent once every actor is wired).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Begin {
-    spouts: Vec<(Recipient<Start>, Recipient<Drain>)>,
+    spouts: Vec<SpoutAddrs>,
+}
+
+/// The coordinator's side of a run's checkpoints.
+struct Checkpoints {
+    interval: Duration,
+    /// Created when the spouts start.
+    tracker: Option<Tracker>,
+    /// The tasks that save: the spouts and the stateful bolts.
+    savers: BTreeSet<TaskId>,
+    first_id: u64,
+    store: Option<CheckpointStore>,
+    topology: String,
+    shape: Vec<(String, u32)>,
+    triggers: Vec<Recipient<TriggerCheckpoint>>,
+    dones: Vec<Recipient<CheckpointDone>>,
+    last_bytes: usize,
+    restored_from: Option<u64>,
+}
+
+impl Checkpoints {
+    fn new(
+        ir: &TopologyIr,
+        plan: &PhysicalPlan,
+        interval: Duration,
+        store: Option<CheckpointStore>,
+        restore: Option<&Checkpoint>,
+    ) -> Self {
+        let savers = plan
+            .tasks
+            .iter()
+            .filter(|t| {
+                let c = &ir.components[t.component];
+                c.kind == ComponentKind::Spout || c.stateful.is_some()
+            })
+            .map(|t| t.id)
+            .collect();
+        Checkpoints {
+            interval,
+            tracker: None,
+            savers,
+            first_id: restore.map_or(1, |c| c.id + 1),
+            store,
+            topology: ir.name.clone(),
+            shape: shape(ir),
+            triggers: Vec::new(),
+            dones: Vec::new(),
+            last_bytes: 0,
+            restored_from: restore.map(|c| c.id),
+        }
+    }
+
+    /// How often the coordinator looks at the clock.
+    fn tick_every(&self) -> Duration {
+        (self.interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
+    fn tick(&mut self) {
+        let Some(tracker) = &mut self.tracker else {
+            return;
+        };
+        match tracker.tick(Instant::now()) {
+            Tick::Wait => {}
+            Tick::Trigger(id) => {
+                for t in &self.triggers {
+                    t.do_send(TriggerCheckpoint(id));
+                }
+            }
+            Tick::TimedOut(id) => {
+                tracing::warn!(topology = %self.topology, checkpoint = id, "checkpoint timed out");
+            }
+        }
+    }
+
+    /// Stores a completed checkpoint and tells the spouts.
+    fn completed(&mut self, id: u64, tasks: std::collections::BTreeMap<TaskId, TaskSnapshot>) {
+        let checkpoint = Checkpoint {
+            topology: self.topology.clone(),
+            shape: self.shape.clone(),
+            id,
+            tasks,
+        };
+        let bytes = checkpoint.bytes();
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(&checkpoint) {
+                tracing::warn!(topology = %self.topology, checkpoint = id, error = %e, "checkpoint not stored");
+                if let Some(t) = &mut self.tracker {
+                    t.not_stored();
+                }
+                return;
+            }
+        }
+        tracing::debug!(topology = %self.topology, checkpoint = id, bytes, "checkpoint completed");
+        self.last_bytes = bytes;
+        for d in &self.dones {
+            d.do_send(CheckpointDone(id));
+        }
+    }
+
+    fn event(&mut self, task: TaskId, id: u64, saved: Result<TaskSnapshot, String>) {
+        let Some(tracker) = &mut self.tracker else {
+            return;
+        };
+        let done = match saved {
+            Ok(snapshot) => tracker.saved(task, id, snapshot, Instant::now()),
+            Err(why) => {
+                if tracker.failed(id) {
+                    tracing::warn!(topology = %self.topology, checkpoint = id, task = task.0, %why, "checkpoint failed");
+                }
+                None
+            }
+        };
+        if let Some((id, tasks)) = done {
+            self.completed(id, tasks);
+        }
+    }
+
+    fn finished(&mut self, task: TaskId) {
+        let done = self
+            .tracker
+            .as_mut()
+            .and_then(|t| t.finished(task, Instant::now()));
+        if let Some((id, tasks)) = done {
+            self.completed(id, tasks);
+        }
+    }
+
+    fn report(&self) -> CheckpointReport {
+        let stats = self.tracker.as_ref().map(Tracker::stats);
+        let durations = stats.map(|s| s.durations_ms.clone()).unwrap_or_default();
+        let q = |q: f64| crate::metrics::percentile(&durations, q);
+        CheckpointReport {
+            completed: stats.map_or(0, |s| s.completed),
+            failed: stats.map_or(0, |s| s.failed),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: durations.iter().copied().fold(0.0, f64::max),
+            last_bytes: self.last_bytes,
+            restored_from: self.restored_from,
+        }
+    }
 }
 
 /// Drains every spout.
@@ -438,6 +679,8 @@ struct Coordinator {
     drained: bool,
     started: Instant,
     done: Option<oneshot::Sender<Result<RunReport, RuntimeError>>>,
+    /// Set when the topology takes checkpoints.
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Coordinator {
@@ -468,6 +711,7 @@ impl Coordinator {
             drained: false,
             started: Instant::now(),
             done: Some(done),
+            checkpoints: None,
         }
     }
 
@@ -508,6 +752,7 @@ impl Coordinator {
                     time_skew: std::mem::take(&mut self.histograms[i].skew),
                 })
                 .collect(),
+            checkpoints: self.checkpoints.as_ref().map(Checkpoints::report),
         }
     }
 
@@ -525,6 +770,13 @@ impl Actor for Coordinator {
         if let Some(every) = self.metrics_interval {
             ctx.run_interval(every, |act, _| act.log_metrics());
         }
+        if let Some(c) = &self.checkpoints {
+            ctx.run_interval(c.tick_every(), |act, _| {
+                if let Some(c) = &mut act.checkpoints {
+                    c.tick();
+                }
+            });
+        }
     }
 }
 
@@ -534,9 +786,21 @@ impl Handler<Begin> for Coordinator {
     fn handle(&mut self, begin: Begin, _: &mut Context<Self>) {
         tracing::info!(topology = %self.topology, tasks = self.finished.len(), "starting");
         self.started = Instant::now();
-        for (start, drain) in begin.spouts {
-            start.do_send(Start);
-            self.drains.push(drain);
+        if let Some(c) = &mut self.checkpoints {
+            c.tracker = Some(Tracker::new(
+                c.interval,
+                c.first_id,
+                c.savers.clone(),
+                Instant::now(),
+            ));
+        }
+        for spout in begin.spouts {
+            spout.start.do_send(Start);
+            self.drains.push(spout.drain);
+            if let Some(c) = &mut self.checkpoints {
+                c.triggers.push(spout.trigger);
+                c.dones.push(spout.done);
+            }
         }
         if self.drained {
             for drain in &self.drains {
@@ -577,6 +841,9 @@ impl Handler<TaskEvent> for Coordinator {
                 }
                 let component = self.task_component[task.0 as usize];
                 self.histograms[component].merge(&histograms);
+                if let Some(c) = &mut self.checkpoints {
+                    c.finished(task);
+                }
                 self.remaining -= 1;
                 if self.remaining == 0 {
                     let report = self.report();
@@ -599,6 +866,11 @@ impl Handler<TaskEvent> for Coordinator {
                     task,
                     error,
                 }));
+            }
+            TaskEvent::Checkpointed { task, id, saved } => {
+                if let Some(c) = &mut self.checkpoints {
+                    c.event(task, id, saved);
+                }
             }
         }
     }

@@ -253,6 +253,7 @@ mod tests {
                 .collect(),
             tick_every: None,
             replayable: false,
+            rewindable: false,
             manual_ack: false,
             window: None,
             event_time: None,

@@ -421,6 +421,7 @@ fn the_run_seed_replays_the_ack_tree_ids() -> anyhow::Result<()> {
             workers: 2,
             metrics_interval: None,
             seed: Some(seed),
+            ..tempest_runtime::LocalOptions::default()
         })?
         .run(t.guarantee(Guarantee::AtLeastOnce).build()?)?;
         let mut ids = log.lock().map(|l| l.clone()).unwrap_or_default();

@@ -57,6 +57,12 @@ pub trait Spout: Clone + Send + 'static {
     /// Storm). Exactly-once requires replayable spouts.
     const REPLAYABLE: bool = false;
 
+    /// Whether the spout can be rewound to a checkpoint: [`Spout::snapshot`] records its
+    /// position and [`Spout::restore`] goes back to one. Checkpoints
+    /// ([`TopologyConfig::checkpoint_interval`](crate::TopologyConfig::checkpoint_interval))
+    /// need every spout to be.
+    const REWINDABLE: bool = false;
+
     /// Called once per task before the first `next`. An error stops the topology.
     fn open(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
         Ok(())
@@ -80,6 +86,23 @@ pub trait Spout: Clone + Send + 'static {
 
     /// Called once when the task stops after draining.
     fn close(&mut self) {}
+
+    /// Its position at a checkpoint barrier (see [`checkpoint`](crate::checkpoint)): what
+    /// [`Spout::restore`] needs to emit again everything emitted after this call, including
+    /// the messages it still has to replay. Messages in flight (emitted, not acked yet) need
+    /// not be in it: after a restore the runtime fails each of them, and `fail` queues its
+    /// replay as usual. `None` (the default) for a spout that cannot be rewound.
+    fn snapshot(&self) -> Option<crate::SpoutSnapshot> {
+        None
+    }
+
+    /// Goes back to a position [`Spout::snapshot`] recorded, after `open` and before the
+    /// first `next`. An error stops the run (it cannot start where it should).
+    fn restore(&mut self, _snapshot: &crate::SpoutSnapshot) -> Result<(), TaskError> {
+        Err(TaskError::new(
+            "this spout cannot be rewound (Spout::restore)",
+        ))
+    }
 }
 
 /// What a spout's [`Spout::next`] says about its source.

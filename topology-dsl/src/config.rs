@@ -96,6 +96,10 @@ pub mod limits {
     pub const MAX_OPEN_WINDOWS: usize = 1 << 30;
     /// The most tasks of a whole topology.
     pub const MAX_TASKS: u32 = 65_536;
+    /// The shortest checkpoint interval.
+    pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+    /// The longest checkpoint interval.
+    pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 }
 
 /// The configuration of one topology. Every field has a default; see [`TopologyConfig::validate`].
@@ -130,6 +134,13 @@ pub struct TopologyConfig {
     /// keys, two spout tasks): 1024 keeps the inputs close and the windows in cache (about
     /// 20 M events/s); 8192 let them drift seconds of event time apart (about 6 M events/s).
     pub max_open_windows: usize,
+    /// Checkpoints for rollback recovery (see [`Spout::snapshot`](crate::Spout::snapshot)):
+    /// every this often the spouts record their position and send a barrier through the
+    /// topology, and every stateful bolt that is not replicated saves its state once the
+    /// barrier has come on all its inputs. A run restarted from a completed checkpoint
+    /// restores those states and rewinds the spouts to it. `None` (the default): off. Every
+    /// spout must then be rewindable ([`Spout::REWINDABLE`](crate::Spout::REWINDABLE)).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for TopologyConfig {
@@ -142,6 +153,7 @@ impl Default for TopologyConfig {
             max_spout_pending: Some(1000),
             ackers: None,
             max_open_windows: 1_024,
+            checkpoint_interval: None,
         }
     }
 }
@@ -227,6 +239,17 @@ impl TopologyConfig {
                 format!("must be between 1 and {MAX_OPEN_WINDOWS}"),
             ));
         }
+        if let Some(i) = self.checkpoint_interval {
+            if !(MIN_CHECKPOINT_INTERVAL..=MAX_CHECKPOINT_INTERVAL).contains(&i) {
+                errors.push(ConfigError::new(
+                    "checkpoint_interval",
+                    i,
+                    format!(
+                        "must be between {MIN_CHECKPOINT_INTERVAL:?} and {MAX_CHECKPOINT_INTERVAL:?} (unset: off)"
+                    ),
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -254,6 +277,7 @@ mod tests {
             max_spout_pending: Some(0),
             ackers: Some(0),
             max_open_windows: 0,
+            checkpoint_interval: Some(Duration::ZERO),
         };
         let errors = config.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
@@ -266,7 +290,8 @@ mod tests {
                 "message_timeout",
                 "max_spout_pending",
                 "ackers",
-                "max_open_windows"
+                "max_open_windows",
+                "checkpoint_interval"
             ]
         );
         assert_eq!(

@@ -156,6 +156,16 @@ pub enum TopologyError {
         /// What it needs.
         needs: &'static str,
     },
+    /// Checkpoints are on and a spout cannot be rewound to one.
+    #[error(
+        "`{component}`: checkpoints (checkpoint_interval) need every spout to be rewindable \
+         (Spout::REWINDABLE, with snapshot and restore): a restored run must emit again what \
+         followed the checkpoint"
+    )]
+    NotRewindable {
+        /// The spout.
+        component: String,
+    },
     /// Zero parallelism.
     #[error("`{component}`: parallelism must be at least 1")]
     BadCount {

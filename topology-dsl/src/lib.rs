@@ -78,6 +78,7 @@
 extern crate self as tempest_dsl;
 
 mod builder;
+pub mod checkpoint;
 mod component;
 mod config;
 mod emitter;
@@ -99,6 +100,7 @@ pub use builder::{
     AggregatedSpec, BoltSpec, ComponentSpec, Handle, SpoutSpec, StatefulSpec, TopologyBuilder,
     Windowed, WindowedSpec, aggregated, bolt, spout, stateful, windowed,
 };
+pub use checkpoint::SpoutSnapshot;
 pub use component::{Bolt, Spout, SpoutStatus, TaskContext, TaskError};
 pub use config::{ConfigError, Guarantee, TopologyConfig, UnknownGuarantee, limits};
 pub use emitter::{Emitter, SpoutEmitter};

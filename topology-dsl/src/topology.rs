@@ -52,6 +52,9 @@ pub struct ComponentIr {
     pub tick_every: Option<Duration>,
     /// Whether a spout replays failed messages.
     pub replayable: bool,
+    /// Whether a spout can be rewound to a checkpoint.
+    #[serde(default)]
+    pub rewindable: bool,
     /// Whether a bolt acks its inputs itself.
     pub manual_ack: bool,
     /// The window of a windowed bolt.

@@ -147,6 +147,18 @@ pub(crate) fn validate(ir: &TopologyIr) -> Vec<TopologyError> {
         }
     }
 
+    if ir.config.checkpoint_interval.is_some() {
+        for c in ir
+            .components
+            .iter()
+            .filter(|c| c.kind == ComponentKind::Spout && !c.rewindable)
+        {
+            errors.push(TopologyError::NotRewindable {
+                component: c.name.clone(),
+            });
+        }
+    }
+
     // Guarantees.
     if ir.guarantee == Guarantee::ExactlyOnce {
         for c in ir

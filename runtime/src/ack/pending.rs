@@ -81,6 +81,15 @@ impl PendingTrees {
         self.len() == 0
     }
 
+    /// The messages of the trees in flight (those timed out and not handed out yet too).
+    pub fn messages(&self) -> Vec<MsgId> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.values().map(|p| p.msg))
+            .chain(self.expired.iter().map(|(_, m)| *m))
+            .collect()
+    }
+
     /// A tree started for message `msg`.
     pub fn insert(&mut self, root: RootId, msg: MsgId, now: Instant) {
         // Rotate first, so that the newest bucket is the one for `now`.

@@ -9,11 +9,12 @@ use rustc_hash::FxHashMap;
 use tempest_dsl::engine::{BoltTask, LinkId, Mark, Payload};
 use tempest_dsl::{TaskError, TaskId};
 
+use crate::checkpoint::{Aligner, TaskSnapshot};
 use crate::executor::outbox::Outbox;
 
 use crate::executor::{
-    Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, Wire, guarded,
-    now_ms, setup,
+    Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, TaskEvent, Wire,
+    guarded, now_ms, setup,
 };
 use crate::metrics::TaskMetrics;
 
@@ -74,6 +75,10 @@ pub(crate) struct BoltActor {
     /// Every input's data ended; the marker goes on once no proposal is pending (it must
     /// follow their outputs).
     data_end_due: bool,
+    /// Set when the run takes checkpoints: when a barrier has come on every input.
+    aligner: Option<Aligner>,
+    /// The state to start from: the run is restored from a checkpoint.
+    restore: Option<Vec<u8>>,
 }
 
 impl BoltActor {
@@ -81,6 +86,38 @@ impl BoltActor {
     pub(crate) fn supervised(mut self, supervisor: Supervisor<dyn BoltTask>) -> Self {
         self.supervisor = Some(supervisor);
         self
+    }
+
+    /// Takes part in checkpoints: forwards each barrier once it came on every input, saving
+    /// the task's state then if it owns one; with `restore`, starts from that state.
+    pub(crate) fn checkpointed(mut self, restore: Option<Vec<u8>>) -> Self {
+        self.aligner = Some(Aligner::new(self.ends_expected));
+        self.restore = restore;
+        self
+    }
+
+    /// Barrier `id` came on every input: what the task emitted goes out, its state (if it
+    /// owns one) is saved, and the barrier follows on every link.
+    fn barrier_complete(&mut self, id: u64) {
+        self.send_results(true);
+        let task = &mut self.task;
+        let saved = match guarded(|| task.snapshot_state()) {
+            Ok(None) => None,
+            Ok(Some(Ok(bytes))) => Some(Ok(TaskSnapshot::State(bytes))),
+            Ok(Some(Err(e))) => Some(Err(e.to_string())),
+            Err(panic) => Some(Err(format!("snapshot panicked: {panic}"))),
+        };
+        self.core.outbox.mark(Mark::Barrier(id));
+        if let Some(saved) = saved {
+            if let Err(why) = &saved {
+                tracing::warn!(parent: &self.core.span, checkpoint = id, %why, "checkpoint not saved");
+            }
+            self.core.events.do_send(TaskEvent::Checkpointed {
+                task: self.core.id,
+                id,
+                saved,
+            });
+        }
     }
 
     /// Proposes the task's commands to its Raft group (a replicated stateful task): its
@@ -150,6 +187,8 @@ impl BoltActor {
             propose: None,
             myself: None,
             data_end_due: false,
+            aligner: None,
+            restore: None,
         }
     }
 
@@ -246,8 +285,12 @@ impl BoltActor {
             }),
         ) = (&delivery, queue.items.back_mut())
         {
-            // Only the latest watermark of a channel matters (idleness must not hide one).
-            if input == queued_input && !matches!(mark, Mark::Idle) {
+            // Only the latest watermark of a channel matters (idleness must not hide one, and
+            // a barrier is never replaced nor replaces one).
+            if input == queued_input
+                && matches!(mark, Mark::Time(_))
+                && !matches!(queued, Mark::Barrier(_))
+            {
                 *queued = *mark;
                 return;
             }
@@ -299,6 +342,19 @@ impl BoltActor {
                     input,
                     payload,
                 } => self.execute(queue, from, link, input, payload),
+                Delivery::Mark {
+                    from,
+                    input,
+                    mark: Mark::Barrier(id),
+                } => {
+                    if let Some(done) = self
+                        .aligner
+                        .as_mut()
+                        .and_then(|a| a.barrier((from, input), id))
+                    {
+                        self.barrier_complete(done);
+                    }
+                }
                 Delivery::Mark { from, input, mark } => {
                     if self.run_hook("on_mark", |task| task.on_mark(from, input, mark, now_ms())) {
                         self.send_results(false);
@@ -375,8 +431,12 @@ impl BoltActor {
             return;
         }
         *remaining -= 1;
+        let source_ended = *remaining == 0;
         self.data_ends += 1;
-        if *remaining == 0 {
+        if let Some(done) = self.aligner.as_mut().and_then(Aligner::link_ended) {
+            self.barrier_complete(done);
+        }
+        if source_ended {
             if !self.run_hook("input_ended", |task| task.input_ended(from, now_ms())) {
                 return;
             }
@@ -494,6 +554,16 @@ impl Handler<Wire> for BoltActor {
             Err(panic) => return self.task_failed(format!("prepare panicked: {panic}"), false),
             Ok(Err(err)) => return self.task_failed(format!("prepare failed: {err}"), false),
             Ok(Ok(())) => {}
+        }
+        if let Some(state) = self.restore.take() {
+            let task = &mut self.task;
+            match guarded(|| task.restore_state(&state)) {
+                Err(panic) => return self.task_failed(format!("restore panicked: {panic}"), false),
+                Ok(Err(err)) => return self.task_failed(format!("restore failed: {err}"), false),
+                Ok(Ok(())) => {
+                    tracing::info!(parent: &self.core.span, bytes = state.len(), "state restored from a checkpoint");
+                }
+            }
         }
         if let Some(every) = self.tick_every {
             ctx.run_interval(every, |act, _| act.on_tick());

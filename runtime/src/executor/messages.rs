@@ -7,6 +7,7 @@ use tempest_dsl::engine::{LinkId, Mark, Payload};
 use tempest_dsl::{RootId, TaskId};
 
 use crate::ack::{AckMsg, TreeOutcome};
+use crate::checkpoint::TaskSnapshot;
 
 use crate::executor::LocalLink;
 use crate::metrics::TaskHistograms;
@@ -89,7 +90,25 @@ pub(crate) enum TaskEvent {
     },
     /// The task hit a fatal error (a panic, a failed open, a bad batch): the run stops.
     Failed { task: TaskId, error: String },
+    /// The task saved its part of checkpoint `id` (or could not: why).
+    Checkpointed {
+        task: TaskId,
+        id: u64,
+        saved: Result<TaskSnapshot, String>,
+    },
 }
+
+/// Asks a spout to take its part of checkpoint `id`: record its position, then send the
+/// barrier on all its links.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TriggerCheckpoint(pub(crate) u64);
+
+/// Checkpoint `id` completed: a spout whose source is done and settled may end once a
+/// checkpoint taken after that completed (a restore then never rewinds it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CheckpointDone(pub(crate) u64);
 
 /// A replicated task's proposal `seq` was committed and applied (`Ok`: what the state machine
 /// returned) or not (`Err`: why).

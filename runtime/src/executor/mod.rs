@@ -27,8 +27,8 @@ use tempest_dsl::engine::{AckOp, LinkId, Mark, Payload, TaskOutput};
 pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{
-    AckBatch, Committed, Credit, Deliver, Delivery, Drain, Propose, Refill, Start, TaskEvent,
-    Verdicts, Wire,
+    AckBatch, CheckpointDone, Committed, Credit, Deliver, Delivery, Drain, Propose, Refill, Start,
+    TaskEvent, TriggerCheckpoint, Verdicts, Wire,
 };
 pub(crate) use spout::SpoutActor;
 pub(crate) use supervisor::Supervisor;

@@ -155,9 +155,10 @@ impl<S: LinkSender> Outbox<S> {
             match (l.waiting.back_mut(), mark) {
                 (None, _) => l.sender.send_mark(mark),
                 // Only the latest watermark matters; idleness once is enough.
-                (Some(Item::Mark(m)), Mark::Time(_)) => *m = mark,
+                (Some(Item::Mark(m)), Mark::Time(_)) if matches!(m, Mark::Time(_)) => *m = mark,
                 (Some(Item::Mark(Mark::Idle)), Mark::Idle) => {}
-                // Behind a watermark, idleness must not hide it.
+                // Behind a watermark, idleness must not hide it; a barrier is never replaced,
+                // nor replaces anything.
                 (Some(_), _) => l.waiting.push_back(Item::Mark(mark)),
             }
         }

@@ -4,12 +4,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
-use tempest_dsl::engine::{AckOp, SpoutTask};
+use tempest_dsl::engine::{AckOp, Mark, SpoutTask};
 use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
+use crate::checkpoint::TaskSnapshot;
 use crate::executor::outbox::Outbox;
-use crate::executor::{Credit, Drain, Start, Supervisor, TaskCore, Verdicts, Wire, guarded, setup};
+use crate::executor::{
+    CheckpointDone, Credit, Drain, Start, Supervisor, TaskCore, TaskEvent, TriggerCheckpoint,
+    Verdicts, Wire, guarded, setup,
+};
 use crate::metrics::TaskMetrics;
 
 /// How long an idle (or erroring) spout waits before it is asked again.
@@ -27,6 +31,18 @@ enum State {
     Settling,
     /// The links are closed; the task ends once they have delivered everything.
     Ending,
+}
+
+/// A spout's part in checkpoints.
+#[derive(Default)]
+struct Checkpointing {
+    /// The position (and messages in flight) to go back to when it opens: the run is
+    /// restored from a checkpoint.
+    restore: Option<(Vec<u8>, Vec<MsgId>)>,
+    /// The first checkpoint it saved while done and settled: once that completes it may end.
+    settled_at: Option<u64>,
+    /// The last checkpoint completed.
+    completed: u64,
 }
 
 /// Tracking state of a spout under a tracked guarantee.
@@ -52,9 +68,68 @@ pub(crate) struct SpoutActor {
     tracking: Option<Tracking>,
     errors_logged: u64,
     supervisor: Option<Supervisor<dyn SpoutTask>>,
+    /// Set when the run takes checkpoints.
+    checkpoints: Option<Checkpointing>,
 }
 
 impl SpoutActor {
+    /// Takes part in checkpoints: saves its position at each barrier, and once its source is
+    /// done ends only after a checkpoint that holds its end completed. With `restore`, it
+    /// goes back to that position (and replays those messages) when it opens.
+    pub(crate) fn checkpointed(mut self, restore: Option<(Vec<u8>, Vec<MsgId>)>) -> Self {
+        self.checkpoints = Some(Checkpointing {
+            restore,
+            ..Checkpointing::default()
+        });
+        self
+    }
+
+    /// Saves the spout's part of checkpoint `id`: what it emitted so far goes out, its
+    /// position is recorded with its messages in flight, and the barrier follows on every
+    /// link.
+    fn checkpoint(&mut self, id: u64) {
+        let saved = match self.state {
+            State::Running | State::Settling => {
+                self.core.flush(self.task.as_mut());
+                let task = &mut self.task;
+                match guarded(|| task.snapshot()) {
+                    Ok(Some(position)) => {
+                        let in_flight = self
+                            .tracking
+                            .as_ref()
+                            .map(|t| t.pending.messages())
+                            .unwrap_or_default();
+                        self.core.outbox.mark(Mark::Barrier(id));
+                        let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
+                        if let Some(c) = &mut self.checkpoints {
+                            if self.state == State::Settling && settled && c.settled_at.is_none() {
+                                c.settled_at = Some(id);
+                            }
+                        }
+                        Ok(TaskSnapshot::Spout {
+                            position,
+                            in_flight,
+                        })
+                    }
+                    Ok(None) => Err("the spout cannot be rewound (Spout::snapshot)".to_owned()),
+                    Err(panic) => Err(format!("snapshot panicked: {panic}")),
+                }
+            }
+            // Its end is in a completed checkpoint already: the coordinator stops waiting for
+            // it once it reports its end.
+            State::Ending => return,
+            State::Waiting => Err("the spout has not started".to_owned()),
+        };
+        if let Err(why) = &saved {
+            tracing::warn!(parent: &self.core.span, checkpoint = id, %why, "checkpoint not saved");
+        }
+        self.core.events.do_send(TaskEvent::Checkpointed {
+            task: self.core.id,
+            id,
+            saved,
+        });
+    }
+
     /// Restarts the spout in place when `next`, `ack` or `fail` panics, instead of failing the
     /// run. The new instance is opened afresh (a replayable source starts again from where it
     /// starts: its records may come twice); the trees in flight stay, and their verdicts go to
@@ -78,6 +153,9 @@ impl SpoutActor {
                 tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
                 if !self.draining && self.state == State::Settling {
                     self.state = State::Running;
+                    if let Some(c) = &mut self.checkpoints {
+                        c.settled_at = None;
+                    }
                 }
                 true
             }
@@ -110,6 +188,7 @@ impl SpoutActor {
             }),
             errors_logged: 0,
             supervisor: None,
+            checkpoints: None,
         }
     }
 
@@ -247,6 +326,9 @@ impl SpoutActor {
         }
         if self.state == State::Settling && !self.draining {
             self.state = State::Running;
+            if let Some(c) = &mut self.checkpoints {
+                c.settled_at = None;
+            }
         }
         if self.state == State::Running {
             self.yield_then_poll(ctx);
@@ -283,10 +365,16 @@ impl SpoutActor {
         self.end_if_settled();
     }
 
-    /// Ends the task once the source is done (or drained) and no tree is in flight.
+    /// Ends the task once the source is done (or drained) and no tree is in flight, and,
+    /// when the run takes checkpoints, once a checkpoint saved since then completed (so a
+    /// restored run never has to rewind a spout that ended).
     fn end_if_settled(&mut self) {
         let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
-        if self.state == State::Settling && settled {
+        let saved_end = self
+            .checkpoints
+            .as_ref()
+            .is_none_or(|c| c.settled_at.is_some_and(|at| c.completed >= at));
+        if self.state == State::Settling && settled && saved_end {
             self.end();
         }
     }
@@ -346,8 +434,39 @@ impl Handler<Start> for SpoutActor {
             Ok(Ok(())) => {}
         }
         self.opened = true;
+        if let Some((position, in_flight)) =
+            self.checkpoints.as_mut().and_then(|c| c.restore.take())
+        {
+            let task = &mut self.task;
+            match guarded(|| task.restore(&position, &in_flight)) {
+                Err(panic) => return self.core.fail(format!("restore panicked: {panic}")),
+                Ok(Err(err)) => return self.core.fail(format!("restore failed: {err}")),
+                Ok(Ok(())) => {
+                    tracing::info!(parent: &self.core.span, replays = in_flight.len(), "spout restored from a checkpoint");
+                }
+            }
+        }
         self.state = State::Running;
         self.yield_then_poll(ctx);
+    }
+}
+
+impl Handler<TriggerCheckpoint> for SpoutActor {
+    type Result = ();
+
+    fn handle(&mut self, TriggerCheckpoint(id): TriggerCheckpoint, _: &mut Context<Self>) {
+        self.checkpoint(id);
+    }
+}
+
+impl Handler<CheckpointDone> for SpoutActor {
+    type Result = ();
+
+    fn handle(&mut self, CheckpointDone(id): CheckpointDone, _: &mut Context<Self>) {
+        if let Some(c) = &mut self.checkpoints {
+            c.completed = c.completed.max(id);
+        }
+        self.end_if_settled();
     }
 }
 

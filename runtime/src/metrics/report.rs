@@ -44,6 +44,8 @@ pub struct RunReport {
     pub seed: u64,
     /// One entry per component, in declaration order.
     pub components: Vec<ComponentReport>,
+    /// What its checkpoints did, when it took some.
+    pub checkpoints: Option<crate::checkpoint::CheckpointReport>,
 }
 
 impl RunReport {
@@ -149,6 +151,21 @@ impl fmt::Display for RunReport {
                     micros(c.complete_latency.quantile(0.99)),
                 )?;
             }
+        }
+        if let Some(c) = &self.checkpoints {
+            writeln!(
+                f,
+                "  checkpoints: completed {} failed {}; p50 {:.1} ms p99 {:.1} ms max {:.1} ms; last {} bytes{}",
+                c.completed,
+                c.failed,
+                c.p50_ms,
+                c.p99_ms,
+                c.max_ms,
+                c.last_bytes,
+                c.restored_from
+                    .map(|id| format!("; restored from checkpoint {id}"))
+                    .unwrap_or_default(),
+            )?;
         }
         Ok(())
     }

@@ -164,6 +164,16 @@ pub trait SpoutTask: TaskOutput {
     /// The spout emits no new data (its source is done, or it was drained: then no replay
     /// follows either): its watermark goes to the end of time once its trees settle.
     fn end_of_data(&mut self, _replays_follow: bool) {}
+    /// Calls `Spout::snapshot`: its position at a checkpoint barrier, encoded (`None`: it
+    /// cannot be rewound).
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Calls `Spout::restore` with a position `snapshot` recorded, then `Spout::fail` for
+    /// each message that was in flight then, so it replays them.
+    fn restore(&mut self, _position: &[u8], _in_flight: &[MsgId]) -> Result<(), TaskError> {
+        Err(TaskError::new("this spout cannot be rewound"))
+    }
     /// Calls `Spout::close`.
     fn close(&mut self);
 }
@@ -209,6 +219,17 @@ pub trait BoltTask: TaskOutput {
     /// batches of the other upstream tasks go on.
     fn defers(&self, _source: TaskId) -> bool {
         false
+    }
+    /// A stateful task that owns its state (not replicated): the state, encoded, for a
+    /// checkpoint. `None` for every other task.
+    fn snapshot_state(&mut self) -> Option<Result<Vec<u8>, EngineError>> {
+        None
+    }
+    /// Replaces the state of a stateful task that owns it with one `snapshot_state` encoded.
+    fn restore_state(&mut self, _bytes: &[u8]) -> Result<(), EngineError> {
+        Err(EngineError::Setup(
+            "the task has no state to restore".into(),
+        ))
     }
     /// A replicated stateful task: moves the commands its batches became into `out`, for the
     /// runtime to propose to the task's Raft group in order (other tasks have none).

@@ -100,6 +100,19 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
     fn close(&mut self) {
         self.spout.close();
     }
+
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        self.spout.snapshot().map(|s| s.as_bytes().to_vec())
+    }
+
+    fn restore(&mut self, position: &[u8], in_flight: &[MsgId]) -> Result<(), TaskError> {
+        self.spout
+            .restore(&crate::SpoutSnapshot::from_bytes(position.to_vec()))?;
+        for msg in in_flight {
+            self.spout.fail(*msg);
+        }
+        Ok(())
+    }
 }
 
 impl<S: Spout> TaskOutput for SpoutTaskImpl<S> {

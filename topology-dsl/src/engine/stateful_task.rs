@@ -347,6 +347,22 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
         Ok(outcome)
     }
 
+    fn snapshot_state(&mut self) -> Option<Result<Vec<u8>, EngineError>> {
+        match &self.mode {
+            Mode::Local { core, .. } => Some(core.snapshot()),
+            Mode::Replicated { .. } => None,
+        }
+    }
+
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        match &mut self.mode {
+            Mode::Local { core, .. } => core.restore(bytes),
+            Mode::Replicated { .. } => Err(EngineError::Setup(
+                "a replicated task's state lives in its Raft group".into(),
+            )),
+        }
+    }
+
     fn take_proposals(&mut self, out: &mut Vec<Proposal>) {
         if let Mode::Replicated { proposals, .. } = &mut self.mode {
             out.append(proposals);

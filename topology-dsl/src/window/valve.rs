@@ -24,6 +24,9 @@ pub enum Mark {
     /// The sender is idle: the channel stops holding watermarks back until its next tuple or
     /// watermark.
     Idle,
+    /// Checkpoint barrier `n` (see [`checkpoint`](crate::checkpoint)): what the sender sent
+    /// before it belongs to checkpoint `n`. It says nothing of time: a valve ignores it.
+    Barrier(u64),
 }
 
 /// One input channel of a task: the upstream task and the subscription it sends on.
@@ -124,6 +127,7 @@ impl Valve {
                 state.idle = true;
                 state.aligned = false;
             }
+            Mark::Barrier(_) => return None,
         }
         self.recompute();
         (self.output > before).then_some(self.output)

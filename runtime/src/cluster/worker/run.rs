@@ -350,6 +350,8 @@ impl Handler<TaskEvent> for RunEvents {
             TaskEvent::Failed { task, error } => {
                 tracing::error!(topology = %self.shared.run.name, task = task.0, %error, "task failed");
             }
+            // No checkpoint is triggered in a cluster yet: nothing sends these.
+            TaskEvent::Checkpointed { .. } => {}
         }
     }
 }
