@@ -6,6 +6,7 @@
 //! - [`bench`]: peak memory, medians and `RESULT` lines for benchmark commands.
 
 pub mod bench;
+pub mod checkpoint_bench;
 pub mod cluster_bench;
 pub mod cluster_wordcount;
 pub mod failover_bench;

@@ -95,6 +95,35 @@ enum BenchWorkload {
     /// W4: W3 at a steady paced load while the node leading a count group is SIGKILLed (and
     /// restarted) again and again: failover time, output gap, lost words.
     Failover(BenchFailover),
+    /// W1 at-least-once with a stateful count bolt, checkpointed every second beside the same
+    /// runs without checkpoints; then a local run SIGKILLed mid-way and resumed from its last
+    /// checkpoint: recovery time and lost words.
+    Checkpoint(BenchCheckpoint),
+}
+
+#[derive(Args, Debug)]
+struct BenchCheckpoint {
+    /// Sentences per timed run (10 words each).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3_000_000)]
+    sentences: u64,
+    /// Pairs of runs (without, then with checkpoints); the RESULT line gives medians.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 3)]
+    runs: u32,
+    /// The checkpoint interval, ms.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Sentences of the run that is killed and resumed.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 6_000_000)]
+    kill_sentences: u64,
+    /// Skip the kill and resume.
+    #[arg(long)]
+    no_kill: bool,
+    /// Tasks per component.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
+    parallelism: u32,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -174,11 +203,27 @@ struct Common {
     max_spout_pending: Option<usize>,
 }
 
+/// Checkpoints of a local word count (rollback recovery).
+#[derive(Args, Debug, Clone)]
+struct CheckpointFlags {
+    /// Count in a stateful bolt (its state owned by the runtime) instead of a plain one.
+    #[arg(long)]
+    stateful_count: bool,
+    /// Take a checkpoint this often, in ms (needs --stateful-count to save any state).
+    #[arg(long)]
+    checkpoint_every_ms: Option<u64>,
+    /// Keep checkpoints here; a run started on a directory that holds one resumes from it.
+    #[arg(long, requires = "checkpoint_every_ms")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct LocalWordcount {
     /// Sentences to emit.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1_000_000)]
     sentences: u64,
+    #[command(flatten)]
+    checkpoints: CheckpointFlags,
     /// Run until Ctrl-C or SIGTERM instead (which drains and stops it).
     #[arg(long, conflicts_with = "sentences")]
     endless: bool,
@@ -311,6 +356,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             workload: BenchWorkload::Failover(args),
         } => bench_failover(&args),
+        Command::Bench {
+            workload: BenchWorkload::Checkpoint(args),
+        } => bench_checkpoint(&args),
         Command::Windows { window, input } => windows(&window, input.as_deref()),
         Command::Cluster(_) => unreachable!("cluster commands return from main"),
         Command::Show {
@@ -468,12 +516,35 @@ fn watch(
 
 fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     let sentences = (!args.endless).then_some(args.sentences);
-    let wc = wordcount::topology(&wordcount_options(&args.common, sentences))?;
+    let mut options = wordcount_options(&args.common, sentences);
+    let mut local = local_options(&args.common);
+    let c = &args.checkpoints;
+    options.stateful_count = c.stateful_count;
+    if let Some(ms) = c.checkpoint_every_ms {
+        options.config.checkpoint_interval = Some(Duration::from_millis(ms));
+        local.checkpoint_dir = c.checkpoint_dir.clone();
+    }
+    let wc = wordcount::topology(&options)?;
     print_warnings(&wc.topology);
-    let cluster = LocalCluster::new(local_options(&args.common))?;
+    let cluster = LocalCluster::new(local)?;
     // Before the run starts, so that an early Ctrl-C drains instead of killing the process.
     let ctrl_c = catch_ctrl_c();
     let running = cluster.start(wc.topology)?;
+    let restored = running.restored_from();
+    if let Some(id) = restored {
+        // Once the restored spouts emit again (`bench checkpoint` times the recovery to it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && running
+                .metrics()
+                .first()
+                .is_none_or(|(_, m)| m.emitted == 0)
+            && !running.is_finished()
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        eprintln!("resumed from checkpoint {id}");
+    }
     let report = watch(running, sentences, "sentences", &ctrl_c)?;
 
     let parts: Vec<_> = wc.totals.try_iter().collect();
@@ -504,6 +575,19 @@ fn local_wordcount(args: LocalWordcount) -> Result<(), Failure> {
     if let Some(n) = sentences {
         if !report.drained {
             let tracked = args.common.guarantee.is_tracked();
+            // A resumed run's sink saw only what followed the checkpoint; the counts (restored
+            // with the state) cover the whole input.
+            let sink_total = if restored.is_some() {
+                u64::MAX
+            } else {
+                sink_total
+            };
+            let lost: u64 = wordcount::expected_counts(n)
+                .iter()
+                .zip(&counts)
+                .map(|(e, c)| e.saturating_sub(*c))
+                .sum();
+            say!("lost words: {lost}");
             if !wordcount::counts_ok(&counts, sink_total, n, tracked) {
                 return Err(Failure::Run(anyhow::anyhow!(
                     "the counts do not match the input"
@@ -533,6 +617,73 @@ fn timed_run(
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("{report}");
     Ok((report, seconds))
+}
+
+/// `bench checkpoint`: W1 with a stateful count, with and without checkpoints, then a kill
+/// and a resume.
+fn bench_checkpoint(args: &BenchCheckpoint) -> Result<(), Failure> {
+    use tempest_examples::checkpoint_bench::{self as cb, Setup};
+    if args.runs == 0 || args.sentences == 0 || args.interval_ms == 0 {
+        return Err(Failure::Usage(
+            "--runs, --sentences and --interval-ms must be at least 1".into(),
+        ));
+    }
+    let mut local = LocalOptions::default();
+    if let Some(w) = args.workers {
+        local.workers = w;
+    }
+    let setup = Setup {
+        sentences: args.sentences,
+        parallelism: args.parallelism,
+        interval: Duration::from_millis(args.interval_ms),
+        local: local.clone(),
+    };
+    let (mut plain, mut checked, mut p50, mut p99, mut taken) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut ok = true;
+    for run in 1..=args.runs {
+        let a = cb::timed(&setup, false).map_err(Failure::Run)?;
+        let b = cb::timed(&setup, true).map_err(Failure::Run)?;
+        eprintln!(
+            "run {run}: without {:.0} words/s, with {:.0} words/s ({} checkpoints, p99 {:.1} ms)",
+            a.words_rate, b.words_rate, b.checkpoints, b.p99_ms
+        );
+        ok &= a.ok && b.ok && b.checkpoints > 0 && b.failed == 0;
+        plain.push(a.words_rate);
+        checked.push(b.words_rate);
+        p50.push(b.p50_ms);
+        p99.push(b.p99_ms);
+        taken.push(b.checkpoints as f64);
+    }
+    let med = |v: &[f64]| median(v).unwrap_or(0.0);
+    let (with, without) = (med(&checked), med(&plain));
+    let mut line = ResultLine::new()
+        .field("workload", "checkpoint")
+        .field("guarantee", Guarantee::AtLeastOnce)
+        .field("records", args.sentences)
+        .field("interval_ms", args.interval_ms)
+        .field("words_rate", format!("{with:.0}/s"))
+        .field("words_rate_without", format!("{without:.0}/s"))
+        .field("ratio", format!("{:.3}", with / without.max(1.0)))
+        .field("checkpoints", med(&taken))
+        .field("checkpoint_p50_ms", format!("{:.2}", med(&p50)))
+        .field("checkpoint_p99_ms", format!("{:.2}", med(&p99)));
+    if !args.no_kill {
+        let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
+        let k = cb::kill_and_resume(&bin, &setup, args.kill_sentences).map_err(Failure::Run)?;
+        eprintln!("{k:?}");
+        ok &= k.lost == 0 && k.restored_from.is_some();
+        line = line
+            .field("kill_at_checkpoint", k.killed_after)
+            .field("restored_from", k.restored_from.unwrap_or(0))
+            .field("recovery_ms", format!("{:.0}", k.recovery_ms))
+            .field("lost", k.lost);
+    }
+    let line = line
+        .field("parallelism", args.parallelism)
+        .field("workers", local.workers)
+        .field("runs", args.runs);
+    finish_bench(line, ok)
 }
 
 /// The median over `runs` of one figure.

@@ -5,6 +5,11 @@
 //! running count per word (fields grouping on the word) and emits `(word, count)` for every
 //! word, and the sink counts what it receives. At the end of the input each count task and each
 //! sink task hands its totals to the driver, which checks them against [`expected_counts`].
+//!
+//! With [`WordCountOptions::stateful_count`] the count is a [`StatefulBolt`] (its state owned by
+//! the runtime, so it can be checkpointed and restored), and the sink, fed by word, keeps the
+//! last count of each word and hands those totals over instead. The spout is rewindable: a run
+//! that takes checkpoints resumes from the last one after a crash.
 
 use std::sync::mpsc;
 
@@ -14,8 +19,9 @@ use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tempest_dsl::{
-    Bolt, BuildErrors, Emitter, Guarantee, MsgId, Record, Spout, SpoutEmitter, SpoutStatus,
-    TaskContext, TaskError, Topology, TopologyBuilder, TopologyConfig, Tuple, bolt, spout,
+    Bolt, BuildErrors, Emitter, Guarantee, MsgId, Record, Spout, SpoutEmitter, SpoutSnapshot,
+    SpoutStatus, StateEmitter, StatefulBolt, TaskContext, TaskError, Topology, TopologyBuilder,
+    TopologyConfig, Tuple, bolt, spout, stateful,
 };
 
 /// Words per sentence.
@@ -105,6 +111,7 @@ impl SentenceSpout {
 impl Spout for SentenceSpout {
     type Out = Sentence;
     const REPLAYABLE: bool = true;
+    const REWINDABLE: bool = true;
 
     fn open(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         self.next = u64::from(ctx.task_index());
@@ -128,6 +135,16 @@ impl Spout for SentenceSpout {
 
     fn fail(&mut self, msg: MsgId) {
         self.replay.push(msg.0);
+    }
+
+    /// The next sentence and the ones to replay.
+    fn snapshot(&self) -> Option<SpoutSnapshot> {
+        SpoutSnapshot::encode(&(self.next, &self.replay)).ok()
+    }
+
+    fn restore(&mut self, snapshot: &SpoutSnapshot) -> Result<(), TaskError> {
+        (self.next, self.replay) = snapshot.decode()?;
+        Ok(())
     }
 }
 
@@ -229,6 +246,67 @@ impl Bolt for CountBolt {
     }
 }
 
+/// The count as a stateful bolt: the runtime owns its counts (and checkpoints them when the
+/// topology takes checkpoints). A fixed-seed hash map keeps `execute` deterministic.
+#[derive(Clone, Debug, Default)]
+pub struct StatefulCount;
+
+impl StatefulBolt for StatefulCount {
+    type In = Word;
+    type Out = WordCount;
+    type State = CountTotals;
+
+    fn execute(
+        &self,
+        counts: &mut CountTotals,
+        t: Tuple<Word>,
+        out: &mut StateEmitter<WordCount>,
+    ) -> Result<(), TaskError> {
+        let word = t.into_value().word;
+        let count = match counts.get_mut(&word) {
+            Some(c) => {
+                *c += 1;
+                *c
+            }
+            None => {
+                counts.insert(word.clone(), 1);
+                1
+            }
+        };
+        out.emit(WordCount { word, count });
+        Ok(())
+    }
+}
+
+/// The sink of the stateful count: counts what it receives and keeps each word's last (and
+/// highest) count, which it hands to the driver as the totals.
+#[derive(Clone, Debug)]
+pub struct LastCountSink {
+    received: u64,
+    last: CountTotals,
+    report: mpsc::Sender<u64>,
+    totals: mpsc::Sender<CountTotals>,
+}
+
+impl Bolt for LastCountSink {
+    type In = WordCount;
+    type Out = ();
+
+    fn execute(&mut self, t: Tuple<WordCount>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+        self.received += 1;
+        let WordCount { word, count } = t.into_value();
+        let last = self.last.entry(word).or_default();
+        *last = (*last).max(count);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+        let _ = self.report.send(self.received);
+        let _ = self.totals.send(std::mem::take(&mut self.last));
+        Ok(())
+    }
+}
+
 /// Discards what it receives, counting it; hands the count to the driver at the end.
 #[derive(Clone, Debug)]
 pub struct SinkBolt {
@@ -276,6 +354,9 @@ pub struct WordCountOptions {
     pub fail_rate: f64,
     /// The seed of the split bolt's failures.
     pub seed: u64,
+    /// Count in a [`StatefulCount`] (state owned by the runtime, checkpointable) instead of the
+    /// plain [`CountBolt`].
+    pub stateful_count: bool,
 }
 
 impl Default for WordCountOptions {
@@ -287,6 +368,7 @@ impl Default for WordCountOptions {
             config: TopologyConfig::default(),
             fail_rate: 0.0,
             seed: 42,
+            stateful_count: false,
         }
     }
 }
@@ -315,16 +397,32 @@ pub fn topology(options: &WordCountOptions) -> Result<WordCountJob, BuildErrors>
             .parallelism(p)
             .local_or_shuffle(&sentences),
     );
-    let counts = t.add(
-        bolt("count", CountBolt::new(totals_tx))
-            .parallelism(p)
-            .fields(&words, ["word"]),
-    );
-    t.add(
-        bolt("sink", SinkBolt::new(sink_tx))
-            .parallelism(p)
-            .local_or_shuffle(&counts),
-    );
+    if options.stateful_count {
+        let counts = t.add(
+            stateful("count", StatefulCount)
+                .parallelism(p)
+                .fields(&words, ["word"]),
+        );
+        let sink = LastCountSink {
+            received: 0,
+            last: CountTotals::default(),
+            report: sink_tx,
+            totals: totals_tx,
+        };
+        // By word, so that each word's last count is in one sink task.
+        t.add(bolt("sink", sink).parallelism(p).fields(&counts, ["word"]));
+    } else {
+        let counts = t.add(
+            bolt("count", CountBolt::new(totals_tx))
+                .parallelism(p)
+                .fields(&words, ["word"]),
+        );
+        t.add(
+            bolt("sink", SinkBolt::new(sink_tx))
+                .parallelism(p)
+                .local_or_shuffle(&counts),
+        );
+    }
     let topology = t
         .guarantee(options.guarantee)
         .config(options.config.clone())

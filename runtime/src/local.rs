@@ -155,6 +155,10 @@ impl LocalCluster {
             (Some(_), None) => Some((None, None)),
             (None, _) => None,
         };
+        let restored_from = checkpoints
+            .as_ref()
+            .and_then(|(_, c)| c.as_ref())
+            .map(|c| c.id);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let options = self.options.clone();
         let thread_metrics = Arc::clone(&metrics);
@@ -181,6 +185,7 @@ impl LocalCluster {
         Ok(RunningTopology {
             ir,
             metrics,
+            restored_from,
             control,
             ended: Mutex::new(ended_rx),
             thread,
@@ -210,6 +215,7 @@ fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
 pub struct RunningTopology {
     ir: TopologyIr,
     metrics: Arc<[Arc<TaskMetrics>]>,
+    restored_from: Option<u64>,
     control: Option<Addr<Coordinator>>,
     ended: Mutex<std::sync::mpsc::Receiver<()>>,
     thread: JoinHandle<Result<RunReport, RuntimeError>>,
@@ -222,6 +228,12 @@ impl RunningTopology {
         if let Some(control) = &self.control {
             control.do_send(DrainAll);
         }
+    }
+
+    /// The checkpoint the run was restored from, if it was (see
+    /// [`LocalOptions::checkpoint_dir`]).
+    pub fn restored_from(&self) -> Option<u64> {
+        self.restored_from
     }
 
     /// Live counters per component, in declaration order.

@@ -743,6 +743,14 @@ impl Shared {
             .registry
             .build(&topology, &TopologyArgs(args.clone()))
             .map_err(|e| AdminError::BadTopology(e.to_string()))?;
+        if built.ir().config.checkpoint_interval.is_some() {
+            // Refused rather than run without what it asked for.
+            return Err(AdminError::BadTopology(
+                "checkpoints (checkpoint_interval) are taken in a local run only so far; in a \
+                 cluster, make the stateful bolts replicated (.replicas(3)) instead"
+                    .into(),
+            ));
+        }
         let components = built
             .ir()
             .components
