@@ -544,6 +544,8 @@ struct Checkpoints {
     dones: Vec<Recipient<CheckpointDone>>,
     last_bytes: usize,
     restored_from: Option<u64>,
+    /// What the restored checkpoint saved, for the tracker.
+    restored: std::collections::BTreeMap<TaskId, TaskSnapshot>,
 }
 
 impl Checkpoints {
@@ -575,6 +577,7 @@ impl Checkpoints {
             dones: Vec::new(),
             last_bytes: 0,
             restored_from: restore.map(|c| c.id),
+            restored: restore.map(|c| c.tasks.clone()).unwrap_or_default(),
         }
     }
 
@@ -596,7 +599,15 @@ impl Checkpoints {
             }
             Tick::TimedOut(id) => {
                 tracing::warn!(topology = %self.topology, checkpoint = id, "checkpoint timed out");
+                self.tell_spouts(id, false);
             }
+        }
+    }
+
+    /// Tells the spouts that checkpoint `id` completed (`ok`) or failed.
+    fn tell_spouts(&self, id: u64, ok: bool) {
+        for d in &self.dones {
+            d.do_send(CheckpointDone { id, ok });
         }
     }
 
@@ -615,14 +626,13 @@ impl Checkpoints {
                 if let Some(t) = &mut self.tracker {
                     t.not_stored();
                 }
+                self.tell_spouts(id, false);
                 return;
             }
         }
         tracing::debug!(topology = %self.topology, checkpoint = id, bytes, "checkpoint completed");
         self.last_bytes = bytes;
-        for d in &self.dones {
-            d.do_send(CheckpointDone(id));
-        }
+        self.tell_spouts(id, true);
     }
 
     fn event(&mut self, task: TaskId, id: u64, saved: Result<TaskSnapshot, String>) {
@@ -634,6 +644,7 @@ impl Checkpoints {
             Err(why) => {
                 if tracker.failed(id) {
                     tracing::warn!(topology = %self.topology, checkpoint = id, task = task.0, %why, "checkpoint failed");
+                    self.tell_spouts(id, false);
                 }
                 None
             }
@@ -803,6 +814,7 @@ impl Handler<Begin> for Coordinator {
                 c.interval,
                 c.first_id,
                 c.savers.clone(),
+                std::mem::take(&mut c.restored),
                 Instant::now(),
             ));
         }
@@ -882,6 +894,12 @@ impl Handler<TaskEvent> for Coordinator {
             TaskEvent::Checkpointed { task, id, saved } => {
                 if let Some(c) = &mut self.checkpoints {
                     c.event(task, id, saved);
+                }
+            }
+            TaskEvent::Settled { task } => {
+                if let Some(t) = self.checkpoints.as_mut().and_then(|c| c.tracker.as_mut()) {
+                    tracing::debug!(task = task.0, "a spout waits for a checkpoint of its end");
+                    t.hurry();
                 }
             }
         }

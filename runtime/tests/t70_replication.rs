@@ -112,6 +112,21 @@ async fn member_as(
     Ok(Member { replica, transport })
 }
 
+/// Binds `addr` again once the transport that held it let it go (its accept loop ends in the
+/// background).
+async fn rebind(addr: &str) -> anyhow::Result<TcpListener> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if Instant::now() < end && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn leader_of(members: &[Option<Member>], deadline: Duration) -> anyhow::Result<&Member> {
     let end = Instant::now() + deadline;
     loop {
@@ -438,6 +453,85 @@ async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_i
         write(&members, &[i]).await?;
     }
     applied_everywhere(&members, 85).await?;
+    for m in members.into_iter().flatten() {
+        m.replica.shutdown().await;
+        m.transport.shutdown();
+    }
+    Ok(())
+}
+
+/// A replica that lost its log and came back under a new identity must not answer for its old
+/// one: with the leader gone, the one voter left cannot be elected by the votes of a member
+/// whose earlier vote was lost (it has one of three voters, and the fresh replica refuses the
+/// requests addressed to the old identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_does_not_vote_for_its_old_one() -> anyhow::Result<()> {
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+    ];
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut members: Vec<Option<Member>> = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        members.push(Some(member(i as u64 + 1, l, None).await?));
+    }
+    let founding: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
+        .collect();
+    members[0]
+        .as_ref()
+        .expect("started")
+        .replica
+        .initialize(&founding)
+        .await?;
+    for i in 0..10u8 {
+        write(&members, &[i]).await?;
+    }
+    applied_everywhere(&members, 10).await?;
+    let leader = leader_of(&members, Duration::from_secs(5)).await?;
+    let at = |m: &Member| {
+        members
+            .iter()
+            .position(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x, m)))
+            .expect("a member")
+    };
+    let leader_at = at(leader);
+    let follower = (0..3).find(|i| *i != leader_at).expect("a follower");
+    let voter = (0..3)
+        .find(|i| *i != leader_at && *i != follower)
+        .expect("another follower");
+    // The follower loses its log and comes back as a new incarnation, not joined.
+    let gone = members[follower].take().expect("the follower");
+    gone.replica.shutdown().await;
+    gone.transport.shutdown();
+    let listener = rebind(&addrs[follower]).await?;
+    let fresh = MemberId::new(NodeId(follower as u64 + 1), 7);
+    members[follower] = Some(member_as(fresh, listener, None, true).await?);
+    // The leader stops: the voter left must not win with the fresh replica's vote.
+    let stopped = members[leader_at].take().expect("the leader");
+    stopped.replica.shutdown().await;
+    stopped.transport.shutdown();
+    let voter = members[voter].as_ref().expect("the voter");
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut highest_term = 0;
+    while Instant::now() < until {
+        let st = voter.replica.status();
+        assert_ne!(
+            st.role,
+            Role::Leader,
+            "elected with a vote its group never had"
+        );
+        highest_term = highest_term.max(st.term);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        highest_term >= 3,
+        "it campaigned (term {highest_term}) and could not win"
+    );
     for m in members.into_iter().flatten() {
         m.replica.shutdown().await;
         m.transport.shutdown();

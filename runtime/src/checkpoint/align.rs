@@ -4,51 +4,63 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tempest_dsl::TaskId;
 
-/// One input channel: the upstream task and the subscription it sends on (one link each).
-type Channel = (TaskId, u16);
-
-/// Counts barrier arrivals over a task's input links: barrier `n` is complete once every link
-/// whose data has not ended delivered it. Links deliver in order, so a later barrier never
+/// Counts barrier arrivals over a task's input links, per upstream task: barrier `n` is
+/// complete once every upstream task delivered it on each of its links to this task, or ended
+/// all of them. (An upstream task sends a barrier on all its links before it ends any, and each
+/// link delivers in order: a link that ended after delivering `n` does not stand for one of its
+/// siblings that has not delivered it yet.) Links deliver in order, so a later barrier never
 /// completes before an earlier one; a barrier at or below the last completed is stale.
 #[derive(Debug)]
 pub(crate) struct Aligner {
-    /// Links whose data has not ended.
-    open: u32,
-    /// Barriers seen on some links and not complete yet.
-    seen: BTreeMap<u64, BTreeSet<Channel>>,
+    /// Per upstream task: its links to this task and how many of them ended.
+    sources: BTreeMap<TaskId, (u32, u32)>,
+    /// Barriers seen on some links and not complete yet: per upstream task, the subscriptions
+    /// (one link each) that delivered it.
+    seen: BTreeMap<u64, BTreeMap<TaskId, BTreeSet<u16>>>,
     /// The last barrier completed.
     done: u64,
 }
 
 impl Aligner {
-    /// An aligner over `links` input links.
-    pub(crate) fn new(links: u32) -> Self {
+    /// An aligner over the links of the upstream tasks `sources` (task, links to this task).
+    pub(crate) fn new(sources: impl IntoIterator<Item = (TaskId, u32)>) -> Self {
         Aligner {
-            open: links,
+            sources: sources.into_iter().map(|(t, l)| (t, (l, 0))).collect(),
             seen: BTreeMap::new(),
             done: 0,
         }
     }
 
-    /// Barrier `id` arrived on `channel`; returns the barrier this completes, if any.
-    pub(crate) fn barrier(&mut self, channel: Channel, id: u64) -> Option<u64> {
+    /// Barrier `id` arrived from `source` on its subscription `input`; returns the barrier this
+    /// completes, if any.
+    pub(crate) fn barrier(&mut self, (source, input): (TaskId, u16), id: u64) -> Option<u64> {
         if id <= self.done {
             return None;
         }
-        self.seen.entry(id).or_default().insert(channel);
+        self.sources.entry(source).or_insert((1, 0));
+        self.seen
+            .entry(id)
+            .or_default()
+            .entry(source)
+            .or_default()
+            .insert(input);
         self.complete()
     }
 
-    /// The data of one input link ended: it delivers no more barriers. Returns the barrier
-    /// this completes, if any.
-    pub(crate) fn link_ended(&mut self) -> Option<u64> {
-        self.open = self.open.saturating_sub(1);
+    /// One link from `source` ended: it delivers no more barriers. Returns the barrier this
+    /// completes, if any.
+    pub(crate) fn link_ended(&mut self, source: TaskId) -> Option<u64> {
+        let (links, ended) = self.sources.entry(source).or_insert((1, 0));
+        *ended = (*ended + 1).min(*links);
         self.complete()
     }
 
     fn complete(&mut self) -> Option<u64> {
-        let (&id, channels) = self.seen.first_key_value()?;
-        if (channels.len() as u32) < self.open {
+        let (&id, seen) = self.seen.first_key_value()?;
+        let all = self.sources.iter().all(|(task, (links, ended))| {
+            ended == links || seen.get(task).is_some_and(|s| s.len() as u32 >= *links)
+        });
+        if !all {
             return None;
         }
         self.done = id;
@@ -61,26 +73,44 @@ impl Aligner {
 mod tests {
     use super::*;
 
-    const A: Channel = (TaskId(0), 0);
-    const B: Channel = (TaskId(1), 0);
+    const A: TaskId = TaskId(0);
+    const B: TaskId = TaskId(1);
 
     #[test]
     fn a_barrier_completes_once_every_link_delivered_it() {
-        let mut a = Aligner::new(2);
-        assert_eq!(a.barrier(A, 1), None);
-        assert_eq!(a.barrier(A, 2), None, "a fast link runs ahead");
-        assert_eq!(a.barrier(B, 1), Some(1));
-        assert_eq!(a.barrier(B, 2), Some(2));
-        assert_eq!(a.barrier(A, 2), None, "stale");
+        let mut a = Aligner::new([(A, 1), (B, 1)]);
+        assert_eq!(a.barrier((A, 0), 1), None);
+        assert_eq!(a.barrier((A, 0), 2), None, "a fast link runs ahead");
+        assert_eq!(a.barrier((B, 0), 1), Some(1));
+        assert_eq!(a.barrier((B, 0), 2), Some(2));
+        assert_eq!(a.barrier((A, 0), 2), None, "stale");
     }
 
     #[test]
     fn an_ended_link_no_longer_holds_a_barrier_back() {
-        let mut a = Aligner::new(2);
-        assert_eq!(a.barrier(A, 1), None);
-        assert_eq!(a.link_ended(), Some(1));
-        assert_eq!(a.barrier(A, 2), Some(2), "one link left");
-        let mut none = Aligner::new(1);
-        assert_eq!(none.link_ended(), None, "nothing seen, nothing completes");
+        let mut a = Aligner::new([(A, 1), (B, 1)]);
+        assert_eq!(a.barrier((A, 0), 1), None);
+        assert_eq!(a.link_ended(B), Some(1));
+        assert_eq!(a.barrier((A, 0), 2), Some(2), "one link left");
+        let mut none = Aligner::new([(A, 1)]);
+        assert_eq!(none.link_ended(A), None, "nothing seen, nothing completes");
+    }
+
+    #[test]
+    fn a_link_that_delivered_the_barrier_and_ended_does_not_stand_for_another() {
+        // A delivered barrier 1 and ended; B has not delivered it: not complete.
+        let mut a = Aligner::new([(A, 1), (B, 1)]);
+        assert_eq!(a.barrier((A, 0), 1), None);
+        assert_eq!(a.link_ended(A), None);
+        assert_eq!(a.barrier((B, 0), 1), Some(1));
+        // A task with two links (two subscriptions): both must deliver it.
+        let mut two = Aligner::new([(A, 2)]);
+        assert_eq!(two.barrier((A, 0), 1), None);
+        assert_eq!(
+            two.link_ended(A),
+            None,
+            "its other link has not delivered it"
+        );
+        assert_eq!(two.barrier((A, 1), 1), Some(1));
     }
 }

@@ -75,7 +75,10 @@ pub(crate) struct BoltActor {
     /// Every input's data ended; the marker goes on once no proposal is pending (it must
     /// follow their outputs).
     data_end_due: bool,
-    /// Set when the run takes checkpoints: when a barrier has come on every input.
+    /// The run takes checkpoints.
+    checkpointing: bool,
+    /// Set (once wired) when the run takes checkpoints: when a barrier has come on every
+    /// input.
     aligner: Option<Aligner>,
     /// The state to start from: the run is restored from a checkpoint.
     restore: Option<Vec<u8>>,
@@ -91,7 +94,7 @@ impl BoltActor {
     /// Takes part in checkpoints: forwards each barrier once it came on every input, saving
     /// the task's state then if it owns one; with `restore`, starts from that state.
     pub(crate) fn checkpointed(mut self, restore: Option<Vec<u8>>) -> Self {
-        self.aligner = Some(Aligner::new(self.ends_expected));
+        self.checkpointing = true;
         self.restore = restore;
         self
     }
@@ -187,6 +190,7 @@ impl BoltActor {
             propose: None,
             myself: None,
             data_end_due: false,
+            checkpointing: false,
             aligner: None,
             restore: None,
         }
@@ -433,7 +437,7 @@ impl BoltActor {
         *remaining -= 1;
         let source_ended = *remaining == 0;
         self.data_ends += 1;
-        if let Some(done) = self.aligner.as_mut().and_then(Aligner::link_ended) {
+        if let Some(done) = self.aligner.as_mut().and_then(|a| a.link_ended(from)) {
             self.barrier_complete(done);
         }
         if source_ended {
@@ -545,6 +549,11 @@ impl Handler<Wire> for BoltActor {
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
         self.myself = Some(ctx.address().recipient());
         self.core.outbox = Outbox::new(wire.links, self.credit);
+        if self.checkpointing {
+            self.aligner = Some(Aligner::new(
+                wire.upstream.iter().map(|(task, links, _)| (*task, *links)),
+            ));
+        }
         for (task, links, credit) in wire.upstream {
             self.add_queue(SourceQueue::new(task, links, Some(credit)));
         }

@@ -96,6 +96,9 @@ pub(crate) enum TaskEvent {
         id: u64,
         saved: Result<TaskSnapshot, String>,
     },
+    /// A spout's source is done (or drained) and its trees settled: it waits for a checkpoint
+    /// that holds its end, so the next one should come now.
+    Settled { task: TaskId },
 }
 
 /// Asks a spout to take its part of checkpoint `id`: record its position, then send the
@@ -104,11 +107,15 @@ pub(crate) enum TaskEvent {
 #[rtype(result = "()")]
 pub(crate) struct TriggerCheckpoint(pub(crate) u64);
 
-/// Checkpoint `id` completed: a spout whose source is done and settled may end once a
-/// checkpoint taken after that completed (a restore then never rewinds it).
+/// Checkpoint `id` completed (`ok`) or failed: a spout whose source is done and settled may
+/// end once a checkpoint taken after that completed (a restore then never rewinds it), or
+/// after a few such checkpoints failed (it does not wait for ever).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct CheckpointDone(pub(crate) u64);
+pub(crate) struct CheckpointDone {
+    pub(crate) id: u64,
+    pub(crate) ok: bool,
+}
 
 /// A replicated task's proposal `seq` was committed and applied (`Ok`: what the state machine
 /// returned) or not (`Err`: why).

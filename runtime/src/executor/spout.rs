@@ -39,10 +39,35 @@ struct Checkpointing {
     /// The position (and messages in flight) to go back to when it opens: the run is
     /// restored from a checkpoint.
     restore: Option<(Vec<u8>, Vec<MsgId>)>,
-    /// The first checkpoint it saved while done and settled: once that completes it may end.
+    /// The first checkpoint triggered while it was done and settled: once that completes it
+    /// may end.
     settled_at: Option<u64>,
+    /// It told the coordinator it settled (since it last went back to running).
+    announced: bool,
     /// The last checkpoint completed.
     completed: u64,
+    /// Checkpoints from `settled_at` on that failed.
+    failed_since: u32,
+}
+
+/// How many checkpoints holding its end may fail before a done spout ends without one (a
+/// restore would then replay its input: logged).
+const END_AFTER_FAILED_CHECKPOINTS: u32 = 3;
+
+impl Checkpointing {
+    /// A failure brought the spout back to running: its end is not settled any more.
+    fn running_again(&mut self) {
+        self.settled_at = None;
+        self.announced = false;
+        self.failed_since = 0;
+    }
+
+    /// Whether a checkpoint holding its end completed, or enough of them failed.
+    fn end_saved(&self) -> bool {
+        self.settled_at.is_some_and(|at| {
+            self.completed >= at || self.failed_since >= END_AFTER_FAILED_CHECKPOINTS
+        })
+    }
 }
 
 /// Tracking state of a spout under a tracked guarantee.
@@ -100,12 +125,6 @@ impl SpoutActor {
                             .map(|t| t.pending.messages())
                             .unwrap_or_default();
                         self.core.outbox.mark(Mark::Barrier(id));
-                        let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
-                        if let Some(c) = &mut self.checkpoints {
-                            if self.state == State::Settling && settled && c.settled_at.is_none() {
-                                c.settled_at = Some(id);
-                            }
-                        }
                         Ok(TaskSnapshot::Spout {
                             position,
                             in_flight,
@@ -120,6 +139,12 @@ impl SpoutActor {
             State::Ending => return,
             State::Waiting => Err("the spout has not started".to_owned()),
         };
+        let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
+        if let Some(c) = &mut self.checkpoints {
+            if self.state == State::Settling && settled && c.settled_at.is_none() {
+                c.settled_at = Some(id);
+            }
+        }
         if let Err(why) = &saved {
             tracing::warn!(parent: &self.core.span, checkpoint = id, %why, "checkpoint not saved");
         }
@@ -154,7 +179,7 @@ impl SpoutActor {
                 if !self.draining && self.state == State::Settling {
                     self.state = State::Running;
                     if let Some(c) = &mut self.checkpoints {
-                        c.settled_at = None;
+                        c.running_again();
                     }
                 }
                 true
@@ -327,7 +352,7 @@ impl SpoutActor {
         if self.state == State::Settling && !self.draining {
             self.state = State::Running;
             if let Some(c) = &mut self.checkpoints {
-                c.settled_at = None;
+                c.running_again();
             }
         }
         if self.state == State::Running {
@@ -370,12 +395,24 @@ impl SpoutActor {
     /// restored run never has to rewind a spout that ended).
     fn end_if_settled(&mut self) {
         let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
-        let saved_end = self
-            .checkpoints
-            .as_ref()
-            .is_none_or(|c| c.settled_at.is_some_and(|at| c.completed >= at));
-        if self.state == State::Settling && settled && saved_end {
+        if self.state != State::Settling || !settled {
+            return;
+        }
+        let Some(c) = &mut self.checkpoints else {
+            return self.end();
+        };
+        if c.end_saved() {
+            if c.completed < c.settled_at.unwrap_or(0) {
+                let failed = c.failed_since;
+                tracing::warn!(parent: &self.core.span, failed, "ending without a checkpoint of its end: a restore would replay this spout's input");
+            }
             self.end();
+        } else if !c.announced {
+            // Ask for the checkpoint that lets it end now, not an interval later.
+            c.announced = true;
+            self.core
+                .events
+                .do_send(TaskEvent::Settled { task: self.core.id });
         }
     }
 
@@ -462,9 +499,13 @@ impl Handler<TriggerCheckpoint> for SpoutActor {
 impl Handler<CheckpointDone> for SpoutActor {
     type Result = ();
 
-    fn handle(&mut self, CheckpointDone(id): CheckpointDone, _: &mut Context<Self>) {
+    fn handle(&mut self, CheckpointDone { id, ok }: CheckpointDone, _: &mut Context<Self>) {
         if let Some(c) = &mut self.checkpoints {
-            c.completed = c.completed.max(id);
+            if ok {
+                c.completed = c.completed.max(id);
+            } else if c.settled_at.is_some_and(|at| id >= at) {
+                c.failed_since += 1;
+            }
         }
         self.end_if_settled();
     }

@@ -19,7 +19,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::GroupId;
+use crate::ids::{GroupId, MemberId};
 use crate::replication::membership::{self, Admission, JoinRequest};
 use crate::replication::type_config::{Raft, TypeConfig};
 use crate::transport::{Lane, Service, Transport, TransportError, frame};
@@ -31,6 +31,15 @@ enum RaftRpc {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A replica asks the group's leader to make it a voter ([`membership`]).
     Join(JoinRequest),
+}
+
+/// An RPC and the member it is for: a node hosts one replica of a group, and a replica that
+/// took a new identity must not answer for its old one (its vote under the old identity is
+/// lost with its log). A join is for whoever leads, so its target is not checked.
+#[derive(Serialize, Deserialize)]
+struct Addressed {
+    to: u64,
+    rpc: RaftRpc,
 }
 
 /// The Raft instances this process hosts, by group; answers the RPCs addressed to them.
@@ -73,10 +82,19 @@ impl RaftGroups {
             return futures_util::future::ready(Err(format!("no replica of group {group} here")))
                 .boxed();
         };
-        let rpc: RaftRpc = match frame::decode(&body) {
+        let Addressed { to, rpc } = match frame::decode(&body) {
             Ok(rpc) => rpc,
             Err(e) => return futures_util::future::ready(Err(e.to_string())).boxed(),
         };
+        let here = raft.metrics().borrow().id;
+        if to != here && !matches!(rpc, RaftRpc::Join(_)) {
+            return futures_util::future::ready(Err(format!(
+                "group {group}: the replica here is {}, not {}",
+                MemberId(here),
+                MemberId(to)
+            )))
+            .boxed();
+        }
         async move {
             let encoded = match rpc {
                 RaftRpc::Append(r) => frame::encode(&raft.append_entries(r).await),
@@ -128,7 +146,11 @@ impl Client {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = frame::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = frame::encode(&Addressed {
+            to: self.target,
+            rpc,
+        })
+        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer = self
             .transport
             .request(
@@ -189,7 +211,11 @@ pub async fn request_join(
     req: &JoinRequest,
     ttl: Duration,
 ) -> Result<Admission, String> {
-    let body = frame::encode(&RaftRpc::Join(req.clone())).map_err(|e| e.to_string())?;
+    let body = frame::encode(&Addressed {
+        to: 0,
+        rpc: RaftRpc::Join(req.clone()),
+    })
+    .map_err(|e| e.to_string())?;
     let answer = transport
         .request(addr, Lane::Control, Service::Raft(group), body, ttl)
         .await

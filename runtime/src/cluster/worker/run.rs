@@ -351,7 +351,7 @@ impl Handler<TaskEvent> for RunEvents {
                 tracing::error!(topology = %self.shared.run.name, task = task.0, %error, "task failed");
             }
             // No checkpoint is triggered in a cluster yet: nothing sends these.
-            TaskEvent::Checkpointed { .. } => {}
+            TaskEvent::Checkpointed { .. } | TaskEvent::Settled { .. } => {}
         }
     }
 }
