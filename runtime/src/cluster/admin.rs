@@ -197,6 +197,11 @@ pub struct Heartbeat {
     /// The process's incarnation, drawn at its start.
     #[serde(default)]
     pub incarnation: u64,
+    /// The groups this node's replicas lead, with the nodes of their voters when their
+    /// membership is settled: (topology, run seed, task, nodes). The manager moves a group's
+    /// replica only while its voters are the ones assigned (no change in flight).
+    #[serde(default)]
+    pub voters: Vec<(String, u64, TaskId, Vec<NodeId>)>,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

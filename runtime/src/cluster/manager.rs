@@ -129,11 +129,14 @@ pub enum ManagerCommand {
         /// The node.
         node: NodeId,
     },
-    /// A node has been down for the replace timeout: move its replicas of stateful tasks to
-    /// other live nodes ([`ManagerState::replacements`]).
+    /// A node has been down for the replace timeout: move its replicas of stateful tasks
+    /// `tasks` (topology, task) to other live nodes ([`ManagerState::replacements`]; the
+    /// leader lists only groups whose voters are the ones assigned).
     Replace {
         /// The node.
         node: NodeId,
+        /// The replicated tasks whose replica on `node` moves.
+        tasks: Vec<(String, TaskId)>,
     },
     /// Start a topology.
     Submit {
@@ -358,8 +361,12 @@ impl ManagerState {
                 self.activate_ready();
                 ManagerReply::Done
             }
-            ManagerCommand::Replace { node } => {
-                let moves = self.replacements(node);
+            ManagerCommand::Replace { node, tasks } => {
+                let moves: Vec<_> = self
+                    .replacements(node)
+                    .into_iter()
+                    .filter(|(name, task, _)| tasks.iter().any(|(n, t)| n == name && t == task))
+                    .collect();
                 if moves.is_empty() {
                     return ManagerReply::Done;
                 }
@@ -791,7 +798,8 @@ mod tests {
         s.execute(ManagerCommand::Down { node: lost });
         let moves = s.replacements(lost);
         assert!(!moves.is_empty());
-        s.execute(ManagerCommand::Replace { node: lost });
+        let tasks = moves.iter().map(|(n, t, _)| (n.clone(), *t)).collect();
+        s.execute(ManagerCommand::Replace { node: lost, tasks });
         let t = &s.topologies["counter"];
         for (task, r) in &t.replicas {
             assert_eq!(r.len(), 3, "{task}: R replicas again");

@@ -37,6 +37,7 @@ use crate::replication::{
 use crate::transport::{
     Handler, Lane, PeerRole, Service, Transport, TransportConfig, TransportError, frame,
 };
+use tempest_dsl::TaskId;
 
 /// How long a proposal or read keeps looking for the manager's leader.
 const LEADER_DEADLINE: Duration = Duration::from_secs(5);
@@ -68,6 +69,10 @@ pub enum NodeError {
     Transport(#[from] TransportError),
 }
 
+/// Each replicated group's settled voters as its leader last reported them, and when: by
+/// (topology, run seed, task).
+type GroupVoters = BTreeMap<(String, u64, TaskId), (BTreeSet<NodeId>, Instant)>;
+
 struct Shared {
     config: NodeConfig,
     registry: Arc<Registry>,
@@ -76,6 +81,9 @@ struct Shared {
     manager: OnceLock<Replica<ManagerState>>,
     /// Leader soft state: when each node last heartbeat.
     last_seen: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Leader soft state: each replicated group's settled voters as its leader last reported
+    /// them, and when.
+    group_voters: Mutex<GroupVoters>,
     /// Leader soft state: proposals about nodes in flight (not to repeat them every beat).
     proposing: Mutex<BTreeSet<NodeId>>,
     was_leader: AtomicBool,
@@ -171,6 +179,7 @@ impl Node {
             groups: Arc::default(),
             manager: OnceLock::new(),
             last_seen: Mutex::default(),
+            group_voters: Mutex::default(),
             proposing: Mutex::default(),
             was_leader: AtomicBool::new(false),
             leader_hint: Mutex::default(),
@@ -343,6 +352,11 @@ impl Shared {
                 finished: self.worker.get().map(Worker::finished).unwrap_or_default(),
                 ready: self.worker.get().map(Worker::ready).unwrap_or_default(),
                 incarnation: self.incarnation,
+                voters: self
+                    .worker
+                    .get()
+                    .map(Worker::led_voters)
+                    .unwrap_or_default(),
             };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
@@ -453,9 +467,12 @@ impl Shared {
                 tracing::warn!(%node, "node silent for the node timeout: declared down");
                 self.propose_about(node, ManagerCommand::Down { node });
             }
-            // Nodes down for the replace timeout lose their replicas to spare nodes.
-            let gone: Vec<NodeId> = {
-                let Ok(seen) = self.last_seen.lock() else {
+            // Nodes down for the replace timeout lose their replicas to spare nodes: a group's
+            // only while its leader reports settled voters that are the ones assigned (a
+            // replacement still in flight, or voters the manager does not know of, wait).
+            let gone: Vec<(NodeId, Vec<(String, TaskId)>)> = {
+                let (Ok(seen), Ok(voters)) = (self.last_seen.lock(), self.group_voters.lock())
+                else {
                     continue;
                 };
                 state
@@ -466,13 +483,35 @@ impl Shared {
                         seen.get(n)
                             .is_some_and(|t| t.elapsed() > self.config.replace_after)
                     })
-                    .map(|(n, _)| *n)
-                    .filter(|n| !state.replacements(*n).is_empty())
+                    .map(|(n, _)| {
+                        let ready: Vec<(String, TaskId)> = state
+                            .replacements(*n)
+                            .into_iter()
+                            .filter(|(name, task, _)| {
+                                let Some(t) = state.topologies.get(name) else {
+                                    return false;
+                                };
+                                let assigned: BTreeSet<NodeId> = t
+                                    .replicas
+                                    .get(task)
+                                    .map(|r| r.iter().copied().collect())
+                                    .unwrap_or_default();
+                                voters
+                                    .get(&(name.clone(), t.seed, *task))
+                                    .is_some_and(|(v, at)| {
+                                        *v == assigned && at.elapsed() < 10 * self.config.heartbeat
+                                    })
+                            })
+                            .map(|(name, task, _)| (name, task))
+                            .collect();
+                        (*n, ready)
+                    })
+                    .filter(|(_, ready)| !ready.is_empty())
                     .collect()
             };
-            for node in gone {
-                tracing::warn!(%node, "node down for the replace timeout: its replicas move to other nodes");
-                self.propose_about(node, ManagerCommand::Replace { node });
+            for (node, tasks) in gone {
+                tracing::warn!(%node, groups = tasks.len(), "node down for the replace timeout: its replicas move to other nodes");
+                self.propose_about(node, ManagerCommand::Replace { node, tasks });
             }
         }
     }
@@ -519,6 +558,14 @@ impl Shared {
         };
         if let Ok(mut seen) = self.last_seen.lock() {
             seen.insert(hb.node, Instant::now());
+        }
+        if let Ok(mut v) = self.group_voters.lock() {
+            for (name, seed, task, nodes) in &hb.voters {
+                v.insert(
+                    (name.clone(), *seed, *task),
+                    (nodes.iter().copied().collect(), Instant::now()),
+                );
+            }
         }
         let state = m.read(Clone::clone);
         let known = state.nodes.get(&hb.node).is_some_and(|r| {

@@ -9,14 +9,17 @@
 //! 1. a member that is not known yet is added as a **learner** (it receives the log, or a
 //!    snapshot, and does not vote);
 //! 2. once it is within [`CATCH_UP_SLACK`] entries of the leader's log, the voters become the
-//!    current voters on the nodes the request says are assigned, minus any other member on the
-//!    joiner's own node (its old identity), plus the joiner: one joint-consensus change;
+//!    current voters on the nodes assigned to the group (as the leader's node knows the
+//!    manager's assignment; the request's view only when the leader's node has none), minus
+//!    any other member on the joiner's own node (its old identity), plus the joiner: one
+//!    joint-consensus change, never one that leaves fewer voters than there are;
 //! 3. learners left behind by members that died before promotion, on the joiner's node or on a
 //!    node no longer assigned, are removed.
 //!
-//! A request repeats until its member is a voter, so every step may fail and is retried; the
-//! change itself is Raft's (joint consensus), so a request built on a stale assignment cannot
-//! break safety, only be undone by the next one.
+//! A request repeats until the leader answers that its member is a voter of a settled (not
+//! joint) membership, so every step may fail and is retried. A joint membership left behind by
+//! a leader that died between the two steps of a change is finished by the next leader that
+//! gets a request.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -106,6 +109,15 @@ pub fn decide(
     let keep = |m: &MemberId| m.node() != node && req.assigned.contains(&m.node());
     let mut next: BTreeSet<MemberId> = voters.iter().copied().filter(keep).collect();
     next.insert(req.member);
+    if next.len() < voters.len() {
+        return Decision::Refuse(format!(
+            "making {} a voter would shrink the group from {} to {} voters (assigned {:?})",
+            req.member,
+            voters.len(),
+            next.len(),
+            req.assigned
+        ));
+    }
     let stale = learners
         .iter()
         .copied()
@@ -124,16 +136,37 @@ pub fn list(members: &BTreeSet<MemberId>) -> String {
 }
 
 /// Handles `req` on this process's replica `raft` of `group`: refused unless it leads.
+/// `assigned` is the group's assignment as this node knows it, which wins over the request's.
 pub(crate) async fn admit(
     raft: Raft,
     group: GroupId,
-    req: JoinRequest,
+    mut req: JoinRequest,
+    assigned: Option<BTreeSet<NodeId>>,
 ) -> Result<Admission, String> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(m.id) {
         return Err(format!("not the leader of group {group}"));
     }
+    if let Some(assigned) = assigned {
+        req.assigned = assigned;
+    }
     let membership = m.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        // A change left half done (its leader died between the two steps): finish it.
+        let target: BTreeSet<u64> = membership
+            .get_joint_config()
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            if let Err(e) = raft.change_membership(target, false).await {
+                tracing::info!(%group, error = %e, "finishing a joint membership failed (retried on the next request)");
+            }
+        });
+        return Err(format!(
+            "group {group}: a membership change is being finished"
+        ));
+    }
     let voters: BTreeSet<MemberId> = membership.voter_ids().map(MemberId).collect();
     let learners: BTreeSet<MemberId> = membership.learner_ids().map(MemberId).collect();
     let matched: BTreeMap<MemberId, Option<u64>> = m
@@ -248,6 +281,19 @@ mod tests {
                 voters: set(&[m(1, 0), m(2, 0), fresh]),
                 stale: set(&[m(4, 2), m(3, 7)]),
             }
+        );
+    }
+
+    #[test]
+    fn a_change_that_would_shrink_the_group_is_refused() {
+        // A stale view that assigns only the joiner's node and one other.
+        let voters = set(&[m(1, 0), m(2, 0), m(3, 0)]);
+        let fresh = m(3, 4);
+        let matched = BTreeMap::from([(fresh, Some(10))]);
+        let d = decide(&req(fresh, &[1, 3]), &voters, &set(&[fresh]), &matched, 10);
+        assert!(
+            matches!(&d, Decision::Refuse(why) if why.contains("shrink")),
+            "{d:?}"
         );
     }
 

@@ -19,7 +19,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{GroupId, MemberId};
+use crate::ids::{GroupId, MemberId, NodeId};
 use crate::replication::membership::{self, Admission, JoinRequest};
 use crate::replication::type_config::{Raft, TypeConfig};
 use crate::transport::{Lane, Service, Transport, TransportError, frame};
@@ -49,6 +49,9 @@ pub struct RaftGroups {
     /// only its own registration, not a newer replica's of the same group.
     groups: DashMap<GroupId, (u64, Raft)>,
     registrations: std::sync::atomic::AtomicU64,
+    /// The nodes each group's replicas are assigned to, as this node last learned from the
+    /// manager: a leader here admits members by it.
+    assigned: DashMap<GroupId, std::collections::BTreeSet<NodeId>>,
 }
 
 impl RaftGroups {
@@ -65,6 +68,12 @@ impl RaftGroups {
     pub(crate) fn remove(&self, group: GroupId, registration: u64) {
         self.groups
             .remove_if(&group, |_, (n, _)| *n == registration);
+    }
+
+    /// Records the nodes `group`'s replicas are assigned to (the manager's word, as this node
+    /// last heard it).
+    pub fn set_assigned(&self, group: GroupId, nodes: std::collections::BTreeSet<NodeId>) {
+        self.assigned.insert(group, nodes);
     }
 
     /// Whether a replica of `group` is registered in this process.
@@ -95,12 +104,15 @@ impl RaftGroups {
             )))
             .boxed();
         }
+        let assigned = self.assigned.get(&group).map(|a| a.clone());
         async move {
             let encoded = match rpc {
                 RaftRpc::Append(r) => frame::encode(&raft.append_entries(r).await),
                 RaftRpc::Vote(r) => frame::encode(&raft.vote(r).await),
                 RaftRpc::Snapshot(r) => frame::encode(&raft.install_snapshot(r).await),
-                RaftRpc::Join(r) => frame::encode(&membership::admit(raft, group, r).await),
+                RaftRpc::Join(r) => {
+                    frame::encode(&membership::admit(raft, group, r, assigned).await)
+                }
             };
             encoded.map_err(|e| e.to_string())
         }

@@ -320,6 +320,15 @@ impl<S: ReplicatedState> Replica<S> {
             .collect()
     }
 
+    /// The group's voters if its membership (as this replica knows it) is settled, `None`
+    /// while a change is half done (joint).
+    pub fn settled_voters(&self) -> Option<BTreeSet<MemberId>> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        (membership.get_joint_config().len() == 1)
+            .then(|| membership.voter_ids().map(MemberId).collect())
+    }
+
     /// Waits until this replica knows a leader, at most `timeout`; the leader's node.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
         let r = self

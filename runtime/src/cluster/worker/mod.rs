@@ -170,6 +170,13 @@ impl Worker {
                 name: p.name.clone(),
                 seed: p.seed,
             };
+            // Leaders here admit their groups' members by the manager's word.
+            for (task, nodes) in &p.replicas {
+                self.host.groups.set_assigned(
+                    replicated::group_id(&id, *task),
+                    nodes.iter().copied().collect(),
+                );
+            }
             if let Some(r) = runs.get(&id) {
                 if r.runs_elsewhere(&p.assignment, &p.replicas) {
                     // This node was declared down while alive and its tasks moved: start over
@@ -269,6 +276,21 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The groups led here, with the nodes of their settled voters: (topology, run seed, task,
+    /// nodes).
+    pub(crate) fn led_voters(&self) -> Vec<(String, u64, TaskId, Vec<NodeId>)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .flat_map(|(id, run)| {
+                run.led_voters()
+                    .into_iter()
+                    .map(|(task, nodes)| (id.name.clone(), id.seed, task, nodes))
+            })
+            .collect()
     }
 
     /// Takes a data message from the node at `sender`.

@@ -370,6 +370,15 @@ impl ReplicatedTask {
         })
     }
 
+    /// The nodes of the group's settled voters, if this replica leads it.
+    pub(crate) fn led_voters(&self) -> Option<Vec<NodeId>> {
+        let replica = self.replica.get()?;
+        if !replica.is_leader() {
+            return None;
+        }
+        Some(replica.settled_voters()?.iter().map(|m| m.node()).collect())
+    }
+
     /// The replica's status, once it started.
     pub(crate) fn status(&self) -> Option<ReplicaStatus> {
         self.replica.get().map(|r| r.status())
@@ -547,8 +556,9 @@ fn open_stored(
 /// How often a replica that is not a voter asks its group's leader to make it one.
 const JOIN_EVERY: Duration = Duration::from_millis(300);
 
-/// Asks the group's leader (trying every peer of `peers`) until this replica is a voter, then
-/// lets it campaign. Nothing to do for a replica that is a voter when it starts.
+/// Asks the group's leader (trying every peer of `peers`) until it answers that this replica is
+/// a voter and the replica sees a settled membership with itself in it; then a new member may
+/// campaign.
 async fn join(
     replica: Arc<Replica<TaskState>>,
     group: GroupId,
@@ -558,14 +568,25 @@ async fn join(
     stop: CancellationToken,
 ) {
     let mut last: Option<Admission> = None;
-    if replica.voters().contains(&req.member) {
-        // A voter already (it kept its log): the rejoin grace decides when it campaigns.
-        return;
-    }
+    // Its own log may say it is a voter and be stale (it was replaced meanwhile): only the
+    // leader's answer counts.
+    let fresh = !replica.voters().contains(&req.member);
+    // A replica that restarts as the leader of its old term is not one: only a leader
+    // elected since (a higher term, an entry of its own committed) stands for itself.
+    let started_in = replica.status().term;
     loop {
-        if replica.voters().contains(&req.member) {
-            tracing::info!(member = %req.member, "replica is a voter of its group");
-            replica.campaign();
+        let settled = replica
+            .settled_voters()
+            .is_some_and(|v| v.contains(&req.member));
+        let st = replica.status();
+        let elected =
+            st.role == Role::Leader && st.term > started_in && st.applied_term == Some(st.term);
+        if settled && (last == Some(Admission::Voter) || elected) {
+            if fresh {
+                tracing::info!(member = %req.member, "replica is a voter of its group");
+                // A replica that kept its log campaigns when the rejoin grace says.
+                replica.campaign();
+            }
             return;
         }
         for addr in &peers {

@@ -1083,6 +1083,17 @@ impl TopologyRun {
         }
     }
 
+    /// The groups whose replica here leads, with the nodes of their settled voters.
+    pub(crate) fn led_voters(&self) -> Vec<(TaskId, Vec<NodeId>)> {
+        let Ok(groups) = self.groups.lock() else {
+            return Vec::new();
+        };
+        groups
+            .iter()
+            .filter_map(|g| Some((g.task, g.led_voters()?)))
+            .collect()
+    }
+
     /// Whether tasks run here that the assignment puts elsewhere (this node was declared down
     /// while it was alive). A replicated task runs on each of its replicas.
     pub(crate) fn runs_elsewhere(
