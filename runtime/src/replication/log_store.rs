@@ -250,6 +250,13 @@ impl LogStore {
         })
     }
 
+    /// Whether the log holds nothing: no vote, no entry, nothing purged (a replica that
+    /// never voted nor took an entry, or whose log was lost).
+    pub fn is_blank(&self) -> bool {
+        let inner = self.lock();
+        inner.vote.is_none() && inner.log.is_empty() && inner.last_purged.is_none()
+    }
+
     /// The index of the last entry the log holds (or purged into a snapshot), if any.
     pub fn last_index(&self) -> Option<u64> {
         let inner = self.lock();

@@ -21,8 +21,8 @@ pub struct EntryContext {
     pub index: u64,
     /// The term of the leader that wrote it.
     pub term: u64,
-    /// The node of the leader that wrote it: the replica on that node proposed it, and only
-    /// its answer is read.
+    /// The member id (Raft node id) of the leader that wrote it: that replica proposed it,
+    /// and only its answer is read.
     pub leader: u64,
 }
 

@@ -513,6 +513,15 @@ fn open_stored(
             Ok((log, read_member(dir)?))
         });
     match opened {
+        // An identity whose log is blank may have voted in a log that is gone (deleted, or
+        // cut to nothing): a new incarnation is always safe, reusing it is not.
+        Ok((log, Some(member)))
+            if log.is_blank() && (member.incarnation() != 0 || !founding_run) =>
+        {
+            let member = new_member(me, false);
+            write_member(dir, member)?;
+            Ok(Stored { log, member })
+        }
         Ok((log, Some(member))) => Ok(Stored { log, member }),
         Ok((log, None)) => {
             // A log without an identity file was written by a founding member (before
@@ -705,6 +714,40 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_without_its_log_or_damaged_is_not_reused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let task = dir.path().join("task-1");
+        let counters = GroupCounters::default();
+        let me = NodeId(3);
+        // First start, in a run past its founding: a new incarnation, stored.
+        let first = open_stored(&task, me, false, &counters).map_err(anyhow::Error::msg)?;
+        assert_ne!(first.member.incarnation(), 0);
+        assert_eq!(
+            read_member(&task).map_err(anyhow::Error::msg)?,
+            Some(first.member)
+        );
+        let first_member = first.member;
+        drop(first);
+        // Its log never held anything (or was lost): the identity is not reused.
+        let again = open_stored(&task, me, false, &counters).map_err(anyhow::Error::msg)?;
+        assert_ne!(again.member, first_member);
+        let stored = read_member(&task).map_err(anyhow::Error::msg)?;
+        assert_eq!(stored, Some(again.member));
+        drop(again);
+        // A damaged identity file: the directory is set aside and a new identity taken.
+        std::fs::write(task.join(MEMBER_FILE), b"garbage!garbage!")?;
+        let repaired = open_stored(&task, me, false, &counters).map_err(anyhow::Error::msg)?;
+        assert_ne!(Some(repaired.member), stored);
+        assert_eq!(counters.repairs.load(Ordering::Relaxed), 1);
+        let aside = std::fs::read_dir(dir.path())?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .count();
+        assert_eq!(aside, 1, "the damaged directory is kept");
+        Ok(())
+    }
 
     #[test]
     fn group_ids_differ_by_run_and_task_and_are_never_the_manager_s() {
