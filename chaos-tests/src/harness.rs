@@ -98,6 +98,11 @@ pub struct Outcome {
     pub replaced_ms: Vec<f64>,
     /// Lost nodes whose replicas were not replaced within 30 s.
     pub unreplaced: u32,
+    /// Per node whose replicas lost their logs (damaged or wiped): its kill to every one of
+    /// them being a voter again under its new identity, in ms.
+    pub rejoined_ms: Vec<f64>,
+    /// Such nodes whose replicas were not all voters again within 30 s.
+    pub unrejoined: u32,
     /// Replicas that found their stored state damaged and were repaired from their peers.
     pub repairs: usize,
 }
@@ -113,6 +118,7 @@ impl Outcome {
         let base = r.at_least_once()
             && self.crashes.is_empty()
             && self.unreplaced == 0
+            && self.unrejoined == 0
             && r.acked > 0
             && (self.steps > 0 || self.skipped == 0);
         match self.options.guarantee {
@@ -137,7 +143,8 @@ impl Outcome {
              failover_p50_ms={:.0} \
              failover_max_ms={:.0} \
              throughput={:.0} offered={:.0}{} replaced={} unreplaced={} replace_max_ms={:.0} \
-             repairs={} steps={} skipped={} crashes={} torn={} seconds={:.1} dir={}",
+             repairs={} rejoined={} unrejoined={} rejoin_max_ms={:.0} steps={} skipped={} \
+             crashes={} torn={} seconds={:.1} dir={}",
             o.scenario.name(),
             o.seed,
             o.guarantee,
@@ -166,6 +173,9 @@ impl Outcome {
             self.unreplaced,
             self.replaced_ms.iter().copied().fold(0.0, f64::max),
             self.repairs,
+            self.rejoined_ms.len(),
+            self.unrejoined,
+            self.rejoined_ms.iter().copied().fold(0.0, f64::max),
             self.steps,
             self.skipped,
             self.crashes.len(),
@@ -209,12 +219,13 @@ struct LogTail {
 }
 
 impl LogTail {
-    const KEPT: [&'static str; 5] = [
+    const KEPT: [&'static str; 6] = [
         "replica started",
         "group leader",
         "leader's first commit",
         "group membership",
         "the replica is repaired",
+        "replica is a voter of its group",
     ];
 
     /// Reads what the logs gained since the last call (whole lines only).
@@ -245,9 +256,14 @@ impl LogTail {
 
     /// "replica started" lines of node `id`.
     fn replicas_started(&self, id: u64) -> usize {
+        self.count(id, "replica started")
+    }
+
+    /// Lines of node `id` that say `what`.
+    fn count(&self, id: u64, what: &str) -> usize {
         self.lines
             .iter()
-            .filter(|(n, l)| *n == id && l.contains("replica started"))
+            .filter(|(n, l)| *n == id && l.contains(what))
             .count()
     }
 
@@ -576,6 +592,8 @@ struct Figures {
     slow: Vec<(u64, f64)>,
     replaced_ms: Vec<f64>,
     unreplaced: u32,
+    rejoined_ms: Vec<f64>,
+    unrejoined: u32,
 }
 
 /// The group a step acts on, its leader, and what the logs said of all groups then.
@@ -876,7 +894,48 @@ fn run_step(
             )
         })
         .collect();
+    // A node whose replicas lost their logs: how many "voter" lines they have logged so far.
+    let voter_lines = |c: &Cluster, i: usize| {
+        c.logs
+            .count(i as u64 + 1, "replica is a voter of its group")
+    };
+    let rejoining: Vec<(usize, usize, usize)> =
+        if matches!(step.fault, Fault::CorruptLog | Fault::WipeDisk) {
+            c.logs.refresh(&c.procs);
+            restart
+                .iter()
+                .map(|(i, hosted)| (*i, *hosted, voter_lines(c, *i)))
+                .collect()
+        } else {
+            Vec::new()
+        };
     c.restart(&restart)?;
+    // They are voters again before the next fault: one failure at a time (R = 3 survives one;
+    // a second replica of a group losing its log while the first still catches up would leave
+    // the group without a quorum of the identities it has).
+    if !rejoining.is_empty() {
+        let back = poll(
+            "the repaired replicas voters again",
+            Duration::from_secs(30).saturating_sub(started.elapsed()),
+            || {
+                c.logs.refresh(&c.procs);
+                Ok(rejoining
+                    .iter()
+                    .all(|(i, hosted, before)| voter_lines(c, *i) >= before + hosted)
+                    .then(|| started.elapsed()))
+            },
+        );
+        match back {
+            Ok(after) => f.rejoined_ms.push(after.as_secs_f64() * 1000.0),
+            Err(_) => {
+                f.unrejoined += 1;
+                writeln!(
+                    log,
+                    "          its replicas were not voters again within 30 s"
+                )?;
+            }
+        }
+    }
     if step.fault.fails_over() {
         let found = poll(
             "a new leader's first commit",
@@ -1064,6 +1123,8 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         seconds,
         replaced_ms: figures.replaced_ms,
         unreplaced: figures.unreplaced,
+        rejoined_ms: figures.rejoined_ms,
+        unrejoined: figures.unrejoined,
         repairs,
     })
 }
