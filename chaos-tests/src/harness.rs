@@ -187,15 +187,7 @@ impl Outcome {
 }
 
 /// The `q` quantile of `values` (nearest rank; 0 for none).
-pub fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return 0.0;
-    }
-    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
+pub use tempest_runtime::metrics::percentile;
 
 fn now_ms() -> u64 {
     SystemTime::now()

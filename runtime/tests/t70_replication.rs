@@ -127,6 +127,39 @@ async fn rebind(addr: &str) -> anyhow::Result<TcpListener> {
     }
 }
 
+/// A founded group of three members (nodes 1 to 3, in `dirs` or in memory) on free ports, and
+/// `spares` more listeners for members to come; returns the members, every address and the
+/// spare listeners.
+async fn founded_group(
+    dirs: Option<&[tempfile::TempDir]>,
+    spares: usize,
+) -> anyhow::Result<(Vec<Option<Member>>, Vec<String>, Vec<TcpListener>)> {
+    let mut listeners = Vec::new();
+    for _ in 0..3 + spares {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let spare = listeners.split_off(3);
+    let mut members = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let dir = dirs.map(|d| d[i].path());
+        members.push(Some(member(i as u64 + 1, l, dir).await?));
+    }
+    let founding: BTreeMap<NodeId, String> = (0..3)
+        .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
+        .collect();
+    members[0]
+        .as_ref()
+        .expect("started")
+        .replica
+        .initialize(&founding)
+        .await?;
+    Ok((members, addrs, spare))
+}
+
 async fn leader_of(members: &[Option<Member>], deadline: Duration) -> anyhow::Result<&Member> {
     let end = Instant::now() + deadline;
     loop {
@@ -185,30 +218,7 @@ async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Resul
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-    ];
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?;
-    let mut members = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        members.push(Some(member(i as u64 + 1, l, Some(dirs[i].path())).await?));
-    }
-    let membership: BTreeMap<NodeId, String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (NodeId(i as u64 + 1), a.clone()))
-        .collect();
-    members[0]
-        .as_ref()
-        .expect("started")
-        .replica
-        .initialize(&membership)
-        .await?;
+    let (mut members, addrs, _) = founded_group(Some(&dirs), 0).await?;
 
     tracing::info!("--- writes commit on every replica");
     for i in 0..20u8 {
@@ -307,32 +317,9 @@ async fn join_until_voter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_is_replaced()
 -> anyhow::Result<()> {
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-    ];
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?;
-    let mut listeners = listeners.into_iter();
-    let mut members: Vec<Option<Member>> = Vec::new();
-    for i in 0..3 {
-        let l = listeners.next().expect("a listener");
-        members.push(Some(member(i + 1, l, None).await?));
-    }
-    let spare = listeners.next().expect("a fourth listener");
-    let founding: BTreeMap<NodeId, String> = (0..3)
-        .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
-        .collect();
-    members[0]
-        .as_ref()
-        .expect("started")
-        .replica
-        .initialize(&founding)
-        .await?;
+    let (mut members, addrs, mut spares) = founded_group(None, 1).await?;
+    let spare = spares.pop().expect("a fourth listener");
+    let founding: Vec<NodeId> = (1..=3).map(NodeId).collect();
     for i in 0..40u8 {
         write(&members, &[i]).await?;
     }
@@ -361,7 +348,7 @@ async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_i
     let req = JoinRequest {
         member: fresh,
         addr: addrs[follower].clone(),
-        assigned: founding.keys().copied().collect(),
+        assigned: founding.iter().copied().collect(),
     };
     let peers: Vec<String> = (0..3)
         .filter(|i| *i != follower)
@@ -466,28 +453,7 @@ async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_i
 /// requests addressed to the old identity).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_identity_does_not_vote_for_its_old_one() -> anyhow::Result<()> {
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-    ];
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?;
-    let mut members: Vec<Option<Member>> = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        members.push(Some(member(i as u64 + 1, l, None).await?));
-    }
-    let founding: BTreeMap<NodeId, String> = (0..3)
-        .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
-        .collect();
-    members[0]
-        .as_ref()
-        .expect("started")
-        .replica
-        .initialize(&founding)
-        .await?;
+    let (mut members, addrs, _) = founded_group(None, 0).await?;
     for i in 0..10u8 {
         write(&members, &[i]).await?;
     }

@@ -13,8 +13,8 @@ use crate::checkpoint::{Aligner, TaskSnapshot};
 use crate::executor::outbox::Outbox;
 
 use crate::executor::{
-    Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, TaskEvent, Wire,
-    guarded, now_ms, setup,
+    Committed, Credit, Deliver, Delivery, Propose, Refill, Supervisor, TaskCore, Wire, guarded,
+    now_ms, setup,
 };
 use crate::metrics::TaskMetrics;
 
@@ -112,14 +112,7 @@ impl BoltActor {
         };
         self.core.outbox.mark(Mark::Barrier(id));
         if let Some(saved) = saved {
-            if let Err(why) = &saved {
-                tracing::warn!(parent: &self.core.span, checkpoint = id, %why, "checkpoint not saved");
-            }
-            self.core.events.do_send(TaskEvent::Checkpointed {
-                task: self.core.id,
-                id,
-                saved,
-            });
+            self.core.report_checkpoint(id, saved);
         }
     }
 

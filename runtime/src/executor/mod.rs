@@ -131,6 +131,23 @@ pub(crate) struct TaskCore {
 }
 
 impl TaskCore {
+    /// Reports this task's part of checkpoint `id` (or why it could not save it) to the
+    /// coordinator; a failure is logged.
+    pub(crate) fn report_checkpoint(
+        &self,
+        id: u64,
+        saved: Result<crate::checkpoint::TaskSnapshot, String>,
+    ) {
+        if let Err(why) = &saved {
+            tracing::warn!(parent: &self.span, checkpoint = id, %why, "checkpoint not saved");
+        }
+        self.events.do_send(TaskEvent::Checkpointed {
+            task: self.id,
+            id,
+            saved,
+        });
+    }
+
     pub(crate) fn new(
         id: TaskId,
         span: tracing::Span,

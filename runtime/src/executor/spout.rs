@@ -145,14 +145,7 @@ impl SpoutActor {
                 c.settled_at = Some(id);
             }
         }
-        if let Err(why) = &saved {
-            tracing::warn!(parent: &self.core.span, checkpoint = id, %why, "checkpoint not saved");
-        }
-        self.core.events.do_send(TaskEvent::Checkpointed {
-            task: self.core.id,
-            id,
-            saved,
-        });
+        self.core.report_checkpoint(id, saved);
     }
 
     /// Restarts the spout in place when `next`, `ack` or `fail` panics, instead of failing the
