@@ -179,7 +179,10 @@ pub fn run_once(bin: &Path, bench: &FailoverBench) -> anyhow::Result<FailoverRun
             let log = procs.log(victim);
             let fresh = log.get(before..).unwrap_or("");
             let started = fresh.matches("replica started").count() >= 2;
-            let caught_up = !memory || fresh.matches("caught up: it votes again").count() >= 2;
+            // A memory replica comes back without its log: under a new identity, a voter once
+            // the leader promoted it.
+            let caught_up =
+                !memory || fresh.matches("replica is a voter of its group").count() >= 2;
             Ok((started && caught_up).then_some(()))
         })?;
     }

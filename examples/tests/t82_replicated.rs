@@ -331,7 +331,10 @@ fn a_replica_restarted_with_its_disk_resumes_from_its_log() -> anyhow::Result<()
         resumed.iter().all(|n| *n > 1),
         "both replicas resumed from their logs: {resumed:?}"
     );
-    assert!(!log.contains("rejoins without its log"), "{log}");
+    assert!(
+        !log.contains("under a new identity"),
+        "a replica with its disk keeps its identity: {log}"
+    );
     Ok(())
 }
 
