@@ -292,6 +292,23 @@ fn three_voters(voters: &str, gone: Option<u64>, fresh_on: Option<u64>) -> bool 
         && fresh_on.is_none_or(|f| members.iter().any(|m| m.0 == node(f) && m.1.is_some()))
 }
 
+/// Both of `victim`'s replicas are voters again, and every replica of every group sees three
+/// voters, `victim`'s a new incarnation.
+fn rejoined_as_new_identities(c: &Cluster, victim: u64, log: &str) {
+    assert!(
+        log.matches("is a voter of its group").count() >= 2,
+        "node {victim}:\n{log}"
+    );
+    for (group, by_node) in memberships(c, &[1, 2, 3]) {
+        for (node, voters) in by_node {
+            assert!(
+                three_voters(&voters, None, Some(victim)),
+                "{group} on n{node}: {voters}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_killed_follower_without_its_log_rejoins_under_a_new_identity() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,18 +319,7 @@ fn a_killed_follower_without_its_log_rejoins_under_a_new_identity() -> anyhow::R
         log.matches("joins its group under a new identity").count() >= 2,
         "node {victim}: both replicas take a new identity:\n{log}"
     );
-    assert!(
-        log.matches("is a voter of its group").count() >= 2,
-        "node {victim}:\n{log}"
-    );
-    for (group, by_node) in memberships(&c, &[1, 2, 3]) {
-        for (node, voters) in by_node {
-            assert!(
-                three_voters(&voters, None, Some(victim)),
-                "{group} on n{node}: {voters}"
-            );
-        }
-    }
+    rejoined_as_new_identities(&c, victim, &log);
     Ok(())
 }
 
@@ -350,18 +356,7 @@ fn a_corrupted_log_is_set_aside_and_its_replica_repaired_from_its_peers() -> any
         "node {victim}:\n{log}"
     );
     assert!(log.contains("is corrupt"), "{log}");
-    assert!(
-        log.matches("is a voter of its group").count() >= 2,
-        "node {victim}:\n{log}"
-    );
-    for (group, by_node) in memberships(&c, &[1, 2, 3]) {
-        for (node, voters) in by_node {
-            assert!(
-                three_voters(&voters, None, Some(victim)),
-                "{group} on n{node}: {voters}"
-            );
-        }
-    }
+    rejoined_as_new_identities(&c, victim, &log);
     Ok(())
 }
 
