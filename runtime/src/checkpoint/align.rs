@@ -55,17 +55,22 @@ impl Aligner {
         self.complete()
     }
 
+    /// Completes every barrier that is ready, oldest first (a link that ends may complete an
+    /// older one and a newer one at once); returns the newest completed.
     fn complete(&mut self) -> Option<u64> {
-        let (&id, seen) = self.seen.first_key_value()?;
-        let all = self.sources.iter().all(|(task, (links, ended))| {
-            ended == links || seen.get(task).is_some_and(|s| s.len() as u32 >= *links)
-        });
-        if !all {
-            return None;
+        let mut completed = None;
+        while let Some((&id, seen)) = self.seen.first_key_value() {
+            let all = self.sources.iter().all(|(task, (links, ended))| {
+                ended == links || seen.get(task).is_some_and(|s| s.len() as u32 >= *links)
+            });
+            if !all {
+                break;
+            }
+            self.done = id;
+            self.seen.retain(|n, _| *n > id);
+            completed = Some(id);
         }
-        self.done = id;
-        self.seen.retain(|n, _| *n > id);
-        Some(id)
+        completed
     }
 }
 
@@ -94,6 +99,16 @@ mod tests {
         assert_eq!(a.barrier((A, 0), 2), Some(2), "one link left");
         let mut none = Aligner::new([(A, 1)]);
         assert_eq!(none.link_ended(A), None, "nothing seen, nothing completes");
+    }
+
+    #[test]
+    fn a_link_that_ends_completes_every_barrier_it_held_back() {
+        // B is behind with barrier 1 (its checkpoint timed out) while A delivered 1 and 2.
+        let mut a = Aligner::new([(A, 1), (B, 1)]);
+        assert_eq!(a.barrier((A, 0), 1), None);
+        assert_eq!(a.barrier((A, 0), 2), None);
+        assert_eq!(a.link_ended(B), Some(2), "the newest ready one");
+        assert_eq!(a.barrier((A, 0), 3), Some(3), "not one behind");
     }
 
     #[test]

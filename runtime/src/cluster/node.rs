@@ -509,7 +509,10 @@ impl Shared {
                     .filter(|(_, ready)| !ready.is_empty())
                     .collect()
             };
-            for (node, tasks) in gone {
+            // One node's replicas at a time, and none while another proposal about a node is
+            // in flight: the next waits for the groups' leaders to report the new voters.
+            let busy = self.proposing.lock().map_or(true, |p| !p.is_empty());
+            if let Some((node, tasks)) = gone.into_iter().next().filter(|_| !busy) {
                 tracing::warn!(%node, groups = tasks.len(), "node down for the replace timeout: its replicas move to other nodes");
                 self.propose_about(node, ManagerCommand::Replace { node, tasks });
             }

@@ -329,6 +329,35 @@ impl<S: ReplicatedState> Replica<S> {
             .then(|| membership.voter_ids().map(MemberId).collect())
     }
 
+    /// Whether the group (as this replica knows it) has members that do not vote yet.
+    pub fn has_learners(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .learner_ids()
+            .next()
+            .is_some()
+    }
+
+    /// On a leader whose group is in a joint membership (a change its previous leader left
+    /// half done), finishes the change; otherwise does nothing.
+    pub async fn finish_joint(&self) {
+        let target = {
+            let m = self.raft.metrics().borrow().clone();
+            if m.current_leader != Some(self.member.0) {
+                return;
+            }
+            let joint = m.membership_config.membership().get_joint_config().clone();
+            if joint.len() < 2 {
+                return;
+            }
+            joint.last().cloned().unwrap_or_default()
+        };
+        if let Err(e) = self.raft.change_membership(target, false).await {
+            tracing::info!(group = %self.group, error = %e, "finishing a joint membership failed (retried)");
+        }
+    }
+
     /// Waits until this replica knows a leader, at most `timeout`; the leader's node.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
         let r = self

@@ -370,10 +370,11 @@ impl ReplicatedTask {
         })
     }
 
-    /// The nodes of the group's settled voters, if this replica leads it.
+    /// The nodes of the group's settled voters, if this replica leads it and no member is
+    /// joining (a learner: a repair or a replacement in flight).
     pub(crate) fn led_voters(&self) -> Option<Vec<NodeId>> {
         let replica = self.replica.get()?;
-        if !replica.is_leader() {
+        if !replica.is_leader() || replica.has_learners() {
             return None;
         }
         Some(replica.settled_voters()?.iter().map(|m| m.node()).collect())
@@ -695,6 +696,8 @@ async fn watch(
             _ = tick.tick() => {
                 if status.role == Role::Leader {
                     sink.announce(task, status.term);
+                    // A change a dead leader left half done is finished by the next one.
+                    replica.finish_joint().await;
                 }
             }
             () = async {
