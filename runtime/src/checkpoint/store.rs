@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
+use crate::replication::state_machine::{sealed, unsealed};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +101,7 @@ impl CheckpointStore {
             id: checkpoint.id,
             why: e.to_string(),
         })?;
-        let mut bytes = Vec::with_capacity(body.len() + 4);
-        bytes.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-        bytes.extend_from_slice(&body);
+        let bytes = sealed(&body);
         let name = Self::name(checkpoint.id);
         crate::replication::state_machine::write_atomically(&self.dir, &name, &bytes).map_err(
             |source| StoreError::Io {
@@ -130,14 +129,13 @@ impl CheckpointStore {
                 return None;
             }
         };
-        let Some((crc, body)) = bytes.split_first_chunk::<4>() else {
-            tracing::warn!(path = %path.display(), "checkpoint too short: skipped");
-            return None;
+        let body = match unsealed(&bytes) {
+            Ok(body) => body,
+            Err(why) => {
+                tracing::warn!(path = %path.display(), why, "checkpoint damaged: skipped");
+                return None;
+            }
         };
-        if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
-            tracing::warn!(path = %path.display(), "checkpoint fails its checksum: skipped");
-            return None;
-        }
         match rmp_serde::from_slice::<Checkpoint>(body) {
             Ok(c) if c.id == id => Some(c),
             Ok(c) => {

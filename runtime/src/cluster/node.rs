@@ -467,56 +467,55 @@ impl Shared {
                 tracing::warn!(%node, "node silent for the node timeout: declared down");
                 self.propose_about(node, ManagerCommand::Down { node });
             }
-            // Nodes down for the replace timeout lose their replicas to spare nodes: a group's
-            // only while its leader reports settled voters that are the ones assigned (a
-            // replacement still in flight, or voters the manager does not know of, wait).
-            let gone: Vec<(NodeId, Vec<(String, TaskId)>)> = {
-                let (Ok(seen), Ok(voters)) = (self.last_seen.lock(), self.group_voters.lock())
-                else {
-                    continue;
-                };
-                state
-                    .nodes
-                    .iter()
-                    .filter(|(_, r)| r.status == NodeStatus::Down)
-                    .filter(|(n, _)| {
-                        seen.get(n)
-                            .is_some_and(|t| t.elapsed() > self.config.replace_after)
-                    })
-                    .map(|(n, _)| {
-                        let ready: Vec<(String, TaskId)> = state
-                            .replacements(*n)
-                            .into_iter()
-                            .filter(|(name, task, _)| {
-                                let Some(t) = state.topologies.get(name) else {
-                                    return false;
-                                };
-                                let assigned: BTreeSet<NodeId> = t
-                                    .replicas
-                                    .get(task)
-                                    .map(|r| r.iter().copied().collect())
-                                    .unwrap_or_default();
-                                voters
-                                    .get(&(name.clone(), t.seed, *task))
-                                    .is_some_and(|(v, at)| {
-                                        *v == assigned && at.elapsed() < 10 * self.config.heartbeat
-                                    })
-                            })
-                            .map(|(name, task, _)| (name, task))
-                            .collect();
-                        (*n, ready)
-                    })
-                    .filter(|(_, ready)| !ready.is_empty())
-                    .collect()
-            };
             // One node's replicas at a time, and none while another proposal about a node is
             // in flight: the next waits for the groups' leaders to report the new voters.
             let busy = self.proposing.lock().map_or(true, |p| !p.is_empty());
-            if let Some((node, tasks)) = gone.into_iter().next().filter(|_| !busy) {
+            if let Some((node, tasks)) = (!busy).then(|| self.next_replacement(&state)).flatten() {
                 tracing::warn!(%node, groups = tasks.len(), "node down for the replace timeout: its replicas move to other nodes");
                 self.propose_about(node, ManagerCommand::Replace { node, tasks });
             }
         }
+    }
+
+    /// The next node down for the replace timeout with replicas that may move now, and those
+    /// (topology, task): a group's only while its leader reports settled voters that are the
+    /// ones assigned (a replacement still in flight, or voters the manager does not know of,
+    /// wait).
+    fn next_replacement(&self, state: &ManagerState) -> Option<(NodeId, Vec<(String, TaskId)>)> {
+        let (Ok(seen), Ok(voters)) = (self.last_seen.lock(), self.group_voters.lock()) else {
+            return None;
+        };
+        let settled = |name: &String, task: &TaskId| {
+            let Some(t) = state.topologies.get(name) else {
+                return false;
+            };
+            let assigned: BTreeSet<NodeId> = t
+                .replicas
+                .get(task)
+                .map(|r| r.iter().copied().collect())
+                .unwrap_or_default();
+            voters
+                .get(&(name.clone(), t.seed, *task))
+                .is_some_and(|(v, at)| *v == assigned && at.elapsed() < 10 * self.config.heartbeat)
+        };
+        state
+            .nodes
+            .iter()
+            .filter(|(n, r)| {
+                r.status == NodeStatus::Down
+                    && seen
+                        .get(n)
+                        .is_some_and(|t| t.elapsed() > self.config.replace_after)
+            })
+            .find_map(|(n, _)| {
+                let ready: Vec<(String, TaskId)> = state
+                    .replacements(*n)
+                    .into_iter()
+                    .filter(|(name, task, _)| settled(name, task))
+                    .map(|(name, task, _)| (name, task))
+                    .collect();
+                (!ready.is_empty()).then_some((*n, ready))
+            })
     }
 
     /// Proposes a command about `node` in the background, once at a time per node.

@@ -75,10 +75,8 @@ pub(crate) struct BoltActor {
     /// Every input's data ended; the marker goes on once no proposal is pending (it must
     /// follow their outputs).
     data_end_due: bool,
-    /// The run takes checkpoints.
-    checkpointing: bool,
-    /// Set (once wired) when the run takes checkpoints: when a barrier has come on every
-    /// input.
+    /// Set when the run takes checkpoints (its inputs are known once wired): when a barrier
+    /// has come on every input.
     aligner: Option<Aligner>,
     /// The state to start from: the run is restored from a checkpoint.
     restore: Option<Vec<u8>>,
@@ -94,7 +92,7 @@ impl BoltActor {
     /// Takes part in checkpoints: forwards each barrier once it came on every input, saving
     /// the task's state then if it owns one; with `restore`, starts from that state.
     pub(crate) fn checkpointed(mut self, restore: Option<Vec<u8>>) -> Self {
-        self.checkpointing = true;
+        self.aligner = Some(Aligner::new([]));
         self.restore = restore;
         self
     }
@@ -183,7 +181,6 @@ impl BoltActor {
             propose: None,
             myself: None,
             data_end_due: false,
-            checkpointing: false,
             aligner: None,
             restore: None,
         }
@@ -542,10 +539,8 @@ impl Handler<Wire> for BoltActor {
     fn handle(&mut self, wire: Wire, ctx: &mut Context<Self>) {
         self.myself = Some(ctx.address().recipient());
         self.core.outbox = Outbox::new(wire.links, self.credit);
-        if self.checkpointing {
-            self.aligner = Some(Aligner::new(
-                wire.upstream.iter().map(|(task, links, _)| (*task, *links)),
-            ));
+        if let Some(aligner) = &mut self.aligner {
+            *aligner = Aligner::new(wire.upstream.iter().map(|(task, links, _)| (*task, *links)));
         }
         for (task, links, credit) in wire.upstream {
             self.add_queue(SourceQueue::new(task, links, Some(credit)));

@@ -109,6 +109,17 @@ impl SpoutActor {
         self
     }
 
+    /// A settling spout that is not drained runs again (a tree failed: it replays); its end is
+    /// not settled any more.
+    fn back_to_running(&mut self) {
+        if self.state == State::Settling && !self.draining {
+            self.state = State::Running;
+            if let Some(c) = &mut self.checkpoints {
+                c.running_again();
+            }
+        }
+    }
+
     /// Saves the spout's part of checkpoint `id`: what it emitted so far goes out, its
     /// position is recorded with its messages in flight, and the barrier follows on every
     /// link.
@@ -169,12 +180,7 @@ impl SpoutActor {
             Some(Ok((task, total))) => {
                 self.task = task;
                 tracing::warn!(parent: &self.core.span, %error, restarts = total, "task failed and was restarted");
-                if !self.draining && self.state == State::Settling {
-                    self.state = State::Running;
-                    if let Some(c) = &mut self.checkpoints {
-                        c.running_again();
-                    }
-                }
+                self.back_to_running();
                 true
             }
             Some(Err(why)) => self.task_failed(format!("{error}; the restart failed: {why}"), true),
@@ -342,12 +348,7 @@ impl SpoutActor {
                 return;
             }
         }
-        if self.state == State::Settling && !self.draining {
-            self.state = State::Running;
-            if let Some(c) = &mut self.checkpoints {
-                c.running_again();
-            }
-        }
+        self.back_to_running();
         if self.state == State::Running {
             self.yield_then_poll(ctx);
         }

@@ -90,10 +90,25 @@ pub enum SnapshotError {
 
 fn encode_snapshot(s: &StoredSnapshot) -> std::io::Result<Vec<u8>> {
     let body = rmp_serde::to_vec(s).map_err(std::io::Error::other)?;
+    Ok(sealed(&body))
+}
+
+/// `body` behind its CRC-32 (big-endian): how every small file the runtime stores (snapshots,
+/// checkpoints, replica identities) is framed.
+pub(crate) fn sealed(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of bytes [`sealed`] framed, or why they are not whole.
+pub(crate) fn unsealed(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    let (crc, body) = bytes.split_first_chunk::<4>().ok_or("too short")?;
+    if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
+        return Err("checksum mismatch");
+    }
+    Ok(body)
 }
 
 /// Reads and checks the snapshot stored in `dir`; `None` if there is none.
@@ -108,12 +123,7 @@ fn read_snapshot(dir: &Path) -> Result<Option<StoredSnapshot>, SnapshotError> {
         path: path.clone(),
         why,
     };
-    let (crc, body) = bytes
-        .split_first_chunk::<4>()
-        .ok_or_else(|| corrupt("too short".into()))?;
-    if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
-        return Err(corrupt("checksum mismatch".into()));
-    }
+    let body = unsealed(&bytes).map_err(|why| corrupt(why.into()))?;
     rmp_serde::from_slice(body)
         .map(Some)
         .map_err(|e| corrupt(e.to_string()))

@@ -26,6 +26,7 @@ use crate::cluster::worker::wire::RunId;
 use crate::executor::Propose;
 use crate::ids::{GroupId, MemberId, NodeId};
 use crate::replication::membership::{Admission, JoinRequest};
+use crate::replication::state_machine;
 use crate::replication::{
     EntryContext, LogStore, RaftGroups, RaftTimings, Replica, ReplicaStatus, ReplicatedState, Role,
     StateMachineStore, request_join,
@@ -479,21 +480,16 @@ fn read_member(dir: &std::path::Path) -> Result<Option<MemberId>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let damaged = || format!("{} is damaged", path.display());
-    let (id, crc) = bytes.split_first_chunk::<8>().ok_or_else(damaged)?;
-    let crc: [u8; 4] = crc.try_into().map_err(|_| damaged())?;
-    if crc32fast::hash(id) != u32::from_be_bytes(crc) {
-        return Err(damaged());
-    }
-    Ok(Some(MemberId(u64::from_be_bytes(*id))))
+    let damaged = |why: &str| format!("{} is damaged: {why}", path.display());
+    let body = state_machine::unsealed(&bytes).map_err(damaged)?;
+    let id: [u8; 8] = body.try_into().map_err(|_| damaged("not an identity"))?;
+    Ok(Some(MemberId(u64::from_be_bytes(id))))
 }
 
 /// Stores `member` as the identity of the replica in `dir` (before its log holds anything).
 fn write_member(dir: &std::path::Path, member: MemberId) -> Result<(), String> {
-    let id = member.0.to_be_bytes();
-    let mut bytes = id.to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&id).to_be_bytes());
-    crate::replication::state_machine::write_atomically(dir, MEMBER_FILE, &bytes)
+    let bytes = state_machine::sealed(&member.0.to_be_bytes());
+    state_machine::write_atomically(dir, MEMBER_FILE, &bytes)
         .map_err(|e| format!("{}: {e}", dir.join(MEMBER_FILE).display()))
 }
 
