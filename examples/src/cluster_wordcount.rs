@@ -53,6 +53,7 @@ impl PacedSentences {
 impl Spout for PacedSentences {
     type Out = Sentence;
     const REPLAYABLE: bool = true;
+    const REWINDABLE: bool = true;
 
     fn open(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         self.started = Some(std::time::Instant::now());
@@ -80,6 +81,14 @@ impl Spout for PacedSentences {
 
     fn fail(&mut self, msg: MsgId) {
         self.inner.fail(msg);
+    }
+
+    fn snapshot(&self) -> Option<SpoutSnapshot> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &SpoutSnapshot) -> Result<(), TaskError> {
+        self.inner.restore(snapshot)
     }
 }
 
@@ -263,6 +272,9 @@ pub struct ClusterWordCount {
     pub replicas: Option<u32>,
     /// Where the replicated count keeps its Raft log and snapshots.
     pub state: StateStorage,
+    /// Take checkpoints this often; the count is then a stateful bolt that rolls back to them
+    /// (not replicated: `replicas` must be 1 or unset).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl ClusterWordCount {
@@ -273,7 +285,8 @@ impl ClusterWordCount {
     /// `spout_panic_after` (a spout task panics once per process after that many sentences),
     /// `replicas` (count in a stateful bolt replicated that many ways through Raft; a plain
     /// bolt by default), `state` (`memory`, the default, or `disk`: where the replicas keep
-    /// their log).
+    /// their log), `checkpoint_ms` (take checkpoints this often and count in a stateful bolt
+    /// that rolls back to them: rollback recovery; none by default).
     pub fn from_args(args: &tempest_runtime::cluster::TopologyArgs) -> Result<Self, String> {
         let output = args
             .get("output")
@@ -291,6 +304,7 @@ impl ClusterWordCount {
                 .map(|r| u32::try_from(r).map_err(|_| format!("replicas = {r}: too many")))
                 .transpose()?,
             state: args.parse_or("state", StateStorage::Memory)?,
+            checkpoint_interval: optional(args, "checkpoint_ms")?.map(Duration::from_millis),
         })
     }
 
@@ -306,7 +320,8 @@ impl ClusterWordCount {
             panic_at: self.panic_at,
         };
         let words = t.add(bolt("split", split).parallelism(p).shuffle(&sentences));
-        let counts = match self.replicas {
+        let replicas = self.replicas.or(self.checkpoint_interval.map(|_| 1));
+        let counts = match replicas {
             Some(r) => t.add(
                 stateful("count", ReplicatedCount)
                     .parallelism(p)
@@ -327,6 +342,7 @@ impl ClusterWordCount {
         );
         let config = TopologyConfig {
             message_timeout: self.message_timeout,
+            checkpoint_interval: self.checkpoint_interval,
             ..TopologyConfig::default()
         };
         t.guarantee(self.guarantee).config(config).build()

@@ -146,7 +146,7 @@ impl LocalCluster {
         let checkpoints = match (ir.config.checkpoint_interval, &self.options.checkpoint_dir) {
             (Some(_), Some(dir)) => {
                 let store = CheckpointStore::open(dir)?;
-                let restore = store.latest(&ir.name, &shape(&ir))?;
+                let restore = store.latest(&ir.name, &crate::checkpoint::shape(&ir))?;
                 if let Some(c) = &restore {
                     tracing::info!(topology = %ir.name, checkpoint = c.id, dir = %dir.display(), "restoring from a checkpoint");
                 }
@@ -191,14 +191,6 @@ impl LocalCluster {
             thread,
         })
     }
-}
-
-/// Every component's name and parallelism: what a checkpoint must match to be restored.
-fn shape(ir: &TopologyIr) -> Vec<(String, u32)> {
-    ir.components
-        .iter()
-        .map(|c| (c.name.clone(), c.parallelism))
-        .collect()
 }
 
 fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
@@ -572,7 +564,7 @@ impl Checkpoints {
             first_id: restore.map_or(1, |c| c.id + 1),
             store,
             topology: ir.name.clone(),
-            shape: shape(ir),
+            shape: crate::checkpoint::shape(ir),
             triggers: Vec::new(),
             dones: Vec::new(),
             last_bytes: 0,

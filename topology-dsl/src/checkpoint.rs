@@ -4,21 +4,23 @@
 //! With [`TopologyConfig::checkpoint_interval`](crate::TopologyConfig::checkpoint_interval)
 //! set, the runtime takes checkpoint `n` like this (Flink's asynchronous barrier snapshots):
 //!
-//! 1. every spout task records its position ([`Spout::snapshot`](crate::Spout::snapshot)) and
-//!    the messages it has in flight, then sends barrier `n` on all its links, behind what it
-//!    emitted before;
+//! 1. every spout task records its position ([`Spout::snapshot`](crate::Spout::snapshot)),
+//!    then sends barrier `n` on all its links, behind what it emitted before;
 //! 2. every bolt task forwards barrier `n` once it came on all its inputs (an input that ended
-//!    does not count); a stateful bolt that is not replicated saves its state then;
-//! 3. checkpoint `n` is complete when every spout and every such stateful task saved; older
+//!    does not count), and holds back what an input sends after the barrier until then
+//!    (aligned checkpoints); a stateful bolt that is not replicated saves its state then;
+//! 3. a spout reports its part once the trees it had in flight at the barrier settled, with
+//!    the messages of those that failed;
+//! 4. checkpoint `n` is complete when every spout and every such stateful task saved; older
 //!    ones are deleted.
 //!
 //! A run restarted from checkpoint `n` gives each stateful task its saved state and each spout
-//! its saved position ([`Spout::restore`](crate::Spout::restore)), then fails the messages the
-//! spout had in flight then, so it replays them: everything after the barrier is emitted
-//! again. Under at-least-once a bolt does not stop an input that delivered the barrier while
-//! it waits for the others (no alignment): its state may already hold records that follow the
-//! barrier, and those are counted again after a restore (at-least-once, as in Flink's
-//! at-least-once checkpoints); nothing before the barrier is lost.
+//! its saved position ([`Spout::restore`](crate::Spout::restore)), then fails the messages
+//! whose trees from before the barrier failed, so it replays them: everything after the
+//! barrier is emitted again, and nothing before it twice. A tree from before the barrier that
+//! completed reached every task before the barrier did, so the saved states hold it. The
+//! states a restore starts from are therefore those of a run that never failed, at the
+//! barrier (what sinks wrote after it is written again: at-least-once at the sinks).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -89,11 +89,11 @@ pub trait Spout: Clone + Send + 'static {
 
     /// Its position at a checkpoint barrier (see [`checkpoint`](crate::checkpoint)): what
     /// [`Spout::restore`] needs to emit again everything emitted after this call, including
-    /// the messages it still has to replay. The messages in flight (emitted, not acked yet)
-    /// are saved by the runtime and, after a restore, passed to `fail` one by one: the restored
-    /// spout must be able to emit a message again from its [`MsgId`] alone (an offset, a line
-    /// number), or keep what it needs for that in the snapshot (a spout that holds in-flight
-    /// payloads in a map must put that map in it). `None` (the default) for a spout that
+    /// the messages it still has to replay. Of the messages in flight (emitted, not acked
+    /// yet), the runtime saves those whose trees fail afterwards and, after a restore, passes
+    /// them to `fail` one by one: the restored spout must be able to emit a message again from
+    /// its [`MsgId`] alone (an offset, a line number), or keep what it needs for that in the
+    /// snapshot (a spout that holds in-flight payloads in a map must put that map in it). `None` (the default) for a spout that
     /// cannot be rewound: a checkpoint it is asked for then fails.
     fn snapshot(&self) -> Option<crate::SpoutSnapshot> {
         None

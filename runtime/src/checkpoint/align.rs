@@ -47,6 +47,18 @@ impl Aligner {
         self.complete()
     }
 
+    /// Whether `source` delivered the oldest barrier in progress on all its links: what it
+    /// sends next is after the barrier, and waits until the barrier completes (aligned
+    /// checkpoints: a task's snapshot holds exactly what came before the barrier on every
+    /// input).
+    pub(crate) fn holds(&self, source: TaskId) -> bool {
+        let Some((_, seen)) = self.seen.first_key_value() else {
+            return false;
+        };
+        let links = self.sources.get(&source).map_or(1, |(l, _)| *l);
+        seen.get(&source).is_some_and(|s| s.len() as u32 >= links)
+    }
+
     /// One link from `source` ended: it delivers no more barriers. Returns the barrier this
     /// completes, if any.
     pub(crate) fn link_ended(&mut self, source: TaskId) -> Option<u64> {
@@ -77,6 +89,27 @@ impl Aligner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_that_delivered_the_barrier_is_held_until_it_completes() {
+        let mut a = Aligner::new([(TaskId(1), 1), (TaskId(2), 2)]);
+        assert!(!a.holds(TaskId(1)) && !a.holds(TaskId(2)));
+        assert_eq!(a.barrier((TaskId(1), 0), 1), None);
+        assert!(
+            a.holds(TaskId(1)),
+            "task 1 delivered barrier 1 on its only link"
+        );
+        assert_eq!(a.barrier((TaskId(2), 0), 1), None);
+        assert!(
+            !a.holds(TaskId(2)),
+            "task 2 has a link that has not delivered it: its input goes on"
+        );
+        assert_eq!(a.barrier((TaskId(2), 1), 1), Some(1));
+        assert!(
+            !a.holds(TaskId(1)) && !a.holds(TaskId(2)),
+            "complete: all go on"
+        );
+    }
 
     const A: TaskId = TaskId(0);
     const B: TaskId = TaskId(1);

@@ -9,16 +9,16 @@
 //! - [`CheckpointStore`]: completed checkpoints in a directory, checksummed, written whole,
 //!   the oldest deleted.
 //!
-//! Why aligned barriers with at-least-once's no-blocking rule (and not unaligned checkpoints):
-//! a barrier travels in order with the batches of each link, so a task's snapshot is taken
-//! once every input delivered what preceded the barrier; under at-least-once an input that
-//! delivered the barrier is not stopped while the others catch up, so a snapshot may hold some
-//! records that follow it, which a restore replays (counted twice, never lost). Unaligned
-//! checkpoints would let the barrier overtake queued batches under backpressure at the cost of
-//! storing those batches with the snapshot; with Tempest's credit-bounded links (a few batches
-//! per link) a barrier waits behind at most `queue_batches` batches per link, so alignment
-//! takes about one batch round-trip per stage and unaligned checkpoints are not worth their
-//! size and complexity here.
+//! Why aligned barriers (and not unaligned checkpoints): a barrier travels in order with the
+//! batches of each link, and a task holds back what an input sends after the barrier until
+//! every input delivered it, so a task's snapshot holds exactly what preceded the barrier on
+//! each input; with the spouts' parts reported once their trees from before the barrier
+//! settled (the failed ones replay after a restore), a restored run's states are those of a
+//! run that never failed. Unaligned checkpoints would let the barrier overtake queued batches
+//! under backpressure at the cost of storing those batches with the snapshot; with Tempest's
+//! credit-bounded links (a few batches per link) a barrier waits behind at most
+//! `queue_batches` batches per link, so alignment takes about one batch round-trip per stage
+//! and unaligned checkpoints are not worth their size and complexity here.
 
 mod align;
 mod store;
@@ -33,16 +33,25 @@ pub(crate) use align::Aligner;
 pub use store::{CheckpointStore, StoreError};
 pub(crate) use tracker::{Tick, Tracker};
 
+/// Every component's name and parallelism: what a checkpoint must match to be restored.
+pub(crate) fn shape(ir: &tempest_dsl::TopologyIr) -> Vec<(String, u32)> {
+    ir.components
+        .iter()
+        .map(|c| (c.name.clone(), c.parallelism))
+        .collect()
+}
+
 /// What one task saved for a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskSnapshot {
     /// A spout: its position (as `Spout::snapshot` encoded it) and the messages it had in
-    /// flight, which a restore fails so the spout replays them.
+    /// flight at the barrier whose trees failed, which a restore fails so the spout replays
+    /// them.
     Spout {
         /// The encoded position.
         #[serde(with = "serde_bytes")]
         position: Vec<u8>,
-        /// Messages in flight at the barrier.
+        /// Messages in flight at the barrier whose trees failed.
         in_flight: Vec<MsgId>,
     },
     /// A stateful task's state, encoded.

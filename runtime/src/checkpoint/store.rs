@@ -97,53 +97,77 @@ impl CheckpointStore {
 
     /// Writes `checkpoint` whole, then deletes all but the newest [`Self::RETAIN`].
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.write(checkpoint)?;
+        let ids = self.ids()?;
+        for old in ids.iter().rev().skip(Self::RETAIN) {
+            self.remove(*old);
+        }
+        Ok(())
+    }
+
+    /// The file of `checkpoint`, as [`Self::save`] writes it: a checksum, then the body.
+    pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, StoreError> {
         let body = rmp_serde::to_vec(checkpoint).map_err(|e| StoreError::Encode {
             id: checkpoint.id,
             why: e.to_string(),
         })?;
-        let bytes = sealed(&body);
+        Ok(sealed(&body))
+    }
+
+    /// A checkpoint file's bytes, checked: the checkpoint they hold, or why they are not one.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let body = unsealed(bytes).map_err(str::to_owned)?;
+        rmp_serde::from_slice::<Checkpoint>(body).map_err(|e| format!("does not decode: {e}"))
+    }
+
+    /// Writes `checkpoint` whole, deleting none.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let bytes = Self::encode(checkpoint)?;
         let name = Self::name(checkpoint.id);
         crate::replication::state_machine::write_atomically(&self.dir, &name, &bytes).map_err(
             |source| StoreError::Io {
                 path: self.dir.join(&name),
                 source,
             },
-        )?;
-        let ids = self.ids()?;
-        for old in ids.iter().rev().skip(Self::RETAIN) {
-            let path = self.dir.join(Self::name(*old));
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "old checkpoint not deleted");
-            }
+        )
+    }
+
+    /// Deletes every checkpoint older than `id`.
+    pub fn prune_below(&self, id: u64) -> Result<(), StoreError> {
+        for old in self.ids()?.into_iter().filter(|old| *old < id) {
+            self.remove(old);
         }
         Ok(())
     }
 
-    /// Reads checkpoint `id`; `None` if its file is damaged (the reason is logged).
-    fn read(&self, id: u64) -> Option<Checkpoint> {
+    fn remove(&self, id: u64) {
+        let path = self.dir.join(Self::name(id));
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "old checkpoint not deleted");
+        }
+    }
+
+    /// Reads checkpoint `id`; `None` if it is missing or its file is damaged (the reason is
+    /// logged).
+    pub fn read(&self, id: u64) -> Option<Checkpoint> {
         let path = self.dir.join(Self::name(id));
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "checkpoint unreadable");
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "checkpoint unreadable");
+                }
                 return None;
             }
         };
-        let body = match unsealed(&bytes) {
-            Ok(body) => body,
-            Err(why) => {
-                tracing::warn!(path = %path.display(), why, "checkpoint damaged: skipped");
-                return None;
-            }
-        };
-        match rmp_serde::from_slice::<Checkpoint>(body) {
+        match Self::decode(&bytes) {
             Ok(c) if c.id == id => Some(c),
             Ok(c) => {
                 tracing::warn!(path = %path.display(), inside = c.id, "checkpoint under the wrong name: skipped");
                 None
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "checkpoint does not decode: skipped");
+            Err(why) => {
+                tracing::warn!(path = %path.display(), why, "checkpoint damaged: skipped");
                 None
             }
         }

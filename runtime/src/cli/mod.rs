@@ -256,8 +256,17 @@ fn print_status(reply: AdminReply) {
             TopologyStatus::Killed => "killed",
         };
         let nodes: Vec<String> = v.nodes.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+        // A run that takes checkpoints: how often it rolled back, and its last checkpoint.
+        let checkpoints = match (v.checkpointed, v.checkpoint) {
+            (false, _) => String::new(),
+            (true, c) => format!(
+                " rollbacks={} checkpoint={}",
+                v.generation,
+                c.map_or_else(|| "none".to_owned(), |c| c.to_string())
+            ),
+        };
         println!(
-            "{} topology={} status={status} tasks={} reschedules={} nodes={}",
+            "{} topology={} status={status} tasks={} reschedules={}{checkpoints} nodes={}",
             v.name,
             v.topology,
             v.tasks,

@@ -50,6 +50,15 @@ pub enum AdminRequest {
     Propose(ManagerCommand),
     /// (Node to manager leader.) The leader's applied state.
     ReadState,
+    /// (Node to node.) The file of a run's checkpoint, if this node stores it.
+    FetchCheckpoint {
+        /// The topology.
+        name: String,
+        /// The run's seed.
+        seed: u64,
+        /// The checkpoint.
+        id: u64,
+    },
 }
 
 /// A node's identity.
@@ -80,6 +89,15 @@ pub struct TopologyView {
     pub nodes: BTreeMap<NodeId, u32>,
     /// Times its tasks moved off a dead node.
     pub reschedules: u64,
+    /// Whether it takes checkpoints.
+    #[serde(default)]
+    pub checkpointed: bool,
+    /// Times it rolled back to a checkpoint (its generation).
+    #[serde(default)]
+    pub generation: u32,
+    /// Its last checkpoint recorded complete.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
     /// Its arguments.
     pub args: BTreeMap<String, String>,
 }
@@ -132,6 +150,8 @@ pub enum AdminReply {
         /// The term.
         term: u64,
     },
+    /// A checkpoint's file (as `CheckpointStore` writes it), or `None`: not stored here.
+    Checkpoint(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// The request failed.
     Error(AdminError),
 }
@@ -180,6 +200,12 @@ pub struct Placement {
     pub finished: BTreeSet<TaskId>,
     /// Whether its spouts may run (every node started its tasks).
     pub active: bool,
+    /// Its generation: bumped by every rollback of a checkpointed run.
+    #[serde(default)]
+    pub generation: u32,
+    /// Its last checkpoint recorded complete: a generation starts from it.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
 }
 
 /// A node's liveness report to the manager's leader.
@@ -189,11 +215,11 @@ pub struct Heartbeat {
     pub node: NodeId,
     /// Its address.
     pub addr: String,
-    /// Tasks that finished on it: (topology, run seed, tasks).
-    pub finished: Vec<(String, u64, Vec<TaskId>)>,
-    /// Runs whose tasks here are all started: (topology, run seed, the state version whose
-    /// assignment they started).
-    pub ready: Vec<(String, u64, u64)>,
+    /// Tasks that finished on it: (topology, run seed, generation, tasks).
+    pub finished: Vec<(String, u64, u32, Vec<TaskId>)>,
+    /// Runs whose tasks here are all started: (topology, run seed, generation, the state
+    /// version whose assignment they started).
+    pub ready: Vec<(String, u64, u32, u64)>,
     /// The process's incarnation, drawn at its start.
     #[serde(default)]
     pub incarnation: u64,
@@ -202,6 +228,10 @@ pub struct Heartbeat {
     /// replica only while its voters are the ones assigned (no change in flight).
     #[serde(default)]
     pub voters: Vec<(String, u64, TaskId, Vec<NodeId>)>,
+    /// The last checkpoint each checkpointed run coordinated here completed and stored on two
+    /// nodes: (topology, run seed, generation, checkpoint).
+    #[serde(default)]
+    pub checkpoints: Vec<(String, u64, u32, u64)>,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

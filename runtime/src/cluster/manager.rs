@@ -98,6 +98,28 @@ pub struct TopologyRecord {
     pub status: TopologyStatus,
     /// How many times its tasks were moved off a dead node.
     pub reschedules: u64,
+    /// Whether it takes checkpoints (its stateful tasks recover by rolling back to one).
+    #[serde(default)]
+    pub checkpointed: bool,
+    /// How many times it was rolled back: a checkpointed run whose tasks move restarts on
+    /// every node from its last recorded checkpoint, as a new generation (what the previous
+    /// one still sends is told apart and dropped).
+    #[serde(default)]
+    pub generation: u32,
+    /// Its last checkpoint recorded complete (stored on two nodes): what a rollback restores.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
+}
+
+impl TopologyRecord {
+    /// Restarts a checkpointed run everywhere from its last checkpoint: a new generation,
+    /// whose nodes start again and whose spouts wait until all of them did.
+    fn roll_back(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.finished.clear();
+        self.ready.clear();
+        self.active = false;
+    }
 }
 
 /// The manager's replicated state.
@@ -155,6 +177,9 @@ pub enum ManagerCommand {
         /// The replicated tasks (of stateful bolts) and their replica counts.
         #[serde(default)]
         replicated: BTreeMap<TaskId, u32>,
+        /// Whether it takes checkpoints.
+        #[serde(default)]
+        checkpointed: bool,
     },
     /// A node started its tasks of a run.
     Ready {
@@ -166,6 +191,9 @@ pub enum ManagerCommand {
         node: NodeId,
         /// The state version whose assignment the node started.
         version: u64,
+        /// The run's generation the node started.
+        #[serde(default)]
+        generation: u32,
     },
     /// Tasks of a run finished.
     Finished {
@@ -175,6 +203,20 @@ pub enum ManagerCommand {
         seed: u64,
         /// The tasks.
         tasks: Vec<TaskId>,
+        /// The generation they finished in (reports of an earlier one are ignored).
+        #[serde(default)]
+        generation: u32,
+    },
+    /// A checkpointed run's checkpoint completed and was stored on two nodes.
+    Checkpointed {
+        /// The topology.
+        name: String,
+        /// The run's seed.
+        seed: u64,
+        /// The generation that took it.
+        generation: u32,
+        /// The checkpoint.
+        id: u64,
     },
     /// Stop a topology.
     Kill {
@@ -253,7 +295,11 @@ impl ManagerState {
                 if moved > 0 {
                     t.reschedules += 1;
                     t.assigned_at = next;
-                    if !t.active {
+                    if t.checkpointed {
+                        // The moved tasks' state is in the last checkpoint, with the other
+                        // tasks' and the spouts' positions at that cut: all go back to it.
+                        t.roll_back();
+                    } else if !t.active {
                         // The nodes that got moved tasks have not started them yet.
                         t.ready.clear();
                     }
@@ -393,6 +439,7 @@ impl ManagerState {
                 tasks,
                 seed,
                 replicated,
+                checkpointed,
             } => {
                 if let Err(why) = check_name(&name) {
                     return ManagerReply::Refused(why);
@@ -459,6 +506,9 @@ impl ManagerState {
                         replicas,
                         status: TopologyStatus::Running,
                         reschedules: 0,
+                        checkpointed,
+                        generation: 0,
+                        checkpoint: None,
                     },
                 );
                 ManagerReply::Submitted { tasks, nodes }
@@ -468,18 +518,27 @@ impl ManagerState {
                 seed,
                 node,
                 version,
+                generation,
             } => {
                 let Some(t) = self.running(&name, seed) else {
                     return ManagerReply::Done;
                 };
-                if version < t.assigned_at || !t.ready.insert(node) {
+                if version < t.assigned_at || generation != t.generation || !t.ready.insert(node) {
                     return ManagerReply::Done;
                 }
                 self.activate_ready();
                 ManagerReply::Done
             }
-            ManagerCommand::Finished { name, seed, tasks } => {
-                let Some(t) = self.running(&name, seed) else {
+            ManagerCommand::Finished {
+                name,
+                seed,
+                tasks,
+                generation,
+            } => {
+                let Some(t) = self
+                    .running(&name, seed)
+                    .filter(|t| t.generation == generation)
+                else {
                     return ManagerReply::Done;
                 };
                 let before = t.finished.len();
@@ -497,6 +556,24 @@ impl ManagerState {
                     t.status = TopologyStatus::Finished;
                     t.assignment.clear();
                 }
+                ManagerReply::Done
+            }
+            ManagerCommand::Checkpointed {
+                name,
+                seed,
+                generation,
+                id,
+            } => {
+                let Some(t) = self
+                    .running(&name, seed)
+                    .filter(|t| t.checkpointed && t.generation == generation)
+                else {
+                    return ManagerReply::Done;
+                };
+                if t.checkpoint.is_some_and(|c| c >= id) {
+                    return ManagerReply::Done;
+                }
+                t.checkpoint = Some(id);
                 ManagerReply::Done
             }
             ManagerCommand::Kill { name } => match self.topologies.get_mut(&name) {
@@ -527,6 +604,8 @@ impl ManagerState {
                 replicas: t.replicas.clone(),
                 finished: t.finished.clone(),
                 active: t.active,
+                generation: t.generation,
+                checkpoint: t.checkpoint,
             })
             .collect()
     }
@@ -602,6 +681,7 @@ mod tests {
 
     fn submit(s: &mut ManagerState, name: &str) -> ManagerReply {
         s.execute(ManagerCommand::Submit {
+            checkpointed: false,
             name: name.into(),
             topology: "wordcount".into(),
             args: BTreeMap::new(),
@@ -610,6 +690,103 @@ mod tests {
             seed: 1,
             replicated: BTreeMap::new(),
         })
+    }
+
+    #[test]
+    fn a_checkpointed_run_rolls_back_everywhere_when_a_node_with_its_tasks_dies() {
+        let mut s = ManagerState::default();
+        for n in 1..=3 {
+            join(&mut s, n);
+        }
+        s.execute(ManagerCommand::Submit {
+            checkpointed: true,
+            name: "wc".into(),
+            topology: "wordcount".into(),
+            args: BTreeMap::new(),
+            components: vec![("spout".into(), 3), ("count".into(), 3)],
+            tasks: 6,
+            seed: 1,
+            replicated: BTreeMap::new(),
+        });
+        let version = s.version;
+        for n in 1..=3 {
+            s.execute(ManagerCommand::Ready {
+                name: "wc".into(),
+                seed: 1,
+                node: NodeId(n),
+                version,
+                generation: 0,
+            });
+        }
+        assert!(s.topologies["wc"].active);
+        let checkpointed = |s: &mut ManagerState, generation, id| {
+            s.execute(ManagerCommand::Checkpointed {
+                name: "wc".into(),
+                seed: 1,
+                generation,
+                id,
+            })
+        };
+        checkpointed(&mut s, 0, 4);
+        checkpointed(&mut s, 0, 3); // An older one changes nothing.
+        s.execute(ManagerCommand::Finished {
+            name: "wc".into(),
+            seed: 1,
+            tasks: vec![TaskId(0)],
+            generation: 0,
+        });
+        assert_eq!(s.topologies["wc"].checkpoint, Some(4));
+
+        s.execute(ManagerCommand::Down { node: NodeId(2) });
+        let t = &s.topologies["wc"];
+        assert_eq!(t.generation, 1, "rolled back");
+        assert!(!t.active, "its spouts wait for every node to restart");
+        assert!(
+            t.finished.is_empty(),
+            "every task runs again from the checkpoint"
+        );
+        assert!(t.assignment.values().all(|n| *n != NodeId(2)));
+        let p = s.placements();
+        assert_eq!((p[0].generation, p[0].checkpoint), (1, Some(4)));
+
+        // Reports of the earlier generation are ignored; the new one's count.
+        let version = s.version;
+        s.execute(ManagerCommand::Finished {
+            name: "wc".into(),
+            seed: 1,
+            tasks: vec![TaskId(1)],
+            generation: 0,
+        });
+        checkpointed(&mut s, 0, 9);
+        for n in [1, 3] {
+            s.execute(ManagerCommand::Ready {
+                name: "wc".into(),
+                seed: 1,
+                node: NodeId(n),
+                version,
+                generation: 0,
+            });
+        }
+        let t = &s.topologies["wc"];
+        assert!(t.finished.is_empty() && !t.active && t.checkpoint == Some(4));
+        for n in [1, 3] {
+            s.execute(ManagerCommand::Ready {
+                name: "wc".into(),
+                seed: 1,
+                node: NodeId(n),
+                version,
+                generation: 1,
+            });
+        }
+        checkpointed(&mut s, 1, 5);
+        let t = &s.topologies["wc"];
+        assert!(t.active);
+        assert_eq!(t.checkpoint, Some(5));
+
+        // A node without tasks of the run dies: no rollback.
+        join(&mut s, 4);
+        s.execute(ManagerCommand::Down { node: NodeId(4) });
+        assert_eq!(s.topologies["wc"].generation, 1);
     }
 
     #[test]
@@ -634,12 +811,14 @@ mod tests {
         assert_eq!(s.tasks_of(NodeId(1)).len() + s.tasks_of(NodeId(3)).len(), 6);
         assert_eq!(s.topologies["wc"].reschedules, 1);
         s.execute(ManagerCommand::Finished {
+            generation: 0,
             name: "wc".into(),
             seed: 1,
             tasks: vec![TaskId(0), TaskId(1)],
         });
         assert_eq!(s.topologies["wc"].status, TopologyStatus::Running);
         s.execute(ManagerCommand::Finished {
+            generation: 0,
             name: "wc".into(),
             seed: 99,
             tasks: (0..6).map(TaskId).collect(),
@@ -657,6 +836,7 @@ mod tests {
             "a killed topology can be submitted again"
         );
         s.execute(ManagerCommand::Finished {
+            generation: 0,
             name: "wc".into(),
             seed: 1,
             tasks: (0..6).map(TaskId).collect(),
@@ -675,6 +855,7 @@ mod tests {
         let ready = |s: &mut ManagerState, n: u64| {
             let version = s.version;
             s.execute(ManagerCommand::Ready {
+                generation: 0,
                 name: "wc".into(),
                 seed: 1,
                 node: NodeId(n),
@@ -692,6 +873,7 @@ mod tests {
         assert!(!s.topologies["wc"].active);
         let stale = s.topologies["wc"].assigned_at - 1;
         s.execute(ManagerCommand::Ready {
+            generation: 0,
             name: "wc".into(),
             seed: 1,
             node: NodeId(1),
@@ -734,6 +916,7 @@ mod tests {
         join(&mut s, 2);
         let submit_replicated = |s: &mut ManagerState| {
             s.execute(ManagerCommand::Submit {
+                checkpointed: false,
                 name: "counter".into(),
                 topology: "t".into(),
                 args: BTreeMap::new(),
@@ -781,6 +964,7 @@ mod tests {
             join(&mut s, n);
         }
         s.execute(ManagerCommand::Submit {
+            checkpointed: false,
             name: "counter".into(),
             topology: "t".into(),
             args: BTreeMap::new(),
@@ -836,6 +1020,7 @@ mod tests {
         join(&mut s, 1);
         let mut bad = |name: &str, components: Vec<(String, u32)>, tasks: u32| {
             s.execute(ManagerCommand::Submit {
+                checkpointed: false,
                 name: name.into(),
                 topology: "t".into(),
                 args: BTreeMap::new(),
@@ -882,6 +1067,7 @@ mod tests {
                 incarnation: 1,
             },
             ManagerCommand::Submit {
+                checkpointed: false,
                 name: "x".into(),
                 topology: "t".into(),
                 args: BTreeMap::new(),

@@ -126,11 +126,13 @@ impl Handler for NodeHandler {
                 async move {
                     let reply = match frame::decode::<AdminRequest>(&body) {
                         // Proposals and raw state are for nodes: a client goes through the commands.
-                        Ok(AdminRequest::Propose(_) | AdminRequest::ReadState) if !node => {
-                            AdminReply::Error(AdminError::Refused(
-                                "a node-to-node request from a client".into(),
-                            ))
-                        }
+                        Ok(
+                            AdminRequest::Propose(_)
+                            | AdminRequest::ReadState
+                            | AdminRequest::FetchCheckpoint { .. },
+                        ) if !node => AdminReply::Error(AdminError::Refused(
+                            "a node-to-node request from a client".into(),
+                        )),
                         Ok(req) => shared.admin(req).await,
                         Err(e) => AdminReply::Error(AdminError::Internal(e.to_string())),
                     };
@@ -357,6 +359,11 @@ impl Shared {
                     .get()
                     .map(Worker::led_voters)
                     .unwrap_or_default(),
+                checkpoints: self
+                    .worker
+                    .get()
+                    .map(Worker::checkpoints)
+                    .unwrap_or_default(),
             };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
@@ -391,6 +398,8 @@ impl Shared {
                             topologies = placements.len(),
                             "assignment changed"
                         );
+                        // A run restarting from a checkpoint needs its file here first.
+                        self.fetch_checkpoints(&placements, &nodes).await;
                         let complete = self
                             .worker
                             .get()
@@ -592,10 +601,11 @@ impl Shared {
             };
         } else {
             // Runs this node started that the state does not know it started.
-            for (name, seed, version) in hb.ready {
+            for (name, seed, generation, version) in hb.ready {
                 if state.topologies.get(&name).is_some_and(|t| {
                     t.seed == seed
                         && t.status == TopologyStatus::Running
+                        && t.generation == generation
                         && !t.ready.contains(&hb.node)
                         && version >= t.assigned_at
                 }) {
@@ -606,6 +616,7 @@ impl Shared {
                             seed,
                             node: hb.node,
                             version,
+                            generation,
                         },
                     );
                     return HeartbeatReply::Tasks {
@@ -616,18 +627,24 @@ impl Shared {
                 }
             }
             // Finished tasks the state does not record yet.
-            for (name, seed, tasks) in hb.finished {
+            for (name, seed, generation, tasks) in hb.finished {
                 // Only tasks assigned to the reporting node count (a replicated task is on
                 // each of its replicas; its leader, wherever it is, finishes it).
                 let new: Vec<_> = match state.topologies.get(&name) {
-                    Some(t) if t.seed == seed && t.status == TopologyStatus::Running => tasks
-                        .into_iter()
-                        .filter(|task| {
-                            let here = t.assignment.get(task) == Some(&hb.node)
-                                || t.replicas.get(task).is_some_and(|r| r.contains(&hb.node));
-                            !t.finished.contains(task) && here
-                        })
-                        .collect(),
+                    Some(t)
+                        if t.seed == seed
+                            && t.generation == generation
+                            && t.status == TopologyStatus::Running =>
+                    {
+                        tasks
+                            .into_iter()
+                            .filter(|task| {
+                                let here = t.assignment.get(task) == Some(&hb.node)
+                                    || t.replicas.get(task).is_some_and(|r| r.contains(&hb.node));
+                                !t.finished.contains(task) && here
+                            })
+                            .collect()
+                    }
                     _ => continue,
                 };
                 if !new.is_empty() {
@@ -636,7 +653,29 @@ impl Shared {
                         ManagerCommand::Finished {
                             name,
                             seed,
+                            generation,
                             tasks: new,
+                        },
+                    );
+                    break;
+                }
+            }
+            // Checkpoints completed (stored on two nodes) that the state does not record yet.
+            for (name, seed, generation, id) in hb.checkpoints {
+                let newer = state.topologies.get(&name).is_some_and(|t| {
+                    t.seed == seed
+                        && t.generation == generation
+                        && t.status == TopologyStatus::Running
+                        && t.checkpoint.is_none_or(|c| c < id)
+                });
+                if newer {
+                    self.propose_about(
+                        hb.node,
+                        ManagerCommand::Checkpointed {
+                            name,
+                            seed,
+                            generation,
+                            id,
                         },
                     );
                     break;
@@ -647,6 +686,50 @@ impl Shared {
             version: state.version,
             placements: state.placements(),
             nodes: state.addrs(),
+        }
+    }
+
+    /// Fetches, from the other nodes, the checkpoint each run with tasks here restarts from,
+    /// where this node does not store it. One that cannot be fetched leaves the run unstarted
+    /// here (the next heartbeat tries again).
+    async fn fetch_checkpoints(
+        &self,
+        placements: &[crate::cluster::admin::Placement],
+        nodes: &BTreeMap<NodeId, String>,
+    ) {
+        let Some(worker) = self.worker.get() else {
+            return;
+        };
+        for (name, seed, id) in worker.missing_checkpoints(placements) {
+            let request = AdminRequest::FetchCheckpoint {
+                name: name.clone(),
+                seed,
+                id,
+            };
+            let mut found = false;
+            for (node, addr) in nodes.iter().filter(|(n, _)| **n != self.config.id) {
+                match self.rpc::<AdminReply>(addr, Service::Admin, &request).await {
+                    Ok(AdminReply::Checkpoint(Some(bytes))) => {
+                        match worker.store_checkpoint(&name, seed, id, &bytes) {
+                            Ok(()) => {
+                                tracing::info!(topology = %name, checkpoint = id, from = %node, "checkpoint fetched");
+                                found = true;
+                                break;
+                            }
+                            Err(why) => {
+                                tracing::warn!(topology = %name, checkpoint = id, from = %node, %why, "a fetched checkpoint was refused");
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(topology = %name, from = %node, error = %e, "checkpoint fetch failed");
+                    }
+                }
+            }
+            if !found {
+                tracing::warn!(topology = %name, checkpoint = id, "no node could give the checkpoint to restore from");
+            }
         }
     }
 
@@ -777,6 +860,11 @@ impl Shared {
             }
             AdminRequest::Status { name } => self.status(name).await,
             AdminRequest::Nodes => self.nodes().await,
+            AdminRequest::FetchCheckpoint { name, seed, id } => Ok(AdminReply::Checkpoint(
+                self.worker
+                    .get()
+                    .and_then(|w| w.checkpoint_file(&name, seed, id)),
+            )),
         };
         result.unwrap_or_else(AdminReply::Error)
     }
@@ -792,13 +880,27 @@ impl Shared {
             .registry
             .build(&topology, &TopologyArgs(args.clone()))
             .map_err(|e| AdminError::BadTopology(e.to_string()))?;
-        if built.ir().config.checkpoint_interval.is_some() {
-            // Refused rather than run without what it asked for.
-            return Err(AdminError::BadTopology(
-                "checkpoints (checkpoint_interval) are taken in a local run only so far; in a \
-                 cluster, make the stateful bolts replicated (.replicas(3)) instead"
-                    .into(),
-            ));
+        let checkpointed = built.ir().config.checkpoint_interval.is_some();
+        if checkpointed {
+            // A rollback replays what followed the checkpoint: a replicated bolt, which does
+            // not roll back, would count it again.
+            let replicated: Vec<&str> = built
+                .ir()
+                .components
+                .iter()
+                .filter(|c| c.stateful.is_some_and(|s| s.replicas > 1))
+                .map(|c| c.name.as_str())
+                .collect();
+            if !replicated.is_empty() {
+                return Err(AdminError::BadTopology(format!(
+                    "a topology that takes checkpoints recovers its stateful bolts from them, \
+                     but {} {} replicated: give {} `.replicas(1)`, or drop checkpoint_interval \
+                     and keep them replicated",
+                    replicated.join(", "),
+                    if replicated.len() == 1 { "is" } else { "are" },
+                    if replicated.len() == 1 { "it" } else { "them" },
+                )));
+            }
         }
         let components = built
             .ir()
@@ -808,9 +910,11 @@ impl Shared {
             .collect();
         let plan = crate::plan::PhysicalPlan::new(built.ir(), RUN_THREADS);
         let tasks = (plan.tasks.len() + plan.ackers.len()) as u32;
+        // A checkpointed run's stateful tasks are not Raft groups: they roll back.
         let replicated = plan
             .tasks
             .iter()
+            .filter(|_| !checkpointed)
             .filter_map(|t| {
                 let state = built.ir().components.get(t.component)?.stateful?;
                 Some((t.id, state.replicas))
@@ -825,6 +929,7 @@ impl Shared {
                 tasks,
                 seed: rand::random(),
                 replicated,
+                checkpointed,
             })
             .await?
         {
@@ -857,6 +962,9 @@ impl Shared {
                     tasks: t.components.iter().map(|(_, p)| *p).sum(),
                     nodes,
                     reschedules: t.reschedules,
+                    checkpointed: t.checkpointed,
+                    generation: t.generation,
+                    checkpoint: t.checkpoint,
                     args: t.args.clone(),
                 }
             })

@@ -310,7 +310,10 @@ impl BoltActor {
             let queue = &mut self.queues[i];
             let deferred = matches!(queue.items.front(), Some(Delivery::Batch { .. }))
                 && self.task.defers(queue.source);
-            if deferred {
+            // Aligned checkpoints: what an input sent after a barrier waits for the barrier
+            // on the other inputs.
+            let held = self.aligner.as_ref().is_some_and(|a| a.holds(queue.source));
+            if deferred || held {
                 self.ready.push_back(i);
                 continue;
             }

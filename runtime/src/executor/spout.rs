@@ -48,6 +48,38 @@ struct Checkpointing {
     completed: u64,
     /// Checkpoints from `settled_at` on that failed.
     failed_since: u32,
+    /// A checkpoint whose position is taken and whose report waits for the trees that were in
+    /// flight at its barrier to settle.
+    awaiting: Option<Awaiting>,
+}
+
+/// A spout's part of a checkpoint, waiting for the trees in flight at its barrier. A tree
+/// emitted before the barrier reached every task before the barrier did, so if it completes,
+/// the checkpoint holds its effects and a restore must not replay it; if it fails, a restore
+/// replays it. Its part is reported once every such tree settled (within the message timeout).
+struct Awaiting {
+    id: u64,
+    position: Vec<u8>,
+    /// Messages of the trees still in flight from before the barrier.
+    waiting: rustc_hash::FxHashMap<MsgId, u32>,
+    /// Those whose trees failed: a restore replays them.
+    failed: Vec<MsgId>,
+}
+
+impl Awaiting {
+    /// The tree of `msg` settled; returns whether none from before the barrier is left.
+    fn settled(&mut self, msg: MsgId, failed: bool) -> bool {
+        if let Some(n) = self.waiting.get_mut(&msg) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting.remove(&msg);
+            }
+            if failed {
+                self.failed.push(msg);
+            }
+        }
+        self.waiting.is_empty()
+    }
 }
 
 /// How many checkpoints holding its end may fail before a done spout ends without one (a
@@ -121,8 +153,9 @@ impl SpoutActor {
     }
 
     /// Saves the spout's part of checkpoint `id`: what it emitted so far goes out, its
-    /// position is recorded with its messages in flight, and the barrier follows on every
-    /// link.
+    /// position is recorded, and the barrier follows on every link. The part is reported
+    /// once the trees in flight at the barrier settled, with those that failed (see
+    /// [`Awaiting`]).
     fn checkpoint(&mut self, id: u64) {
         let saved = match self.state {
             State::Running | State::Settling => {
@@ -130,15 +163,35 @@ impl SpoutActor {
                 let task = &mut self.task;
                 match guarded(|| task.snapshot()) {
                     Ok(Some(position)) => {
-                        let in_flight = self
+                        let mut waiting: rustc_hash::FxHashMap<MsgId, u32> =
+                            rustc_hash::FxHashMap::default();
+                        for m in self
                             .tracking
                             .as_ref()
                             .map(|t| t.pending.messages())
-                            .unwrap_or_default();
+                            .unwrap_or_default()
+                        {
+                            *waiting.entry(m).or_default() += 1;
+                        }
                         self.core.outbox.mark(Mark::Barrier(id));
-                        Ok(TaskSnapshot::Spout {
+                        let awaiting = Awaiting {
+                            id,
                             position,
-                            in_flight,
+                            waiting,
+                            failed: Vec::new(),
+                        };
+                        if !awaiting.waiting.is_empty() {
+                            if let Some(c) = &mut self.checkpoints {
+                                // A part still waiting for an earlier checkpoint is given up
+                                // with it (the coordinator moved on).
+                                c.awaiting = Some(awaiting);
+                            }
+                            self.note_settled_end(id);
+                            return;
+                        }
+                        Ok(TaskSnapshot::Spout {
+                            position: awaiting.position,
+                            in_flight: Vec::new(),
                         })
                     }
                     Ok(None) => Err("the spout cannot be rewound (Spout::snapshot)".to_owned()),
@@ -150,13 +203,38 @@ impl SpoutActor {
             State::Ending => return,
             State::Waiting => Err("the spout has not started".to_owned()),
         };
+        self.note_settled_end(id);
+        self.core.report_checkpoint(id, saved);
+    }
+
+    /// Checkpoint `id` holds the spout's end if its source is done and no tree is in flight.
+    fn note_settled_end(&mut self, id: u64) {
         let settled = self.tracking.as_ref().is_none_or(|t| t.pending.is_empty());
         if let Some(c) = &mut self.checkpoints {
             if self.state == State::Settling && settled && c.settled_at.is_none() {
                 c.settled_at = Some(id);
             }
         }
-        self.core.report_checkpoint(id, saved);
+    }
+
+    /// The tree of `msg` settled: a checkpoint part waiting for it may be reported now.
+    fn checkpoint_tree_settled(&mut self, msg: MsgId, failed: bool) {
+        let Some(c) = &mut self.checkpoints else {
+            return;
+        };
+        let done = c.awaiting.as_mut().is_some_and(|a| a.settled(msg, failed));
+        if !done {
+            return;
+        }
+        if let Some(a) = c.awaiting.take() {
+            self.core.report_checkpoint(
+                a.id,
+                Ok(TaskSnapshot::Spout {
+                    position: a.position,
+                    in_flight: a.failed,
+                }),
+            );
+        }
     }
 
     /// Restarts the spout in place when `next`, `ack` or `fail` panics, instead of failing the
@@ -342,6 +420,7 @@ impl SpoutActor {
     /// A tree failed or timed out: tell the spout, and let a finished spout replay. (The
     /// caller counts it.)
     fn on_failed(&mut self, root: RootId, msg: MsgId, ctx: &mut Context<Self>) {
+        self.checkpoint_tree_settled(msg, true);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.fail(root, msg)) {
             if !self.task_failed(format!("fail panicked: {panic}"), true) {
@@ -356,6 +435,7 @@ impl SpoutActor {
 
     /// A tree completed: tell the spout. (The caller counts it.)
     fn on_acked(&mut self, root: RootId, msg: MsgId, latency: Duration) {
+        self.checkpoint_tree_settled(msg, false);
         self.core.histograms.complete.record_n(latency, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.ack(root, msg)) {

@@ -8,6 +8,7 @@
 //!   task ◄──Credit─── relay(t7) ◄═════════════ Credit (one per executed batch)
 //! ```
 
+mod checkpoints;
 mod relay;
 mod replicated;
 mod run;
@@ -143,6 +144,7 @@ impl Worker {
         epoch: u64,
     ) -> bool {
         self.outbound.retain(&addrs.values().cloned().collect());
+        checkpoints::tidy(&self.host.data_dir, placements);
         let Ok(mut runs) = self.runs.lock() else {
             return false;
         };
@@ -152,6 +154,7 @@ impl Worker {
             .map(|p| RunId {
                 name: p.name.clone(),
                 seed: p.seed,
+                generation: p.generation,
             })
             .collect();
         let stale: Vec<RunId> = runs
@@ -161,14 +164,20 @@ impl Worker {
             .collect();
         for r in stale {
             if let Some(run) = runs.remove(&r) {
-                tracing::info!(topology = %r.name, "run ended or killed: stopping its tasks here");
-                stop(run, true);
+                let rolled_back = wanted.iter().any(|w| w.name == r.name && w.seed == r.seed);
+                if rolled_back {
+                    tracing::warn!(topology = %r.name, generation = r.generation, "run rolls back to its last checkpoint: stopping this generation's tasks here");
+                } else {
+                    tracing::info!(topology = %r.name, "run ended or killed: stopping its tasks here");
+                }
+                stop(run, !rolled_back);
             }
         }
         for p in placements {
             let id = RunId {
                 name: p.name.clone(),
                 seed: p.seed,
+                generation: p.generation,
             };
             // Leaders here admit their groups' members by the manager's word.
             for (task, nodes) in &p.replicas {
@@ -201,12 +210,21 @@ impl Worker {
                             continue;
                         }
                     };
+                    let restore = match self.restore_point(p) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            tracing::warn!(topology = %p.name, %why, "cannot restart the run from its checkpoint yet");
+                            complete = false;
+                            continue;
+                        }
+                    };
                     match TopologyRun::start(
                         id.clone(),
                         topology,
                         self.me,
                         self.outbound.clone(),
                         self.host.clone(),
+                        restore,
                     ) {
                         Ok(r) => {
                             let r = Arc::new(r);
@@ -254,25 +272,104 @@ impl Worker {
         complete
     }
 
-    /// The tasks that finished on this node, per run: (name, seed, tasks).
-    pub(crate) fn finished(&self) -> Vec<(String, u64, Vec<TaskId>)> {
+    /// The checkpoint run `p` restarts from on this node, read from this node's store:
+    /// `None` for a run that starts afresh (its first generation, or no checkpoint recorded).
+    fn restore_point(
+        &self,
+        p: &Placement,
+    ) -> Result<Option<crate::checkpoint::Checkpoint>, String> {
+        let Some(id) = p.checkpoint.filter(|_| p.generation > 0) else {
+            return Ok(None);
+        };
+        let store = checkpoints::store(&self.host.data_dir, &p.name, p.seed)?;
+        store
+            .read(id)
+            .map(Some)
+            .ok_or_else(|| format!("checkpoint {id} is not stored here"))
+    }
+
+    /// The checkpoints that runs about to start here restart from and that this node does not
+    /// store: (name, seed, checkpoint).
+    pub(crate) fn missing_checkpoints(&self, placements: &[Placement]) -> Vec<(String, u64, u64)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        placements
+            .iter()
+            .filter(|p| {
+                let here = p.assignment.values().any(|n| *n == self.me);
+                let id = RunId {
+                    name: p.name.clone(),
+                    seed: p.seed,
+                    generation: p.generation,
+                };
+                here && p.generation > 0 && !runs.contains_key(&id)
+            })
+            .filter_map(|p| {
+                let id = p.checkpoint?;
+                let stored = checkpoints::store(&self.host.data_dir, &p.name, p.seed)
+                    .is_ok_and(|s| s.read(id).is_some());
+                (!stored).then(|| (p.name.clone(), p.seed, id))
+            })
+            .collect()
+    }
+
+    /// Stores checkpoint file `bytes` (checkpoint `id` of run `name`, `seed`), checked.
+    pub(crate) fn store_checkpoint(
+        &self,
+        name: &str,
+        seed: u64,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        checkpoints::store_file(&self.host.data_dir, name, seed, id, bytes)
+    }
+
+    /// Checkpoint `id` of run `name`, `seed`, as its file, if this node stores it whole.
+    pub(crate) fn checkpoint_file(&self, name: &str, seed: u64, id: u64) -> Option<Vec<u8>> {
+        let store = checkpoints::store(&self.host.data_dir, name, seed).ok()?;
+        crate::checkpoint::CheckpointStore::encode(&store.read(id)?).ok()
+    }
+
+    /// The last checkpoint each run coordinated here completed and stored on two nodes:
+    /// (name, seed, generation, checkpoint).
+    pub(crate) fn checkpoints(&self) -> Vec<(String, u64, u32, u64)> {
         let Ok(runs) = self.runs.lock() else {
             return Vec::new();
         };
         runs.iter()
-            .map(|(id, r)| (id.name.clone(), id.seed, r.finished().into_iter().collect()))
-            .filter(|(_, _, t): &(String, u64, Vec<TaskId>)| !t.is_empty())
+            .filter_map(|(id, r)| {
+                let c = r.completed_checkpoint()?;
+                Some((id.name.clone(), id.seed, id.generation, c))
+            })
             .collect()
     }
 
-    /// The runs whose tasks here are all started: (name, seed, the state version whose
-    /// assignment they started).
-    pub(crate) fn ready(&self) -> Vec<(String, u64, u64)> {
+    /// The tasks that finished on this node, per run: (name, seed, generation, tasks).
+    pub(crate) fn finished(&self) -> Vec<(String, u64, u32, Vec<TaskId>)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .map(|(id, r)| {
+                let tasks: Vec<TaskId> = r.finished().into_iter().collect();
+                (id.name.clone(), id.seed, id.generation, tasks)
+            })
+            .filter(|(_, _, _, t)| !t.is_empty())
+            .collect()
+    }
+
+    /// The runs whose tasks here are all started: (name, seed, generation, the state version
+    /// whose assignment they started).
+    pub(crate) fn ready(&self) -> Vec<(String, u64, u32, u64)> {
         self.runs
             .lock()
             .map(|r| {
                 r.iter()
-                    .filter_map(|(id, run)| run.applied().map(|v| (id.name.clone(), id.seed, v)))
+                    .filter_map(|(id, run)| {
+                        let v = run.applied()?;
+                        Some((id.name.clone(), id.seed, id.generation, v))
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -305,6 +402,29 @@ impl Worker {
                 return;
             }
         };
+        if let DataMessage::Checkpoint {
+            run,
+            message: wire::CheckpointMessage::Store { id, file },
+        } = &msg
+        {
+            // A copy of another node's checkpoint: kept whether or not the run has tasks here.
+            let stored =
+                checkpoints::store_file(&self.host.data_dir, &run.name, run.seed, *id, file);
+            if let Err(why) = &stored {
+                tracing::warn!(topology = %run.name, checkpoint = id, %why, "a checkpoint copy was not stored");
+            }
+            let answer = DataMessage::Checkpoint {
+                run: run.clone(),
+                message: wire::CheckpointMessage::Stored {
+                    id: *id,
+                    ok: stored.is_ok(),
+                },
+            };
+            if let Ok(bytes) = frame::encode(&answer) {
+                self.outbound.send(sender, bytes);
+            }
+            return;
+        }
         let run = self
             .runs
             .lock()

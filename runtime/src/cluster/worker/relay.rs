@@ -77,6 +77,11 @@ impl RelayActor {
     /// wherever they went, to be sent again if the task moves.
     fn deliver(&mut self, delivery: Delivery) {
         match &delivery {
+            // A barrier is not sent again to a task that moved (its run rolls back instead).
+            Delivery::Mark {
+                mark: Mark::Barrier(_),
+                ..
+            } => {}
             Delivery::Mark { from, input, mark } => {
                 self.marks.insert((*from, *input), *mark);
             }

@@ -753,6 +753,7 @@ mod tests {
         let run = |name: &str, seed| RunId {
             name: name.into(),
             seed,
+            generation: 0,
         };
         let a = group_id(&run("a", 1), TaskId(3));
         assert_eq!(a, group_id(&run("a", 1), TaskId(3)));

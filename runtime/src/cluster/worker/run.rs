@@ -15,15 +15,17 @@ use rustc_hash::FxHashMap;
 use tempest_dsl::engine::{BoltTask, LinkId, PayloadCodec, SpoutTask, Task};
 use tempest_dsl::{TaskId, Topology};
 
+use crate::checkpoint::{Checkpoint, TaskSnapshot, Tracker};
+use crate::cluster::worker::checkpoints::{Action, Coordinator};
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
 use crate::cluster::worker::replicated::{LeaderSink, ReplicaHost, ReplicatedTask, run_dir};
-use crate::cluster::worker::wire::{DataMessage, RunId};
+use crate::cluster::worker::wire::{CheckpointMessage, DataMessage, RunId};
 use crate::cluster::worker::{Outbound, WorkerError};
 use crate::executor::Supervisor;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
-    AckBatch, AckerActor, BoltActor, Credit, Deliver, Delivery, LocalLink, SpoutActor, Start,
-    TaskCore, TaskEvent, Verdicts, Wire,
+    AckBatch, AckerActor, BoltActor, CheckpointDone, Credit, Deliver, Delivery, LocalLink,
+    SpoutActor, Start, TaskCore, TaskEvent, TriggerCheckpoint, Verdicts, Wire,
 };
 use crate::ids::NodeId;
 use crate::metrics::TaskMetrics;
@@ -79,6 +81,12 @@ pub(crate) struct RunShared {
     /// The codecs of every component's subscriptions, by component and input.
     codecs: Vec<Vec<Arc<dyn PayloadCodec>>>,
     outbound: Outbound,
+    /// The run's checkpoint interval, if it takes checkpoints.
+    checkpoint_interval: Option<std::time::Duration>,
+    /// The spouts here, told to take checkpoints and of their completion.
+    spout_controls: DashMap<TaskId, (Recipient<TriggerCheckpoint>, Recipient<CheckpointDone>)>,
+    /// The last checkpoint the coordinator here completed on two nodes (`u64::MAX`: none).
+    completed_checkpoint: AtomicU64,
     /// Frames that did not decode or named tasks that do not exist.
     pub(crate) rejected: AtomicU64,
 }
@@ -160,6 +168,64 @@ impl RunShared {
         let mut setup = self.plan.task_setup(id, seed);
         setup.replicated = self.replicated.contains(&id);
         setup
+    }
+
+    /// The run's first spout task: its node coordinates the run's checkpoints.
+    fn first_spout(&self) -> Option<TaskId> {
+        self.plan
+            .tasks
+            .iter()
+            .find(|t| t.kind == tempest_dsl::ComponentKind::Spout)
+            .map(|t| t.id)
+    }
+
+    /// Where the run's checkpoints are coordinated: here (`None`) or at an address.
+    fn coordinator(&self) -> Option<Place> {
+        Some(match self.place(self.first_spout()?) {
+            Place::Local(_) => Place::Nowhere,
+            other => other,
+        })
+    }
+
+    /// Tells this node's spouts about a checkpoint.
+    fn tell_spouts(&self, message: &CheckpointMessage) {
+        for s in self.spout_controls.iter() {
+            let (trigger, done) = s.value();
+            match *message {
+                CheckpointMessage::Trigger { id } => trigger.do_send(TriggerCheckpoint(id)),
+                CheckpointMessage::Done { id, ok } => done.do_send(CheckpointDone { id, ok }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The addresses of the other nodes of the run.
+    fn other_nodes(&self) -> Vec<(NodeId, String)> {
+        let nodes: BTreeSet<NodeId> = self
+            .routes
+            .read()
+            .map(|r| r.values().copied().collect())
+            .unwrap_or_default();
+        self.addrs
+            .read()
+            .map(|a| {
+                a.iter()
+                    .filter(|(n, _)| **n != self.me && nodes.contains(n))
+                    .map(|(n, addr)| (*n, addr.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Another live node to hold a copy of a checkpoint: the next one after this node's id
+    /// (any node of the cluster, not only the run's).
+    fn copy_node(&self) -> Option<String> {
+        let addrs = self.addrs.read().ok()?;
+        addrs
+            .range(NodeId(self.me.0.saturating_add(1))..)
+            .chain(addrs.range(..self.me))
+            .map(|(_, a)| a.clone())
+            .next()
     }
 
     /// Gives `batches` credits back to link `link` of local task `task`.
@@ -256,11 +322,200 @@ impl LeaderSink for RunShared {
     }
 }
 
-/// Counts the tasks of this run that finished here, and logs their metrics every 10 s.
+/// Counts the tasks of this run that finished here, and logs their metrics every 10 s; in a
+/// run that takes checkpoints, sends what its tasks save to the run's coordinator, and is the
+/// coordinator on the node of the first spout task.
 struct RunEvents {
     finished: Arc<Mutex<BTreeSet<TaskId>>>,
     shared: Arc<RunShared>,
     groups: Arc<Mutex<Vec<ReplicatedTask>>>,
+    /// Set when the run takes checkpoints.
+    checkpoints: Option<RunCheckpoints>,
+}
+
+/// A checkpointed run's checkpoints, as one node sees them.
+struct RunCheckpoints {
+    data_dir: std::path::PathBuf,
+    /// The checkpoint this generation started from.
+    restored: Option<Checkpoint>,
+    /// Tasks that ended (reported before the coordinator started, too).
+    ended: BTreeSet<TaskId>,
+    /// The coordinator, once the run is active, on the first spout task's node.
+    coordinator: Option<Coordinator>,
+}
+
+/// The run is active: its spouts run (and its checkpoints begin).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Activated;
+
+/// A checkpoint message from another node of the run.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct FromNode(pub(crate) CheckpointMessage);
+
+impl RunEvents {
+    /// Starts coordinating the run's checkpoints if this node runs its first spout task.
+    fn start_coordinating(&mut self, ctx: &mut Context<Self>) {
+        let shared = Arc::clone(&self.shared);
+        let (Some(c), Some(interval)) = (&mut self.checkpoints, shared.checkpoint_interval) else {
+            return;
+        };
+        if c.coordinator.is_some() || !matches!(shared.coordinator(), Some(Place::Nowhere)) {
+            return;
+        }
+        let ir = shared.topology.ir();
+        let expected: BTreeSet<TaskId> = shared
+            .plan
+            .tasks
+            .iter()
+            .filter(|t| {
+                let component = &ir.components[t.component];
+                component.kind == tempest_dsl::ComponentKind::Spout || component.stateful.is_some()
+            })
+            .map(|t| t.id)
+            .filter(|t| !c.ended.contains(t))
+            .collect();
+        let store = match super::checkpoints::store(&c.data_dir, &shared.run.name, shared.run.seed)
+        {
+            Ok(s) => s,
+            Err(why) => {
+                tracing::error!(topology = %shared.run.name, %why, "no checkpoint store: this run takes no checkpoints");
+                return;
+            }
+        };
+        let tracker = Tracker::new(
+            interval,
+            c.restored.as_ref().map_or(1, |r| r.id + 1),
+            expected,
+            c.restored
+                .as_ref()
+                .map(|r| r.tasks.clone())
+                .unwrap_or_default(),
+            std::time::Instant::now(),
+        );
+        c.coordinator = Some(Coordinator::new(
+            tracker,
+            store,
+            shared.run.name.clone(),
+            crate::checkpoint::shape(ir),
+        ));
+        tracing::info!(topology = %shared.run.name, generation = shared.run.generation, "coordinating the run's checkpoints");
+        use actix::AsyncContext;
+        let every = (interval / 10).clamp(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(100),
+        );
+        ctx.run_interval(every, |act, _| {
+            let actions = act
+                .coordinator()
+                .map(|c| c.tick(std::time::Instant::now()))
+                .unwrap_or_default();
+            act.perform(actions);
+        });
+    }
+
+    fn coordinator(&mut self) -> Option<&mut Coordinator> {
+        self.checkpoints.as_mut()?.coordinator.as_mut()
+    }
+
+    /// Does what the coordinator asks.
+    fn perform(&mut self, actions: Vec<Action>) {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Spouts(message) => {
+                    self.shared.tell_spouts(&message);
+                    for (_, addr) in self.shared.other_nodes() {
+                        self.shared.send(
+                            &addr,
+                            &DataMessage::Checkpoint {
+                                run: self.shared.run.clone(),
+                                message: message.clone(),
+                            },
+                        );
+                    }
+                }
+                Action::Copy { id, file } => match self.shared.copy_node() {
+                    Some(addr) => self.shared.send(
+                        &addr,
+                        &DataMessage::Checkpoint {
+                            run: self.shared.run.clone(),
+                            message: CheckpointMessage::Store { id, file },
+                        },
+                    ),
+                    None => {
+                        // A cluster of one node: there is no other to copy to.
+                        if let Some(c) = self.coordinator() {
+                            queue.extend(c.stored(id, true));
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(done) = self.coordinator().and_then(|c| c.completed()) {
+            self.shared
+                .completed_checkpoint
+                .store(done, Ordering::Relaxed);
+        }
+    }
+
+    /// A checkpoint message for the coordinator, from this node or another.
+    fn for_coordinator(&mut self, message: CheckpointMessage) {
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return;
+        };
+        if let CheckpointMessage::Ended { task } = &message {
+            checkpoints.ended.insert(*task);
+        }
+        let now = std::time::Instant::now();
+        let Some(c) = checkpoints.coordinator.as_mut() else {
+            match self.shared.coordinator() {
+                Some(Place::Remote(addr)) => self.shared.send(
+                    &addr,
+                    &DataMessage::Checkpoint {
+                        run: self.shared.run.clone(),
+                        message,
+                    },
+                ),
+                // Not started yet here (the task ended or saved before the run was active on
+                // this node): its end was noted above; a save is lost and times out.
+                _ => {
+                    tracing::debug!(topology = %self.shared.run.name, "a checkpoint message before the coordinator started")
+                }
+            }
+            return;
+        };
+        let actions = match message {
+            CheckpointMessage::Saved { task, id, saved } => c.saved(task, id, saved, now),
+            CheckpointMessage::Settled { .. } => {
+                c.hurry();
+                Vec::new()
+            }
+            CheckpointMessage::Ended { task } => c.ended(task, now),
+            CheckpointMessage::Stored { id, ok } => c.stored(id, ok),
+            CheckpointMessage::Trigger { .. }
+            | CheckpointMessage::Done { .. }
+            | CheckpointMessage::Store { .. } => Vec::new(),
+        };
+        self.perform(actions);
+    }
+}
+
+impl Handler<Activated> for RunEvents {
+    type Result = ();
+
+    fn handle(&mut self, _: Activated, ctx: &mut Context<Self>) {
+        self.start_coordinating(ctx);
+    }
+}
+
+impl Handler<FromNode> for RunEvents {
+    type Result = ();
+
+    fn handle(&mut self, FromNode(message): FromNode, _: &mut Context<Self>) {
+        self.for_coordinator(message);
+    }
 }
 
 impl RunEvents {
@@ -284,6 +539,21 @@ impl RunEvents {
         for (c, m) in components.iter().zip(per) {
             let Some(m) = m else { continue };
             crate::metrics::log_component(&shared.run.name, &c.name, &m);
+        }
+        if let Some(c) = self
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.coordinator.as_ref())
+        {
+            let (completed, failed) = c.counts();
+            tracing::info!(
+                topology = %shared.run.name,
+                generation = shared.run.generation,
+                completed,
+                failed,
+                last = c.completed().unwrap_or(0),
+                "checkpoints"
+            );
         }
         let Ok(groups) = self.groups.lock() else {
             return;
@@ -346,12 +616,17 @@ impl Handler<TaskEvent> for RunEvents {
                 if let Ok(mut f) = self.finished.lock() {
                     f.insert(task);
                 }
+                self.for_coordinator(CheckpointMessage::Ended { task });
             }
             TaskEvent::Failed { task, error } => {
                 tracing::error!(topology = %self.shared.run.name, task = task.0, %error, "task failed");
             }
-            // No checkpoint is triggered in a cluster yet: nothing sends these.
-            TaskEvent::Checkpointed { .. } | TaskEvent::Settled { .. } => {}
+            TaskEvent::Checkpointed { task, id, saved } => {
+                self.for_coordinator(CheckpointMessage::Saved { task, id, saved });
+            }
+            TaskEvent::Settled { task } => {
+                self.for_coordinator(CheckpointMessage::Settled { task });
+            }
         }
     }
 }
@@ -373,8 +648,10 @@ pub(crate) struct TopologyRun {
     seeds: Vec<u64>,
     relays: Mutex<FxHashMap<TaskId, RelayHandle>>,
     finished: Arc<Mutex<BTreeSet<TaskId>>>,
-    events: Recipient<TaskEvent>,
+    events: Addr<RunEvents>,
     system: actix_rt::System,
+    /// The checkpoint this generation of the run starts from.
+    restore: Option<Checkpoint>,
     arbiters: Vec<ArbiterHandle>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Marks and end markers for tasks not started here yet.
@@ -395,12 +672,28 @@ impl TopologyRun {
         me: NodeId,
         outbound: Outbound,
         host: ReplicaHost,
+        restore: Option<Checkpoint>,
     ) -> Result<Self, WorkerError> {
         let plan = PhysicalPlan::new(topology.ir(), RUN_THREADS);
+        let checkpoint_interval = topology.ir().config.checkpoint_interval;
+        if let Some(c) = &restore {
+            let shape = crate::checkpoint::shape(topology.ir());
+            if c.shape != shape {
+                return Err(WorkerError::Setup(format!(
+                    "checkpoint {} is of components {:?}, and the registered topology now has \
+                     {shape:?}",
+                    c.id, c.shape
+                )));
+            }
+        }
+        // A checkpointed run's stateful tasks roll back to checkpoints instead.
         let replicated = plan
             .tasks
             .iter()
-            .filter(|t| topology.ir().components[t.component].stateful.is_some())
+            .filter(|t| {
+                checkpoint_interval.is_none()
+                    && topology.ir().components[t.component].stateful.is_some()
+            })
             .map(|t| t.id)
             .collect();
         // The same seeds on every node: drawn from the run's seed in task order.
@@ -453,6 +746,9 @@ impl TopologyRun {
             redirected: DashMap::new(),
             codecs,
             outbound,
+            checkpoint_interval,
+            spout_controls: DashMap::new(),
+            completed_checkpoint: AtomicU64::new(u64::MAX),
             rejected: AtomicU64::new(0),
         });
         let groups = Arc::default();
@@ -460,8 +756,14 @@ impl TopologyRun {
             finished: Arc::clone(&finished),
             shared: Arc::clone(&shared),
             groups: Arc::clone(&groups),
+            checkpoints: checkpoint_interval.map(|_| RunCheckpoints {
+                data_dir: host.data_dir.clone(),
+                restored: restore.clone(),
+                ended: BTreeSet::new(),
+                coordinator: None,
+            }),
         };
-        let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events).recipient();
+        let events = RunEvents::start_in_arbiter(&arbiters[0], |_| events);
         Ok(TopologyRun {
             shared,
             host,
@@ -471,6 +773,7 @@ impl TopologyRun {
             finished,
             events,
             system,
+            restore,
             arbiters,
             thread: Mutex::new(Some(thread)),
             stash: Mutex::default(),
@@ -500,6 +803,7 @@ impl TopologyRun {
         if self.active.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.events.do_send(Activated);
         if let Ok(mut w) = self.waiting.lock() {
             for s in w.drain(..) {
                 s.do_send(Start);
@@ -510,6 +814,12 @@ impl TopologyRun {
     /// The tasks of this run that finished on this node.
     pub(crate) fn finished(&self) -> BTreeSet<TaskId> {
         self.finished.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The last checkpoint the run's coordinator here completed on two nodes.
+    pub(crate) fn completed_checkpoint(&self) -> Option<u64> {
+        let c = self.shared.completed_checkpoint.load(Ordering::Relaxed);
+        (c != u64::MAX).then_some(c)
     }
 
     /// Whether `task` runs here.
@@ -641,6 +951,7 @@ impl TopologyRun {
             .is_tracked()
             .then_some((config.message_timeout, config.max_spout_pending));
         let component_tasks = plan.tasks.len();
+        let checkpointing = shared.checkpoint_interval.is_some();
         let mut wires: Vec<(TaskId, Recipient<Wire>)> = Vec::new();
         let mut spouts = Vec::new();
         // Registered for dispatch only once wired, so no batch overtakes a task's `Wire`.
@@ -666,11 +977,40 @@ impl TopologyRun {
                 span,
                 Outbox::new(Vec::new(), credit),
                 Arc::clone(&metrics),
-                self.events.clone(),
+                self.events.clone().recipient(),
                 config.flush_interval,
             );
             let arbiter = &self.arbiters[task.worker % self.arbiters.len()];
+            let saved = self.restore.as_ref().and_then(|c| c.tasks.get(&id));
             let local = match instance {
+                Task::Spout(spout) if checkpointing => {
+                    // Not restarted in place: a fresh instance would start its source over,
+                    // behind the checkpoints' backs.
+                    let position = match saved {
+                        Some(TaskSnapshot::Spout {
+                            position,
+                            in_flight,
+                        }) => Some((position.clone(), in_flight.clone())),
+                        _ => None,
+                    };
+                    let batch_size = config.batch_size;
+                    let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
+                        SpoutActor::new(core, spout, batch_size, credit, tracking)
+                            .checkpointed(position)
+                    });
+                    shared
+                        .spout_controls
+                        .insert(id, (addr.clone().recipient(), addr.clone().recipient()));
+                    spouts.push(addr.clone().recipient::<Start>());
+                    wires.push((id, addr.clone().recipient()));
+                    LocalTask {
+                        deliver: None,
+                        credit: Some(Arc::new(addr.clone().recipient())),
+                        verdicts: Some(addr.recipient()),
+                        acks: None,
+                        metrics,
+                    }
+                }
                 Task::Spout(spout) => {
                     let batch_size = config.batch_size;
                     let supervisor = self.spout_supervisor(id, seed);
@@ -701,6 +1041,15 @@ impl TopologyRun {
                         });
                         shared.refills.insert(id, addr.clone().recipient());
                         addr
+                    } else if checkpointing {
+                        // Not restarted in place: a fresh instance would lose the state.
+                        let state = match saved {
+                            Some(TaskSnapshot::State(bytes)) => Some(bytes.clone()),
+                            _ => None,
+                        };
+                        BoltActor::start_in_arbiter(arbiter, move |_| {
+                            BoltActor::new(core, bolt, ends, tick, credit).checkpointed(state)
+                        })
                     } else {
                         let supervisor = self.bolt_supervisor(id, seed);
                         BoltActor::start_in_arbiter(arbiter, move |_| {
@@ -1023,6 +1372,17 @@ impl TopologyRun {
                 }
                 shared.leader_is(task, term, node);
             }
+            DataMessage::Checkpoint { message, .. } => {
+                if shared.checkpoint_interval.is_none() {
+                    return reject("a checkpoint message for a run that takes none");
+                }
+                match message {
+                    CheckpointMessage::Trigger { .. } | CheckpointMessage::Done { .. } => {
+                        shared.tell_spouts(&message)
+                    }
+                    other => self.events.do_send(FromNode(other)),
+                }
+            }
         }
     }
 
@@ -1047,9 +1407,15 @@ impl TopologyRun {
             return;
         }
         let kept = stash.entry(to).or_default();
-        // Only the latest mark of a channel matters; end markers are bounded by the links.
-        if let Delivery::Mark { from, input, .. } = &delivery {
-            kept.retain(|d| !matches!(d, Delivery::Mark { from: f, input: i, .. } if f == from && i == input));
+        // Only the latest watermark of a channel matters (a barrier is kept, and kept in its
+        // place); end markers are bounded by the links.
+        if let Delivery::Mark { from, input, mark } = &delivery {
+            if !matches!(mark, tempest_dsl::engine::Mark::Barrier(_)) {
+                kept.retain(|d| {
+                    !matches!(d, Delivery::Mark { from: f, input: i, mark: m }
+                        if f == from && i == input && !matches!(m, tempest_dsl::engine::Mark::Barrier(_)))
+                });
+            }
         }
         if kept.len() < MAX_STASHED {
             kept.push(delivery);

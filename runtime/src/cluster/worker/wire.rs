@@ -9,11 +9,43 @@ use tempest_dsl::{RootId, TaskId};
 use crate::ack::{AckMsg, TreeOutcome};
 
 /// One topology run: its name and the seed it was submitted with (so messages of an older run
-/// of the same name are told apart).
+/// of the same name are told apart), and its generation (bumped by each rollback of a
+/// checkpointed run, so what an earlier generation still sends is dropped).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct RunId {
     pub(crate) name: String,
     pub(crate) seed: u64,
+    pub(crate) generation: u32,
+}
+
+/// What the nodes of a checkpointed run tell each other about its checkpoints. The run's
+/// coordinator is on the node of its first spout task: it triggers each checkpoint at the
+/// spouts, collects what every task saved, stores the whole checkpoint and has another node
+/// store a copy (see `checkpoints`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum CheckpointMessage {
+    /// (Coordinator to nodes.) Spouts here: take checkpoint `id`.
+    Trigger { id: u64 },
+    /// (Coordinator to nodes.) Checkpoint `id` completed (`ok`) or failed.
+    Done { id: u64, ok: bool },
+    /// (Node to coordinator.) Task `task` saved its part of checkpoint `id` (or could not).
+    Saved {
+        task: TaskId,
+        id: u64,
+        saved: Result<crate::checkpoint::TaskSnapshot, String>,
+    },
+    /// (Node to coordinator.) Spout task `task` settled its end and waits for a checkpoint.
+    Settled { task: TaskId },
+    /// (Node to coordinator.) Task `task` ended: it saves no more.
+    Ended { task: TaskId },
+    /// (Coordinator to the copy's node.) Store this checkpoint file.
+    Store {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        file: Vec<u8>,
+    },
+    /// (Copy's node to coordinator.) Checkpoint `id` was stored (`ok`) or not.
+    Stored { id: u64, ok: bool },
 }
 
 /// A message between tasks on different nodes.
@@ -77,6 +109,11 @@ pub(crate) enum DataMessage {
         node: crate::ids::NodeId,
         term: u64,
     },
+    /// About the run's checkpoints.
+    Checkpoint {
+        run: RunId,
+        message: CheckpointMessage,
+    },
 }
 
 impl DataMessage {
@@ -90,7 +127,8 @@ impl DataMessage {
             | DataMessage::Credit { run, .. }
             | DataMessage::Acks { run, .. }
             | DataMessage::Verdicts { run, .. }
-            | DataMessage::Leader { run, .. } => run,
+            | DataMessage::Leader { run, .. }
+            | DataMessage::Checkpoint { run, .. } => run,
         }
     }
 }
