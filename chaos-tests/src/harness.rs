@@ -105,6 +105,11 @@ pub struct Outcome {
     pub unrejoined: u32,
     /// Replicas that found their stored state damaged and were repaired from their peers.
     pub repairs: usize,
+    /// Per kill of a checkpointed run's node: the kill to the run's next generation delivering
+    /// output (rolled back on every node, restored, replaying), in ms.
+    pub rollback_ms: Vec<f64>,
+    /// Such kills after which the run did not deliver again within 60 s.
+    pub unrecovered: u32,
 }
 
 impl Outcome {
@@ -119,6 +124,7 @@ impl Outcome {
             && self.crashes.is_empty()
             && self.unreplaced == 0
             && self.unrejoined == 0
+            && self.unrecovered == 0
             && r.acked > 0
             && (self.steps > 0 || self.skipped == 0);
         match self.options.guarantee {
@@ -143,7 +149,8 @@ impl Outcome {
              failover_p50_ms={:.0} \
              failover_max_ms={:.0} \
              throughput={:.0} offered={:.0}{} replaced={} unreplaced={} replace_max_ms={:.0} \
-             repairs={} rejoined={} unrejoined={} rejoin_max_ms={:.0} steps={} skipped={} \
+             repairs={} rejoined={} unrejoined={} rejoin_max_ms={:.0} rollbacks={} \
+             unrecovered={} rollback_p50_ms={:.0} rollback_max_ms={:.0} steps={} skipped={} \
              crashes={} torn={} seconds={:.1} dir={}",
             o.scenario.name(),
             o.seed,
@@ -176,6 +183,10 @@ impl Outcome {
             self.rejoined_ms.len(),
             self.unrejoined,
             self.rejoined_ms.iter().copied().fold(0.0, f64::max),
+            self.rollback_ms.len(),
+            self.unrecovered,
+            percentile(&self.rollback_ms, 0.5),
+            self.rollback_ms.iter().copied().fold(0.0, f64::max),
             self.steps,
             self.skipped,
             self.crashes.len(),
@@ -586,6 +597,8 @@ struct Figures {
     unreplaced: u32,
     rejoined_ms: Vec<f64>,
     unrejoined: u32,
+    rollback_ms: Vec<f64>,
+    unrecovered: u32,
 }
 
 /// The group a step acts on, its leader, and what the logs said of all groups then.
@@ -631,6 +644,9 @@ fn run_step(
     f: &mut Figures,
     log: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
+    if step.fault == Fault::KillCheckpointed {
+        return rollback_step(c, step, output, f, log);
+    }
     let Some(Target {
         group,
         term,
@@ -674,6 +690,8 @@ fn run_step(
     let mut lost = None;
     let what: Option<String> = match step.fault {
         Fault::Quiet => Some("quiet".into()),
+        // Run by `rollback_step`.
+        Fault::KillCheckpointed => None,
         Fault::KillLeader => {
             c.procs.kill(leader_i)?;
             restart.push(leader_i);
@@ -949,6 +967,92 @@ fn run_step(
     Ok(())
 }
 
+/// The generation of the checking topology's run (how often it rolled back), if the manager
+/// answers.
+fn generation(c: &mut Cluster) -> Option<u32> {
+    match c.call(
+        &AdminRequest::Status {
+            name: Some(TOPOLOGY.into()),
+        },
+        Duration::from_secs(2),
+    ) {
+        Ok(AdminReply::Status(v)) => v.first().map(|t| t.generation),
+        _ => None,
+    }
+}
+
+/// A step of the rollback scenario: SIGKILLs a node running tasks of the checkpointed run,
+/// restarts it after the hold, and measures the kill to the next generation's first output.
+fn rollback_step(
+    c: &mut Cluster,
+    step: &Step,
+    output: &Path,
+    f: &mut Figures,
+    log: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let Some(before) = generation(c) else {
+        f.skipped += 1;
+        writeln!(log, "{:>8} ms  skipped: no status", step.at.as_millis())?;
+        return Ok(());
+    };
+    // Every node runs tasks of the run (they are spread evenly).
+    let live: Vec<usize> = (0..c.procs.nodes.len())
+        .filter(|i| c.procs.running(*i))
+        .collect();
+    let Some(&victim) = live.get((step.pick % live.len().max(1) as u64) as usize) else {
+        f.skipped += 1;
+        writeln!(log, "{:>8} ms  skipped: no live node", step.at.as_millis())?;
+        return Ok(());
+    };
+    let started = Instant::now();
+    c.procs.kill(victim)?;
+    f.steps += 1;
+    f.faults += 1;
+    f.kills += 1;
+    let what = format!(
+        "SIGKILL n{} (runs tasks of the checkpointed run, generation {before})",
+        victim + 1
+    );
+    writeln!(log, "{:>8} ms  {what}", step.at.as_millis())?;
+    tracing::info!(fault = %what, "injected");
+    while started.elapsed() < step.hold {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.procs.spawn(victim)?;
+    // Rolled back (a new generation), and delivering again after that.
+    let recovered = poll(
+        "the run rolled back and delivering",
+        Duration::from_secs(60),
+        || {
+            Ok(generation(c)
+                .filter(|g| *g > before)
+                .map(|_| delivered(output)))
+        },
+    )
+    .and_then(|at| {
+        poll(
+            "output after the rollback",
+            Duration::from_secs(60).saturating_sub(started.elapsed()),
+            || Ok((delivered(output) > at).then(|| started.elapsed())),
+        )
+    });
+    match recovered {
+        Ok(after) => {
+            f.rollback_ms.push(after.as_secs_f64() * 1000.0);
+            writeln!(
+                log,
+                "          rolled back, delivering again after {} ms",
+                after.as_millis()
+            )?;
+        }
+        Err(_) => {
+            f.unrecovered += 1;
+            writeln!(log, "          no rollback delivering again within 60 s")?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one scenario and checks it.
 pub fn run(o: &Options) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&o.dir)?;
@@ -966,6 +1070,9 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         })
     })?;
     let steps = schedule(o.scenario, o.seed, o.load);
+    // The rollback scenario runs the counter unreplicated, recovering from checkpoints.
+    let rollback = o.scenario == Scenario::Rollback;
+    let replicas = if rollback { 1 } else { REPLICAS };
     // The sources stop emitting at `end_ms`: the load, plus what starting the topology takes.
     const STARTUP: Duration = Duration::from_secs(3);
     let topology = ChaosTopology {
@@ -975,11 +1082,12 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         rate: o.rate,
         sources: SOURCES,
         groups: o.groups,
-        replicas: REPLICAS,
+        replicas,
         state: StateStorage::Disk,
         guarantee: o.guarantee,
         message_timeout: Duration::from_secs(5),
         sink_drops: o.sink_drops,
+        checkpoint_ms: if rollback { 500 } else { 0 },
     };
     let submitted = Instant::now();
     // One submission, with time to commit: a retry through another node could be refused as
@@ -995,12 +1103,14 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         AdminReply::Submitted { .. } => {}
         other => anyhow::bail!("the submission was refused: {other:?}"),
     }
-    let expected = (o.groups * REPLICAS) as usize;
-    poll("every replica started", Duration::from_secs(30), || {
-        c.logs.refresh(&c.procs);
-        let g = c.logs.groups();
-        Ok((g.values().map(|g| g.replicas.len()).sum::<usize>() >= expected).then_some(()))
-    })?;
+    let expected = (o.groups * replicas) as usize;
+    if !rollback {
+        poll("every replica started", Duration::from_secs(30), || {
+            c.logs.refresh(&c.procs);
+            let g = c.logs.groups();
+            Ok((g.values().map(|g| g.replicas.len()).sum::<usize>() >= expected).then_some(()))
+        })?;
+    }
     poll("the first output", Duration::from_secs(30), || {
         Ok((delivered(&output) > 0).then_some(()))
     })?;
@@ -1090,7 +1200,7 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
 
     let h = history::read(&history_dir, &output)?;
     let states = read_states(&states_dir())?;
-    let report = checker::check(&h, &states, o.groups, REPLICAS);
+    let report = checker::check(&h, &states, o.groups, replicas);
     let slow_throughput = (!figures.slow.is_empty()).then(|| {
         let (parts, secs) = figures
             .slow
@@ -1118,6 +1228,8 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         rejoined_ms: figures.rejoined_ms,
         unrejoined: figures.unrejoined,
         repairs,
+        rollback_ms: figures.rollback_ms,
+        unrecovered: figures.unrecovered,
     })
 }
 

@@ -46,6 +46,9 @@ pub enum Fault {
     /// its replicas to other nodes and every group has R voters again (at most 30 s), then
     /// bring it back as a spare.
     LoseNode,
+    /// SIGKILL a node running tasks of a checkpointed run (whose counter is not replicated);
+    /// restart it after the hold. The run rolls back to its last checkpoint on every node.
+    KillCheckpointed,
     /// No fault: the cluster runs undisturbed for the hold.
     Quiet,
 }
@@ -60,7 +63,8 @@ impl Fault {
             | Fault::KillManager
             | Fault::CorruptLog
             | Fault::WipeDisk
-            | Fault::LoseNode => 1,
+            | Fault::LoseNode
+            | Fault::KillCheckpointed => 1,
             Fault::KillGroup => replicas,
             _ => 0,
         }
@@ -114,13 +118,15 @@ pub enum Scenario {
     WipedDisk,
     /// A follower's node lost until its replicas are replaced.
     LostNode,
+    /// Nodes of a checkpointed run (its counter not replicated) SIGKILLed: rollback recovery.
+    Rollback,
     /// A random mix of all of these, and quiet spells.
     Soak,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::LeaderKill,
         Scenario::FollowerKill,
         Scenario::PausedLeader,
@@ -132,6 +138,7 @@ impl Scenario {
         Scenario::CorruptLog,
         Scenario::WipedDisk,
         Scenario::LostNode,
+        Scenario::Rollback,
         Scenario::Soak,
     ];
 
@@ -149,6 +156,7 @@ impl Scenario {
             Scenario::CorruptLog => "corrupt-log",
             Scenario::WipedDisk => "wiped-disk",
             Scenario::LostNode => "lost-node",
+            Scenario::Rollback => "rollback",
             Scenario::Soak => "soak",
         }
     }
@@ -183,7 +191,12 @@ impl Scenario {
             Scenario::LostNode => {
                 "SIGKILL a group's follower and keep it down until its replicas are replaced elsewhere; repeat"
             }
-            Scenario::Soak => "a seeded random mix of every fault above, with quiet spells",
+            Scenario::Rollback => {
+                "SIGKILL a node of a checkpointed run whose counter is not replicated, restart it: the run rolls back to its last checkpoint; repeat"
+            }
+            Scenario::Soak => {
+                "a seeded random mix of every fault above on the replicated run, with quiet spells"
+            }
         }
     }
 
@@ -214,9 +227,11 @@ impl Scenario {
             Scenario::CorruptLog => Fault::CorruptLog,
             Scenario::WipedDisk => Fault::WipeDisk,
             Scenario::LostNode => Fault::LoseNode,
+            Scenario::Rollback => Fault::KillCheckpointed,
             Scenario::Soak => {
-                // Every other scenario's faults (the soak is last).
-                let pool = &Scenario::ALL[..Scenario::ALL.len() - 1];
+                // Every other scenario's faults on the replicated run (rollback's need a
+                // checkpointed one; the soak is last).
+                let pool = &Scenario::ALL[..Scenario::ALL.len() - 2];
                 // About a quarter of the time, nothing.
                 if rng.random_bool(0.25) {
                     Fault::Quiet
@@ -246,7 +261,8 @@ pub fn schedule(scenario: Scenario, seed: u64, load: Duration) -> Vec<Step> {
             | Fault::KillSource
             | Fault::KillManager
             | Fault::CorruptLog
-            | Fault::WipeDisk => rng.random_range(300..=1500),
+            | Fault::WipeDisk
+            | Fault::KillCheckpointed => rng.random_range(300..=1500),
             // Past the harness's replace timeout (4 s) and the new replica's catching up.
             Fault::LoseNode => rng.random_range(5000..=7000),
             Fault::KillGroup => rng.random_range(500..=1500),

@@ -143,6 +143,7 @@ impl SeqSource {
 impl Spout for SeqSource {
     type Out = Item;
     const REPLAYABLE: bool = true;
+    const REWINDABLE: bool = true;
 
     fn open(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
         let instance = rand::random::<u32>() | 1;
@@ -196,6 +197,17 @@ impl Spout for SeqSource {
         if let Err(e) = self.log(SourceLog::done) {
             tracing::warn!(error = %e, "end not recorded");
         }
+    }
+
+    // Its position: the next id, how far its ids are announced, and what it has to replay. A
+    // restored source keeps its new history file (announcements and acks go there).
+    fn snapshot(&self) -> Option<SpoutSnapshot> {
+        SpoutSnapshot::encode(&(self.next, self.announced, &self.replay)).ok()
+    }
+
+    fn restore(&mut self, snapshot: &SpoutSnapshot) -> Result<(), TaskError> {
+        (self.next, self.announced, self.replay) = snapshot.decode()?;
+        Ok(())
     }
 }
 
@@ -322,13 +334,16 @@ pub struct ChaosTopology {
     /// A deliberately lossy sink: it acks every `sink_drops`-th delivery without recording
     /// it (0, the default: it loses nothing). For testing the checker on a run that lost data.
     pub sink_drops: u64,
+    /// Take a checkpoint this often (0, the default: none). The counter then recovers by
+    /// rolling back to them, and must have one replica.
+    pub checkpoint_ms: u64,
 }
 
 impl ChaosTopology {
     /// Reads the options from submission arguments: `history` and `output` (required
     /// directories), `end_ms` (required), `rate` (500), `sources` (2), `groups` (4), `replicas`
     /// (3), `state` (disk), `guarantee` (at-least-once), `message_timeout_ms` (5000),
-    /// `sink_drops` (0).
+    /// `sink_drops` (0), `checkpoint_ms` (0: none).
     pub fn from_args(args: &TopologyArgs) -> Result<Self, String> {
         let required = |k: &str| {
             args.get(k)
@@ -349,6 +364,7 @@ impl ChaosTopology {
             guarantee: args.parse_or("guarantee", Guarantee::AtLeastOnce)?,
             message_timeout: Duration::from_millis(args.parse_or("message_timeout_ms", 5000u64)?),
             sink_drops: args.parse_or("sink_drops", 0u64)?,
+            checkpoint_ms: args.parse_or("checkpoint_ms", 0u64)?,
         })
     }
 
@@ -369,6 +385,7 @@ impl ChaosTopology {
                 self.message_timeout.as_millis().to_string(),
             ),
             ("sink_drops", self.sink_drops.to_string()),
+            ("checkpoint_ms", self.checkpoint_ms.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -413,6 +430,8 @@ impl ChaosTopology {
         );
         let config = TopologyConfig {
             message_timeout: self.message_timeout,
+            checkpoint_interval: (self.checkpoint_ms > 0)
+                .then(|| Duration::from_millis(self.checkpoint_ms)),
             ..TopologyConfig::default()
         };
         t.guarantee(self.guarantee).config(config).build()
@@ -464,10 +483,21 @@ mod tests {
             guarantee: Guarantee::AtLeastOnce,
             message_timeout: Duration::from_secs(2),
             sink_drops: 0,
+            checkpoint_ms: 0,
         };
         let back = ChaosTopology::from_args(&TopologyArgs(t.args())).expect("parses");
         assert_eq!(back, t);
         t.topology().expect("builds");
+        let checkpointed = ChaosTopology {
+            checkpoint_ms: 500,
+            replicas: 1,
+            ..t.clone()
+        };
+        let back = ChaosTopology::from_args(&TopologyArgs(checkpointed.args())).expect("parses");
+        assert_eq!(back, checkpointed);
+        checkpointed
+            .topology()
+            .expect("a checkpointed one builds: its source rewinds");
         assert!(ChaosTopology::from_args(&TopologyArgs(BTreeMap::new())).is_err());
     }
 }

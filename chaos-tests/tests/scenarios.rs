@@ -63,6 +63,17 @@ fn passes(scenario: Scenario, seed: u64, load_s: u64) -> anyhow::Result<Outcome>
 }
 
 #[test]
+fn rollback() -> anyhow::Result<()> {
+    let o = passes(Scenario::Rollback, 11, 12)?;
+    assert!(
+        o.kills >= 2 && o.rollback_ms.len() as u32 == o.kills,
+        "every kill rolled the run back: {}",
+        o.result_line()
+    );
+    Ok(())
+}
+
+#[test]
 fn leader_kill() -> anyhow::Result<()> {
     let o = passes(Scenario::LeaderKill, 11, 9)?;
     assert!(

@@ -57,6 +57,31 @@ fn a_killed_node_s_stateful_tasks_roll_back_to_a_checkpoint_and_count_exactly() 
     let via = (1..=3u64).find(|n| *n != victim).expect("a survivor") as usize - 1;
     let sentences = 60_000u64;
     let output = format!("output={}", out.display());
+
+    // A replicated stateful bolt would count a rollback's replay again: refused, clearly.
+    let o = c.cli(
+        via,
+        &[
+            "submit",
+            "wordcount",
+            "--arg",
+            &output,
+            "--arg",
+            "checkpoint_ms=300",
+            "--arg",
+            "replicas=3",
+        ],
+    )?;
+    assert!(
+        !o.status.success(),
+        "a replicated bolt in a checkpointed run is refused"
+    );
+    assert!(
+        stderr(&o).contains("`.replicas(1)`"),
+        "the refusal says what to do: {}",
+        stderr(&o)
+    );
+
     let args = [
         "submit",
         "wordcount",

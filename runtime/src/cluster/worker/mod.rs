@@ -144,7 +144,6 @@ impl Worker {
         epoch: u64,
     ) -> bool {
         self.outbound.retain(&addrs.values().cloned().collect());
-        checkpoints::tidy(&self.host.data_dir, placements);
         let Ok(mut runs) = self.runs.lock() else {
             return false;
         };
@@ -169,10 +168,13 @@ impl Worker {
                     tracing::warn!(topology = %r.name, generation = r.generation, "run rolls back to its last checkpoint: stopping this generation's tasks here");
                 } else {
                     tracing::info!(topology = %r.name, "run ended or killed: stopping its tasks here");
+                    run.export_final_states();
                 }
                 stop(run, !rolled_back);
             }
         }
+        // After the exports above, which read the checkpoints of runs that ended.
+        checkpoints::tidy(&self.host.data_dir, placements);
         for p in placements {
             let id = RunId {
                 name: p.name.clone(),

@@ -432,7 +432,7 @@ impl ReplicatedTask {
 }
 
 /// Writes a final state to `path` whole.
-fn write_export(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_export(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::other("an export path without a file name"));
     };

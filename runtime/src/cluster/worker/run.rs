@@ -816,6 +816,35 @@ impl TopologyRun {
         self.finished.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
+    /// Exports the final states of the run's checkpointed stateful tasks where the node is
+    /// told to (`state_export_dir`), as replicated tasks export theirs, if this node
+    /// coordinated the run's checkpoints: a finished run's spouts ended only once a
+    /// checkpoint holding their end completed, so its last checkpoint holds the final states.
+    pub(crate) fn export_final_states(&self) {
+        let shared = &self.shared;
+        let (Some(dir), Some(id)) = (&self.host.export_dir, self.completed_checkpoint()) else {
+            return;
+        };
+        let checkpoint =
+            super::checkpoints::store(&self.host.data_dir, &shared.run.name, shared.run.seed)
+                .ok()
+                .and_then(|s| s.read(id));
+        let Some(checkpoint) = checkpoint else {
+            tracing::warn!(topology = %shared.run.name, checkpoint = id, "the last checkpoint cannot be read: no final states exported");
+            return;
+        };
+        for (task, saved) in &checkpoint.tasks {
+            if let TaskSnapshot::State(bytes) = saved {
+                let path = dir
+                    .join(format!("{}-{:016x}", shared.run.name, shared.run.seed))
+                    .join(format!("task-{}.n{}.state", task.0, shared.me.0));
+                if let Err(e) = super::replicated::write_export(&path, bytes) {
+                    tracing::warn!(path = %path.display(), error = %e, "final state not exported");
+                }
+            }
+        }
+    }
+
     /// The last checkpoint the run's coordinator here completed on two nodes.
     pub(crate) fn completed_checkpoint(&self) -> Option<u64> {
         let c = self.shared.completed_checkpoint.load(Ordering::Relaxed);
