@@ -3,7 +3,8 @@
 //! run is SIGKILLed mid-run; the run rolls back on every node to its last checkpoint (copied
 //! to a second node, fetched by the nodes that lack it), the spouts rewind and replay, and the
 //! final counts equal a run without the kill: every word's count is exact, none lower (state
-//! lost) nor higher (counted twice).
+//! lost) nor higher (counted twice). A spout task that fails (a panic) rolls the run back the
+//! same way (restarting it in place would start its source over).
 
 // Phases and measured figures go to the test's output.
 #![allow(clippy::print_stderr)]
@@ -45,9 +46,84 @@ fn recorded_checkpoint(c: &Cluster, via: usize) -> anyhow::Result<Option<u64>> {
         .and_then(|c| c.parse().ok()))
 }
 
+/// One cluster at a time: each is three processes on a two-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Asserts the counts are exact and went on from restored states.
+fn assert_restored_exactly(out: &std::path::Path, sentences: u64) -> anyhow::Result<()> {
+    let check = check_output(out, sentences)?;
+    eprintln!("{check:?}");
+    assert!(
+        check.exact(),
+        "counts after the rollback differ from a run without a failure: {check:?}"
+    );
+    // Exact counts could also come from starting over: the counts went on from the restored
+    // states instead (every word was counted before the checkpoint restored).
+    let firsts = first_counts(out)?;
+    let again: Vec<_> = firsts.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(firsts.len(), 1000, "every word was counted");
+    assert!(
+        again.is_empty(),
+        "{} words were counted again from zero, as if no state was restored: {:?}",
+        again.len(),
+        again.iter().take(5).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_spout_task_that_panics_rolls_the_run_back() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start(3, &[])?;
+    let out = c.dir.path().join("out");
+    three_up(&c)?;
+    let sentences = 40_000u64;
+    let output = format!("output={}", out.display());
+    // A spout task panics once per process, after 8,000 sentences (about half of its share).
+    let o = c.cli(
+        0,
+        &[
+            "submit",
+            "wordcount",
+            "--arg",
+            &output,
+            "--arg",
+            &format!("sentences={sentences}"),
+            "--arg",
+            "checkpoint_ms=300",
+            "--arg",
+            "rate=4000",
+            "--arg",
+            "spout_panic_after=8000",
+        ],
+    )?;
+    anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
+    let status = finished(&c, 0, Duration::from_secs(240))?;
+    eprintln!("{status}");
+    for n in 1..=3 {
+        for line in c
+            .log(n)
+            .lines()
+            .filter(|l| l.contains("failed") || l.contains("roll"))
+        {
+            eprintln!("n{n}: {line}");
+        }
+    }
+    assert!(
+        !status.contains("rollbacks=0"),
+        "the panic rolled the run back: {status}"
+    );
+    assert!(
+        (1..=3).any(|n| c.log(n).contains("a task of a checkpointed run failed")),
+        "a spout task failed"
+    );
+    assert_restored_exactly(&out, sentences)
+}
+
 #[test]
 fn a_killed_node_s_stateful_tasks_roll_back_to_a_checkpoint_and_count_exactly() -> anyhow::Result<()>
 {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::start(3, &[])?;
     let out = c.dir.path().join("out");
     let m = three_up(&c)?;
@@ -125,22 +201,6 @@ fn a_killed_node_s_stateful_tasks_roll_back_to_a_checkpoint_and_count_exactly() 
         .filter(|n| c.log(*n).contains("run rolls back to its last checkpoint"))
         .collect();
     assert_eq!(rolled, survivors, "every surviving node restarted the run");
-    let check = check_output(&out, sentences)?;
-    eprintln!("{check:?}");
-    assert!(
-        check.exact(),
-        "counts after the rollback differ from a run without the kill: {check:?}"
-    );
-    // Exact counts could also come from starting over: the counts went on from the restored
-    // states instead (every word was counted before the checkpoints the kill came after).
-    let firsts = first_counts(&out)?;
-    let again: Vec<_> = firsts.iter().filter(|(_, n)| **n > 1).collect();
-    assert_eq!(firsts.len(), 1000, "every word was counted");
-    assert!(
-        again.is_empty(),
-        "{} words were counted again from zero, as if no state was restored: {:?}",
-        again.len(),
-        again.iter().take(5).collect::<Vec<_>>()
-    );
+    assert_restored_exactly(&out, sentences)?;
     Ok(())
 }

@@ -18,9 +18,13 @@
 //! its saved position ([`Spout::restore`](crate::Spout::restore)), then fails the messages
 //! whose trees from before the barrier failed, so it replays them: everything after the
 //! barrier is emitted again, and nothing before it twice. A tree from before the barrier that
-//! completed reached every task before the barrier did, so the saved states hold it. The
-//! states a restore starts from are therefore those of a run that never failed, at the
-//! barrier (what sinks wrote after it is written again: at-least-once at the sinks).
+//! completed reached every task before the barrier did, so the saved states hold it (a tree a
+//! window parked is replayed whatever its outcome: windows are not in checkpoints). The states
+//! a restore starts from are therefore those of a run that never failed, at the barrier (what
+//! sinks wrote after it is written again: at-least-once at the sinks). Two limits: an upstream
+//! task feeding a bolt on several subscriptions is held only once all of them delivered the
+//! barrier, and a bolt that keeps tuples outside its state across a barrier (to emit them
+//! later) loses them in a restore.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

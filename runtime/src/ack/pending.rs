@@ -81,13 +81,18 @@ impl PendingTrees {
         self.len() == 0
     }
 
-    /// The messages of the trees in flight (those timed out and not handed out yet too).
-    pub fn messages(&self) -> Vec<MsgId> {
+    /// The trees in flight and their messages (those timed out and not handed out yet too).
+    pub fn in_flight(&self) -> Vec<(RootId, MsgId)> {
         self.buckets
             .iter()
-            .flat_map(|b| b.values().map(|p| p.msg))
-            .chain(self.expired.iter().map(|(_, m)| *m))
+            .flat_map(|b| b.iter().map(|(root, p)| (*root, p.msg)))
+            .chain(self.expired.iter().copied())
             .collect()
+    }
+
+    /// Whether tree `root` is in flight.
+    pub fn contains(&self, root: RootId) -> bool {
+        self.buckets.iter().any(|b| b.contains_key(&root))
     }
 
     /// A tree started for message `msg`.

@@ -33,9 +33,27 @@ impl Aligner {
 
     /// Barrier `id` arrived from `source` on its subscription `input`; returns the barrier this
     /// completes, if any.
+    ///
+    /// A link delivers barriers in order, so one that delivers `id` without an older barrier
+    /// still in progress here will never deliver that one (its sender could not save its part,
+    /// or never got the trigger): the older barrier is given up (that checkpoint fails), or the
+    /// inputs that delivered it would be held for ever.
     pub(crate) fn barrier(&mut self, (source, input): (TaskId, u16), id: u64) -> Option<u64> {
         if id <= self.done {
             return None;
+        }
+        let skipped = self
+            .seen
+            .range(..id)
+            .rev()
+            .find(|(_, by)| {
+                by.get(&source)
+                    .is_none_or(|inputs| !inputs.contains(&input))
+            })
+            .map(|(k, _)| *k);
+        if let Some(k) = skipped {
+            self.done = k;
+            self.seen.retain(|n, _| *n > k);
         }
         self.sources.entry(source).or_insert((1, 0));
         self.seen
@@ -57,6 +75,11 @@ impl Aligner {
         };
         let links = self.sources.get(&source).map_or(1, |(l, _)| *l);
         seen.get(&source).is_some_and(|s| s.len() as u32 >= links)
+    }
+
+    /// Whether a barrier is in progress (some input delivered it, not all).
+    pub(crate) fn aligning(&self) -> bool {
+        !self.seen.is_empty()
     }
 
     /// One link from `source` ended: it delivers no more barriers. Returns the barrier this
@@ -109,6 +132,26 @@ mod tests {
             !a.holds(TaskId(1)) && !a.holds(TaskId(2)),
             "complete: all go on"
         );
+    }
+
+    #[test]
+    fn a_barrier_an_input_skipped_is_given_up_and_holds_nothing() {
+        let mut a = Aligner::new([(TaskId(1), 1), (TaskId(2), 1)]);
+        // Task 2 could not save its part of 1 and sent no barrier 1 (or never got the
+        // trigger); task 1 did.
+        assert_eq!(a.barrier((TaskId(1), 0), 1), None);
+        assert!(a.holds(TaskId(1)) && a.aligning());
+        // Task 2's barrier 2 comes: 1 can never complete, and is given up.
+        assert_eq!(a.barrier((TaskId(2), 0), 2), None);
+        assert!(!a.holds(TaskId(1)), "task 1's input goes on");
+        assert!(
+            a.holds(TaskId(2)),
+            "task 2 delivered 2, the oldest in progress now"
+        );
+        // A late 1 from anyone is stale.
+        assert_eq!(a.barrier((TaskId(1), 0), 1), None);
+        assert_eq!(a.barrier((TaskId(1), 0), 2), Some(2));
+        assert!(!a.aligning());
     }
 
     const A: TaskId = TaskId(0);

@@ -11,8 +11,9 @@
 //!
 //! Why aligned barriers (and not unaligned checkpoints): a barrier travels in order with the
 //! batches of each link, and a task holds back what an input sends after the barrier until
-//! every input delivered it, so a task's snapshot holds exactly what preceded the barrier on
-//! each input; with the spouts' parts reported once their trees from before the barrier
+//! every input delivered it, so a task's snapshot holds what preceded the barrier on each input
+//! (and nothing after it, but from an upstream task feeding the task on several subscriptions,
+//! which is held only once all of them delivered the barrier); with the spouts' parts reported once their trees from before the barrier
 //! settled (the failed ones replay after a restore), a restored run's states are those of a
 //! run that never failed. Unaligned checkpoints would let the barrier overtake queued batches
 //! under backpressure at the cost of storing those batches with the snapshot; with Tempest's

@@ -232,6 +232,9 @@ pub struct Heartbeat {
     /// nodes: (topology, run seed, generation, checkpoint).
     #[serde(default)]
     pub checkpoints: Vec<(String, u64, u32, u64)>,
+    /// Checkpointed runs a task of which failed on it: (topology, run seed, generation).
+    #[serde(default)]
+    pub failed: Vec<(String, u64, u32)>,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

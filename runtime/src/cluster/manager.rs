@@ -207,6 +207,16 @@ pub enum ManagerCommand {
         #[serde(default)]
         generation: u32,
     },
+    /// A task of a checkpointed run failed (its state or position is lost with it): the run
+    /// rolls back to its last checkpoint, as when a node dies.
+    RollBack {
+        /// The topology.
+        name: String,
+        /// The run's seed.
+        seed: u64,
+        /// The generation a task of which failed (a report about an earlier one is ignored).
+        generation: u32,
+    },
     /// A checkpointed run's checkpoint completed and was stored on two nodes.
     Checkpointed {
         /// The topology.
@@ -556,6 +566,22 @@ impl ManagerState {
                     t.status = TopologyStatus::Finished;
                     t.assignment.clear();
                 }
+                ManagerReply::Done
+            }
+            ManagerCommand::RollBack {
+                name,
+                seed,
+                generation,
+            } => {
+                let next = self.version + 1;
+                let Some(t) = self
+                    .running(&name, seed)
+                    .filter(|t| t.checkpointed && t.generation == generation)
+                else {
+                    return ManagerReply::Done;
+                };
+                t.roll_back();
+                t.assigned_at = next;
                 ManagerReply::Done
             }
             ManagerCommand::Checkpointed {

@@ -364,6 +364,11 @@ impl Shared {
                     .get()
                     .map(Worker::checkpoints)
                     .unwrap_or_default(),
+                failed: self
+                    .worker
+                    .get()
+                    .map(Worker::failed_runs)
+                    .unwrap_or_default(),
             };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
@@ -658,6 +663,31 @@ impl Shared {
                         },
                     );
                     break;
+                }
+            }
+            // Checkpointed runs whose task failed: they roll back.
+            for (name, seed, generation) in hb.failed {
+                let current = state.topologies.get(&name).is_some_and(|t| {
+                    t.seed == seed
+                        && t.generation == generation
+                        && t.checkpointed
+                        && t.status == TopologyStatus::Running
+                });
+                if current {
+                    tracing::warn!(topology = %name, node = %hb.node, "a task failed: rolling the run back");
+                    self.propose_about(
+                        hb.node,
+                        ManagerCommand::RollBack {
+                            name,
+                            seed,
+                            generation,
+                        },
+                    );
+                    return HeartbeatReply::Tasks {
+                        version: state.version,
+                        placements: state.placements(),
+                        nodes: state.addrs(),
+                    };
                 }
             }
             // Checkpoints completed (stored on two nodes) that the state does not record yet.

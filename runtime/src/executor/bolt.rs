@@ -308,11 +308,16 @@ impl BoltActor {
         for _ in 0..self.ready.len() {
             let i = self.ready.pop_front()?;
             let queue = &mut self.queues[i];
-            let deferred = matches!(queue.items.front(), Some(Delivery::Batch { .. }))
-                && self.task.defers(queue.source);
             // Aligned checkpoints: what an input sent after a barrier waits for the barrier
-            // on the other inputs.
-            let held = self.aligner.as_ref().is_some_and(|a| a.holds(queue.source));
+            // on the other inputs. Meanwhile no input is deferred for watermark alignment
+            // (the watermark it waits for may be behind a held barrier).
+            let (held, aligning) = self
+                .aligner
+                .as_ref()
+                .map_or((false, false), |a| (a.holds(queue.source), a.aligning()));
+            let deferred = !aligning
+                && matches!(queue.items.front(), Some(Delivery::Batch { .. }))
+                && self.task.defers(queue.source);
             if deferred || held {
                 self.ready.push_back(i);
                 continue;

@@ -51,34 +51,43 @@ struct Checkpointing {
     /// A checkpoint whose position is taken and whose report waits for the trees that were in
     /// flight at its barrier to settle.
     awaiting: Option<Awaiting>,
+    /// The trees in flight that a window parked.
+    parked: rustc_hash::FxHashSet<RootId>,
 }
 
 /// A spout's part of a checkpoint, waiting for the trees in flight at its barrier. A tree
-/// emitted before the barrier reached every task before the barrier did, so if it completes,
-/// the checkpoint holds its effects and a restore must not replay it; if it fails, a restore
-/// replays it. Its part is reported once every such tree settled (within the message timeout).
+/// emitted before the barrier went through every task before the barrier did, so if it
+/// completes, the checkpoint holds its effects and a restore must not replay it; if it fails,
+/// a restore replays it. A tree a window parked is the exception: the window may fire it after
+/// the barrier (windows are not in checkpoints), so it is replayed whatever its outcome. The
+/// part is reported once every such tree settled (within the message timeout).
 struct Awaiting {
     id: u64,
     position: Vec<u8>,
-    /// Messages of the trees still in flight from before the barrier.
-    waiting: rustc_hash::FxHashMap<MsgId, u32>,
-    /// Those whose trees failed: a restore replays them.
-    failed: Vec<MsgId>,
+    /// The trees still in flight from before the barrier, with their messages and whether a
+    /// window parked them.
+    waiting: rustc_hash::FxHashMap<RootId, (MsgId, bool)>,
+    /// The messages a restore replays.
+    replay: Vec<MsgId>,
 }
 
 impl Awaiting {
-    /// The tree of `msg` settled; returns whether none from before the barrier is left.
-    fn settled(&mut self, msg: MsgId, failed: bool) -> bool {
-        if let Some(n) = self.waiting.get_mut(&msg) {
-            *n -= 1;
-            if *n == 0 {
-                self.waiting.remove(&msg);
-            }
-            if failed {
-                self.failed.push(msg);
+    /// Tree `root` settled (`failed`, or completed); returns whether none from before the
+    /// barrier is left.
+    fn settled(&mut self, root: RootId, failed: bool) -> bool {
+        if let Some((msg, parked)) = self.waiting.remove(&root) {
+            if failed || parked {
+                self.replay.push(msg);
             }
         }
         self.waiting.is_empty()
+    }
+
+    /// A window holds tree `root`.
+    fn parked(&mut self, root: RootId) {
+        if let Some((_, parked)) = self.waiting.get_mut(&root) {
+            *parked = true;
+        }
     }
 }
 
@@ -156,6 +165,9 @@ impl SpoutActor {
     /// position is recorded, and the barrier follows on every link. The part is reported
     /// once the trees in flight at the barrier settled, with those that failed (see
     /// [`Awaiting`]).
+    ///
+    /// The barrier goes out even when the part cannot be saved (the checkpoint then fails):
+    /// the bolts downstream hold what follows a barrier until it came on all their inputs.
     fn checkpoint(&mut self, id: u64) {
         let saved = match self.state {
             State::Running | State::Settling => {
@@ -163,22 +175,26 @@ impl SpoutActor {
                 let task = &mut self.task;
                 match guarded(|| task.snapshot()) {
                     Ok(Some(position)) => {
-                        let mut waiting: rustc_hash::FxHashMap<MsgId, u32> =
-                            rustc_hash::FxHashMap::default();
-                        for m in self
+                        let waiting: rustc_hash::FxHashMap<RootId, (MsgId, bool)> = self
                             .tracking
                             .as_ref()
-                            .map(|t| t.pending.messages())
+                            .map(|t| t.pending.in_flight())
                             .unwrap_or_default()
-                        {
-                            *waiting.entry(m).or_default() += 1;
-                        }
+                            .into_iter()
+                            .map(|(root, msg)| {
+                                let parked = self
+                                    .checkpoints
+                                    .as_ref()
+                                    .is_some_and(|c| c.parked.contains(&root));
+                                (root, (msg, parked))
+                            })
+                            .collect();
                         self.core.outbox.mark(Mark::Barrier(id));
                         let awaiting = Awaiting {
                             id,
                             position,
                             waiting,
-                            failed: Vec::new(),
+                            replay: Vec::new(),
                         };
                         if !awaiting.waiting.is_empty() {
                             if let Some(c) = &mut self.checkpoints {
@@ -203,6 +219,9 @@ impl SpoutActor {
             State::Ending => return,
             State::Waiting => Err("the spout has not started".to_owned()),
         };
+        if saved.is_err() {
+            self.core.outbox.mark(Mark::Barrier(id));
+        }
         self.note_settled_end(id);
         self.core.report_checkpoint(id, saved);
     }
@@ -217,12 +236,13 @@ impl SpoutActor {
         }
     }
 
-    /// The tree of `msg` settled: a checkpoint part waiting for it may be reported now.
-    fn checkpoint_tree_settled(&mut self, msg: MsgId, failed: bool) {
+    /// Tree `root` settled: a checkpoint part waiting for it may be reported now.
+    fn checkpoint_tree_settled(&mut self, root: RootId, failed: bool) {
         let Some(c) = &mut self.checkpoints else {
             return;
         };
-        let done = c.awaiting.as_mut().is_some_and(|a| a.settled(msg, failed));
+        c.parked.remove(&root);
+        let done = c.awaiting.as_mut().is_some_and(|a| a.settled(root, failed));
         if !done {
             return;
         }
@@ -231,7 +251,7 @@ impl SpoutActor {
                 a.id,
                 Ok(TaskSnapshot::Spout {
                     position: a.position,
-                    in_flight: a.failed,
+                    in_flight: a.replay,
                 }),
             );
         }
@@ -420,7 +440,7 @@ impl SpoutActor {
     /// A tree failed or timed out: tell the spout, and let a finished spout replay. (The
     /// caller counts it.)
     fn on_failed(&mut self, root: RootId, msg: MsgId, ctx: &mut Context<Self>) {
-        self.checkpoint_tree_settled(msg, true);
+        self.checkpoint_tree_settled(root, true);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.fail(root, msg)) {
             if !self.task_failed(format!("fail panicked: {panic}"), true) {
@@ -435,7 +455,7 @@ impl SpoutActor {
 
     /// A tree completed: tell the spout. (The caller counts it.)
     fn on_acked(&mut self, root: RootId, msg: MsgId, latency: Duration) {
-        self.checkpoint_tree_settled(msg, false);
+        self.checkpoint_tree_settled(root, false);
         self.core.histograms.complete.record_n(latency, 1);
         let task = &mut self.task;
         if let Err(panic) = guarded(|| task.ack(root, msg)) {
@@ -611,6 +631,13 @@ impl Handler<Verdicts> for SpoutActor {
                 return;
             };
             if outcome == TreeOutcome::Parked {
+                let in_flight = tracking.pending.contains(root);
+                if let Some(c) = self.checkpoints.as_mut().filter(|_| in_flight) {
+                    c.parked.insert(root);
+                    if let Some(a) = &mut c.awaiting {
+                        a.parked(root);
+                    }
+                }
                 self.task.parked(root);
                 continue;
             }

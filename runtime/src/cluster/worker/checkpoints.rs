@@ -216,7 +216,9 @@ impl Coordinator {
             Ok(file) => {
                 let mut actions = Vec::new();
                 if let Some((older, _)) = self.copying.take() {
-                    // Superseded before its copy was confirmed.
+                    // Superseded before its copy was confirmed: it failed.
+                    tracing::warn!(topology = %self.topology, checkpoint = older, "no node stored a copy of the checkpoint before the next one");
+                    self.tracker.not_stored();
                     actions.push(Action::Spouts(CheckpointMessage::Done {
                         id: older,
                         ok: false,

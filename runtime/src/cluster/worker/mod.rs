@@ -347,6 +347,17 @@ impl Worker {
             .collect()
     }
 
+    /// The checkpointed runs a task of which failed here: (name, seed, generation).
+    pub(crate) fn failed_runs(&self) -> Vec<(String, u64, u32)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .filter(|(_, r)| r.failed())
+            .map(|(id, _)| (id.name.clone(), id.seed, id.generation))
+            .collect()
+    }
+
     /// The tasks that finished on this node, per run: (name, seed, generation, tasks).
     pub(crate) fn finished(&self) -> Vec<(String, u64, u32, Vec<TaskId>)> {
         let Ok(runs) = self.runs.lock() else {

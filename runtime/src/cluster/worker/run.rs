@@ -87,6 +87,8 @@ pub(crate) struct RunShared {
     spout_controls: DashMap<TaskId, (Recipient<TriggerCheckpoint>, Recipient<CheckpointDone>)>,
     /// The last checkpoint the coordinator here completed on two nodes (`u64::MAX`: none).
     completed_checkpoint: AtomicU64,
+    /// A task of this checkpointed run failed here: the run must roll back.
+    failed: std::sync::atomic::AtomicBool,
     /// Frames that did not decode or named tasks that do not exist.
     pub(crate) rejected: AtomicU64,
 }
@@ -179,12 +181,11 @@ impl RunShared {
             .map(|t| t.id)
     }
 
-    /// Where the run's checkpoints are coordinated: here (`None`) or at an address.
-    fn coordinator(&self) -> Option<Place> {
-        Some(match self.place(self.first_spout()?) {
-            Place::Local(_) => Place::Nowhere,
-            other => other,
-        })
+    /// Where the run's checkpoints are coordinated: here (`Local`), at an address, or not
+    /// known yet (`Nowhere`).
+    fn coordinator(&self) -> Place {
+        self.first_spout()
+            .map_or(Place::Nowhere, |spout| self.place(spout))
     }
 
     /// Tells this node's spouts about a checkpoint.
@@ -361,7 +362,7 @@ impl RunEvents {
         let (Some(c), Some(interval)) = (&mut self.checkpoints, shared.checkpoint_interval) else {
             return;
         };
-        if c.coordinator.is_some() || !matches!(shared.coordinator(), Some(Place::Nowhere)) {
+        if c.coordinator.is_some() || !matches!(shared.coordinator(), Place::Local(_)) {
             return;
         }
         let ir = shared.topology.ir();
@@ -384,9 +385,13 @@ impl RunEvents {
                 return;
             }
         };
+        // Ids grow over the run, and each generation has its own: a checkpoint an earlier
+        // generation completed but never recorded can never be taken for one of this one's.
+        let floor = u64::from(shared.run.generation) << 32;
+        let first_id = c.restored.as_ref().map_or(1, |r| r.id + 1).max(floor + 1);
         let tracker = Tracker::new(
             interval,
-            c.restored.as_ref().map_or(1, |r| r.id + 1),
+            first_id,
             expected,
             c.restored
                 .as_ref()
@@ -471,7 +476,7 @@ impl RunEvents {
         let now = std::time::Instant::now();
         let Some(c) = checkpoints.coordinator.as_mut() else {
             match self.shared.coordinator() {
-                Some(Place::Remote(addr)) => self.shared.send(
+                Place::Remote(addr) => self.shared.send(
                     &addr,
                     &DataMessage::Checkpoint {
                         run: self.shared.run.clone(),
@@ -620,6 +625,12 @@ impl Handler<TaskEvent> for RunEvents {
             }
             TaskEvent::Failed { task, error } => {
                 tracing::error!(topology = %self.shared.run.name, task = task.0, %error, "task failed");
+                if self.shared.checkpoint_interval.is_some() {
+                    // Its state (or its source's position) is lost with it: the run goes back
+                    // to its last checkpoint, as when a node dies.
+                    tracing::warn!(topology = %self.shared.run.name, task = task.0, "a task of a checkpointed run failed: asking for a rollback");
+                    self.shared.failed.store(true, Ordering::Relaxed);
+                }
             }
             TaskEvent::Checkpointed { task, id, saved } => {
                 self.for_coordinator(CheckpointMessage::Saved { task, id, saved });
@@ -749,6 +760,7 @@ impl TopologyRun {
             checkpoint_interval,
             spout_controls: DashMap::new(),
             completed_checkpoint: AtomicU64::new(u64::MAX),
+            failed: std::sync::atomic::AtomicBool::new(false),
             rejected: AtomicU64::new(0),
         });
         let groups = Arc::default();
@@ -843,6 +855,11 @@ impl TopologyRun {
                 }
             }
         }
+    }
+
+    /// Whether a task of this checkpointed run failed here (the run must roll back).
+    pub(crate) fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
     }
 
     /// The last checkpoint the run's coordinator here completed on two nodes.
@@ -1013,8 +1030,8 @@ impl TopologyRun {
             let saved = self.restore.as_ref().and_then(|c| c.tasks.get(&id));
             let local = match instance {
                 Task::Spout(spout) if checkpointing => {
-                    // Not restarted in place: a fresh instance would start its source over,
-                    // behind the checkpoints' backs.
+                    // Not restarted in place (a fresh instance would start its source over,
+                    // behind the checkpoints' backs): its failure rolls the run back.
                     let position = match saved {
                         Some(TaskSnapshot::Spout {
                             position,
@@ -1070,19 +1087,24 @@ impl TopologyRun {
                         });
                         shared.refills.insert(id, addr.clone().recipient());
                         addr
-                    } else if checkpointing {
-                        // Not restarted in place: a fresh instance would lose the state.
+                    } else {
+                        // A stateful task of a checkpointed run is not restarted in place (a
+                        // fresh instance would lose its state): its failure rolls the run back.
+                        let supervisor = (!checkpointing || component.stateful.is_none())
+                            .then(|| self.bolt_supervisor(id, seed));
                         let state = match saved {
                             Some(TaskSnapshot::State(bytes)) => Some(bytes.clone()),
                             _ => None,
                         };
                         BoltActor::start_in_arbiter(arbiter, move |_| {
-                            BoltActor::new(core, bolt, ends, tick, credit).checkpointed(state)
-                        })
-                    } else {
-                        let supervisor = self.bolt_supervisor(id, seed);
-                        BoltActor::start_in_arbiter(arbiter, move |_| {
-                            BoltActor::new(core, bolt, ends, tick, credit).supervised(supervisor)
+                            let mut actor = BoltActor::new(core, bolt, ends, tick, credit);
+                            if checkpointing {
+                                actor = actor.checkpointed(state);
+                            }
+                            if let Some(supervisor) = supervisor {
+                                actor = actor.supervised(supervisor);
+                            }
+                            actor
                         })
                     };
                     wires.push((id, addr.clone().recipient()));
