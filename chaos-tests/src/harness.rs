@@ -967,16 +967,24 @@ fn run_step(
     Ok(())
 }
 
-/// The generation of the checking topology's run (how often it rolled back), if the manager
-/// answers.
-fn generation(c: &mut Cluster) -> Option<u32> {
+/// The generation of the checking topology's run (how often it rolled back) and the nodes its
+/// tasks are assigned to, if the manager answers.
+fn run_view(c: &mut Cluster) -> Option<(u32, Vec<u64>)> {
     match c.call(
         &AdminRequest::Status {
             name: Some(TOPOLOGY.into()),
         },
         Duration::from_secs(2),
     ) {
-        Ok(AdminReply::Status(v)) => v.first().map(|t| t.generation),
+        Ok(AdminReply::Status(v)) => v.first().map(|t| {
+            let nodes = t
+                .nodes
+                .iter()
+                .filter(|(_, tasks)| **tasks > 0)
+                .map(|(n, _)| n.0)
+                .collect();
+            (t.generation, nodes)
+        }),
         _ => None,
     }
 }
@@ -990,18 +998,25 @@ fn rollback_step(
     f: &mut Figures,
     log: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let Some(before) = generation(c) else {
+    let Some((before, hosts)) = run_view(c) else {
         f.skipped += 1;
         writeln!(log, "{:>8} ms  skipped: no status", step.at.as_millis())?;
         return Ok(());
     };
-    // Every node runs tasks of the run (they are spread evenly).
-    let live: Vec<usize> = (0..c.procs.nodes.len())
+    // A node with tasks of the run (one that came back after a kill has none: tasks do not
+    // move back).
+    let live: Vec<usize> = hosts
+        .iter()
+        .map(|n| Cluster::index(*n))
         .filter(|i| c.procs.running(*i))
         .collect();
     let Some(&victim) = live.get((step.pick % live.len().max(1) as u64) as usize) else {
         f.skipped += 1;
-        writeln!(log, "{:>8} ms  skipped: no live node", step.at.as_millis())?;
+        writeln!(
+            log,
+            "{:>8} ms  skipped: no live node runs tasks of the run",
+            step.at.as_millis()
+        )?;
         return Ok(());
     };
     let started = Instant::now();
@@ -1024,8 +1039,8 @@ fn rollback_step(
         "the run rolled back and delivering",
         Duration::from_secs(60),
         || {
-            Ok(generation(c)
-                .filter(|g| *g > before)
+            Ok(run_view(c)
+                .filter(|(g, _)| *g > before)
                 .map(|_| delivered(output)))
         },
     )
