@@ -37,6 +37,37 @@ fn first_counts(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, u32>> 
     Ok(firsts)
 }
 
+/// Submits the checkpointed word count (every 300 ms, 4,000 sentences a second per spout
+/// task) of `sentences` into `out` through node `via`, with `extra` arguments.
+fn submit(
+    c: &Cluster,
+    via: usize,
+    out: &std::path::Path,
+    sentences: u64,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let output = format!("output={}", out.display());
+    let sentences = format!("sentences={sentences}");
+    let mut args = vec![
+        "submit",
+        "wordcount",
+        "--arg",
+        &output,
+        "--arg",
+        &sentences,
+        "--arg",
+        "checkpoint_ms=300",
+        "--arg",
+        "rate=4000",
+    ];
+    for a in extra {
+        args.extend(["--arg", a]);
+    }
+    let o = c.cli(via, &args)?;
+    anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
+    Ok(())
+}
+
 /// The last checkpoint `tempest status` reports for the run, if any.
 fn recorded_checkpoint(c: &Cluster, via: usize) -> anyhow::Result<Option<u64>> {
     let o = c.cli(via, &["status", "wordcount"])?;
@@ -78,26 +109,8 @@ fn a_spout_task_that_panics_rolls_the_run_back() -> anyhow::Result<()> {
     let out = c.dir.path().join("out");
     three_up(&c)?;
     let sentences = 40_000u64;
-    let output = format!("output={}", out.display());
     // A spout task panics once per process, after 8,000 sentences (about half of its share).
-    let o = c.cli(
-        0,
-        &[
-            "submit",
-            "wordcount",
-            "--arg",
-            &output,
-            "--arg",
-            &format!("sentences={sentences}"),
-            "--arg",
-            "checkpoint_ms=300",
-            "--arg",
-            "rate=4000",
-            "--arg",
-            "spout_panic_after=8000",
-        ],
-    )?;
-    anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
+    submit(&c, 0, &out, sentences, &["spout_panic_after=8000"])?;
     let status = finished(&c, 0, Duration::from_secs(240))?;
     eprintln!("{status}");
     for n in 1..=3 {
@@ -158,22 +171,7 @@ fn a_killed_node_s_stateful_tasks_roll_back_to_a_checkpoint_and_count_exactly() 
         stderr(&o)
     );
 
-    let args = [
-        "submit",
-        "wordcount",
-        "--arg",
-        &output,
-        "--arg",
-        &format!("sentences={sentences}"),
-        "--arg",
-        "checkpoint_ms=300",
-        "--arg",
-        "rate=4000",
-        "--arg",
-        "message_timeout_ms=5000",
-    ];
-    let o = c.cli(via, &args)?;
-    anyhow::ensure!(o.status.success(), "submit failed: {}", stderr(&o));
+    submit(&c, via, &out, sentences, &["message_timeout_ms=5000"])?;
 
     eprintln!("--- SIGKILL node {victim} once a checkpoint is recorded and words flow");
     // A quarter through the input, with a few checkpoints behind it.

@@ -35,10 +35,27 @@ fn run_dir_name(name: &str, seed: u64) -> String {
     format!("{name}-{seed:016x}")
 }
 
+/// The directory of the checkpoints of run `name`, `seed`: one plain path component per run
+/// (a name from the network that is not a topology name is refused, so it cannot lead out of
+/// the data directory).
+fn run_dir(data_dir: &Path, name: &str, seed: u64) -> Result<std::path::PathBuf, String> {
+    crate::cluster::manager::check_name(name)?;
+    Ok(root(data_dir).join(run_dir_name(name, seed)))
+}
+
 /// The store of the checkpoints of run `name`, `seed` on the node whose data directory is
-/// `data_dir`.
+/// `data_dir`, created if missing.
 pub(crate) fn store(data_dir: &Path, name: &str, seed: u64) -> Result<CheckpointStore, String> {
-    CheckpointStore::open(&root(data_dir).join(run_dir_name(name, seed))).map_err(|e| e.to_string())
+    CheckpointStore::open(&run_dir(data_dir, name, seed)?).map_err(|e| e.to_string())
+}
+
+/// Checkpoint `id` of run `name`, `seed`, if this node stores it whole (nothing is created).
+pub(crate) fn read(data_dir: &Path, name: &str, seed: u64, id: u64) -> Option<Checkpoint> {
+    let dir = run_dir(data_dir, name, seed).ok()?;
+    if !dir.is_dir() {
+        return None;
+    }
+    CheckpointStore::open(&dir).ok()?.read(id)
 }
 
 /// Stores checkpoint file `bytes`, which must hold checkpoint `id` whole.
@@ -76,7 +93,7 @@ pub(crate) fn tidy(data_dir: &Path, placements: &[Placement]) {
         {
             Some(p) => {
                 if let Some(recorded) = p.checkpoint {
-                    if let Ok(s) = store(data_dir, &p.name, p.seed) {
+                    if let Ok(s) = CheckpointStore::open(&entry.path()) {
                         if let Err(e) = s.prune_below(recorded) {
                             tracing::warn!(topology = %p.name, error = %e, "old checkpoints not deleted");
                         }
@@ -361,6 +378,18 @@ mod tests {
         // A late answer for it changes nothing.
         assert!(c.stored(1, true).is_empty());
         assert_eq!(c.completed(), None);
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_topology_name_reaches_no_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(store(dir.path(), "../escape", 1).is_err());
+        assert!(read(dir.path(), "../escape", 1, 1).is_none());
+        assert!(store_file(dir.path(), "a/b", 1, 1, b"junk").is_err());
+        assert!(!dir.path().join("escape-0000000000000001").exists());
+        // Reading what is not stored creates nothing.
+        assert!(read(dir.path(), "t", 7, 1).is_none());
+        assert!(!root(dir.path()).exists());
     }
 
     #[test]

@@ -283,9 +283,7 @@ impl Worker {
         let Some(id) = p.checkpoint.filter(|_| p.generation > 0) else {
             return Ok(None);
         };
-        let store = checkpoints::store(&self.host.data_dir, &p.name, p.seed)?;
-        store
-            .read(id)
+        checkpoints::read(&self.host.data_dir, &p.name, p.seed, id)
             .map(Some)
             .ok_or_else(|| format!("checkpoint {id} is not stored here"))
     }
@@ -309,8 +307,7 @@ impl Worker {
             })
             .filter_map(|p| {
                 let id = p.checkpoint?;
-                let stored = checkpoints::store(&self.host.data_dir, &p.name, p.seed)
-                    .is_ok_and(|s| s.read(id).is_some());
+                let stored = checkpoints::read(&self.host.data_dir, &p.name, p.seed, id).is_some();
                 (!stored).then(|| (p.name.clone(), p.seed, id))
             })
             .collect()
@@ -329,8 +326,8 @@ impl Worker {
 
     /// Checkpoint `id` of run `name`, `seed`, as its file, if this node stores it whole.
     pub(crate) fn checkpoint_file(&self, name: &str, seed: u64, id: u64) -> Option<Vec<u8>> {
-        let store = checkpoints::store(&self.host.data_dir, name, seed).ok()?;
-        crate::checkpoint::CheckpointStore::encode(&store.read(id)?).ok()
+        let checkpoint = checkpoints::read(&self.host.data_dir, name, seed, id)?;
+        crate::checkpoint::CheckpointStore::encode(&checkpoint).ok()
     }
 
     /// The last checkpoint each run coordinated here completed and stored on two nodes:

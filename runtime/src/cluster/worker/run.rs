@@ -838,9 +838,7 @@ impl TopologyRun {
             return;
         };
         let checkpoint =
-            super::checkpoints::store(&self.host.data_dir, &shared.run.name, shared.run.seed)
-                .ok()
-                .and_then(|s| s.read(id));
+            super::checkpoints::read(&self.host.data_dir, &shared.run.name, shared.run.seed, id);
         let Some(checkpoint) = checkpoint else {
             tracing::warn!(topology = %shared.run.name, checkpoint = id, "the last checkpoint cannot be read: no final states exported");
             return;
@@ -1029,9 +1027,11 @@ impl TopologyRun {
             let arbiter = &self.arbiters[task.worker % self.arbiters.len()];
             let saved = self.restore.as_ref().and_then(|c| c.tasks.get(&id));
             let local = match instance {
-                Task::Spout(spout) if checkpointing => {
-                    // Not restarted in place (a fresh instance would start its source over,
-                    // behind the checkpoints' backs): its failure rolls the run back.
+                Task::Spout(spout) => {
+                    // A checkpointed run's spout is not restarted in place (a fresh instance
+                    // would start its source over, behind the checkpoints' backs): its failure
+                    // rolls the run back.
+                    let supervisor = (!checkpointing).then(|| self.spout_supervisor(id, seed));
                     let position = match saved {
                         Some(TaskSnapshot::Spout {
                             position,
@@ -1041,29 +1041,20 @@ impl TopologyRun {
                     };
                     let batch_size = config.batch_size;
                     let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
-                        SpoutActor::new(core, spout, batch_size, credit, tracking)
-                            .checkpointed(position)
+                        let mut actor = SpoutActor::new(core, spout, batch_size, credit, tracking);
+                        if checkpointing {
+                            actor = actor.checkpointed(position);
+                        }
+                        if let Some(supervisor) = supervisor {
+                            actor = actor.supervised(supervisor);
+                        }
+                        actor
                     });
-                    shared
-                        .spout_controls
-                        .insert(id, (addr.clone().recipient(), addr.clone().recipient()));
-                    spouts.push(addr.clone().recipient::<Start>());
-                    wires.push((id, addr.clone().recipient()));
-                    LocalTask {
-                        deliver: None,
-                        credit: Some(Arc::new(addr.clone().recipient())),
-                        verdicts: Some(addr.recipient()),
-                        acks: None,
-                        metrics,
+                    if checkpointing {
+                        shared
+                            .spout_controls
+                            .insert(id, (addr.clone().recipient(), addr.clone().recipient()));
                     }
-                }
-                Task::Spout(spout) => {
-                    let batch_size = config.batch_size;
-                    let supervisor = self.spout_supervisor(id, seed);
-                    let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
-                        SpoutActor::new(core, spout, batch_size, credit, tracking)
-                            .supervised(supervisor)
-                    });
                     spouts.push(addr.clone().recipient::<Start>());
                     wires.push((id, addr.clone().recipient()));
                     LocalTask {
