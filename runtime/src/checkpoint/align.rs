@@ -19,6 +19,8 @@ pub(crate) struct Aligner {
     seen: BTreeMap<u64, BTreeMap<TaskId, BTreeSet<u16>>>,
     /// The last barrier completed.
     done: u64,
+    /// The last barrier each link delivered, by (upstream task, subscription).
+    last: BTreeMap<(TaskId, u16), u64>,
 }
 
 impl Aligner {
@@ -28,53 +30,64 @@ impl Aligner {
             sources: sources.into_iter().map(|(t, l)| (t, (l, 0))).collect(),
             seen: BTreeMap::new(),
             done: 0,
+            last: BTreeMap::new(),
         }
     }
 
     /// Barrier `id` arrived from `source` on its subscription `input`; returns the barrier this
     /// completes, if any.
     ///
-    /// A link delivers barriers in order, so one that delivers `id` without an older barrier
-    /// still in progress here will never deliver that one (its sender could not save its part,
-    /// or never got the trigger): the older barrier is given up (that checkpoint fails), or the
-    /// inputs that delivered it would be held for ever.
+    /// A link delivers barriers in order, so a barrier some link went past without delivering
+    /// it will never come on that link (its sender could not save its part, or never got the
+    /// trigger): it is given up (that checkpoint fails here), or the inputs that delivered it
+    /// would be held for ever.
     pub(crate) fn barrier(&mut self, (source, input): (TaskId, u16), id: u64) -> Option<u64> {
         if id <= self.done {
             return None;
         }
-        let skipped = self
-            .seen
-            .range(..id)
-            .rev()
-            .find(|(_, by)| {
-                by.get(&source)
-                    .is_none_or(|inputs| !inputs.contains(&input))
-            })
-            .map(|(k, _)| *k);
-        if let Some(k) = skipped {
-            self.done = k;
-            self.seen.retain(|n, _| *n > k);
-        }
         self.sources.entry(source).or_insert((1, 0));
-        self.seen
-            .entry(id)
-            .or_default()
-            .entry(source)
-            .or_default()
-            .insert(input);
+        self.last.insert((source, input), id);
+        // Older barriers in progress that this link skipped.
+        self.seen.retain(|k, by| {
+            *k >= id
+                || by
+                    .get(&source)
+                    .is_some_and(|inputs| inputs.contains(&input))
+        });
+        // This one, if a link went past it without delivering it.
+        let delivered = |by: Option<&BTreeMap<TaskId, BTreeSet<u16>>>, (t, i): (TaskId, u16)| {
+            by.and_then(|by| by.get(&t))
+                .is_some_and(|inputs| inputs.contains(&i))
+        };
+        let seen_id = self.seen.get(&id);
+        let dead = self
+            .last
+            .iter()
+            .any(|(ch, last)| *last > id && !delivered(seen_id, *ch));
+        if dead {
+            self.seen.remove(&id);
+        } else {
+            self.seen
+                .entry(id)
+                .or_default()
+                .entry(source)
+                .or_default()
+                .insert(input);
+        }
         self.complete()
     }
 
-    /// Whether `source` delivered the oldest barrier in progress on all its links: what it
-    /// sends next is after the barrier, and waits until the barrier completes (aligned
-    /// checkpoints: a task's snapshot holds exactly what came before the barrier on every
-    /// input).
+    /// Whether `source` delivered a barrier in progress on all its links: what it sends next
+    /// is after the barrier, and waits until the barrier completes (aligned checkpoints: a
+    /// task's snapshot holds exactly what came before the barrier on every input).
     pub(crate) fn holds(&self, source: TaskId) -> bool {
-        let Some((_, seen)) = self.seen.first_key_value() else {
+        if self.seen.is_empty() {
             return false;
-        };
+        }
         let links = self.sources.get(&source).map_or(1, |(l, _)| *l);
-        seen.get(&source).is_some_and(|s| s.len() as u32 >= links)
+        self.seen
+            .values()
+            .any(|by| by.get(&source).is_some_and(|s| s.len() as u32 >= links))
     }
 
     /// Whether a barrier is in progress (some input delivered it, not all).
@@ -112,6 +125,96 @@ impl Aligner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What one upstream task sends on its one link: data, barrier `n`, and at the end, the end.
+    #[derive(Clone, Debug)]
+    enum Item {
+        Data,
+        Barrier(u64),
+    }
+
+    /// A source's stream: barriers 1..=5 in order, some skipped (its sender could not save its
+    /// part), with data between them.
+    fn stream() -> impl Strategy<Value = Vec<Item>> {
+        proptest::collection::vec((any::<bool>(), 0usize..3), 5).prop_map(|steps| {
+            let mut items = Vec::new();
+            for (n, (skip, data)) in steps.into_iter().enumerate() {
+                items.extend(std::iter::repeat_n(Item::Data, data));
+                if !skip {
+                    items.push(Item::Barrier(n as u64 + 1));
+                }
+            }
+            items.push(Item::Data);
+            items
+        })
+    }
+
+    proptest! {
+        /// A task taking its inputs in any order, holding what the aligner holds, always gets
+        /// through all of them (no input is held for ever); barriers complete in order; and no
+        /// input is taken past a barrier while that barrier is in progress (the snapshot holds
+        /// exactly what came before it).
+        #[test]
+        fn inputs_are_never_held_for_ever_and_never_taken_past_an_open_barrier(
+            streams in proptest::collection::vec(stream(), 1..4),
+            picks in proptest::collection::vec(any::<u32>(), 200),
+        ) {
+            // The newest barrier every source sent: it must complete.
+            let whole = (1..=5u64)
+                .filter(|n| {
+                    streams
+                        .iter()
+                        .all(|s| s.iter().any(|i| matches!(i, Item::Barrier(b) if b == n)))
+                })
+                .max()
+                .unwrap_or(0);
+            let sources: Vec<TaskId> = (0..streams.len() as u32).map(TaskId).collect();
+            let mut a = Aligner::new(sources.iter().map(|t| (*t, 1)));
+            let mut queues: Vec<std::collections::VecDeque<Item>> =
+                streams.into_iter().map(Into::into).collect();
+            let mut ended = vec![false; queues.len()];
+            // Per source: the barrier it delivered and that has not completed (or been given up).
+            let mut open: Vec<Option<u64>> = vec![None; queues.len()];
+            let mut last_done = 0;
+            let mut picks = picks.into_iter().cycle();
+            loop {
+                let ready: Vec<usize> = (0..queues.len())
+                    .filter(|i| !ended[*i] && !a.holds(sources[*i]))
+                    .collect();
+                if ready.is_empty() {
+                    prop_assert!(ended.iter().all(|e| *e), "held for ever: {a:?}");
+                    prop_assert!(last_done >= whole, "barrier {whole} never completed: {a:?}");
+                    break;
+                }
+                let i = ready[picks.next().unwrap_or(0) as usize % ready.len()];
+                let done = match queues[i].pop_front() {
+                    Some(Item::Data) => {
+                        // (A barrier given up holds nothing: its checkpoint fails.)
+                        if let Some(b) = open[i] {
+                            prop_assert!(
+                                !a.seen.contains_key(&b),
+                                "source {i} taken past barrier {b} while it is in progress"
+                            );
+                        }
+                        None
+                    }
+                    Some(Item::Barrier(n)) => {
+                        open[i] = Some(n);
+                        a.barrier((sources[i], 0), n)
+                    }
+                    None => {
+                        ended[i] = true;
+                        a.link_ended(sources[i])
+                    }
+                };
+                if let Some(d) = done {
+                    prop_assert!(d > last_done, "completed {d} after {last_done}");
+                    last_done = d;
+                }
+            }
+        }
+    }
 
     #[test]
     fn an_input_that_delivered_the_barrier_is_held_until_it_completes() {

@@ -677,3 +677,40 @@ impl Handler<Drain> for SpoutActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn awaiting(trees: &[(u64, u64)]) -> Awaiting {
+        Awaiting {
+            id: 1,
+            position: Vec::new(),
+            waiting: trees
+                .iter()
+                .map(|(root, msg)| (RootId(*root), (MsgId(*msg), false)))
+                .collect(),
+            replay: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_part_waits_for_its_trees_and_replays_the_failed_and_the_parked_only() {
+        let mut a = awaiting(&[(1, 10), (2, 20), (3, 30), (4, 40)]);
+        assert!(
+            !a.settled(RootId(1), false),
+            "completed: in the states already"
+        );
+        assert!(
+            !a.settled(RootId(2), true),
+            "failed: replayed after a restore"
+        );
+        a.parked(RootId(3));
+        assert!(!a.settled(RootId(3), false), "parked by a window: replayed");
+        // A tree started after the barrier, even under a message id of the ones waited for,
+        // does not count.
+        assert!(!a.settled(RootId(9), true));
+        assert!(a.settled(RootId(4), false), "the last one settled");
+        assert_eq!(a.replay, [MsgId(20), MsgId(30)]);
+    }
+}
