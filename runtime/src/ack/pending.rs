@@ -90,7 +90,7 @@ impl PendingTrees {
             .collect()
     }
 
-    /// Whether tree `root` is in flight.
+    /// Whether tree `root` is in flight (not counting one timed out and not handed out yet).
     pub fn contains(&self, root: RootId) -> bool {
         self.buckets.iter().any(|b| b.contains_key(&root))
     }

@@ -9,7 +9,8 @@ use tempest_dsl::TaskId;
 /// all of them. (An upstream task sends a barrier on all its links before it ends any, and each
 /// link delivers in order: a link that ended after delivering `n` does not stand for one of its
 /// siblings that has not delivered it yet.) Links deliver in order, so a later barrier never
-/// completes before an earlier one; a barrier at or below the last completed is stale.
+/// completes before an earlier one, unless the earlier one was given up (some link went past
+/// it without delivering it); a barrier at or below the last completed is stale.
 #[derive(Debug)]
 pub(crate) struct Aligner {
     /// Per upstream task: its links to this task and how many of them ended.

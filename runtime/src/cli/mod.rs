@@ -254,6 +254,7 @@ fn print_status(reply: AdminReply) {
             TopologyStatus::Running => "running",
             TopologyStatus::Finished => "finished",
             TopologyStatus::Killed => "killed",
+            TopologyStatus::Failed => "failed",
         };
         let nodes: Vec<String> = v.nodes.iter().map(|(n, c)| format!("{n}:{c}")).collect();
         // A run that takes checkpoints: how often it rolled back, and its last checkpoint.

@@ -62,7 +62,16 @@ pub enum TopologyStatus {
     Finished,
     /// It was killed: no task of it is assigned.
     Killed,
+    /// A checkpointed run whose tasks kept failing: rolled back
+    /// [`MAX_FAILED_ROLLBACKS`] times in a row without completing a checkpoint, it was
+    /// stopped (no task of it is assigned).
+    Failed,
 }
+
+/// How many rollbacks for failed tasks a checkpointed run may take in a row, with no
+/// checkpoint completed between them, before it is stopped as failed (a bug that fails every
+/// time would otherwise restart it for ever).
+pub const MAX_FAILED_ROLLBACKS: u32 = 5;
 
 /// A submitted topology.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +118,9 @@ pub struct TopologyRecord {
     /// Its last checkpoint recorded complete (stored on two nodes): what a rollback restores.
     #[serde(default)]
     pub checkpoint: Option<u64>,
+    /// Rollbacks for failed tasks since its last checkpoint was recorded.
+    #[serde(default)]
+    pub failed_rollbacks: u32,
 }
 
 impl TopologyRecord {
@@ -519,6 +531,7 @@ impl ManagerState {
                         checkpointed,
                         generation: 0,
                         checkpoint: None,
+                        failed_rollbacks: 0,
                     },
                 );
                 ManagerReply::Submitted { tasks, nodes }
@@ -580,8 +593,14 @@ impl ManagerState {
                 else {
                     return ManagerReply::Done;
                 };
-                t.roll_back();
-                t.assigned_at = next;
+                t.failed_rollbacks += 1;
+                if t.failed_rollbacks > MAX_FAILED_ROLLBACKS {
+                    t.status = TopologyStatus::Failed;
+                    t.assignment.clear();
+                } else {
+                    t.roll_back();
+                    t.assigned_at = next;
+                }
                 ManagerReply::Done
             }
             ManagerCommand::Checkpointed {
@@ -600,6 +619,7 @@ impl ManagerState {
                     return ManagerReply::Done;
                 }
                 t.checkpoint = Some(id);
+                t.failed_rollbacks = 0;
                 ManagerReply::Done
             }
             ManagerCommand::Kill { name } => match self.topologies.get_mut(&name) {
@@ -813,6 +833,29 @@ mod tests {
         join(&mut s, 4);
         s.execute(ManagerCommand::Down { node: NodeId(4) });
         assert_eq!(s.topologies["wc"].generation, 1);
+
+        // A task fails: a rollback, once per generation; a checkpoint between them resets the
+        // count, and failures with none between them stop the run in the end.
+        let roll_back = |s: &mut ManagerState, generation| {
+            s.execute(ManagerCommand::RollBack {
+                name: "wc".into(),
+                seed: 1,
+                generation,
+            })
+        };
+        roll_back(&mut s, 1);
+        roll_back(&mut s, 1); // The same failure reported again.
+        assert_eq!(s.topologies["wc"].generation, 2);
+        checkpointed(&mut s, 2, 9);
+        for g in 2..2 + MAX_FAILED_ROLLBACKS {
+            roll_back(&mut s, g);
+            assert_eq!(s.topologies["wc"].status, TopologyStatus::Running);
+        }
+        roll_back(&mut s, 2 + MAX_FAILED_ROLLBACKS);
+        let t = &s.topologies["wc"];
+        assert_eq!(t.status, TopologyStatus::Failed, "it kept failing");
+        assert!(t.assignment.is_empty());
+        assert_eq!(t.checkpoint, Some(9));
     }
 
     #[test]

@@ -665,6 +665,28 @@ impl Shared {
                     break;
                 }
             }
+            // Checkpoints completed (stored on two nodes) first: a rollback asked for in the
+            // same beat then goes back to the newest.
+            for (name, seed, generation, id) in hb.checkpoints {
+                let newer = state.topologies.get(&name).is_some_and(|t| {
+                    t.seed == seed
+                        && t.generation == generation
+                        && t.status == TopologyStatus::Running
+                        && t.checkpoint.is_none_or(|c| c < id)
+                });
+                if newer {
+                    self.propose_about(
+                        hb.node,
+                        ManagerCommand::Checkpointed {
+                            name,
+                            seed,
+                            generation,
+                            id,
+                        },
+                    );
+                    break;
+                }
+            }
             // Checkpointed runs whose task failed: they roll back.
             for (name, seed, generation) in hb.failed {
                 let current = state.topologies.get(&name).is_some_and(|t| {
@@ -688,27 +710,6 @@ impl Shared {
                         placements: state.placements(),
                         nodes: state.addrs(),
                     };
-                }
-            }
-            // Checkpoints completed (stored on two nodes) that the state does not record yet.
-            for (name, seed, generation, id) in hb.checkpoints {
-                let newer = state.topologies.get(&name).is_some_and(|t| {
-                    t.seed == seed
-                        && t.generation == generation
-                        && t.status == TopologyStatus::Running
-                        && t.checkpoint.is_none_or(|c| c < id)
-                });
-                if newer {
-                    self.propose_about(
-                        hb.node,
-                        ManagerCommand::Checkpointed {
-                            name,
-                            seed,
-                            generation,
-                            id,
-                        },
-                    );
-                    break;
                 }
             }
         }

@@ -64,9 +64,9 @@ struct Checkpointing {
 struct Awaiting {
     id: u64,
     position: Vec<u8>,
-    /// The trees still in flight from before the barrier, with their messages and whether a
-    /// window parked them.
-    waiting: rustc_hash::FxHashMap<RootId, (MsgId, bool)>,
+    /// The trees still in flight from before the barrier that no window parked, with their
+    /// messages.
+    waiting: rustc_hash::FxHashMap<RootId, MsgId>,
     /// The messages a restore replays.
     replay: Vec<MsgId>,
 }
@@ -75,19 +75,22 @@ impl Awaiting {
     /// Tree `root` settled (`failed`, or completed); returns whether none from before the
     /// barrier is left.
     fn settled(&mut self, root: RootId, failed: bool) -> bool {
-        if let Some((msg, parked)) = self.waiting.remove(&root) {
-            if failed || parked {
+        if let Some(msg) = self.waiting.remove(&root) {
+            if failed {
                 self.replay.push(msg);
             }
         }
         self.waiting.is_empty()
     }
 
-    /// A window holds tree `root`.
-    fn parked(&mut self, root: RootId) {
-        if let Some((_, parked)) = self.waiting.get_mut(&root) {
-            *parked = true;
+    /// A window holds tree `root`: it is replayed whatever its outcome, so the part does not
+    /// wait for it (a window may hold it far longer than a checkpoint may take). Returns
+    /// whether none from before the barrier is left.
+    fn parked(&mut self, root: RootId) -> bool {
+        if let Some(msg) = self.waiting.remove(&root) {
+            self.replay.push(msg);
         }
+        self.waiting.is_empty()
     }
 }
 
@@ -163,8 +166,8 @@ impl SpoutActor {
 
     /// Saves the spout's part of checkpoint `id`: what it emitted so far goes out, its
     /// position is recorded, and the barrier follows on every link. The part is reported
-    /// once the trees in flight at the barrier settled, with those that failed (see
-    /// [`Awaiting`]).
+    /// once the trees in flight at the barrier settled, with those that failed or that a
+    /// window parked (see [`Awaiting`]).
     ///
     /// The barrier goes out even when the part cannot be saved (the checkpoint then fails):
     /// the bolts downstream hold what follows a barrier until it came on all their inputs.
@@ -175,27 +178,30 @@ impl SpoutActor {
                 let task = &mut self.task;
                 match guarded(|| task.snapshot()) {
                     Ok(Some(position)) => {
-                        let waiting: rustc_hash::FxHashMap<RootId, (MsgId, bool)> = self
+                        let mut awaiting = Awaiting {
+                            id,
+                            position,
+                            waiting: rustc_hash::FxHashMap::default(),
+                            replay: Vec::new(),
+                        };
+                        let in_flight = self
                             .tracking
                             .as_ref()
                             .map(|t| t.pending.in_flight())
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(root, msg)| {
-                                let parked = self
-                                    .checkpoints
-                                    .as_ref()
-                                    .is_some_and(|c| c.parked.contains(&root));
-                                (root, (msg, parked))
-                            })
-                            .collect();
+                            .unwrap_or_default();
+                        for (root, msg) in in_flight {
+                            // Parked by a window: replayed whatever its outcome.
+                            if self
+                                .checkpoints
+                                .as_ref()
+                                .is_some_and(|c| c.parked.contains(&root))
+                            {
+                                awaiting.replay.push(msg);
+                            } else {
+                                awaiting.waiting.insert(root, msg);
+                            }
+                        }
                         self.core.outbox.mark(Mark::Barrier(id));
-                        let awaiting = Awaiting {
-                            id,
-                            position,
-                            waiting,
-                            replay: Vec::new(),
-                        };
                         if !awaiting.waiting.is_empty() {
                             if let Some(c) = &mut self.checkpoints {
                                 // A part still waiting for an earlier checkpoint is given up
@@ -207,7 +213,7 @@ impl SpoutActor {
                         }
                         Ok(TaskSnapshot::Spout {
                             position: awaiting.position,
-                            in_flight: Vec::new(),
+                            in_flight: awaiting.replay,
                         })
                     }
                     Ok(None) => Err("the spout cannot be rewound (Spout::snapshot)".to_owned()),
@@ -243,9 +249,24 @@ impl SpoutActor {
         };
         c.parked.remove(&root);
         let done = c.awaiting.as_mut().is_some_and(|a| a.settled(root, failed));
-        if !done {
+        self.report_awaited(done);
+    }
+
+    /// A window parked tree `root` (in flight): a checkpoint part stops waiting for it.
+    fn checkpoint_tree_parked(&mut self, root: RootId) {
+        let Some(c) = &mut self.checkpoints else {
             return;
-        }
+        };
+        c.parked.insert(root);
+        let done = c.awaiting.as_mut().is_some_and(|a| a.parked(root));
+        self.report_awaited(done);
+    }
+
+    /// Reports the checkpoint part that waited, once `done` waiting.
+    fn report_awaited(&mut self, done: bool) {
+        let Some(c) = self.checkpoints.as_mut().filter(|_| done) else {
+            return;
+        };
         if let Some(a) = c.awaiting.take() {
             self.core.report_checkpoint(
                 a.id,
@@ -631,12 +652,8 @@ impl Handler<Verdicts> for SpoutActor {
                 return;
             };
             if outcome == TreeOutcome::Parked {
-                let in_flight = tracking.pending.contains(root);
-                if let Some(c) = self.checkpoints.as_mut().filter(|_| in_flight) {
-                    c.parked.insert(root);
-                    if let Some(a) = &mut c.awaiting {
-                        a.parked(root);
-                    }
+                if tracking.pending.contains(root) {
+                    self.checkpoint_tree_parked(root);
                 }
                 self.task.parked(root);
                 continue;
@@ -688,7 +705,7 @@ mod tests {
             position: Vec::new(),
             waiting: trees
                 .iter()
-                .map(|(root, msg)| (RootId(*root), (MsgId(*msg), false)))
+                .map(|(root, msg)| (RootId(*root), MsgId(*msg)))
                 .collect(),
             replay: Vec::new(),
         }
@@ -705,8 +722,11 @@ mod tests {
             !a.settled(RootId(2), true),
             "failed: replayed after a restore"
         );
-        a.parked(RootId(3));
-        assert!(!a.settled(RootId(3), false), "parked by a window: replayed");
+        assert!(
+            !a.parked(RootId(3)),
+            "parked by a window: replayed, and not waited for"
+        );
+        assert!(!a.settled(RootId(3), false));
         // A tree started after the barrier, even under a message id of the ones waited for,
         // does not count.
         assert!(!a.settled(RootId(9), true));

@@ -10,8 +10,9 @@
 //!   node's store and sends a copy to another node, which stores it and answers. Only then is
 //!   the checkpoint complete: the spouts hear of it, and the node reports it to the manager,
 //!   which records it in the run's state (`ManagerCommand::Checkpointed`).
-//! - **Rollback.** When a node of the run dies, the manager moves its tasks and rolls the run
-//!   back: a new generation starts on every node from the recorded checkpoint, each node
+//! - **Rollback.** When a node of the run dies, or a task of it fails (a spout or a stateful
+//!   task at once, a stateless bolt once its node's supervisor gives up on it), the manager
+//!   moves its tasks if need be and rolls the run back: a new generation starts on every node from the recorded checkpoint, each node
 //!   fetching the file from another one if it does not store it; the spouts go back to their
 //!   positions and replay what followed.
 //! - **Retention.** A node keeps the recorded checkpoint and any newer one of each running run,

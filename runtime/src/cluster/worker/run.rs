@@ -89,6 +89,8 @@ pub(crate) struct RunShared {
     completed_checkpoint: AtomicU64,
     /// A task of this checkpointed run failed here: the run must roll back.
     failed: std::sync::atomic::AtomicBool,
+    /// (Coordinator.) Every spout of the run ended: its last checkpoint holds the final states.
+    spouts_ended: std::sync::atomic::AtomicBool,
     /// Frames that did not decode or named tasks that do not exist.
     pub(crate) rejected: AtomicU64,
 }
@@ -472,6 +474,16 @@ impl RunEvents {
         };
         if let CheckpointMessage::Ended { task } = &message {
             checkpoints.ended.insert(*task);
+            let all = self
+                .shared
+                .plan
+                .tasks
+                .iter()
+                .filter(|t| t.kind == tempest_dsl::ComponentKind::Spout)
+                .all(|t| checkpoints.ended.contains(&t.id));
+            if all {
+                self.shared.spouts_ended.store(true, Ordering::Relaxed);
+            }
         }
         let now = std::time::Instant::now();
         let Some(c) = checkpoints.coordinator.as_mut() else {
@@ -761,6 +773,7 @@ impl TopologyRun {
             spout_controls: DashMap::new(),
             completed_checkpoint: AtomicU64::new(u64::MAX),
             failed: std::sync::atomic::AtomicBool::new(false),
+            spouts_ended: std::sync::atomic::AtomicBool::new(false),
             rejected: AtomicU64::new(0),
         });
         let groups = Arc::default();
@@ -830,10 +843,14 @@ impl TopologyRun {
 
     /// Exports the final states of the run's checkpointed stateful tasks where the node is
     /// told to (`state_export_dir`), as replicated tasks export theirs, if this node
-    /// coordinated the run's checkpoints: a finished run's spouts ended only once a
-    /// checkpoint holding their end completed, so its last checkpoint holds the final states.
+    /// coordinated the run's checkpoints and every spout ended: a spout ends once a checkpoint
+    /// holding its end completed (or, logged, after a few failed), so the last checkpoint holds
+    /// the final states. A run killed midway exports nothing.
     pub(crate) fn export_final_states(&self) {
         let shared = &self.shared;
+        if !shared.spouts_ended.load(Ordering::Relaxed) {
+            return;
+        }
         let (Some(dir), Some(id)) = (&self.host.export_dir, self.completed_checkpoint()) else {
             return;
         };
