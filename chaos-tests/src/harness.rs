@@ -967,9 +967,10 @@ fn run_step(
     Ok(())
 }
 
-/// The generation of the checking topology's run (how often it rolled back) and the nodes its
-/// tasks are assigned to, if the manager answers.
-fn run_view(c: &mut Cluster) -> Option<(u32, Vec<u64>)> {
+/// The generation of the checking topology's run (how often it rolled back), whether that
+/// generation is active (its spouts run), and the nodes its tasks are assigned to, if the
+/// manager answers.
+fn run_view(c: &mut Cluster) -> Option<(u32, bool, Vec<u64>)> {
     match c.call(
         &AdminRequest::Status {
             name: Some(TOPOLOGY.into()),
@@ -983,7 +984,7 @@ fn run_view(c: &mut Cluster) -> Option<(u32, Vec<u64>)> {
                 .filter(|(_, tasks)| **tasks > 0)
                 .map(|(n, _)| n.0)
                 .collect();
-            (t.generation, nodes)
+            (t.generation, t.active, nodes)
         }),
         _ => None,
     }
@@ -998,7 +999,7 @@ fn rollback_step(
     f: &mut Figures,
     log: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let Some((before, hosts)) = run_view(c) else {
+    let Some((before, _, hosts)) = run_view(c) else {
         f.skipped += 1;
         writeln!(log, "{:>8} ms  skipped: no status", step.at.as_millis())?;
         return Ok(());
@@ -1034,13 +1035,15 @@ fn rollback_step(
         std::thread::sleep(Duration::from_millis(50));
     }
     c.procs.spawn(victim)?;
-    // Rolled back (a new generation), and delivering again after that.
+    // Rolled back (a new generation, active: its spouts run on every node), and delivering
+    // again after that (output the old generation's tasks wrote while they stopped does not
+    // count).
     let recovered = poll(
         "the run rolled back and delivering",
         Duration::from_secs(60),
         || {
             Ok(run_view(c)
-                .filter(|(g, _)| *g > before)
+                .filter(|(g, active, _)| *g > before && *active)
                 .map(|_| delivered(output)))
         },
     )

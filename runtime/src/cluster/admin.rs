@@ -98,6 +98,9 @@ pub struct TopologyView {
     /// Its last checkpoint recorded complete.
     #[serde(default)]
     pub checkpoint: Option<u64>,
+    /// Whether its spouts run (every node started its tasks of the current generation).
+    #[serde(default)]
+    pub active: bool,
     /// Its arguments.
     pub args: BTreeMap<String, String>,
 }

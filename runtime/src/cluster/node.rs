@@ -996,6 +996,7 @@ impl Shared {
                     checkpointed: t.checkpointed,
                     generation: t.generation,
                     checkpoint: t.checkpoint,
+                    active: t.active,
                     args: t.args.clone(),
                 }
             })
