@@ -548,15 +548,7 @@ impl Checkpoints {
         store: Option<CheckpointStore>,
         restore: Option<&Checkpoint>,
     ) -> Self {
-        let savers = plan
-            .tasks
-            .iter()
-            .filter(|t| {
-                let c = &ir.components[t.component];
-                c.kind == ComponentKind::Spout || c.stateful.is_some()
-            })
-            .map(|t| t.id)
-            .collect();
+        let savers = crate::checkpoint::savers(ir, plan);
         Checkpoints {
             interval,
             tracker: None,
@@ -571,11 +563,6 @@ impl Checkpoints {
             restored_from: restore.map(|c| c.id),
             restored: restore.map(|c| c.tasks.clone()).unwrap_or_default(),
         }
-    }
-
-    /// How often the coordinator looks at the clock.
-    fn tick_every(&self) -> Duration {
-        (self.interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
     }
 
     fn tick(&mut self) {
@@ -786,7 +773,7 @@ impl Actor for Coordinator {
             ctx.run_interval(every, |act, _| act.log_metrics());
         }
         if let Some(c) = &self.checkpoints {
-            ctx.run_interval(c.tick_every(), |act, _| {
+            ctx.run_interval(Tracker::tick_every(c.interval), |act, _| {
                 if let Some(c) = &mut act.checkpoints {
                     c.tick();
                 }

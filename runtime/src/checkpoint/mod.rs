@@ -42,6 +42,21 @@ pub(crate) fn shape(ir: &tempest_dsl::TopologyIr) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// The tasks that save a part of each checkpoint: the spouts and the stateful tasks.
+pub(crate) fn savers(
+    ir: &tempest_dsl::TopologyIr,
+    plan: &crate::plan::PhysicalPlan,
+) -> std::collections::BTreeSet<TaskId> {
+    plan.tasks
+        .iter()
+        .filter(|t| {
+            let c = &ir.components[t.component];
+            c.kind == tempest_dsl::ComponentKind::Spout || c.stateful.is_some()
+        })
+        .map(|t| t.id)
+        .collect()
+}
+
 /// What one task saved for a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskSnapshot {

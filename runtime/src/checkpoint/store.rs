@@ -122,9 +122,13 @@ impl CheckpointStore {
 
     /// Writes `checkpoint` whole, deleting none.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let bytes = Self::encode(checkpoint)?;
-        let name = Self::name(checkpoint.id);
-        crate::replication::state_machine::write_atomically(&self.dir, &name, &bytes).map_err(
+        self.write_file(checkpoint.id, &Self::encode(checkpoint)?)
+    }
+
+    /// Writes checkpoint `id`'s file, as [`Self::encode`] made it, whole, deleting none.
+    pub fn write_file(&self, id: u64, file: &[u8]) -> Result<(), StoreError> {
+        let name = Self::name(id);
+        crate::replication::state_machine::write_atomically(&self.dir, &name, file).map_err(
             |source| StoreError::Io {
                 path: self.dir.join(&name),
                 source,
@@ -150,6 +154,15 @@ impl CheckpointStore {
     /// Reads checkpoint `id`; `None` if it is missing or its file is damaged (the reason is
     /// logged).
     pub fn read(&self, id: u64) -> Option<Checkpoint> {
+        self.read_checked(id).map(|(c, _)| c)
+    }
+
+    /// Checkpoint `id`'s file, checked whole; `None` as for [`Self::read`].
+    pub fn read_file(&self, id: u64) -> Option<Vec<u8>> {
+        self.read_checked(id).map(|(_, file)| file)
+    }
+
+    fn read_checked(&self, id: u64) -> Option<(Checkpoint, Vec<u8>)> {
         let path = self.dir.join(Self::name(id));
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -161,7 +174,7 @@ impl CheckpointStore {
             }
         };
         match Self::decode(&bytes) {
-            Ok(c) if c.id == id => Some(c),
+            Ok(c) if c.id == id => Some((c, bytes)),
             Ok(c) => {
                 tracing::warn!(path = %path.display(), inside = c.id, "checkpoint under the wrong name: skipped");
                 None

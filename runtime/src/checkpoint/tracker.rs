@@ -88,6 +88,12 @@ impl Tracker {
         (self.interval * 10).max(Duration::from_secs(60))
     }
 
+    /// How often a coordinator of checkpoints every `interval` should move time: a tenth of
+    /// the interval, within 5 ms to 100 ms.
+    pub(crate) fn tick_every(interval: Duration) -> Duration {
+        (interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
     /// Moves time to `now`.
     pub(crate) fn tick(&mut self, now: Instant) -> Tick {
         if let Some(f) = &self.in_flight {

@@ -83,6 +83,14 @@ impl Awaiting {
         self.waiting.is_empty()
     }
 
+    /// The part, once none is left waiting: the position and the messages to replay.
+    fn into_snapshot(self) -> TaskSnapshot {
+        TaskSnapshot::Spout {
+            position: self.position,
+            in_flight: self.replay,
+        }
+    }
+
     /// A window holds tree `root`: it is replayed whatever its outcome, so the part does not
     /// wait for it (a window may hold it far longer than a checkpoint may take). Returns
     /// whether none from before the barrier is left.
@@ -211,10 +219,7 @@ impl SpoutActor {
                             self.note_settled_end(id);
                             return;
                         }
-                        Ok(TaskSnapshot::Spout {
-                            position: awaiting.position,
-                            in_flight: awaiting.replay,
-                        })
+                        Ok(awaiting.into_snapshot())
                     }
                     Ok(None) => Err("the spout cannot be rewound (Spout::snapshot)".to_owned()),
                     Err(panic) => Err(format!("snapshot panicked: {panic}")),
@@ -247,7 +252,9 @@ impl SpoutActor {
         let Some(c) = &mut self.checkpoints else {
             return;
         };
-        c.parked.remove(&root);
+        if !c.parked.is_empty() {
+            c.parked.remove(&root);
+        }
         let done = c.awaiting.as_mut().is_some_and(|a| a.settled(root, failed));
         self.report_awaited(done);
     }
@@ -268,13 +275,7 @@ impl SpoutActor {
             return;
         };
         if let Some(a) = c.awaiting.take() {
-            self.core.report_checkpoint(
-                a.id,
-                Ok(TaskSnapshot::Spout {
-                    position: a.position,
-                    in_flight: a.replay,
-                }),
-            );
+            self.core.report_checkpoint(a.id, Ok(a.into_snapshot()));
         }
     }
 

@@ -50,13 +50,23 @@ pub(crate) fn store(data_dir: &Path, name: &str, seed: u64) -> Result<Checkpoint
     CheckpointStore::open(&run_dir(data_dir, name, seed)?).map_err(|e| e.to_string())
 }
 
-/// Checkpoint `id` of run `name`, `seed`, if this node stores it whole (nothing is created).
-pub(crate) fn read(data_dir: &Path, name: &str, seed: u64, id: u64) -> Option<Checkpoint> {
+/// The store of run `name`, `seed` if this node has one (nothing is created).
+fn existing_store(data_dir: &Path, name: &str, seed: u64) -> Option<CheckpointStore> {
     let dir = run_dir(data_dir, name, seed).ok()?;
     if !dir.is_dir() {
         return None;
     }
-    CheckpointStore::open(&dir).ok()?.read(id)
+    CheckpointStore::open(&dir).ok()
+}
+
+/// Checkpoint `id` of run `name`, `seed`, if this node stores it whole (nothing is created).
+pub(crate) fn read(data_dir: &Path, name: &str, seed: u64, id: u64) -> Option<Checkpoint> {
+    existing_store(data_dir, name, seed)?.read(id)
+}
+
+/// Checkpoint `id`'s file, checked whole, if this node stores it (nothing is created).
+pub(crate) fn read_file(data_dir: &Path, name: &str, seed: u64, id: u64) -> Option<Vec<u8>> {
+    existing_store(data_dir, name, seed)?.read_file(id)
 }
 
 /// Stores checkpoint file `bytes`, which must hold checkpoint `id` whole.
@@ -75,7 +85,7 @@ pub(crate) fn store_file(
         ));
     }
     store(data_dir, name, seed)?
-        .write(&checkpoint)
+        .write_file(id, bytes)
         .map_err(|e| e.to_string())
 }
 
@@ -226,10 +236,9 @@ impl Coordinator {
             id,
             tasks,
         };
-        let file = self
-            .store
-            .write(&checkpoint)
-            .and_then(|()| CheckpointStore::encode(&checkpoint));
+        // Encoded once: written here, and sent as it is for the copy.
+        let file = CheckpointStore::encode(&checkpoint)
+            .and_then(|file| self.store.write_file(id, &file).map(|()| file));
         match file {
             Ok(file) => {
                 let mut actions = Vec::new();

@@ -326,63 +326,45 @@ impl Worker {
 
     /// Checkpoint `id` of run `name`, `seed`, as its file, if this node stores it whole.
     pub(crate) fn checkpoint_file(&self, name: &str, seed: u64, id: u64) -> Option<Vec<u8>> {
-        let checkpoint = checkpoints::read(&self.host.data_dir, name, seed, id)?;
-        crate::checkpoint::CheckpointStore::encode(&checkpoint).ok()
+        checkpoints::read_file(&self.host.data_dir, name, seed, id)
+    }
+
+    /// What `report` says of each run here, with the run's name, seed and generation.
+    fn per_run<T>(&self, report: impl Fn(&TopologyRun) -> Option<T>) -> Vec<(String, u64, u32, T)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .filter_map(|(id, r)| Some((id.name.clone(), id.seed, id.generation, report(r)?)))
+            .collect()
     }
 
     /// The last checkpoint each run coordinated here completed and stored on two nodes:
     /// (name, seed, generation, checkpoint).
     pub(crate) fn checkpoints(&self) -> Vec<(String, u64, u32, u64)> {
-        let Ok(runs) = self.runs.lock() else {
-            return Vec::new();
-        };
-        runs.iter()
-            .filter_map(|(id, r)| {
-                let c = r.completed_checkpoint()?;
-                Some((id.name.clone(), id.seed, id.generation, c))
-            })
-            .collect()
+        self.per_run(TopologyRun::completed_checkpoint)
     }
 
     /// The checkpointed runs a task of which failed here: (name, seed, generation).
     pub(crate) fn failed_runs(&self) -> Vec<(String, u64, u32)> {
-        let Ok(runs) = self.runs.lock() else {
-            return Vec::new();
-        };
-        runs.iter()
-            .filter(|(_, r)| r.failed())
-            .map(|(id, _)| (id.name.clone(), id.seed, id.generation))
+        self.per_run(|r| r.failed().then_some(()))
+            .into_iter()
+            .map(|(name, seed, generation, ())| (name, seed, generation))
             .collect()
     }
 
     /// The tasks that finished on this node, per run: (name, seed, generation, tasks).
     pub(crate) fn finished(&self) -> Vec<(String, u64, u32, Vec<TaskId>)> {
-        let Ok(runs) = self.runs.lock() else {
-            return Vec::new();
-        };
-        runs.iter()
-            .map(|(id, r)| {
-                let tasks: Vec<TaskId> = r.finished().into_iter().collect();
-                (id.name.clone(), id.seed, id.generation, tasks)
-            })
-            .filter(|(_, _, _, t)| !t.is_empty())
-            .collect()
+        self.per_run(|r| {
+            let tasks: Vec<TaskId> = r.finished().into_iter().collect();
+            (!tasks.is_empty()).then_some(tasks)
+        })
     }
 
     /// The runs whose tasks here are all started: (name, seed, generation, the state version
     /// whose assignment they started).
     pub(crate) fn ready(&self) -> Vec<(String, u64, u32, u64)> {
-        self.runs
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|(id, run)| {
-                        let v = run.applied()?;
-                        Some((id.name.clone(), id.seed, id.generation, v))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.per_run(TopologyRun::applied)
     }
 
     /// The groups led here, with the nodes of their settled voters: (topology, run seed, task,

@@ -165,11 +165,10 @@ impl ReplicatedTask {
         let stop = CancellationToken::new();
         let counters = Arc::new(GroupCounters::default());
         let dir = run_dir(&host.data_dir, run).join(format!("task-{}", task.0));
-        // One plain path component per run, whatever its name (as for `run_dir`).
-        let export = host.export_dir.as_ref().map(|d| {
-            d.join(format!("{}-{:016x}", run.name, run.seed))
-                .join(format!("task-{}.n{}.state", task.0, me.0))
-        });
+        let export = host
+            .export_dir
+            .as_ref()
+            .map(|d| export_path(d, run, task, me));
         let span = tracing::info_span!("group", %group, task = task.0, topology = %run.name);
         let started = {
             let host = host.clone();
@@ -429,6 +428,13 @@ impl ReplicatedTask {
             replica.shutdown().await;
         });
     }
+}
+
+/// Where task `task`'s final state on node `me` is exported under `dir`: one plain path
+/// component per run, whatever its name (as for `run_dir`).
+pub(crate) fn export_path(dir: &std::path::Path, run: &RunId, task: TaskId, me: NodeId) -> PathBuf {
+    dir.join(format!("{}-{:016x}", run.name, run.seed))
+        .join(format!("task-{}.n{}.state", task.0, me.0))
 }
 
 /// Writes a final state to `path` whole.

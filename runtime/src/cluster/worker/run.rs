@@ -340,7 +340,7 @@ struct RunEvents {
 struct RunCheckpoints {
     data_dir: std::path::PathBuf,
     /// The checkpoint this generation started from.
-    restored: Option<Checkpoint>,
+    restored: Option<Arc<Checkpoint>>,
     /// Tasks that ended (reported before the coordinator started, too).
     ended: BTreeSet<TaskId>,
     /// The coordinator, once the run is active, on the first spout task's node.
@@ -368,17 +368,8 @@ impl RunEvents {
             return;
         }
         let ir = shared.topology.ir();
-        let expected: BTreeSet<TaskId> = shared
-            .plan
-            .tasks
-            .iter()
-            .filter(|t| {
-                let component = &ir.components[t.component];
-                component.kind == tempest_dsl::ComponentKind::Spout || component.stateful.is_some()
-            })
-            .map(|t| t.id)
-            .filter(|t| !c.ended.contains(t))
-            .collect();
+        let mut expected = crate::checkpoint::savers(ir, &shared.plan);
+        expected.retain(|t| !c.ended.contains(t));
         let store = match super::checkpoints::store(&c.data_dir, &shared.run.name, shared.run.seed)
         {
             Ok(s) => s,
@@ -409,11 +400,7 @@ impl RunEvents {
         ));
         tracing::info!(topology = %shared.run.name, generation = shared.run.generation, "coordinating the run's checkpoints");
         use actix::AsyncContext;
-        let every = (interval / 10).clamp(
-            std::time::Duration::from_millis(5),
-            std::time::Duration::from_millis(100),
-        );
-        ctx.run_interval(every, |act, _| {
+        ctx.run_interval(Tracker::tick_every(interval), |act, _| {
             let actions = act
                 .coordinator()
                 .map(|c| c.tick(std::time::Instant::now()))
@@ -674,7 +661,7 @@ pub(crate) struct TopologyRun {
     events: Addr<RunEvents>,
     system: actix_rt::System,
     /// The checkpoint this generation of the run starts from.
-    restore: Option<Checkpoint>,
+    restore: Option<Arc<Checkpoint>>,
     arbiters: Vec<ArbiterHandle>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Marks and end markers for tasks not started here yet.
@@ -699,6 +686,7 @@ impl TopologyRun {
     ) -> Result<Self, WorkerError> {
         let plan = PhysicalPlan::new(topology.ir(), RUN_THREADS);
         let checkpoint_interval = topology.ir().config.checkpoint_interval;
+        let restore = restore.map(Arc::new);
         if let Some(c) = &restore {
             let shape = crate::checkpoint::shape(topology.ir());
             if c.shape != shape {
@@ -862,9 +850,7 @@ impl TopologyRun {
         };
         for (task, saved) in &checkpoint.tasks {
             if let TaskSnapshot::State(bytes) = saved {
-                let path = dir
-                    .join(format!("{}-{:016x}", shared.run.name, shared.run.seed))
-                    .join(format!("task-{}.n{}.state", task.0, shared.me.0));
+                let path = super::replicated::export_path(dir, &shared.run, *task, shared.me);
                 if let Err(e) = super::replicated::write_export(&path, bytes) {
                     tracing::warn!(path = %path.display(), error = %e, "final state not exported");
                 }
