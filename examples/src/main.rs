@@ -188,7 +188,8 @@ struct Common {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Delivery guarantee: at-most-once or at-least-once (exactly-once is refused until it lands).
+    /// Delivery guarantee: at-most-once, at-least-once or exactly-once (which needs a replayable
+    /// source, idempotent sinks and replicated or checkpointed state: `build()` says what is missing).
     #[arg(long, default_value = "at-most-once")]
     guarantee: Guarantee,
     /// Tuples per batch.
@@ -294,9 +295,9 @@ impl From<BuildErrors> for Failure {
 impl From<RuntimeError> for Failure {
     fn from(err: RuntimeError) -> Self {
         match err {
-            RuntimeError::Options { .. }
-            | RuntimeError::Unsupported { .. }
-            | RuntimeError::TooLarge { .. } => Failure::Usage(err.to_string()),
+            RuntimeError::Options { .. } | RuntimeError::TooLarge { .. } => {
+                Failure::Usage(err.to_string())
+            }
             other => Failure::Run(other.into()),
         }
     }

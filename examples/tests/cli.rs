@@ -120,7 +120,7 @@ fn bad_input_exits_with_code_2_and_a_clear_message() {
     );
     assert_usage_error(
         &["local", "wordcount", "--guarantee", "exactly-once"],
-        "exactly-once is not supported",
+        "exactly-once requires an idempotent sink",
     );
     assert_usage_error(
         &["local", "wordcount", "--parallelism", "2000"],

@@ -1,7 +1,7 @@
 //! [`RuntimeError`]: why a run could not start or did not finish.
 
+use tempest_dsl::TaskId;
 use tempest_dsl::engine::EngineError;
-use tempest_dsl::{Guarantee, TaskId};
 
 /// Why a run could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +26,6 @@ pub enum RuntimeError {
         links: usize,
         /// The limit.
         max: usize,
-    },
-    /// The topology asks for a guarantee this runtime does not provide yet.
-    #[error("{guarantee} is not supported by this runtime yet: {why}")]
-    Unsupported {
-        /// The guarantee.
-        guarantee: Guarantee,
-        /// What is missing.
-        why: &'static str,
     },
     /// A task could not be created from the topology (a bug: the plan and the topology disagree).
     #[error("could not set up task {task} of `{component}`: {source}")]

@@ -128,7 +128,6 @@ impl LocalCluster {
 
     /// Starts `topology` on its own threads and returns a handle to watch, drain and await it.
     pub fn start(&self, topology: Topology) -> Result<RunningTopology, RuntimeError> {
-        check_guarantee(topology.ir())?;
         let ir = topology.ir().clone();
         let plan = PhysicalPlan::new(&ir, self.options.workers);
         let links: usize = plan.tasks.iter().map(|t| t.links.len()).sum();
@@ -190,16 +189,6 @@ impl LocalCluster {
             ended: Mutex::new(ended_rx),
             thread,
         })
-    }
-}
-
-fn check_guarantee(ir: &TopologyIr) -> Result<(), RuntimeError> {
-    match ir.guarantee {
-        Guarantee::AtMostOnce | Guarantee::AtLeastOnce => Ok(()),
-        Guarantee::ExactlyOnce => Err(RuntimeError::Unsupported {
-            guarantee: ir.guarantee,
-            why: "replicated deduplicating state is not implemented yet",
-        }),
     }
 }
 

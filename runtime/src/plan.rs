@@ -255,6 +255,7 @@ mod tests {
             replayable: false,
             rewindable: false,
             manual_ack: false,
+            idempotent: false,
             window: None,
             event_time: None,
             stateful: None,

@@ -167,6 +167,12 @@ pub trait Bolt: Clone + Send + 'static {
     /// until then time out and are replayed.
     const MANUAL_ACK: bool = false;
 
+    /// Whether executing the same input again changes nothing more (an upsert keyed by
+    /// [`Tuple::id`](crate::Tuple::id), a write of a file named by it, a stateless transform).
+    /// Under exactly-once every bolt that emits to no one (a sink) must be idempotent, since
+    /// a replay re-runs it: `build()` refuses the topology otherwise.
+    const IDEMPOTENT: bool = false;
+
     /// Called once per task before the first input. An error stops the topology.
     fn prepare(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
         Ok(())

@@ -100,6 +100,8 @@ pub mod limits {
     pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
     /// The longest checkpoint interval.
     pub const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+    /// The longest dedup retention.
+    pub const MAX_DEDUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 }
 
 /// The configuration of one topology. Every field has a default; see [`TopologyConfig::validate`].
@@ -141,6 +143,13 @@ pub struct TopologyConfig {
     /// restores those states and rewinds the spouts to it. `None` (the default): off. Every
     /// spout must then be rewindable ([`Spout::REWINDABLE`](crate::Spout::REWINDABLE)).
     pub checkpoint_interval: Option<Duration>,
+    /// Exactly-once only: how long a stateful bolt remembers a tuple it applied (by its
+    /// deterministic id, with the outputs it emitted for it), to skip a replay of it and emit
+    /// those outputs again. A replay that comes later than this after the first application
+    /// is applied again, so keep it well above `message_timeout` (a failed tree is replayed
+    /// within one timeout of its failure). Memory: the outputs of the inputs applied within
+    /// this time, per stateful task. Default 5 minutes; at least `message_timeout`.
+    pub dedup_retention: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -154,6 +163,7 @@ impl Default for TopologyConfig {
             ackers: None,
             max_open_windows: 1_024,
             checkpoint_interval: None,
+            dedup_retention: Duration::from_secs(300),
         }
     }
 }
@@ -250,6 +260,14 @@ impl TopologyConfig {
                 ));
             }
         }
+        if self.dedup_retention < self.message_timeout || self.dedup_retention > MAX_DEDUP_RETENTION
+        {
+            errors.push(ConfigError::new(
+                "dedup_retention",
+                self.dedup_retention,
+                format!("must be between message_timeout and {MAX_DEDUP_RETENTION:?}"),
+            ));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -278,6 +296,7 @@ mod tests {
             ackers: Some(0),
             max_open_windows: 0,
             checkpoint_interval: Some(Duration::ZERO),
+            dedup_retention: Duration::ZERO,
         };
         let errors = config.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
@@ -291,7 +310,8 @@ mod tests {
                 "max_spout_pending",
                 "ackers",
                 "max_open_windows",
-                "checkpoint_interval"
+                "checkpoint_interval",
+                "dedup_retention"
             ]
         );
         assert_eq!(

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::component::TaskError;
 use crate::engine::route::Route;
 use crate::engine::{AckOp, LinkId, Mark, Payload};
-use crate::ids::{EdgeId, MsgId, RootId};
+use crate::ids::{EdgeId, MsgId, RootId, TupleId};
 use crate::record::Record;
 use crate::routing::{DirectOutOfRange, Pick};
 use crate::tuple::{Tuple, TupleIds};
@@ -82,6 +82,13 @@ struct Tracking {
     scope: Vec<TupleIds>,
     scope_xors: Vec<u64>,
     in_scope: bool,
+    /// Under exactly-once, the salt of this component's deterministic tuple ids (0: none).
+    salt: u64,
+    /// The deterministic id of the input being executed, and how many tuples it begot so far.
+    current_id: TupleId,
+    current_begot: u64,
+    /// The deterministic id of the spout message being emitted.
+    root_id: TupleId,
 }
 
 impl Tracking {
@@ -92,6 +99,36 @@ impl Tracking {
             if e != 0 {
                 return e;
             }
+        }
+    }
+
+    /// The deterministic id of a tuple emitted with `anchor` (0 when ids are off or the
+    /// anchor has none): emit number `k` from its parent, with this component's salt.
+    fn tuple_id<A>(&mut self, anchor: &Anchor<'_, A>) -> TupleId {
+        match anchor {
+            Anchor::None => TupleId(0),
+            // Windows do not run under exactly-once (`build()` refuses them).
+            Anchor::Current if self.in_scope => TupleId(0),
+            Anchor::Current => {
+                if self.current_id.0 == 0 {
+                    return TupleId(0);
+                }
+                let k = self.current_begot;
+                self.current_begot += 1;
+                TupleId::derive(self.current_id.0, self.salt, k)
+            }
+            Anchor::Tuples(anchors) => {
+                // A join: from every anchor's id (order does not matter), numbered by the
+                // first anchor's emits.
+                let parent = anchors.iter().fold(0u64, |acc, a| acc ^ a.raw_id().0);
+                match anchors.first() {
+                    Some(first) if parent != 0 => {
+                        TupleId::derive(parent, self.salt, first.next_begot())
+                    }
+                    _ => TupleId(0),
+                }
+            }
+            Anchor::Root(_) => self.root_id,
         }
     }
 }
@@ -113,6 +150,7 @@ impl<T: Record> Emitter<T> {
         streams: Vec<StreamOut<T>>,
         batch_size: usize,
         tracking_seed: Option<u64>,
+        id_salt: Option<u64>,
         manual_ack: bool,
     ) -> Self {
         Emitter {
@@ -131,6 +169,10 @@ impl<T: Record> Emitter<T> {
                     scope: Vec::new(),
                     scope_xors: Vec::new(),
                     in_scope: false,
+                    salt: id_salt.unwrap_or(0),
+                    current_id: TupleId(0),
+                    current_begot: 0,
+                    root_id: TupleId(0),
                 })
             }),
             clock: None,
@@ -345,6 +387,10 @@ impl<T: Record> Emitter<T> {
         if let Some(clock) = clock.as_deref_mut() {
             clock.observe(&value);
         }
+        let id = match track.as_deref_mut() {
+            Some(t) if t.salt != 0 => t.tuple_id(&anchor),
+            _ => TupleId(0),
+        };
         let ready_before = ready.len();
         let n = routes.len();
         let mut value = Some(value);
@@ -369,7 +415,7 @@ impl<T: Record> Emitter<T> {
                     };
                     if let Some(v) = v {
                         let ids = new_ids(track.as_deref_mut(), &anchor);
-                        route.push(target, v, ids, *batch_size, ready);
+                        route.push(target, v, ids, id, *batch_size, ready);
                     }
                 }
                 Pick::All(tasks) => {
@@ -381,7 +427,7 @@ impl<T: Record> Emitter<T> {
                         };
                         if let Some(v) = v {
                             let ids = new_ids(track.as_deref_mut(), &anchor);
-                            route.push(target, v, ids, *batch_size, ready);
+                            route.push(target, v, ids, id, *batch_size, ready);
                         }
                     }
                 }
@@ -404,11 +450,14 @@ impl<T: Record> Emitter<T> {
         let _ = self.dispatch::<()>(stream, None, value, Anchor::Current);
     }
 
-    /// Starts executing an input with these ids (auto-ack bolts).
-    pub(crate) fn begin_input(&mut self, ids: TupleIds) {
+    /// Starts executing an input with these ids (auto-ack bolts), and this deterministic id
+    /// (0 for none).
+    pub(crate) fn begin_input(&mut self, ids: TupleIds, id: TupleId) {
         if let Some(track) = self.track.as_deref_mut() {
             track.current = ids;
             track.current_xor = 0;
+            track.current_id = id;
+            track.current_begot = 0;
         }
     }
 
@@ -494,6 +543,9 @@ impl<T: Record> Emitter<T> {
         let root = match self.track.as_deref_mut() {
             Some(track) => {
                 track.root_xor = 0;
+                if track.salt != 0 {
+                    track.root_id = TupleId::derive(msg.0, track.salt, 0);
+                }
                 RootId(track.edge())
             }
             None => {

@@ -28,3 +28,48 @@ pub struct RootId(pub u64);
 /// One edge of an ack tree: a random 64-bit id drawn for each delivered copy of an anchored tuple.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EdgeId(pub u64);
+
+/// A tuple's deterministic id under exactly-once: derived from its spout message (the spout
+/// component, its task and the [`MsgId`]) and its path (each bolt that emitted it on the way,
+/// and which of that bolt's emits for its input it was), so that a replay of a message gives
+/// every tuple of its tree the id the first attempt gave it. Stateful bolts skip an input
+/// whose id they applied already; an idempotent sink keys its writes by it
+/// ([`Tuple::id`](crate::Tuple::id)). Never zero.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct TupleId(pub u64);
+
+impl std::fmt::Display for TupleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl TupleId {
+    /// The id of emit number `k` (from 0) derived from `parent` (a spout message's id, or the
+    /// input a bolt executes) by the component whose salt is `salt`. SplitMix64's finalizer
+    /// over the mixed inputs: stable across processes, versions and machines.
+    pub(crate) fn derive(parent: u64, salt: u64, k: u64) -> TupleId {
+        let mut z = parent
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(salt.rotate_left(29))
+            .wrapping_add(k.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // Zero means "no id".
+        TupleId(z.max(1))
+    }
+
+    /// The salt of a component's ids: a stable hash of the topology-unique component name,
+    /// and of the task index for a spout (whose message ids are its task's own).
+    pub(crate) fn salt(component: &str, spout_task: Option<u32>) -> u64 {
+        let mut h = crate::key_hasher::KeyHasher::new();
+        h.write_bytes(component.as_bytes());
+        if let Some(task) = spout_task {
+            h.write_bytes(&task.to_le_bytes());
+        }
+        h.finish() | 1
+    }
+}

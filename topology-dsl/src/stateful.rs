@@ -231,4 +231,20 @@ impl<T> StateEmitter<T> {
     pub(crate) fn into_outs(self) -> Vec<(u16, T)> {
         self.outs
     }
+
+    /// The outputs kept since `before` outputs were emitted (all are kept, or none).
+    pub(crate) fn kept_since(&self, before: usize) -> &[(u16, T)] {
+        self.outs.get(before..).unwrap_or(&[])
+    }
+
+    /// Emits again the outputs stored for a replayed input.
+    pub(crate) fn replay(&mut self, stored: &[(u16, T)])
+    where
+        T: Clone,
+    {
+        self.count += stored.len();
+        if self.keep {
+            self.outs.extend_from_slice(stored);
+        }
+    }
 }

@@ -57,6 +57,10 @@ pub struct ComponentIr {
     pub rewindable: bool,
     /// Whether a bolt acks its inputs itself.
     pub manual_ack: bool,
+    /// Whether a bolt's effects are idempotent ([`Bolt::IDEMPOTENT`](crate::Bolt::IDEMPOTENT)):
+    /// what exactly-once asks of a sink.
+    #[serde(default)]
+    pub idempotent: bool,
     /// The window of a windowed bolt.
     pub window: Option<WindowIr>,
     /// The event time of the component's output, where its timestamps originate (declared with
@@ -346,10 +350,11 @@ impl Topology {
             .iter()
             .map(|s| Arc::from(s.name.as_str()))
             .collect();
-        self.entries
-            .get(component)?
-            .code
-            .state_machine(streams, task_index)
+        self.entries.get(component)?.code.state_machine(
+            streams,
+            task_index,
+            self.dedup_retention_ms(),
+        )
     }
 
     /// Creates the task `setup` describes, of component `component` (an index into the IR's
@@ -432,7 +437,27 @@ impl Topology {
             channels: &setup.channels,
             replicated: setup.replicated,
             windowed: self.ir.components.iter().any(|c| c.window.is_some()),
+            exact: self.is_exactly_once(),
+            dedup_retention_ms: self.dedup_retention_ms(),
         })
+    }
+
+    /// Whether the topology runs exactly-once (its tuples carry deterministic ids, and its
+    /// stateful tasks' snapshots hold the ids they applied).
+    pub fn is_exactly_once(&self) -> bool {
+        self.ir.guarantee == crate::config::Guarantee::ExactlyOnce
+    }
+
+    fn dedup_retention_ms(&self) -> Option<i64> {
+        self.is_exactly_once()
+            .then(|| i64::try_from(self.ir.config.dedup_retention.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// The user's state in a snapshot of one of this topology's stateful tasks (under
+    /// exactly-once a snapshot also holds the ids the task applied): what a run exports as
+    /// a task's final state. Bad bytes are an error.
+    pub fn exported_state(&self, snapshot: &[u8]) -> Result<Vec<u8>, crate::engine::EngineError> {
+        crate::engine::exported_state(snapshot, self.is_exactly_once())
     }
 }
 

@@ -6,7 +6,7 @@ use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EdgeId, RootId, TaskId};
+use crate::ids::{EdgeId, RootId, TaskId, TupleId};
 
 /// One input of a bolt: a record plus its envelope. It dereferences to the record.
 ///
@@ -33,6 +33,11 @@ pub struct Tuple<T> {
     /// XOR of the edge ids of every tuple emitted anchored to this one since it arrived; folded
     /// into its ack (Storm's `ackVal`). Only manual-ack bolts use it.
     ack_val: Cell<u64>,
+    /// Its deterministic id under exactly-once (0: none).
+    id: TupleId,
+    /// Tuples emitted anchored to it so far (manual-ack bolts under exactly-once: the ids of
+    /// what it begets are numbered by it).
+    begot: Cell<u64>,
 }
 
 impl<T> Tuple<T> {
@@ -49,7 +54,43 @@ impl<T> Tuple<T> {
             input,
             ids,
             ack_val: Cell::new(0),
+            id: TupleId(0),
+            begot: Cell::new(0),
         }
+    }
+
+    /// The same tuple with deterministic id `id` (as the runtime delivers it under
+    /// exactly-once; for tests of a sink that keys its writes by [`Tuple::id`]).
+    pub fn with_id(mut self, id: TupleId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Its deterministic id under exactly-once: the same for every replay of the spout message
+    /// it descends from, so an idempotent sink can key its writes by it (a replayed write then
+    /// changes nothing). `None` under the other guarantees and for an unanchored tuple.
+    ///
+    /// ```
+    /// use tempest_dsl::{TaskId, Tuple, TupleId};
+    ///
+    /// let t = Tuple::new_untracked(1u32, TaskId(0), 0);
+    /// assert_eq!(t.id(), None);
+    /// assert_eq!(t.with_id(TupleId(42)).id(), Some(TupleId(42)));
+    /// ```
+    pub fn id(&self) -> Option<TupleId> {
+        (self.id.0 != 0).then_some(self.id)
+    }
+
+    /// The number of the next tuple emitted anchored to this one (manual-ack bolts).
+    pub(crate) fn next_begot(&self) -> u64 {
+        let k = self.begot.get();
+        self.begot.set(k + 1);
+        k
+    }
+
+    /// Its deterministic id, 0 for none.
+    pub(crate) fn raw_id(&self) -> TupleId {
+        self.id
     }
 
     /// The record.

@@ -174,8 +174,49 @@ pub(crate) fn validate(ir: &TopologyIr) -> Vec<TopologyError> {
                 });
             }
         }
+        exactly_once_bolts(ir, &mut errors);
     }
     errors
+}
+
+/// What exactly-once asks of bolts: a replay must change nothing twice. A stateful bolt
+/// skips what it applied, but only if its state survives a failure (replicated, or
+/// checkpointed); a sink must be idempotent; a window would count a replay again.
+fn exactly_once_bolts(ir: &TopologyIr, errors: &mut Vec<TopologyError>) {
+    let subscribed: HashSet<&str> = ir
+        .components
+        .iter()
+        .flat_map(|c| c.inputs.iter().map(|i| i.component.as_str()))
+        .collect();
+    let checkpointed = ir.config.checkpoint_interval.is_some();
+    for c in ir
+        .components
+        .iter()
+        .filter(|c| c.kind == ComponentKind::Bolt)
+    {
+        let needs = if c.window.is_some() {
+            Some(
+                "a bolt without a window (a replayed tuple would count again in a window: \
+                 windows do not run under exactly-once yet)",
+            )
+        } else if let Some(state) = c.stateful {
+            (state.replicas < 3 && !checkpointed).then_some(
+                "its state replicated (.replicas(3) or more) or checkpointed \
+                 (TopologyConfig::checkpoint_interval), so that what it applied survives a failure",
+            )
+        } else {
+            (!subscribed.contains(c.name.as_str()) && !c.idempotent).then_some(
+                "an idempotent sink (Bolt::IDEMPOTENT, keyed by Tuple::id): a replay runs it again",
+            )
+        };
+        if let Some(needs) = needs {
+            errors.push(TopologyError::GuaranteeUnsupported {
+                component: c.name.clone(),
+                guarantee: ir.guarantee,
+                needs,
+            });
+        }
+    }
 }
 
 fn check_input(

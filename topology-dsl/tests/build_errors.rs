@@ -233,6 +233,68 @@ fn exactly_once_needs_replayable_spouts() {
     );
 }
 
+/// Counts words in its state.
+#[derive(Clone)]
+struct CountWords;
+
+impl StatefulBolt for CountWords {
+    type In = Word;
+    type Out = Word;
+    type State = KeyedState<String, u64>;
+    fn execute(
+        &self,
+        _state: &mut KeyedState<String, u64>,
+        t: Tuple<Word>,
+        out: &mut StateEmitter<Word>,
+    ) -> Result<(), TaskError> {
+        out.emit(t.into_value());
+        Ok(())
+    }
+}
+
+#[test]
+fn exactly_once_needs_idempotent_sinks_surviving_state_and_no_window() {
+    let build = |replicas: u32, checkpointed: bool| {
+        let mut t = TopologyBuilder::new("test");
+        let lines = t.add(spout("lines", Replayable));
+        let words = t.add(bolt("split", Split).shuffle(&lines));
+        let counted = t.add(
+            stateful("count", CountWords)
+                .fields(&words, ["word"])
+                .replicas(replicas),
+        );
+        t.add(bolt("sink", WordSink).shuffle(&counted));
+        t.add(bolt("echo", LineEcho).shuffle(&lines));
+        t.add(windowed("window", WindowCount, Window::tumbling(Size::Count(10))).shuffle(&words));
+        let config = TopologyConfig {
+            checkpoint_interval: checkpointed.then(|| Duration::from_secs(1)),
+            ..TopologyConfig::default()
+        };
+        errors(t.guarantee(Guarantee::ExactlyOnce).config(config))
+    };
+    let refused = |errors: &[TopologyError]| -> Vec<String> {
+        errors
+            .iter()
+            .map(|e| match e {
+                TopologyError::GuaranteeUnsupported { component, .. } => component.clone(),
+                // `Replayable` cannot rewind: beside the point here.
+                TopologyError::NotRewindable { .. } => String::new(),
+                other => panic!("unexpected {other}"),
+            })
+            .collect()
+    };
+    let errors = build(1, false);
+    assert_eq!(refused(&errors), ["count", "sink", "window"], "{errors:?}");
+    assert!(
+        errors[1].to_string().contains("idempotent sink"),
+        "{}",
+        errors[1]
+    );
+    // `split` feeds others and `echo` is idempotent; replicated or checkpointed state survives.
+    assert_eq!(refused(&build(3, false)), ["sink", "window"]);
+    assert_eq!(refused(&build(1, true)), ["", "sink", "window"]);
+}
+
 #[test]
 fn at_least_once_with_a_plain_spout_warns() {
     let (mut t, lines) = with_spout("lines");

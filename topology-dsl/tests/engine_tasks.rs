@@ -78,7 +78,7 @@ fn a_forwarded_watermark_rides_only_on_batches_filled_after_it() {
     let batch = |ts: &[i64]| {
         Payload::local(TypedBatch {
             values: ts.iter().map(|&ts| R { ts }).collect(),
-            ids: vec![],
+            ..TypedBatch::default()
         })
     };
     task.execute_batch(0, TaskId(0), batch(&[10, 20, 30]), 0)
@@ -151,7 +151,7 @@ fn processing_time_windows_run_on_the_time_the_runtime_passes_in() {
     let batch = |n: i64| {
         Payload::local(TypedBatch {
             values: (0..n).map(|ts| R { ts }).collect(),
-            ids: vec![],
+            ..TypedBatch::default()
         })
     };
     let fired = |task: &mut Box<dyn BoltTask>| {
@@ -223,7 +223,7 @@ fn a_replicated_task_proposes_emits_what_its_group_answers_and_holds_marks_only_
     let batch = |ts: &[i64]| {
         Payload::local(TypedBatch {
             values: ts.iter().map(|&ts| R { ts }).collect(),
-            ids: vec![],
+            ..TypedBatch::default()
         })
     };
     let mut proposals = Vec::new();

@@ -221,6 +221,7 @@ impl BoltActor {
             Ok(Ok(outcome)) => {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
+                TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
                 if let Some(err) = outcome.first_error {
                     if outcome.executed == 0 {
                         // Not committed: leadership moved, or the group lost its quorum.
@@ -393,6 +394,7 @@ impl BoltActor {
             Ok(Ok(outcome)) => {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
+                TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
                 self.core
                     .histograms
                     .execute

@@ -262,7 +262,7 @@ mod tests {
     fn batch(n: usize) -> Payload {
         Payload::local(TypedBatch {
             values: vec![0u8; n],
-            ids: vec![],
+            ..TypedBatch::default()
         })
     }
 

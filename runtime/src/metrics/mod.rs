@@ -29,6 +29,7 @@ pub(crate) fn log_component(topology: &str, component: &str, m: &MetricsSnapshot
         window_fires = m.window_fires,
         late = m.late,
         open_windows = m.open_windows,
+        deduplicated = m.deduplicated,
         time_skew_ms = m.time_skew_ms,
         "metrics"
     );

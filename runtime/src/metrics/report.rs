@@ -123,6 +123,17 @@ impl fmt::Display for RunReport {
                 c.name, c.metrics.window_fires, c.metrics.late, c.metrics.open_windows,
             )?;
         }
+        for c in self
+            .components
+            .iter()
+            .filter(|c| c.metrics.deduplicated > 0)
+        {
+            writeln!(
+                f,
+                "  exactly-once `{}`: {} replays skipped (applied before)",
+                c.name, c.metrics.deduplicated,
+            )?;
+        }
         for c in self.components.iter().filter(|c| c.time_skew.count() > 0) {
             writeln!(
                 f,

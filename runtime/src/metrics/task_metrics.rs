@@ -39,6 +39,9 @@ pub struct TaskMetrics {
     pub time_skew_future: AtomicU64,
     /// Windows open now.
     pub open_windows: AtomicU64,
+    /// Replayed records a stateful task skipped under exactly-once (applied before: their
+    /// stored outputs were emitted again).
+    pub deduplicated: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -106,6 +109,7 @@ impl TaskMetrics {
             time_skew_max_ms: self.time_skew_max_ms.load(Ordering::Relaxed),
             time_skew_future: self.time_skew_future.load(Ordering::Relaxed),
             open_windows: self.open_windows.load(Ordering::Relaxed),
+            deduplicated: self.deduplicated.load(Ordering::Relaxed),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct MetricsSnapshot {
     pub time_skew_future: u64,
     /// Windows open now.
     pub open_windows: u64,
+    /// Replays skipped by stateful tasks (exactly-once).
+    pub deduplicated: u64,
 }
 
 impl MetricsSnapshot {
@@ -161,6 +167,7 @@ impl MetricsSnapshot {
         self.pending += other.pending;
         self.pending_max = self.pending_max.max(other.pending_max);
         self.window_fires += other.window_fires;
+        self.deduplicated += other.deduplicated;
         self.late += other.late;
         self.time_skew_ms = self.time_skew_ms.max(other.time_skew_ms);
         self.time_skew_max_ms = self.time_skew_max_ms.max(other.time_skew_max_ms);

@@ -4,17 +4,21 @@ use std::any::{Any, type_name};
 use std::marker::PhantomData;
 
 use crate::engine::EngineError;
+use crate::ids::TupleId;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 
 /// A batch of records of one type, with their ack-tree ids when the topology tracks tuples
-/// (`ids` is then parallel to `values`; otherwise it is empty).
+/// (`ids` is then parallel to `values`; otherwise it is empty) and their deterministic ids
+/// under exactly-once (`origins`, likewise).
 #[derive(Debug)]
 pub struct TypedBatch<T> {
     /// The records, in emit order.
     pub values: Vec<T>,
     /// The ack-tree ids of each record, or empty when untracked.
     pub ids: Vec<TupleIds>,
+    /// The deterministic id of each record under exactly-once, or empty.
+    pub origins: Vec<TupleId>,
 }
 
 impl<T> Default for TypedBatch<T> {
@@ -22,6 +26,7 @@ impl<T> Default for TypedBatch<T> {
         TypedBatch {
             values: Vec::new(),
             ids: Vec::new(),
+            origins: Vec::new(),
         }
     }
 }
@@ -139,10 +144,12 @@ impl<T> TypedCodec<T> {
 impl<T: Record> PayloadCodec for TypedCodec<T> {
     fn encode(&self, payload: &Payload) -> Result<Vec<u8>, EngineError> {
         let batch = payload.downcast_ref::<T>()?;
-        rmp_serde::to_vec(&(&batch.values, &batch.ids)).map_err(|e| EngineError::Codec {
-            record: type_name::<T>(),
-            action: "encode",
-            why: e.to_string(),
+        rmp_serde::to_vec(&(&batch.values, &batch.ids, &batch.origins)).map_err(|e| {
+            EngineError::Codec {
+                record: type_name::<T>(),
+                action: "encode",
+                why: e.to_string(),
+            }
         })
     }
 
@@ -152,7 +159,7 @@ impl<T: Record> PayloadCodec for TypedCodec<T> {
             action: "decode",
             why,
         };
-        let (values, ids): (Vec<T>, Vec<TupleIds>) =
+        let (values, ids, origins): (Vec<T>, Vec<TupleIds>, Vec<TupleId>) =
             rmp_serde::from_slice(bytes).map_err(|e| codec_error(e.to_string()))?;
         if !ids.is_empty() && ids.len() != values.len() {
             return Err(codec_error(format!(
@@ -161,7 +168,18 @@ impl<T: Record> PayloadCodec for TypedCodec<T> {
                 ids.len()
             )));
         }
-        Ok(Payload::local(TypedBatch { values, ids }))
+        if !origins.is_empty() && origins.len() != values.len() {
+            return Err(codec_error(format!(
+                "{} records but {} tuple ids",
+                values.len(),
+                origins.len()
+            )));
+        }
+        Ok(Payload::local(TypedBatch {
+            values,
+            ids,
+            origins,
+        }))
     }
 }
 
@@ -176,6 +194,7 @@ mod tests {
         let batch = TypedBatch {
             values: vec![(), (), ()],
             ids: vec![TupleIds::One((RootId(7), EdgeId(9))); 3],
+            origins: vec![TupleId(5), TupleId(6), TupleId(7)],
         };
         let bytes = codec.encode(&Payload::local(batch)).expect("encodes");
         let back = codec
@@ -185,13 +204,25 @@ mod tests {
             .expect("unit records");
         assert_eq!(back.values.len(), 3);
         assert_eq!(back.ids[2], TupleIds::One((RootId(7), EdgeId(9))));
+        assert_eq!(back.origins, [TupleId(5), TupleId(6), TupleId(7)]);
 
         let wrong = codec.encode(&Payload::local(TypedBatch::<String>::default()));
         assert!(matches!(wrong, Err(EngineError::PayloadType { .. })));
         assert!(codec.decode(&[0xc1, 0x00]).is_err());
-        let uneven =
-            rmp_serde::to_vec(&(vec![(), ()], vec![TupleIds::Untracked])).expect("encodes");
+        let uneven = rmp_serde::to_vec(&(
+            vec![(), ()],
+            vec![TupleIds::Untracked],
+            Vec::<TupleId>::new(),
+        ))
+        .expect("encodes");
         let err = codec.decode(&uneven).expect_err("uneven ids");
         assert!(err.to_string().contains("2 records but 1"), "{err}");
+        let uneven = rmp_serde::to_vec(&(vec![()], Vec::<TupleIds>::new(), vec![TupleId(1); 2]))
+            .expect("encodes");
+        let err = codec.decode(&uneven).expect_err("uneven tuple ids");
+        assert!(
+            err.to_string().contains("1 records but 2 tuple ids"),
+            "{err}"
+        );
     }
 }

@@ -46,9 +46,24 @@ pub(crate) struct Instance<'a> {
     pub(crate) replicated: bool,
     /// Whether the topology has windowed bolts (the only readers of watermarks).
     pub(crate) windowed: bool,
+    /// Whether tuples carry deterministic ids (exactly-once).
+    pub(crate) exact: bool,
+    /// Under exactly-once, how long a stateful task remembers the inputs it applied.
+    pub(crate) dedup_retention_ms: Option<i64>,
 }
 
 impl Instance<'_> {
+    /// The salt of this task's deterministic tuple ids, under exactly-once (a spout's own
+    /// message ids are its task's: its salt includes the task).
+    fn id_salt(&self, spout: bool) -> Option<u64> {
+        (self.exact && self.tracking_seed.is_some()).then(|| {
+            crate::ids::TupleId::salt(
+                &self.component.name,
+                spout.then(|| self.context.task_index()),
+            )
+        })
+    }
+
     /// The watermark generator of a task whose output record is `T`: from the component's
     /// event-time declaration, or (`untimed`) one that only says when a spout is done.
     fn clock<T: Record>(&self, untimed: bool) -> Result<Option<OutClock>, EngineError> {
@@ -84,10 +99,12 @@ pub(crate) trait ComponentCode: Send + Sync {
     /// The codec of the batches arriving on subscription `input` (none for a spout).
     fn input_codec(&self, input: usize) -> Option<Arc<dyn crate::engine::PayloadCodec>>;
     /// A fresh state machine of a stateful bolt's task (none for other components).
+    /// `dedup_retention_ms` (exactly-once): how long it remembers the inputs it applied.
     fn state_machine(
         &self,
         _streams: Arc<[Arc<str>]>,
         _task_index: u32,
+        _dedup_retention_ms: Option<i64>,
     ) -> Option<Box<dyn crate::engine::StateMachine>> {
         None
     }
@@ -98,6 +115,7 @@ pub(crate) fn build_streams<T: Record>(
     streams: Vec<StreamPlan>,
     sender_index: u32,
     tracked: bool,
+    exact: bool,
 ) -> Result<Vec<StreamOut<T>>, EngineError> {
     streams
         .into_iter()
@@ -105,7 +123,7 @@ pub(crate) fn build_streams<T: Record>(
             let routes = stream
                 .routes
                 .into_iter()
-                .map(|plan| build_route::<T>(plan, sender_index, tracked))
+                .map(|plan| build_route::<T>(plan, sender_index, tracked, exact))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(StreamOut {
                 name: stream.name,
@@ -120,6 +138,7 @@ fn build_route<T: Record>(
     plan: RoutePlan,
     sender_index: u32,
     tracked: bool,
+    exact: bool,
 ) -> Result<Route<T>, EngineError> {
     let key = match &plan.grouping {
         Grouping::Fields(names) => {
@@ -165,6 +184,7 @@ fn build_route<T: Record>(
         plan.setup.first_link,
         plan.setup.tasks,
         tracked,
+        exact,
     ))
 }
 
@@ -195,8 +215,9 @@ impl<S: Spout> ComponentCode for SpoutCode<S> {
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let tracked = i.tracking_seed.is_some();
         let clock = i.clock::<S::Out>(true)?;
-        let streams = build_streams::<S::Out>(i.streams, i.context.task_index(), tracked)?;
-        let mut emitter = Emitter::new(streams, i.batch_size, i.tracking_seed, false);
+        let salt = i.id_salt(true);
+        let streams = build_streams::<S::Out>(i.streams, i.context.task_index(), tracked, i.exact)?;
+        let mut emitter = Emitter::new(streams, i.batch_size, i.tracking_seed, salt, false);
         if let Some(clock) = clock {
             emitter = emitter.with_clock(clock);
         }
@@ -227,8 +248,9 @@ impl<B: Bolt> ComponentCode for BoltCode<B> {
     fn instantiate(&self, i: Instance<'_>) -> Result<Task, EngineError> {
         let tracked = i.tracking_seed.is_some();
         let clock = i.clock::<B::Out>(false)?;
-        let streams = build_streams::<B::Out>(i.streams, i.context.task_index(), tracked)?;
-        let mut out = Emitter::new(streams, i.batch_size, i.tracking_seed, B::MANUAL_ACK);
+        let salt = i.id_salt(false);
+        let streams = build_streams::<B::Out>(i.streams, i.context.task_index(), tracked, i.exact)?;
+        let mut out = Emitter::new(streams, i.batch_size, i.tracking_seed, salt, B::MANUAL_ACK);
         if let Some(clock) = clock {
             out = out.with_clock(clock);
         }
@@ -257,9 +279,10 @@ impl<B: StatefulBolt> ComponentCode for StatefulCode<B> {
         let tracked = i.tracking_seed.is_some();
         let names: Arc<[Arc<str>]> = i.streams.iter().map(|s| Arc::clone(&s.name)).collect();
         let index = i.context.task_index();
-        let streams = build_streams::<B::Out>(i.streams, index, tracked)?;
-        let out = Emitter::new(streams, i.batch_size, i.tracking_seed, false);
-        let core = StateCore::new(self.proto.instance(), names, index);
+        let salt = i.id_salt(false);
+        let streams = build_streams::<B::Out>(i.streams, index, tracked, i.exact)?;
+        let out = Emitter::new(streams, i.batch_size, i.tracking_seed, salt, false);
+        let core = StateCore::new(self.proto.instance(), names, index, i.dedup_retention_ms);
         Ok(Task::Bolt(Box::new(StatefulTaskImpl::new(
             core,
             i.replicated,
@@ -273,11 +296,13 @@ impl<B: StatefulBolt> ComponentCode for StatefulCode<B> {
         &self,
         streams: Arc<[Arc<str>]>,
         task_index: u32,
+        dedup_retention_ms: Option<i64>,
     ) -> Option<Box<dyn crate::engine::StateMachine>> {
         Some(Box::new(StateCore::new(
             self.proto.instance(),
             streams,
             task_index,
+            dedup_retention_ms,
         )))
     }
 }
@@ -307,18 +332,20 @@ impl<M: WindowMode> ComponentCode for WindowCode<M> {
             .into_iter()
             .partition(|s| window.late_stream && &*s.name == LATE_STREAM);
         let out = Emitter::new(
-            build_streams::<M::Out>(out_plans, index, tracked)?,
+            build_streams::<M::Out>(out_plans, index, tracked, false)?,
             i.batch_size,
             i.tracking_seed,
+            None,
             false,
         );
         let late = if late_plans.is_empty() {
             None
         } else {
             Some(Emitter::new(
-                build_streams::<M::In>(late_plans, index, tracked)?,
+                build_streams::<M::In>(late_plans, index, tracked, false)?,
                 i.batch_size,
                 i.tracking_seed.map(|s| s.rotate_left(17) ^ 0x5bd1_e995),
+                None,
                 false,
             ))
         };

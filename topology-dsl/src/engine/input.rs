@@ -35,6 +35,7 @@ impl<X: Record, In: Record + From<X>> InputAdapter<In> for Convert<X, In> {
         Ok(TypedBatch {
             values: batch.values.into_iter().map(In::from).collect(),
             ids: batch.ids,
+            origins: batch.origins,
         })
     }
 

@@ -33,7 +33,7 @@ pub(crate) mod window_task;
 
 pub use crate::window::{Channel, Mark};
 pub use batch::{Payload, PayloadCodec, TypedBatch};
-pub use stateful_task::{Proposal, StateMachine};
+pub use stateful_task::{Proposal, StateMachine, exported_state};
 
 use crate::component::{SpoutStatus, TaskError};
 use crate::ids::{MsgId, RootId, TaskId};
@@ -282,6 +282,9 @@ pub struct BatchOutcome {
     pub failed: u64,
     /// The first error of the batch, for the log.
     pub first_error: Option<TaskError>,
+    /// Records a stateful task skipped as replays of records it applied before
+    /// (exactly-once), their stored outputs emitted again.
+    pub skipped: u64,
 }
 
 impl BatchOutcome {

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::engine::{LinkId, Payload, TypedBatch};
+use crate::ids::TupleId;
 use crate::key_hasher::KeyHasher;
 use crate::record::Record;
 use crate::routing::Router;
@@ -60,6 +61,8 @@ pub(crate) struct Route<T> {
     /// trickle does not allocate full batches and a flood does not regrow them.
     capacity: Vec<usize>,
     tracked: bool,
+    /// Whether records carry deterministic tuple ids (exactly-once).
+    exact: bool,
 }
 
 /// The smallest capacity a batch starts with.
@@ -72,6 +75,7 @@ impl<T> Route<T> {
         first_link: LinkId,
         tasks: u32,
         tracked: bool,
+        exact: bool,
     ) -> Self {
         Route {
             router,
@@ -80,6 +84,7 @@ impl<T> Route<T> {
             buckets: (0..tasks).map(|_| TypedBatch::default()).collect(),
             capacity: vec![MIN_CAPACITY; tasks as usize],
             tracked,
+            exact,
         }
     }
 
@@ -90,6 +95,7 @@ impl<T> Route<T> {
         target: u32,
         value: T,
         ids: TupleIds,
+        origin: TupleId,
         batch_size: usize,
         ready: &mut Vec<(LinkId, Payload)>,
     ) where
@@ -103,10 +109,16 @@ impl<T> Route<T> {
             if self.tracked {
                 bucket.ids.reserve_exact(capacity);
             }
+            if self.exact {
+                bucket.origins.reserve_exact(capacity);
+            }
         }
         bucket.values.push(value);
         if self.tracked {
             bucket.ids.push(ids);
+        }
+        if self.exact {
+            bucket.origins.push(origin);
         }
         if bucket.values.len() >= batch_size {
             self.capacity[t] = batch_size;

@@ -11,7 +11,7 @@
 //!
 //! Both modes run the same code ([`StateCore::run`]), so a topology behaves the same in both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::engine::input::InputAdapter;
 use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
 };
-use crate::ids::TaskId;
+use crate::ids::{TaskId, TupleId};
 use crate::stateful::{StateEmitter, StatefulBolt};
 use crate::tuple::{Tuple, TupleIds};
 use crate::window::{Channel, Valve};
@@ -46,6 +46,11 @@ pub trait StateMachine: Send {
     fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Vec<u8>, EngineError>;
     /// The whole state, encoded.
     fn snapshot(&self) -> Result<Vec<u8>, EngineError>;
+    /// The user's state alone, encoded: what a run exports as the task's final state (under
+    /// exactly-once a snapshot also holds the ids applied).
+    fn export(&self) -> Result<Vec<u8>, EngineError> {
+        self.snapshot()
+    }
     /// Replaces the state with an encoded one.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError>;
 }
@@ -58,15 +63,77 @@ struct Command<In> {
     source: TaskId,
     input: u16,
     values: Vec<In>,
+    /// Under exactly-once, each input's deterministic id; otherwise empty.
+    #[serde(default)]
+    ids: Vec<TupleId>,
 }
 
 /// What executing one batch did: per input, whether it succeeded and how many records it
-/// emitted; then every emitted record (stream, record), in order.
+/// emitted; then every emitted record (stream, record), in order; and how many inputs were
+/// replays of inputs applied before (skipped, their stored outputs emitted again).
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct BatchResults<Out> {
     ok: Vec<bool>,
     emitted: Vec<u32>,
     outs: Vec<(u16, Out)>,
+    #[serde(default)]
+    skipped: u32,
+}
+
+/// Under exactly-once, what a stateful task remembers of the inputs it applied: per
+/// deterministic tuple id, the outputs it emitted for it, to emit them again for a replay
+/// instead of applying the input twice. Part of the state (replicated, snapshotted,
+/// checkpointed with it); an id is forgotten `retention_ms` of entry time after it was applied.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "Out: Serialize", deserialize = "Out: Deserialize<'de>"))]
+struct Applied<Out> {
+    outputs: BTreeMap<TupleId, Vec<(u16, Out)>>,
+    /// The ids in the order applied, with the entry time of their application.
+    order: VecDeque<(i64, TupleId)>,
+}
+
+impl<Out> Default for Applied<Out> {
+    fn default() -> Self {
+        Applied {
+            outputs: BTreeMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<Out> Applied<Out> {
+    /// Forgets the ids applied before `before` (entry time).
+    fn forget_before(&mut self, before: i64) {
+        while let Some(&(at, id)) = self.order.front() {
+            if at >= before {
+                break;
+            }
+            self.order.pop_front();
+            self.outputs.remove(&id);
+        }
+    }
+}
+
+/// A snapshot of a stateful task under exactly-once: the user's state and the ids applied,
+/// each encoded on its own so that the state can be exported without the ids
+/// ([`exported_state`]).
+#[derive(Serialize, Deserialize)]
+struct DedupSnapshot {
+    #[serde(with = "serde_bytes")]
+    state: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    applied: Vec<u8>,
+}
+
+/// The user's state in a stateful task's snapshot: the snapshot itself, or under exactly-once
+/// (`exact`) its state part (without the ids applied). Bad bytes are an error.
+pub fn exported_state(snapshot: &[u8], exact: bool) -> Result<Vec<u8>, EngineError> {
+    if !exact {
+        return Ok(snapshot.to_vec());
+    }
+    rmp_serde::from_slice::<DedupSnapshot>(snapshot)
+        .map(|s| s.state)
+        .map_err(|e| codec_error("stateful snapshot", "decode", e))
 }
 
 /// The user's bolt, its state, and what `execute` needs to run deterministically.
@@ -75,6 +142,8 @@ pub(crate) struct StateCore<B: StatefulBolt> {
     state: B::State,
     streams: Arc<[Arc<str>]>,
     task_index: u32,
+    /// Under exactly-once: the inputs applied, and how long they are remembered.
+    dedup: Option<(Applied<B::Out>, i64)>,
 }
 
 /// A seed from an entry's index, an input's place in it and the task: the same on every
@@ -90,32 +159,64 @@ fn entry_seed(index: u64, position: usize, task_index: u32) -> u64 {
 }
 
 impl<B: StatefulBolt> StateCore<B> {
-    pub(crate) fn new(bolt: B, streams: Arc<[Arc<str>]>, task_index: u32) -> Self {
+    /// A core with its state at `Default`; `dedup_retention_ms` (exactly-once) makes it
+    /// remember the inputs it applied for that long.
+    pub(crate) fn new(
+        bolt: B,
+        streams: Arc<[Arc<str>]>,
+        task_index: u32,
+        dedup_retention_ms: Option<i64>,
+    ) -> Self {
         StateCore {
             bolt,
             state: B::State::default(),
             streams,
             task_index,
+            dedup: dedup_retention_ms.map(|ms| (Applied::default(), ms)),
         }
     }
 
-    /// Executes every input of one batch (entry `index`) against the state.
+    /// Executes every input of one batch (entry `index`) against the state. Under
+    /// exactly-once an input whose id was applied before is skipped, and the outputs stored
+    /// for it are emitted again (so downstream gets them, whichever attempt reached it).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         source: TaskId,
         input: u16,
         values: Vec<B::In>,
+        ids: &[TupleId],
         time_ms: i64,
         index: u64,
         keep: bool,
     ) -> BatchResults<B::Out> {
         let mut ok = Vec::with_capacity(values.len());
         let mut emitted = Vec::with_capacity(values.len());
-        let mut out = StateEmitter::new(Arc::clone(&self.streams), time_ms, keep);
+        let mut skipped = 0;
+        // Every replica stores the outputs of what it applies: it must keep them to emit.
+        let dedup = self.dedup.as_mut().filter(|_| !ids.is_empty());
+        let mut out =
+            StateEmitter::new(Arc::clone(&self.streams), time_ms, keep || dedup.is_some());
+        let mut applied = dedup.map(|(applied, retention)| {
+            applied.forget_before(time_ms.saturating_sub(*retention));
+            applied
+        });
         for (position, value) in values.into_iter().enumerate() {
+            let id = ids.get(position).copied().unwrap_or_default();
+            if let Some(stored) = applied
+                .as_deref_mut()
+                .filter(|_| id.0 != 0)
+                .and_then(|a| a.outputs.get(&id))
+            {
+                out.replay(stored);
+                ok.push(true);
+                emitted.push(stored.len() as u32);
+                skipped += 1;
+                continue;
+            }
             out.next_input(entry_seed(index, position, self.task_index));
             let before = out.emitted();
-            let tuple = Tuple::new_untracked(value, source, input);
+            let tuple = Tuple::new_untracked(value, source, input).with_id(id);
             let (bolt, state) = (&self.bolt, &mut self.state);
             // A panic is that input's failure, the same on every replica; the state keeps
             // what `execute` changed before it.
@@ -125,11 +226,17 @@ impl<B: StatefulBolt> StateCore<B> {
             );
             ok.push(done);
             emitted.push((out.emitted() - before) as u32);
+            // Only a success counts as applied: a failed input is executed again on replay.
+            if let Some(a) = applied.as_deref_mut().filter(|_| done && id.0 != 0) {
+                a.outputs.insert(id, out.kept_since(before).to_vec());
+                a.order.push_back((time_ms, id));
+            }
         }
         BatchResults {
             ok,
             emitted,
             outs: out.into_outs(),
+            skipped,
         }
     }
 }
@@ -150,6 +257,7 @@ impl<B: StatefulBolt> StateMachine for StateCore<B> {
             cmd.source,
             cmd.input,
             cmd.values,
+            &cmd.ids,
             cmd.time_ms,
             index,
             answer,
@@ -162,13 +270,38 @@ impl<B: StatefulBolt> StateMachine for StateCore<B> {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, EngineError> {
+        let state = rmp_serde::to_vec(&self.state)
+            .map_err(|e| codec_error(std::any::type_name::<B::State>(), "encode", e))?;
+        let Some((applied, _)) = &self.dedup else {
+            return Ok(state);
+        };
+        let applied = rmp_serde::to_vec(applied)
+            .map_err(|e| codec_error(std::any::type_name::<B::Out>(), "encode", e))?;
+        rmp_serde::to_vec(&DedupSnapshot { state, applied })
+            .map_err(|e| codec_error("stateful snapshot", "encode", e))
+    }
+
+    fn export(&self) -> Result<Vec<u8>, EngineError> {
         rmp_serde::to_vec(&self.state)
             .map_err(|e| codec_error(std::any::type_name::<B::State>(), "encode", e))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
-        self.state = rmp_serde::from_slice(bytes)
-            .map_err(|e| codec_error(std::any::type_name::<B::State>(), "decode", e))?;
+        let decode_state = |bytes: &[u8]| {
+            rmp_serde::from_slice::<B::State>(bytes)
+                .map_err(|e| codec_error(std::any::type_name::<B::State>(), "decode", e))
+        };
+        match &mut self.dedup {
+            None => self.state = decode_state(bytes)?,
+            Some((applied, _)) => {
+                let snapshot: DedupSnapshot = rmp_serde::from_slice(bytes)
+                    .map_err(|e| codec_error("stateful snapshot", "decode", e))?;
+                let restored = rmp_serde::from_slice(&snapshot.applied)
+                    .map_err(|e| codec_error(std::any::type_name::<B::Out>(), "decode", e))?;
+                self.state = decode_state(&snapshot.state)?;
+                *applied = restored;
+            }
+        }
         Ok(())
     }
 }
@@ -182,7 +315,7 @@ enum Mode<B: StatefulBolt> {
     Replicated {
         next_seq: u64,
         proposals: Vec<Proposal>,
-        pending: BTreeMap<u64, Vec<TupleIds>>,
+        pending: BTreeMap<u64, (Vec<TupleIds>, Vec<TupleId>)>,
     },
 }
 
@@ -243,15 +376,19 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
     fn emit_results(
         &mut self,
         ids: Vec<TupleIds>,
+        origins: &[TupleId],
         results: BatchResults<B::Out>,
         outcome: &mut BatchOutcome,
     ) {
         let tracked = self.out.is_tracking() && !ids.is_empty();
         let mut ids = ids.into_iter();
+        let mut origins = origins.iter().copied();
         let mut outs = results.outs.into_iter();
+        outcome.skipped += u64::from(results.skipped);
         for (ok, n) in results.ok.into_iter().zip(results.emitted) {
             if tracked {
-                self.out.begin_input(ids.next().unwrap_or_default());
+                let origin = origins.next().unwrap_or_default();
+                self.out.begin_input(ids.next().unwrap_or_default(), origin);
             }
             for (stream, value) in outs.by_ref().take(n as usize) {
                 self.out.emit_on(usize::from(stream), value);
@@ -321,8 +458,16 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
         match &mut self.mode {
             Mode::Local { core, index } => {
                 *index += 1;
-                let results = core.run(source, input, batch.values, now_ms, *index, true);
-                self.emit_results(batch.ids, results, &mut outcome);
+                let results = core.run(
+                    source,
+                    input,
+                    batch.values,
+                    &batch.origins,
+                    now_ms,
+                    *index,
+                    true,
+                );
+                self.emit_results(batch.ids, &batch.origins, results, &mut outcome);
             }
             Mode::Replicated {
                 next_seq,
@@ -334,6 +479,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
                     source,
                     input,
                     values: batch.values,
+                    ids: batch.origins.clone(),
                 })
                 .map_err(|e| codec_error(std::any::type_name::<B::In>(), "encode", e))?;
                 *next_seq += 1;
@@ -341,7 +487,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
                     seq: *next_seq,
                     command,
                 });
-                pending.insert(*next_seq, batch.ids);
+                pending.insert(*next_seq, (batch.ids, batch.origins));
             }
         }
         Ok(outcome)
@@ -386,7 +532,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
                 "a commit for a task that is not replicated".into(),
             ));
         };
-        let Some(ids) = pending.remove(&seq) else {
+        let Some((ids, origins)) = pending.remove(&seq) else {
             return Ok(BatchOutcome::default());
         };
         let mut outcome = BatchOutcome::default();
@@ -394,7 +540,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
             rmp_serde::from_slice::<BatchResults<B::Out>>(&bytes).map_err(|e| e.to_string())
         });
         match results {
-            Ok(results) => self.emit_results(ids, results, &mut outcome),
+            Ok(results) => self.emit_results(ids, &origins, results, &mut outcome),
             Err(why) => {
                 // Not committed (not the leader, or the group lost its quorum): the inputs'
                 // trees fail and replay.
@@ -500,12 +646,16 @@ mod tests {
     }
 
     fn core() -> StateCore<Count> {
-        StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0)
+        StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0, None)
     }
 
     fn command(values: &[&str]) -> Vec<u8> {
+        command_at(7, values, &[])
+    }
+
+    fn command_at(time_ms: i64, values: &[&str], ids: &[u64]) -> Vec<u8> {
         let cmd = Command {
-            time_ms: 7,
+            time_ms,
             source: TaskId(1),
             input: 0,
             values: values
@@ -514,8 +664,95 @@ mod tests {
                     word: s.to_string(),
                 })
                 .collect::<Vec<_>>(),
+            ids: ids.iter().map(|&i| TupleId(i)).collect(),
         };
         rmp_serde::to_vec(&cmd).expect("encodes")
+    }
+
+    fn results(bytes: &[u8]) -> BatchResults<WordCount> {
+        rmp_serde::from_slice(bytes).expect("decodes")
+    }
+
+    fn wc(word: &str, count: u64) -> (u16, WordCount) {
+        (
+            0,
+            WordCount {
+                word: word.into(),
+                count,
+            },
+        )
+    }
+
+    #[test]
+    fn exactly_once_skips_a_replayed_input_and_emits_its_stored_outputs_again() {
+        let exact = || StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0, Some(1000));
+        let (mut leader, mut follower) = (exact(), exact());
+        let first = command_at(10, &["a", "b", "boom"], &[1, 2, 3]);
+        let r = results(&leader.apply(&first, 1, true).expect("applies"));
+        assert!(
+            follower
+                .apply(&first, 1, false)
+                .expect("applies")
+                .is_empty()
+        );
+        assert_eq!(r.outs, [wc("a", 1), wc("b", 1)]);
+        assert_eq!((r.ok.as_slice(), r.skipped), (&[true, true, false][..], 0));
+
+        // A replay of 1 and 3 (3 failed, so it runs again), beside a new input 4.
+        let replay = command_at(20, &["a", "boom", "a"], &[1, 3, 4]);
+        let r = results(&leader.apply(&replay, 2, true).expect("applies"));
+        assert_eq!(
+            r.outs,
+            [wc("a", 1), wc("a", 2)],
+            "1's output again, then 4's"
+        );
+        assert_eq!(r.emitted, [1, 0, 1]);
+        assert_eq!(r.skipped, 1);
+        assert!(
+            follower
+                .apply(&replay, 2, false)
+                .expect("applies")
+                .is_empty()
+        );
+        assert_eq!(leader.state.get("a"), Some(&2), "1 was not applied twice");
+        assert_eq!(
+            leader.snapshot().expect("snapshots"),
+            follower.snapshot().expect("snapshots"),
+            "a replica that did not propose remembers the same ids and outputs"
+        );
+
+        // A copy restored from the snapshot still skips 1 and 4.
+        let mut copy = exact();
+        copy.restore(&leader.snapshot().expect("snapshots"))
+            .expect("restores");
+        let r = results(
+            &copy
+                .apply(&command_at(30, &["a", "a"], &[4, 1]), 3, true)
+                .expect("applies"),
+        );
+        assert_eq!((r.skipped, r.outs), (2, vec![wc("a", 2), wc("a", 1)]));
+
+        // Past the retention (1000 ms of entry time) an id is forgotten and applies again.
+        let late = command_at(1015, &["a"], &[4]);
+        let r = results(&copy.apply(&late, 4, true).expect("applies"));
+        assert_eq!(
+            (r.skipped, r.outs),
+            (1, vec![wc("a", 2)]),
+            "applied at 20: kept until 1020"
+        );
+        let later = command_at(1031, &["a"], &[1]);
+        let r = results(&copy.apply(&later, 5, true).expect("applies"));
+        assert_eq!(
+            (r.skipped, r.outs),
+            (0, vec![wc("a", 3)]),
+            "applied at 10: forgotten"
+        );
+
+        // The exported state is the user's state alone.
+        let exported = exported_state(&copy.snapshot().expect("snapshots"), true).expect("exports");
+        let state: KeyedState<String, u64> = rmp_serde::from_slice(&exported).expect("the state");
+        assert_eq!(state.get("a"), Some(&3));
+        assert!(exported_state(b"\xc1", true).is_err());
     }
 
     #[test]

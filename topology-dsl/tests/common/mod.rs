@@ -80,6 +80,8 @@ pub struct LineEcho;
 impl Bolt for LineEcho {
     type In = Line;
     type Out = Line;
+    // It changes nothing, however often it runs.
+    const IDEMPOTENT: bool = true;
     fn execute(&mut self, _t: Tuple<Line>, _out: &mut Emitter<Line>) -> Result<(), TaskError> {
         Ok(())
     }

@@ -407,8 +407,8 @@ impl ReplicatedTask {
                 replica.wait_applied(last, settle).await;
             }
             let status = replica.status();
-            let state = replica.read(|s| s.snapshot());
-            if let (Ok(bytes), Some(path)) = (&state, &export) {
+            let (state, exported) = replica.read(|s| (s.snapshot(), s.machine.export()));
+            if let (Ok(bytes), Some(path)) = (&exported, &export) {
                 if let Err(e) = write_export(path, bytes) {
                     tracing::warn!(path = %path.display(), error = %e, "final state not exported");
                 }

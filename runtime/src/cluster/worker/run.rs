@@ -851,7 +851,12 @@ impl TopologyRun {
         for (task, saved) in &checkpoint.tasks {
             if let TaskSnapshot::State(bytes) = saved {
                 let path = super::replicated::export_path(dir, &shared.run, *task, shared.me);
-                if let Err(e) = super::replicated::write_export(&path, bytes) {
+                let written = shared
+                    .topology
+                    .exported_state(bytes)
+                    .map_err(std::io::Error::other)
+                    .and_then(|bytes| super::replicated::write_export(&path, &bytes));
+                if let Err(e) = written {
                     tracing::warn!(path = %path.display(), error = %e, "final state not exported");
                 }
             }
