@@ -34,8 +34,16 @@ pub struct Report {
     pub lost_output: u64,
     /// Of those, missing from the state.
     pub lost_state: u64,
-    /// Deliveries beyond the first of a part (replays, allowed under at-least-once).
+    /// Deliveries beyond the first of a part (replays, allowed under at-least-once). Under
+    /// exactly-once a delivery that repeats an earlier delivery's tuple id is a rewrite of the
+    /// same key in the idempotent sink, not a duplicate.
     pub duplicated: u64,
+    /// Deliveries that repeated an earlier delivery's tuple id (exactly-once: absorbed by the
+    /// idempotent sink).
+    pub rewrites: u64,
+    /// Rewrites whose record differs from the first write of that tuple id: the ids are not
+    /// deterministic, and an idempotent sink would have overwritten one output with another.
+    pub conflicting: u64,
     /// Parts seen in the output or the state whose id was never attempted.
     pub unexpected: u64,
     /// Ids seen whole in the output though never acked (their ack was lost, or their source
@@ -55,7 +63,7 @@ impl Report {
     /// Whether the run kept the at-least-once guarantee: nothing lost, nothing invented, and
     /// the replicas agree.
     pub fn at_least_once(&self) -> bool {
-        self.lost == 0 && self.unexpected == 0 && self.replicas_agree
+        self.lost == 0 && self.unexpected == 0 && self.conflicting == 0 && self.replicas_agree
     }
 }
 
@@ -81,9 +89,19 @@ pub fn check(history: &History, states: &[ReplicaState], groups: u32, replicas: 
     let acked: HashSet<u64> = history.acked.iter().copied().collect();
     r.acked = acked.len() as u64;
 
+    // Per (id, part), its writes; a delivery with a tuple id seen before rewrites that key.
     let mut delivered: HashMap<(u64, u8), u64> = HashMap::new();
-    for d in &history.delivered {
-        *delivered.entry(*d).or_default() += 1;
+    let mut tuples: HashMap<u64, (u64, u8)> = HashMap::new();
+    for &(id, part, tuple) in &history.delivered {
+        if tuple != 0 {
+            if let Some(first) = tuples.get(&tuple) {
+                r.rewrites += 1;
+                r.conflicting += u64::from(*first != (id, part));
+                continue;
+            }
+            tuples.insert(tuple, (id, part));
+        }
+        *delivered.entry((id, part)).or_default() += 1;
     }
     r.duplicated = delivered.values().map(|n| n - 1).sum();
 
@@ -180,7 +198,7 @@ mod tests {
         let mut groups = [Applied::default(), Applied::default()];
         for id in 0..n {
             for part in 0..2u8 {
-                h.delivered.push((id, part));
+                h.delivered.push((id, part, 0));
                 groups[part as usize].apply(id, part);
             }
         }
@@ -217,7 +235,7 @@ mod tests {
     #[test]
     fn a_run_that_lost_an_acked_record_from_the_output_fails() {
         let (mut h, s) = clean(100);
-        h.delivered.retain(|d| *d != (42, 1));
+        h.delivered.retain(|d| *d != (42, 1, 0));
         let r = check(&h, &s, 2, 3);
         assert_eq!((r.lost, r.lost_output, r.lost_state), (1, 1, 0));
         assert_eq!(r.lost_sample, vec![42]);
@@ -251,19 +269,48 @@ mod tests {
     #[test]
     fn doubled_deliveries_are_counted_not_failed() {
         let (mut h, s) = clean(100);
-        h.delivered.push((3, 0));
-        h.delivered.push((3, 0));
-        h.delivered.push((4, 1));
+        h.delivered.push((3, 0, 0));
+        h.delivered.push((3, 0, 0));
+        h.delivered.push((4, 1, 0));
         let r = check(&h, &s, 2, 3);
         assert_eq!(r.duplicated, 3);
         assert!(r.at_least_once());
     }
 
+    /// The clean run with tuple ids, as an exactly-once sink writes it.
+    fn with_tuple_ids(h: &mut History) {
+        for (i, d) in h.delivered.iter_mut().enumerate() {
+            d.2 = 1000 + i as u64;
+        }
+    }
+
+    #[test]
+    fn a_repeated_tuple_id_is_a_rewrite_and_a_new_one_a_duplicate() {
+        let (mut h, s) = clean(100);
+        with_tuple_ids(&mut h);
+        let first = h.delivered[6];
+        h.delivered.push(first);
+        let r = check(&h, &s, 2, 3);
+        assert_eq!((r.duplicated, r.rewrites, r.conflicting), (0, 1, 0));
+        assert!(r.at_least_once());
+
+        // The same record under another tuple id: two writes of one output.
+        h.delivered.push((first.0, first.1, 99));
+        let r = check(&h, &s, 2, 3);
+        assert_eq!((r.duplicated, r.rewrites), (1, 1));
+
+        // A tuple id rewritten with another record: the ids are not deterministic.
+        h.delivered.push((7, 0, first.2));
+        let r = check(&h, &s, 2, 3);
+        assert_eq!(r.conflicting, 1);
+        assert!(!r.at_least_once());
+    }
+
     #[test]
     fn invented_records_are_unexpected() {
         let (mut h, mut s) = clean(100);
-        h.delivered.push((5000, 0));
-        h.delivered.push((3, 2));
+        h.delivered.push((5000, 0, 0));
+        h.delivered.push((3, 2, 0));
         let mut g = Applied::default();
         for id in 0..100 {
             g.apply(id, 0);

@@ -55,6 +55,9 @@ pub struct Options {
     pub bin: PathBuf,
     /// Make the sink lose every n-th delivery (0: none): a run that must fail the check.
     pub sink_drops: u64,
+    /// Make the sink record random tuple ids (not idempotent): under exactly-once, a run that
+    /// must fail the check.
+    pub sink_random_ids: bool,
 }
 
 /// Replicas per counter group.
@@ -110,6 +113,11 @@ pub struct Outcome {
     pub rollback_ms: Vec<f64>,
     /// Such kills after which the run did not deliver again within 60 s.
     pub unrecovered: u32,
+    /// Submitting clients SIGKILLed mid-submission (the driver-kill scenario).
+    pub driver_kills: u32,
+    /// Whether one of them had handed its submission over (it committed, once; otherwise
+    /// the retry submitted it).
+    pub driver_committed: bool,
 }
 
 impl Outcome {
@@ -145,12 +153,13 @@ impl Outcome {
         format!(
             "RESULT scenario={} seed={} guarantee={} attempted={} acked={} lost={} duplicated={} \
              unexpected={} replicas_agree={} kills={} failover_p99_ms={:.0} ok={} \
-             recovered={} applied_again={} faults={} failovers={} failovers_unseen={} \
+             recovered={} applied_again={} rewrites={} conflicting={} faults={} failovers={} failovers_unseen={} \
              failover_p50_ms={:.0} \
              failover_max_ms={:.0} \
              throughput={:.0} offered={:.0}{} replaced={} unreplaced={} replace_max_ms={:.0} \
              repairs={} rejoined={} unrejoined={} rejoin_max_ms={:.0} rollbacks={} \
-             unrecovered={} rollback_p50_ms={:.0} rollback_max_ms={:.0} steps={} skipped={} \
+             unrecovered={} rollback_p50_ms={:.0} rollback_max_ms={:.0} driver_kills={} \
+             driver_committed={} steps={} skipped={} \
              crashes={} torn={} seconds={:.1} dir={}",
             o.scenario.name(),
             o.seed,
@@ -166,6 +175,8 @@ impl Outcome {
             self.ok(),
             r.recovered,
             r.applied_again,
+            r.rewrites,
+            r.conflicting,
             self.faults,
             self.failover_ms.len(),
             self.failover_unseen,
@@ -187,6 +198,8 @@ impl Outcome {
             self.unrecovered,
             percentile(&self.rollback_ms, 0.5),
             self.rollback_ms.iter().copied().fold(0.0, f64::max),
+            self.driver_kills,
+            self.driver_committed,
             self.steps,
             self.skipped,
             self.crashes.len(),
@@ -583,6 +596,92 @@ fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
         .collect()
 }
 
+/// What killing the submitting client did.
+#[derive(Clone, Copy, Debug, Default)]
+struct DriverKills {
+    /// Clients SIGKILLed while they submitted.
+    kills: u32,
+    /// Whether a killed client's submission committed (the topology runs).
+    committed: bool,
+}
+
+/// Runs `tempest-chaos submit` as a child process and SIGKILLs it 0-40 ms in (seeded), up
+/// to five times or until a killed one's submission committed. After each kill the manager
+/// holds the topology once or not at all; the caller's retry then tells which, and must agree.
+fn kill_drivers(
+    c: &mut Cluster,
+    o: &Options,
+    args: &BTreeMap<String, String>,
+) -> anyhow::Result<DriverKills> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed ^ 0xd1e5);
+    let mut d = DriverKills::default();
+    for attempt in 0..5 {
+        let node = attempt % c.procs.nodes.len();
+        let mut cmd = std::process::Command::new(&o.bin);
+        cmd.args(["submit", TOPOLOGY, "--node", &c.procs.nodes[node].addr])
+            .arg("--secret-file")
+            .arg(&c.procs.secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in args {
+            cmd.arg("--arg").arg(format!("{k}={v}"));
+        }
+        let mut child = cmd.spawn().context("the driver did not start")?;
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..=40)));
+        // `kill` is SIGKILL; a driver that finished already is reaped all the same.
+        let _ = child.kill();
+        child.wait()?;
+        d.kills += 1;
+        // Give a submission the driver handed over time to commit, then look.
+        std::thread::sleep(Duration::from_millis(500));
+        let status = AdminRequest::Status {
+            name: Some(TOPOLOGY.into()),
+        };
+        let runs = match c.call(&status, Duration::from_secs(5)) {
+            // No topology of that name yet.
+            Err(_) => 0,
+            Ok(AdminReply::Status(views)) => views
+                .iter()
+                .filter(|v| v.name == TOPOLOGY && v.status == TopologyStatus::Running)
+                .count(),
+            Ok(other) => anyhow::bail!("status: {other:?}"),
+        };
+        anyhow::ensure!(runs <= 1, "{runs} runs of one submission");
+        tracing::info!(
+            attempt,
+            committed = runs == 1,
+            "a driver killed mid-submission"
+        );
+        if runs == 1 {
+            d.committed = true;
+            break;
+        }
+    }
+    Ok(d)
+}
+
+/// The node indexes running a sink task now: the running processes that opened a sink file
+/// (a sink task moves only when its node dies, and a restarted node has a new pid).
+fn sink_nodes(c: &mut Cluster, output: &Path) -> Vec<usize> {
+    let mut pids = BTreeSet::new();
+    if let Ok(d) = std::fs::read_dir(output) {
+        for e in d.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("sink-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                pids.insert(pid);
+            }
+        }
+    }
+    (0..c.procs.nodes.len())
+        .filter(|i| c.procs.running(*i) && c.procs.pid(*i).is_some_and(|p| pids.contains(&p)))
+        .collect()
+}
+
 /// What the steps measured.
 #[derive(Default)]
 struct Figures {
@@ -775,6 +874,29 @@ fn run_step(
             found.ok().map(|v| {
                 restart.push(v);
                 format!("SIGKILL n{} (runs a source task)", v + 1)
+            })
+        }
+        Fault::KillSink => {
+            let found = poll("a sink task", Duration::from_secs(5), || {
+                Ok(pick(&sink_nodes(c, output)))
+            });
+            found.ok().map(|v| {
+                restart.push(v);
+                format!("SIGKILL n{} (runs a sink task)", v + 1)
+            })
+        }
+        Fault::CutSink => {
+            let found = poll("a sink task", Duration::from_secs(5), || {
+                Ok(pick(&sink_nodes(c, output)))
+            });
+            found.ok().map(|v| {
+                let cut = LinkFaults {
+                    refuse: true,
+                    ..LinkFaults::HEALTHY
+                };
+                c.set_links(v, cut, cut);
+                relink = true;
+                format!("partition n{} (runs a sink task) from every node", v + 1)
             })
         }
         Fault::KillManager => {
@@ -1105,21 +1227,34 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         guarantee: o.guarantee,
         message_timeout: Duration::from_secs(5),
         sink_drops: o.sink_drops,
+        sink_random_ids: o.sink_random_ids,
         checkpoint_ms: if rollback { 500 } else { 0 },
     };
     let submitted = Instant::now();
+    let driver = if o.scenario == Scenario::DriverKill {
+        kill_drivers(&mut c, o, &topology.args())?
+    } else {
+        DriverKills::default()
+    };
     // One submission, with time to commit: a retry through another node could be refused as
-    // a duplicate of one that did commit.
-    match c.call(
+    // a duplicate of one that did commit. After killed drivers it is that retry: refused
+    // exactly when one of them committed.
+    let submission = c.call(
         &AdminRequest::Submit {
             topology: TOPOLOGY.into(),
             name: TOPOLOGY.into(),
             args: topology.args(),
         },
         Duration::from_secs(15),
-    )? {
-        AdminReply::Submitted { .. } => {}
-        other => anyhow::bail!("the submission was refused: {other:?}"),
+    );
+    match submission {
+        Ok(AdminReply::Submitted { .. }) if !driver.committed => {}
+        Ok(AdminReply::Submitted { .. }) => {
+            anyhow::bail!("a killed driver's submission committed, and the retry ran it again")
+        }
+        Err(e) if driver.committed && e.to_string().contains("already running") => {}
+        Ok(other) => anyhow::bail!("the submission was refused: {other:?}"),
+        Err(e) => return Err(e.context("the submission failed")),
     }
     let expected = (o.groups * replicas) as usize;
     if !rollback {
@@ -1248,6 +1383,8 @@ pub fn run(o: &Options) -> anyhow::Result<Outcome> {
         repairs,
         rollback_ms: figures.rollback_ms,
         unrecovered: figures.unrecovered,
+        driver_kills: driver.kills,
+        driver_committed: driver.committed,
     })
 }
 

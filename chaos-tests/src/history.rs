@@ -8,7 +8,9 @@
 //!   reached the sink is always known as attempted), `k ID` when the tree of `ID` completed,
 //!   `f ID` when it failed (it is emitted again), `d` when the task ended.
 //! - A sink task incarnation writes `sink-<pid>-<random>.log` in the output directory: `ID PART`
-//!   for every record it received, written before the record is acked.
+//!   for every record it received, written before the record is acked, and under exactly-once
+//!   `ID PART TUPLE`, the record's deterministic tuple id in hex (the key of an idempotent
+//!   sink's upsert: a second line with the same tuple id rewrites the first).
 //!
 //! A record id is `instance << 32 | sequence`: a source task draws a random instance when it
 //! starts, so a source restarted elsewhere never reuses an id.
@@ -30,8 +32,9 @@ pub struct History {
     pub sources: u64,
     /// Source task incarnations that ended.
     pub sources_done: u64,
-    /// Every (id, part) the sinks received, once per delivery.
-    pub delivered: Vec<(u64, u8)>,
+    /// Every (id, part, tuple id) the sinks received, once per delivery (tuple id 0: none,
+    /// under the other guarantees).
+    pub delivered: Vec<(u64, u8, u64)>,
     /// Lines that did not parse (cut short by a kill).
     pub torn: u64,
 }
@@ -73,8 +76,16 @@ pub fn read(history_dir: &Path, output_dir: &Path) -> std::io::Result<History> {
         h.torn += u64::from(cut);
         for line in lines {
             let mut f = line.split_ascii_whitespace();
-            match (f.next().map(str::parse), f.next().map(str::parse), f.next()) {
-                (Some(Ok(id)), Some(Ok(part)), None) => h.delivered.push((id, part)),
+            let tuple = match f.nth(2).map(|t| u64::from_str_radix(t, 16)) {
+                None => Ok(0),
+                Some(Ok(t)) if t != 0 => Ok(t),
+                Some(_) => Err(()),
+            };
+            let mut f = line.split_ascii_whitespace();
+            match (f.next().map(str::parse), f.next().map(str::parse), tuple) {
+                (Some(Ok(id)), Some(Ok(part)), Ok(tuple)) if f.nth(1).is_none() => {
+                    h.delivered.push((id, part, tuple))
+                }
                 _ => h.torn += 1,
             }
         }
@@ -173,9 +184,13 @@ impl SinkLog {
         })
     }
 
-    /// Records a delivery and writes it through (before the record is acked).
-    pub fn delivered(&mut self, id: u64, part: u8) -> std::io::Result<()> {
-        writeln!(self.file, "{id} {part}")?;
+    /// Records a delivery, with its tuple id when it has one, and writes it through (before
+    /// the record is acked).
+    pub fn delivered(&mut self, id: u64, part: u8, tuple: Option<u64>) -> std::io::Result<()> {
+        match tuple {
+            Some(t) => writeln!(self.file, "{id} {part} {t:x}")?,
+            None => writeln!(self.file, "{id} {part}")?,
+        }
         self.file.flush()
     }
 }
@@ -195,16 +210,19 @@ mod tests {
         s.acked(12)?;
         s.done()?;
         let mut k = SinkLog::create(&out)?;
-        k.delivered(11, 0)?;
-        k.delivered(11, 1)?;
-        std::fs::write(out.join("sink-1-cut.log"), "12 0\n12")?;
+        k.delivered(11, 0, None)?;
+        k.delivered(11, 1, Some(0xab))?;
+        std::fs::write(
+            out.join("sink-1-cut.log"),
+            "12 0\n12 1 zz\n12 1 0\n12 1 5 6\n12",
+        )?;
         // An inverted range (a line cut short and completed by chance) is refused.
         std::fs::write(hist.join("source-2-cut.log"), "a 50 40\nk 7")?;
         let h = read(&hist, &out)?;
         assert_eq!(h.attempted, std::iter::once(10..20).collect::<Vec<_>>());
         assert_eq!(h.acked, vec![11, 12]);
-        assert_eq!((h.failed, h.sources, h.sources_done, h.torn), (1, 2, 1, 3));
-        assert_eq!(h.delivered.len(), 3);
+        assert_eq!((h.failed, h.sources, h.sources_done, h.torn), (1, 2, 1, 6));
+        assert_eq!(h.delivered, [(12, 0, 0), (11, 0, 0), (11, 1, 0xab)]);
         Ok(())
     }
 }

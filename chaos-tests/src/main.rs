@@ -152,6 +152,7 @@ fn run(args: RunArgs) -> ExitCode {
             dir: root.join(format!("{}-seed{}-{stamp}", scenario.name(), args.seed)),
             bin: bin.clone(),
             sink_drops: 0,
+            sink_random_ids: false,
         };
         eprintln!(
             "running {} (seed {}, load {:?}) in {}",

@@ -49,6 +49,11 @@ pub enum Fault {
     /// SIGKILL a node running tasks of a checkpointed run (whose counter is not replicated);
     /// restart it after the hold. The run rolls back to its last checkpoint on every node.
     KillCheckpointed,
+    /// SIGKILL a node running a sink task; restart it after the hold.
+    KillSink,
+    /// Cut a node running a sink task from every other node, both ways; heal after the hold:
+    /// the connection to the sink is lost.
+    CutSink,
     /// No fault: the cluster runs undisturbed for the hold.
     Quiet,
 }
@@ -64,7 +69,8 @@ impl Fault {
             | Fault::CorruptLog
             | Fault::WipeDisk
             | Fault::LoseNode
-            | Fault::KillCheckpointed => 1,
+            | Fault::KillCheckpointed
+            | Fault::KillSink => 1,
             Fault::KillGroup => replicas,
             _ => 0,
         }
@@ -120,13 +126,20 @@ pub enum Scenario {
     LostNode,
     /// Nodes of a checkpointed run (its counter not replicated) SIGKILLed: rollback recovery.
     Rollback,
+    /// The nodes of the sink tasks SIGKILLed.
+    SinkKill,
+    /// The nodes of the sink tasks cut from the others.
+    SinkCut,
+    /// The submitting client SIGKILLed mid-submission (the submission happens once or not
+    /// at all), then the nodes of the source tasks SIGKILLed.
+    DriverKill,
     /// A random mix of all of these, and quiet spells.
     Soak,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::LeaderKill,
         Scenario::FollowerKill,
         Scenario::PausedLeader,
@@ -138,6 +151,9 @@ impl Scenario {
         Scenario::CorruptLog,
         Scenario::WipedDisk,
         Scenario::LostNode,
+        Scenario::SinkKill,
+        Scenario::SinkCut,
+        Scenario::DriverKill,
         Scenario::Rollback,
         Scenario::Soak,
     ];
@@ -157,6 +173,9 @@ impl Scenario {
             Scenario::WipedDisk => "wiped-disk",
             Scenario::LostNode => "lost-node",
             Scenario::Rollback => "rollback",
+            Scenario::SinkKill => "sink-kill",
+            Scenario::SinkCut => "sink-cut",
+            Scenario::DriverKill => "driver-kill",
             Scenario::Soak => "soak",
         }
     }
@@ -194,6 +213,13 @@ impl Scenario {
             Scenario::Rollback => {
                 "SIGKILL a node of a checkpointed run whose counter is not replicated, restart it: the run rolls back to its last checkpoint; repeat"
             }
+            Scenario::SinkKill => "SIGKILL a node running a sink task, restart it; repeat",
+            Scenario::SinkCut => {
+                "cut a node running a sink task from every other node, then heal; repeat"
+            }
+            Scenario::DriverKill => {
+                "SIGKILL the submitting client mid-submission (once or not at all), then SIGKILL source nodes; repeat"
+            }
             Scenario::Soak => {
                 "a seeded random mix of every fault above on the replicated run, with quiet spells"
             }
@@ -228,9 +254,13 @@ impl Scenario {
             Scenario::WipedDisk => Fault::WipeDisk,
             Scenario::LostNode => Fault::LoseNode,
             Scenario::Rollback => Fault::KillCheckpointed,
+            Scenario::SinkKill => Fault::KillSink,
+            Scenario::SinkCut => Fault::CutSink,
+            // The driver is killed while it submits, before the schedule starts.
+            Scenario::DriverKill => Fault::KillSource,
             Scenario::Soak => {
                 // Every other scenario's faults on the replicated run (rollback's need a
-                // checkpointed one; the soak is last).
+                // checkpointed one; rollback and the soak are last).
                 let pool = &Scenario::ALL[..Scenario::ALL.len() - 2];
                 // About a quarter of the time, nothing.
                 if rng.random_bool(0.25) {
@@ -262,7 +292,9 @@ pub fn schedule(scenario: Scenario, seed: u64, load: Duration) -> Vec<Step> {
             | Fault::KillManager
             | Fault::CorruptLog
             | Fault::WipeDisk
-            | Fault::KillCheckpointed => rng.random_range(300..=1500),
+            | Fault::KillCheckpointed
+            | Fault::KillSink => rng.random_range(300..=1500),
+            Fault::CutSink => rng.random_range(1000..=2500),
             // Past the harness's replace timeout (4 s) and the new replica's catching up.
             Fault::LoseNode => rng.random_range(5000..=7000),
             Fault::KillGroup => rng.random_range(500..=1500),

@@ -266,6 +266,8 @@ pub struct Sink {
     log: Option<SinkLog>,
     /// Acks every `drop_every`-th delivery without recording it (0: never).
     drop_every: u64,
+    /// Records a random tuple id instead of the delivery's (not idempotent).
+    random_ids: bool,
     seen: u64,
 }
 
@@ -276,6 +278,7 @@ impl Clone for Sink {
             dir: self.dir.clone(),
             log: None,
             drop_every: self.drop_every,
+            random_ids: self.random_ids,
             seen: 0,
         }
     }
@@ -284,6 +287,8 @@ impl Clone for Sink {
 impl Bolt for Sink {
     type In = Delivery;
     type Out = ();
+    // Under exactly-once each line carries the tuple id, the key the checker upserts by.
+    const IDEMPOTENT: bool = true;
 
     fn prepare(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
         self.log = Some(
@@ -303,7 +308,14 @@ impl Bolt for Sink {
         if self.drop_every > 0 && self.seen % self.drop_every == 0 {
             return Ok(());
         }
-        log.delivered(d.id, d.part)
+        let tuple = t.id().map(|id| {
+            if self.random_ids {
+                rand::random::<u64>() | 1
+            } else {
+                id.0
+            }
+        });
+        log.delivered(d.id, d.part, tuple)
             .map_err(|e| TaskError::new(format!("sink: {e}")))
     }
 }
@@ -334,6 +346,10 @@ pub struct ChaosTopology {
     /// A deliberately lossy sink: it acks every `sink_drops`-th delivery without recording
     /// it (0, the default: it loses nothing). For testing the checker on a run that lost data.
     pub sink_drops: u64,
+    /// A deliberately faulty sink: it records random tuple ids, so that under exactly-once a
+    /// replay shows as a second write (false, the default). For testing the checker on a run
+    /// that wrote twice.
+    pub sink_random_ids: bool,
     /// Take a checkpoint this often (0, the default: none). The counter then recovers by
     /// rolling back to them, and must have one replica.
     pub checkpoint_ms: u64,
@@ -343,7 +359,7 @@ impl ChaosTopology {
     /// Reads the options from submission arguments: `history` and `output` (required
     /// directories), `end_ms` (required), `rate` (500), `sources` (2), `groups` (4), `replicas`
     /// (3), `state` (disk), `guarantee` (at-least-once), `message_timeout_ms` (5000),
-    /// `sink_drops` (0), `checkpoint_ms` (0: none).
+    /// `sink_drops` (0), `sink_random_ids` (false), `checkpoint_ms` (0: none).
     pub fn from_args(args: &TopologyArgs) -> Result<Self, String> {
         let required = |k: &str| {
             args.get(k)
@@ -364,6 +380,7 @@ impl ChaosTopology {
             guarantee: args.parse_or("guarantee", Guarantee::AtLeastOnce)?,
             message_timeout: Duration::from_millis(args.parse_or("message_timeout_ms", 5000u64)?),
             sink_drops: args.parse_or("sink_drops", 0u64)?,
+            sink_random_ids: args.parse_or("sink_random_ids", false)?,
             checkpoint_ms: args.parse_or("checkpoint_ms", 0u64)?,
         })
     }
@@ -385,6 +402,7 @@ impl ChaosTopology {
                 self.message_timeout.as_millis().to_string(),
             ),
             ("sink_drops", self.sink_drops.to_string()),
+            ("sink_random_ids", self.sink_random_ids.to_string()),
             ("checkpoint_ms", self.checkpoint_ms.to_string()),
         ]
         .into_iter()
@@ -422,6 +440,7 @@ impl ChaosTopology {
                     dir: self.output.clone(),
                     log: None,
                     drop_every: self.sink_drops,
+                    random_ids: self.sink_random_ids,
                     seen: 0,
                 },
             )
@@ -483,6 +502,7 @@ mod tests {
             guarantee: Guarantee::AtLeastOnce,
             message_timeout: Duration::from_secs(2),
             sink_drops: 0,
+            sink_random_ids: false,
             checkpoint_ms: 0,
         };
         let back = ChaosTopology::from_args(&TopologyArgs(t.args())).expect("parses");

@@ -1,4 +1,5 @@
-//! The short version of every chaos scenario (about two minutes in all, for CI): real node
+//! The short version of every chaos scenario (about four minutes in all, for CI), the
+//! replicated ones under at-least-once and the exactly-once additions under exactly-once: real node
 //! processes, real SIGKILLs, SIGSTOPs and cut links, and the checker's verdict. One scenario
 //! at a time (the machine has two cores). A failing run keeps its directory and names it, with
 //! the seed that replays it.
@@ -18,7 +19,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_tempest-chaos");
 /// One run at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn run(scenario: Scenario, seed: u64, load_s: u64, sink_drops: u64) -> anyhow::Result<Outcome> {
+/// A deliberately faulty sink, to show the checker a run that broke its guarantee.
+#[derive(Clone, Copy, PartialEq)]
+enum Faulty {
+    No,
+    /// Acks every `n`-th delivery without recording it.
+    Drops(u64),
+    /// Records a random tuple id instead of the delivery's (a sink that is not idempotent).
+    RandomIds,
+}
+
+fn run(
+    scenario: Scenario,
+    seed: u64,
+    load_s: u64,
+    guarantee: Guarantee,
+    faulty: Faulty,
+) -> anyhow::Result<Outcome> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::Builder::new()
         .prefix(&format!("chaos-{}-", scenario.name()))
@@ -27,17 +44,21 @@ fn run(scenario: Scenario, seed: u64, load_s: u64, sink_drops: u64) -> anyhow::R
         scenario,
         seed,
         load: Duration::from_secs(load_s),
-        guarantee: Guarantee::AtLeastOnce,
+        guarantee,
         nodes: 5,
         rate: 300,
         groups: 3,
         dir: dir.path().to_owned(),
         bin: Path::new(BIN).to_owned(),
-        sink_drops,
+        sink_drops: match faulty {
+            Faulty::Drops(n) => n,
+            _ => 0,
+        },
+        sink_random_ids: faulty == Faulty::RandomIds,
     };
     let outcome = harness::run(&options);
     let keep = match &outcome {
-        Ok(o) => !o.ok() && sink_drops == 0,
+        Ok(o) => !o.ok() && faulty == Faulty::No,
         Err(_) => true,
     };
     if keep {
@@ -51,7 +72,17 @@ fn run(scenario: Scenario, seed: u64, load_s: u64, sink_drops: u64) -> anyhow::R
 
 /// Runs `scenario` briefly and asserts the at-least-once verdict, and that faults happened.
 fn passes(scenario: Scenario, seed: u64, load_s: u64) -> anyhow::Result<Outcome> {
-    let o = run(scenario, seed, load_s, 0)?;
+    passes_under(scenario, seed, load_s, Guarantee::AtLeastOnce)
+}
+
+/// Runs `scenario` briefly and asserts the verdict of `guarantee`, and that faults happened.
+fn passes_under(
+    scenario: Scenario,
+    seed: u64,
+    load_s: u64,
+    guarantee: Guarantee,
+) -> anyhow::Result<Outcome> {
+    let o = run(scenario, seed, load_s, guarantee, Faulty::No)?;
     assert!(o.ok(), "{}: {:?}", scenario.name(), o.report);
     assert!(o.faults >= 1, "{}: no fault was injected", scenario.name());
     assert!(
@@ -70,6 +101,25 @@ fn rollback() -> anyhow::Result<()> {
         "every kill rolled the run back: {}",
         o.result_line()
     );
+    Ok(())
+}
+
+/// Exactly-once through checkpoints: every kill rolls the run back, and what the sink sees
+/// again after the rollback carries the tuple ids it had (nothing twice, nothing lost).
+#[test]
+fn rollback_exactly_once() -> anyhow::Result<()> {
+    let o = passes_under(Scenario::Rollback, 31, 12, Guarantee::ExactlyOnce)?;
+    assert!(o.kills >= 2 && o.rollback_ms.len() as u32 == o.kills);
+    Ok(())
+}
+
+/// Exactly-once through replicated state: a replayed part is skipped by the counter's group
+/// (applied_again = 0) and its stored output rewrites the same sink key (duplicated = 0).
+#[test]
+fn leader_kill_exactly_once() -> anyhow::Result<()> {
+    let o = passes_under(Scenario::LeaderKill, 32, 9, Guarantee::ExactlyOnce)?;
+    assert!(o.kills >= 2 && !o.failover_ms.is_empty());
+    assert_eq!((o.report.duplicated, o.report.applied_again), (0, 0));
     Ok(())
 }
 
@@ -171,6 +221,31 @@ fn lost_node() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sink's node SIGKILLed (exactly-once: what it wrote before dying is written again under
+/// the same tuple ids, never twice).
+#[test]
+fn sink_kill_exactly_once() -> anyhow::Result<()> {
+    let o = passes_under(Scenario::SinkKill, 24, 9, Guarantee::ExactlyOnce)?;
+    assert!(o.kills >= 1);
+    Ok(())
+}
+
+/// The connection to the sink cut (its node partitioned from every other).
+#[test]
+fn sink_cut_exactly_once() -> anyhow::Result<()> {
+    passes_under(Scenario::SinkCut, 25, 9, Guarantee::ExactlyOnce)?;
+    Ok(())
+}
+
+/// The submitting client SIGKILLed mid-submission: the topology runs once (its submission
+/// committed, and the retry is refused as a duplicate) or the retry submits it.
+#[test]
+fn driver_kill_exactly_once() -> anyhow::Result<()> {
+    let o = passes_under(Scenario::DriverKill, 26, 9, Guarantee::ExactlyOnce)?;
+    assert!(o.driver_kills >= 1, "{}", o.result_line());
+    Ok(())
+}
+
 #[test]
 fn soak() -> anyhow::Result<()> {
     passes(Scenario::Soak, 19, 12)?;
@@ -181,7 +256,13 @@ fn soak() -> anyhow::Result<()> {
 /// without recording it. The run must fail the check, with the loss counted.
 #[test]
 fn a_run_that_loses_acked_records_fails_the_check() -> anyhow::Result<()> {
-    let o = run(Scenario::FollowerKill, 20, 6, 50)?;
+    let o = run(
+        Scenario::FollowerKill,
+        20,
+        6,
+        Guarantee::AtLeastOnce,
+        Faulty::Drops(50),
+    )?;
     assert!(!o.ok(), "{:?}", o.report);
     assert!(
         o.report.lost > 0 && o.report.lost_output > 0,
@@ -189,5 +270,23 @@ fn a_run_that_loses_acked_records_fails_the_check() -> anyhow::Result<()> {
         o.report
     );
     assert_eq!(o.report.lost_state, 0, "{:?}", o.report);
+    Ok(())
+}
+
+/// The exactly-once checker against a real run whose sink is not idempotent (it records a
+/// random tuple id, so a replay writes a second record): the run must fail with the
+/// duplicates counted.
+#[test]
+fn a_run_that_writes_twice_fails_the_exactly_once_check() -> anyhow::Result<()> {
+    let o = run(
+        Scenario::LeaderKill,
+        33,
+        9,
+        Guarantee::ExactlyOnce,
+        Faulty::RandomIds,
+    )?;
+    assert!(o.report.duplicated > 0, "{}", o.result_line());
+    assert!(!o.ok(), "{}", o.result_line());
+    assert_eq!(o.report.lost, 0, "{}", o.result_line());
     Ok(())
 }

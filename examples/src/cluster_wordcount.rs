@@ -163,6 +163,10 @@ impl StatefulBolt for ReplicatedCount {
 /// Writes every record it receives as a JSON line into a file of its own in a directory, and
 /// flushes it before the record is acked (so an acked record is in the file even if the
 /// process is killed right after; it is not fsynced, so a machine crash can lose it).
+///
+/// Under exactly-once each line starts with the record's tuple id (`{"id":"<hex>",...}`): the
+/// files are then an upsert log keyed by it, and a replayed output rewrites its key with the
+/// same record (a reader keeps one line per id), so the sink is idempotent.
 #[derive(Debug)]
 pub struct FileSink<T> {
     dir: PathBuf,
@@ -193,6 +197,7 @@ impl<T> FileSink<T> {
 impl<T: Record> Bolt for FileSink<T> {
     type In = T;
     type Out = ();
+    const IDEMPOTENT: bool = true;
 
     fn prepare(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         std::fs::create_dir_all(&self.dir)
@@ -215,6 +220,12 @@ impl<T: Record> Bolt for FileSink<T> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, t.value())
             .map_err(|e| TaskError::new(e.to_string()))?;
+        if let (Some(id), Some(b'{')) = (t.id(), self.line.first()) {
+            // The upsert key first: `{"id":"..",` then the record's fields.
+            let empty = self.line.get(1) == Some(&b'}');
+            let key = format!("{{\"id\":\"{id}\"{}", if empty { "" } else { "," });
+            self.line.splice(..1, key.bytes());
+        }
         self.line.push(b'\n');
         file.write_all(&self.line)
             .and_then(|()| file.flush())

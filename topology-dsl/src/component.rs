@@ -63,6 +63,15 @@ pub trait Spout: Clone + Send + 'static {
     /// need every spout to be.
     const REWINDABLE: bool = false;
 
+    /// Whether the spout can seek to a message id: [`Spout::seek`] makes it emit again every
+    /// message from that id on. Its message ids must grow in the order it first emits them (a
+    /// byte offset, a line number, a sequence number). Under exactly-once in a cluster the
+    /// runtime records, in the manager, its committed position (the first message whose tree
+    /// did not complete; every smaller one's did) and, when the task starts again elsewhere
+    /// after its node died, seeks there: what follows is emitted again with the same tuple
+    /// ids, and what was applied already is skipped.
+    const SEEKABLE: bool = false;
+
     /// Called once per task before the first `next`. An error stops the topology.
     fn open(&mut self, _ctx: &TaskContext) -> Result<(), TaskError> {
         Ok(())
@@ -105,6 +114,13 @@ pub trait Spout: Clone + Send + 'static {
         Err(TaskError::new(
             "this spout cannot be rewound (Spout::restore)",
         ))
+    }
+
+    /// Makes the next `next` calls emit every message from `from` on, in order (see
+    /// [`Spout::SEEKABLE`]); called after `open`, before the first `next`. An error stops
+    /// the task (it cannot start where it should).
+    fn seek(&mut self, _from: MsgId) -> Result<(), TaskError> {
+        Err(TaskError::new("this spout cannot seek (Spout::seek)"))
     }
 }
 

@@ -103,7 +103,9 @@ impl Tracking {
     }
 
     /// The deterministic id of a tuple emitted with `anchor` (0 when ids are off or the
-    /// anchor has none): emit number `k` from its parent, with this component's salt.
+    /// anchor has none): emit number `k` from its parent, with this component's salt. Out of
+    /// line, so that the emit path of the other guarantees stays small enough to inline.
+    #[inline(never)]
     fn tuple_id<A>(&mut self, anchor: &Anchor<'_, A>) -> TupleId {
         match anchor {
             Anchor::None => TupleId(0),

@@ -81,6 +81,7 @@ mod builder;
 pub mod checkpoint;
 mod component;
 mod config;
+pub mod connectors;
 mod emitter;
 pub mod engine;
 mod error;

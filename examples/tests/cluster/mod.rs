@@ -114,8 +114,18 @@ pub(crate) fn finished(
     via: usize,
     deadline: std::time::Duration,
 ) -> anyhow::Result<String> {
+    finished_named(c, via, "wordcount", deadline)
+}
+
+/// Polls `tempest status NAME` through node `via` until the topology finished.
+pub(crate) fn finished_named(
+    c: &Cluster,
+    via: usize,
+    name: &str,
+    deadline: std::time::Duration,
+) -> anyhow::Result<String> {
     poll("the topology to finish", deadline, || {
-        let o = c.cli(via, &["status", "wordcount"])?;
+        let o = c.cli(via, &["status", name])?;
         let s = stdout(&o);
         Ok(s.contains("status=finished").then_some(s))
     })

@@ -266,8 +266,19 @@ fn print_status(reply: AdminReply) {
                 c.map_or_else(|| "none".to_owned(), |c| c.to_string())
             ),
         };
+        // Seekable spouts under exactly-once: where each would resume (all before is done).
+        let committed = if v.committed.is_empty() {
+            String::new()
+        } else {
+            let positions: Vec<String> = v
+                .committed
+                .iter()
+                .map(|(t, p)| format!("{t}:{p}"))
+                .collect();
+            format!(" committed={}", positions.join(","))
+        };
         println!(
-            "{} topology={} status={status} tasks={} reschedules={}{checkpoints} nodes={}",
+            "{} topology={} status={status} tasks={} reschedules={}{checkpoints}{committed} nodes={}",
             v.name,
             v.topology,
             v.tasks,

@@ -101,6 +101,10 @@ pub struct TopologyView {
     /// Whether its spouts run (every node started its tasks of the current generation).
     #[serde(default)]
     pub active: bool,
+    /// The committed positions of its seekable spout tasks (exactly-once): every message
+    /// before a task's position completed.
+    #[serde(default)]
+    pub committed: BTreeMap<TaskId, u64>,
     /// Its arguments.
     pub args: BTreeMap<String, String>,
 }
@@ -209,6 +213,10 @@ pub struct Placement {
     /// Its last checkpoint recorded complete: a generation starts from it.
     #[serde(default)]
     pub checkpoint: Option<u64>,
+    /// The committed positions of its seekable spouts (exactly-once): a spout task that
+    /// starts again seeks there.
+    #[serde(default)]
+    pub positions: BTreeMap<TaskId, u64>,
 }
 
 /// A node's liveness report to the manager's leader.
@@ -238,6 +246,10 @@ pub struct Heartbeat {
     /// Checkpointed runs a task of which failed on it: (topology, run seed, generation).
     #[serde(default)]
     pub failed: Vec<(String, u64, u32)>,
+    /// The committed positions of the seekable spouts running on it (exactly-once):
+    /// (topology, run seed, task, position).
+    #[serde(default)]
+    pub positions: Vec<(String, u64, TaskId, u64)>,
 }
 
 /// The leader's answer to a heartbeat: every running topology and where its tasks run.

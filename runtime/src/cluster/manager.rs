@@ -121,6 +121,10 @@ pub struct TopologyRecord {
     /// Rollbacks for failed tasks since its last checkpoint was recorded.
     #[serde(default)]
     pub failed_rollbacks: u32,
+    /// The committed position of each seekable spout task (exactly-once): every message
+    /// before it completed. A spout task that starts again (its node died) seeks there.
+    #[serde(default)]
+    pub positions: BTreeMap<TaskId, u64>,
 }
 
 impl TopologyRecord {
@@ -239,6 +243,15 @@ pub enum ManagerCommand {
         generation: u32,
         /// The checkpoint.
         id: u64,
+    },
+    /// Seekable spout tasks' committed positions moved on (they only grow).
+    Committed {
+        /// The topology.
+        name: String,
+        /// The run's seed.
+        seed: u64,
+        /// (task, position).
+        positions: Vec<(TaskId, u64)>,
     },
     /// Stop a topology.
     Kill {
@@ -532,6 +545,7 @@ impl ManagerState {
                         generation: 0,
                         checkpoint: None,
                         failed_rollbacks: 0,
+                        positions: BTreeMap::new(),
                     },
                 );
                 ManagerReply::Submitted { tasks, nodes }
@@ -622,6 +636,20 @@ impl ManagerState {
                 t.failed_rollbacks = 0;
                 ManagerReply::Done
             }
+            ManagerCommand::Committed {
+                name,
+                seed,
+                positions,
+            } => {
+                let Some(t) = self.running(&name, seed) else {
+                    return ManagerReply::Done;
+                };
+                for (task, position) in positions {
+                    let p = t.positions.entry(task).or_insert(position);
+                    *p = (*p).max(position);
+                }
+                ManagerReply::Done
+            }
             ManagerCommand::Kill { name } => match self.topologies.get_mut(&name) {
                 Some(t) if t.status == TopologyStatus::Running => {
                     t.status = TopologyStatus::Killed;
@@ -652,6 +680,7 @@ impl ManagerState {
                 active: t.active,
                 generation: t.generation,
                 checkpoint: t.checkpoint,
+                positions: t.positions.clone(),
             })
             .collect()
     }

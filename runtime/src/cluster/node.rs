@@ -369,6 +369,7 @@ impl Shared {
                     .get()
                     .map(Worker::failed_runs)
                     .unwrap_or_default(),
+                positions: self.worker.get().map(Worker::positions).unwrap_or_default(),
             };
             let reply = if self.is_manager_leader() {
                 self.on_heartbeat(hb.clone())
@@ -687,6 +688,31 @@ impl Shared {
                     break;
                 }
             }
+            // Committed positions that moved on, one run per beat.
+            let mut moved: BTreeMap<(String, u64), Vec<(TaskId, u64)>> = BTreeMap::new();
+            for (name, seed, task, position) in hb.positions {
+                let ahead = state.topologies.get(&name).is_some_and(|t| {
+                    t.seed == seed
+                        && t.status == TopologyStatus::Running
+                        && t.positions.get(&task).is_none_or(|p| *p < position)
+                });
+                if ahead {
+                    moved
+                        .entry((name, seed))
+                        .or_default()
+                        .push((task, position));
+                }
+            }
+            if let Some(((name, seed), positions)) = moved.into_iter().next() {
+                self.propose_about(
+                    hb.node,
+                    ManagerCommand::Committed {
+                        name,
+                        seed,
+                        positions,
+                    },
+                );
+            }
             // Checkpointed runs whose task failed: they roll back.
             for (name, seed, generation) in hb.failed {
                 let current = state.topologies.get(&name).is_some_and(|t| {
@@ -997,6 +1023,7 @@ impl Shared {
                     generation: t.generation,
                     checkpoint: t.checkpoint,
                     active: t.active,
+                    committed: t.positions.clone(),
                     args: t.args.clone(),
                 }
             })

@@ -147,6 +147,9 @@ pub(crate) struct SpoutActor {
     supervisor: Option<Supervisor<dyn SpoutTask>>,
     /// Set when the run takes checkpoints.
     checkpoints: Option<Checkpointing>,
+    /// Where a seekable spout starts (its committed position, recorded in the cluster), when
+    /// it is not restored from a checkpoint.
+    seek_to: Option<MsgId>,
 }
 
 impl SpoutActor {
@@ -158,6 +161,13 @@ impl SpoutActor {
             restore,
             ..Checkpointing::default()
         });
+        self
+    }
+
+    /// Starts the spout at `from`, its committed position as the cluster recorded it (a
+    /// seekable spout under exactly-once, starting again after its node died).
+    pub(crate) fn seek_to(mut self, from: Option<MsgId>) -> Self {
+        self.seek_to = from;
         self
     }
 
@@ -291,11 +301,21 @@ impl SpoutActor {
     /// The spout failed: restart it if `restartable` and a supervisor allows (returns `true`),
     /// or report the failure.
     fn task_failed(&mut self, error: String, restartable: bool) -> bool {
+        // A seekable spout starts again from its committed position, not from the beginning.
+        let from = self.task.committed();
         let fresh = self
             .supervisor
             .as_mut()
             .filter(|_| restartable)
-            .and_then(|s| s.restart_with(|task| setup("open", || task.open())));
+            .and_then(|s| {
+                s.restart_with(|task| {
+                    setup("open", || task.open())?;
+                    match from {
+                        Some(from) => setup("seek", || task.seek(from)),
+                        None => Ok(()),
+                    }
+                })
+            });
         match fresh {
             Some(Ok((task, total))) => {
                 self.task = task;
@@ -333,6 +353,7 @@ impl SpoutActor {
             errors_logged: 0,
             supervisor: None,
             checkpoints: None,
+            seek_to: None,
         }
     }
 
@@ -456,6 +477,9 @@ impl SpoutActor {
                 .metrics
                 .pending_max
                 .fetch_max(n, Ordering::Relaxed);
+            if let Some(position) = self.task.committed() {
+                self.core.metrics.set_committed(position);
+            }
         }
     }
 
@@ -587,6 +611,7 @@ impl Handler<Start> for SpoutActor {
             Ok(Ok(())) => {}
         }
         self.opened = true;
+        tracing::info!(parent: &self.core.span, "spout opened");
         if let Some((position, in_flight)) =
             self.checkpoints.as_mut().and_then(|c| c.restore.take())
         {
@@ -596,6 +621,16 @@ impl Handler<Start> for SpoutActor {
                 Ok(Err(err)) => return self.core.fail(format!("restore failed: {err}")),
                 Ok(Ok(())) => {
                     tracing::info!(parent: &self.core.span, replays = in_flight.len(), "spout restored from a checkpoint");
+                }
+            }
+        } else if let Some(from) = self.seek_to.take() {
+            let task = &mut self.task;
+            match guarded(|| task.seek(from)) {
+                Err(panic) => return self.core.fail(format!("seek panicked: {panic}")),
+                Ok(Err(err)) => return self.core.fail(format!("seek failed: {err}")),
+                Ok(Ok(())) => {
+                    tracing::info!(parent: &self.core.span, from = from.0, "spout resumes from its committed position");
+                    self.core.metrics.set_committed(from);
                 }
             }
         }

@@ -42,6 +42,8 @@ pub struct TaskMetrics {
     /// Replayed records a stateful task skipped under exactly-once (applied before: their
     /// stored outputs were emitted again).
     pub deduplicated: AtomicU64,
+    /// A seekable spout's committed position under exactly-once, plus one (0: none).
+    pub committed: AtomicU64,
 }
 
 impl TaskMetrics {
@@ -79,6 +81,20 @@ impl TaskMetrics {
         self.late.store(stats.late, Ordering::Relaxed);
         self.open_windows
             .store(stats.open_windows, Ordering::Relaxed);
+    }
+
+    /// Publishes a seekable spout's committed position.
+    pub fn set_committed(&self, position: tempest_dsl::MsgId) {
+        self.committed
+            .store(position.0.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// A seekable spout's committed position, if it published one.
+    pub fn committed(&self) -> Option<tempest_dsl::MsgId> {
+        match self.committed.load(Ordering::Relaxed) {
+            0 => None,
+            p => Some(tempest_dsl::MsgId(p - 1)),
+        }
     }
 
     /// Publishes a time-skew sample, in ms.

@@ -226,6 +226,7 @@ impl<S: Spout> ComponentCode for SpoutCode<S> {
             self.proto.instance(),
             i.context,
             out,
+            i.exact,
         ))))
     }
 

@@ -25,6 +25,7 @@
 pub(crate) mod batch;
 pub(crate) mod bolt_task;
 pub(crate) mod code;
+pub(crate) mod committed;
 pub(crate) mod input;
 pub(crate) mod route;
 pub(crate) mod spout_task;
@@ -176,6 +177,16 @@ pub trait SpoutTask: TaskOutput {
     }
     /// Calls `Spout::close`.
     fn close(&mut self);
+    /// Under exactly-once, for a seekable spout: its committed position, the first message
+    /// whose tree is not complete (every smaller id's is). `None` otherwise.
+    fn committed(&self) -> Option<MsgId> {
+        None
+    }
+    /// Calls `Spout::seek` (after `open`, before the first `next`): the spout emits again
+    /// every message from `from` on.
+    fn seek(&mut self, _from: MsgId) -> Result<(), TaskError> {
+        Err(TaskError::new("this spout cannot seek"))
+    }
 }
 
 /// A bolt task as the runtime drives it.

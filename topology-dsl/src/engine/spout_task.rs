@@ -3,6 +3,7 @@
 
 use crate::component::{Spout, SpoutStatus, TaskContext, TaskError};
 use crate::emitter::SpoutEmitter;
+use crate::engine::committed::Committed;
 use crate::engine::{AckOp, LinkId, Mark, Payload, SpoutTask, TaskOutput};
 use crate::ids::{MsgId, RootId};
 
@@ -10,14 +11,22 @@ pub(crate) struct SpoutTaskImpl<S: Spout> {
     spout: S,
     context: TaskContext,
     out: SpoutEmitter<S::Out>,
+    /// Under exactly-once, a seekable spout's committed position.
+    committed: Option<Committed>,
 }
 
 impl<S: Spout> SpoutTaskImpl<S> {
-    pub(crate) fn new(spout: S, context: TaskContext, out: SpoutEmitter<S::Out>) -> Self {
+    pub(crate) fn new(
+        spout: S,
+        context: TaskContext,
+        out: SpoutEmitter<S::Out>,
+        exact: bool,
+    ) -> Self {
         SpoutTaskImpl {
             spout,
             context,
             out,
+            committed: (exact && S::SEEKABLE).then(Committed::default),
         }
     }
 
@@ -29,6 +38,9 @@ impl<S: Spout> SpoutTaskImpl<S> {
         }
         let mut acks = std::mem::take(acks);
         for msg in acks.drain(..) {
+            if let Some(c) = &mut self.committed {
+                c.completed(msg);
+            }
             self.spout.ack(msg);
         }
         // Hand the (now empty) buffer back so its capacity is reused.
@@ -68,6 +80,9 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
 
     fn ack(&mut self, root: RootId, msg: MsgId) {
         self.parked(root);
+        if let Some(c) = &mut self.committed {
+            c.completed(msg);
+        }
         self.spout.ack(msg);
     }
 
@@ -105,6 +120,18 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         self.spout.snapshot().map(|s| s.as_bytes().to_vec())
     }
 
+    fn committed(&self) -> Option<MsgId> {
+        self.committed.as_ref().map(Committed::position)
+    }
+
+    fn seek(&mut self, from: MsgId) -> Result<(), TaskError> {
+        self.spout.seek(from)?;
+        if let Some(c) = &mut self.committed {
+            c.sought(from);
+        }
+        Ok(())
+    }
+
     fn restore(&mut self, position: &[u8], in_flight: &[MsgId]) -> Result<(), TaskError> {
         self.spout
             .restore(&crate::SpoutSnapshot::from_bytes(position.to_vec()))?;
@@ -123,7 +150,15 @@ impl<S: Spout> TaskOutput for SpoutTaskImpl<S> {
         self.out.inner_mut().flush();
     }
     fn take_acks(&mut self, out: &mut Vec<AckOp>) {
+        let from = out.len();
         self.out.inner_mut().take_acks(out);
+        if let Some(c) = &mut self.committed {
+            for op in &out[from..] {
+                if let AckOp::Init { msg, .. } = op {
+                    c.emitted(*msg);
+                }
+            }
+        }
     }
     fn take_marks(&mut self, now_ms: i64, out: &mut Vec<Mark>) {
         self.out.inner_mut().take_marks(now_ms, out);

@@ -428,6 +428,7 @@ mod tests {
             active: true,
             generation: 1,
             checkpoint: Some(3),
+            positions: BTreeMap::new(),
         };
         tidy(dir.path(), &[placement]);
         let kept: Vec<u64> = (1..=4).filter(|id| s.read(*id).is_some()).collect();

@@ -254,7 +254,14 @@ impl Worker {
                 .collect();
             if !mine.is_empty() {
                 tracing::info!(topology = %p.name, tasks = mine.len(), "starting tasks");
-                let started = run.start_tasks(&mine, &p.finished, epoch, &p.replicas, !p.active);
+                let started = run.start_tasks(
+                    &mine,
+                    &p.finished,
+                    epoch,
+                    &p.replicas,
+                    !p.active,
+                    &p.positions,
+                );
                 if let Err(e) = &started {
                     tracing::error!(topology = %p.name, error = %e, "tasks did not start");
                     complete = false;
@@ -343,6 +350,19 @@ impl Worker {
     /// (name, seed, generation, checkpoint).
     pub(crate) fn checkpoints(&self) -> Vec<(String, u64, u32, u64)> {
         self.per_run(TopologyRun::completed_checkpoint)
+    }
+
+    /// The committed positions of the seekable spouts running here: (name, seed, task,
+    /// position).
+    pub(crate) fn positions(&self) -> Vec<(String, u64, TaskId, u64)> {
+        self.per_run(|r| Some(r.positions()))
+            .into_iter()
+            .flat_map(|(name, seed, _, positions)| {
+                positions
+                    .into_iter()
+                    .map(move |(task, p)| (name.clone(), seed, task, p))
+            })
+            .collect()
     }
 
     /// The checkpointed runs a task of which failed here: (name, seed, generation).

@@ -829,6 +829,16 @@ impl TopologyRun {
         self.finished.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
+    /// The committed positions of the seekable spouts running here (exactly-once): (task,
+    /// position).
+    pub(crate) fn positions(&self) -> Vec<(TaskId, u64)> {
+        self.shared
+            .locals
+            .iter()
+            .filter_map(|l| Some((*l.key(), l.metrics.committed()?.0)))
+            .collect()
+    }
+
     /// Exports the final states of the run's checkpointed stateful tasks where the node is
     /// told to (`state_export_dir`), as replicated tasks export theirs, if this node
     /// coordinated the run's checkpoints and every spout ended: a spout ends once a checkpoint
@@ -992,6 +1002,7 @@ impl TopologyRun {
         epoch: u64,
         replicas: &BTreeMap<TaskId, Vec<NodeId>>,
         found_groups: bool,
+        positions: &BTreeMap<TaskId, u64>,
     ) -> Result<(), WorkerError> {
         let shared = &self.shared;
         let plan = &shared.plan;
@@ -1048,8 +1059,15 @@ impl TopologyRun {
                         _ => None,
                     };
                     let batch_size = config.batch_size;
+                    // A seekable spout starts again where the cluster recorded it (a
+                    // checkpointed run rewinds to its checkpoint instead).
+                    let seek_to = positions
+                        .get(&id)
+                        .filter(|_| !checkpointing)
+                        .map(|p| tempest_dsl::MsgId(*p));
                     let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
-                        let mut actor = SpoutActor::new(core, spout, batch_size, credit, tracking);
+                        let mut actor = SpoutActor::new(core, spout, batch_size, credit, tracking)
+                            .seek_to(seek_to);
                         if checkpointing {
                             actor = actor.checkpointed(position);
                         }

@@ -1,0 +1,80 @@
+//! [`Committed`]: the committed position of a seekable spout under exactly-once, the first
+//! message id whose tree is not complete (every smaller id's is). Pure: it sees emits and
+//! completions, in the order the task sees them.
+//!
+//! A seekable spout's message ids grow in the order it first emits them (a byte offset, a
+//! line number), and a failed message stays open until a replay of it completes. So a
+//! restarted spout that seeks to the committed position emits again every message whose
+//! effects may be missing, and only messages at or past it (their tuples carry the same
+//! ids, so what was applied already is skipped).
+
+use std::collections::BTreeSet;
+
+use crate::ids::MsgId;
+
+/// The committed position of one spout task.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    /// Messages emitted whose trees did not complete yet (failed ones included, until a replay
+    /// completes).
+    open: BTreeSet<u64>,
+    /// One past the largest id emitted, or the position sought.
+    next: u64,
+}
+
+impl Committed {
+    /// A message was emitted (for the first time or again).
+    pub(crate) fn emitted(&mut self, msg: MsgId) {
+        self.open.insert(msg.0);
+        self.next = self.next.max(msg.0.saturating_add(1));
+    }
+
+    /// A message's tree completed (or it was complete at emit).
+    pub(crate) fn completed(&mut self, msg: MsgId) {
+        self.open.remove(&msg.0);
+        self.next = self.next.max(msg.0.saturating_add(1));
+    }
+
+    /// The spout sought `from`: it emits again from there.
+    pub(crate) fn sought(&mut self, from: MsgId) {
+        self.open.clear();
+        self.next = from.0;
+    }
+
+    /// The first message not complete: every smaller id's tree completed.
+    pub(crate) fn position(&self) -> MsgId {
+        MsgId(self.open.first().copied().unwrap_or(self.next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_is_the_first_message_not_complete() {
+        let mut c = Committed::default();
+        assert_eq!(c.position(), MsgId(0));
+        for m in [10, 11, 12, 13] {
+            c.emitted(MsgId(m));
+        }
+        assert_eq!(c.position(), MsgId(10));
+        c.completed(MsgId(11));
+        c.completed(MsgId(13));
+        assert_eq!(c.position(), MsgId(10), "10 is still open");
+        c.completed(MsgId(10));
+        assert_eq!(c.position(), MsgId(12), "12 failed or is in flight");
+        // 12 failed: it stays open until its replay completes.
+        c.emitted(MsgId(12));
+        assert_eq!(c.position(), MsgId(12));
+        c.completed(MsgId(12));
+        assert_eq!(c.position(), MsgId(14));
+        // A message complete at emit moves it along too.
+        c.completed(MsgId(20));
+        assert_eq!(c.position(), MsgId(21));
+        c.sought(MsgId(5));
+        assert_eq!(c.position(), MsgId(5));
+        c.emitted(MsgId(5));
+        assert_eq!(c.position(), MsgId(5));
+    }
+}
