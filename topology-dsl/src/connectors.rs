@@ -196,8 +196,14 @@ impl<T: Record + DeserializeOwned> Spout for JsonLinesSource<T> {
 
     fn next(&mut self, out: &mut SpoutEmitter<T>) -> Result<SpoutStatus, TaskError> {
         if let Some(offset) = self.replay.pop_front() {
-            if let Some(record) = self.reread(offset)? {
-                out.emit_tracked(MsgId(offset), record);
+            match self.reread(offset) {
+                Ok(Some(record)) => out.emit_tracked(MsgId(offset), record),
+                Ok(None) => {}
+                Err(e) => {
+                    // Not lost: tried again on a later call.
+                    self.replay.push_front(offset);
+                    return Err(e);
+                }
             }
             return Ok(SpoutStatus::Active);
         }
@@ -209,7 +215,15 @@ impl<T: Record + DeserializeOwned> Spout for JsonLinesSource<T> {
         self.reader = Some(reader);
         self.line = line;
         let offset = self.offset;
-        match read.map_err(|e| self.io_error(e))? {
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                // The reader may be partway through the line: start it again there.
+                self.seek_reader(offset)?;
+                return Err(self.io_error(e));
+            }
+        };
+        match read {
             None => Ok(SpoutStatus::Done),
             Some(consumed) => {
                 self.offset += consumed;
@@ -242,9 +256,24 @@ impl<T: Record + DeserializeOwned> Spout for JsonLinesSource<T> {
         Ok(())
     }
 
+    /// Goes to the first line that starts at or after byte `from`.
     fn seek(&mut self, from: MsgId) -> Result<(), TaskError> {
         self.replay.clear();
-        self.seek_reader(from.0)
+        if from.0 == 0 {
+            return self.seek_reader(0);
+        }
+        // From the byte before: past the end of the line it belongs to (if `from` starts a
+        // line, that byte is the previous line's newline).
+        self.seek_reader(from.0 - 1)?;
+        let Some(mut reader) = self.reader.take() else {
+            return Err(TaskError::new("the source is not open"));
+        };
+        let mut line = std::mem::take(&mut self.line);
+        let skipped = read_line(&mut reader, &mut line);
+        self.reader = Some(reader);
+        self.line = line;
+        self.offset += skipped.map_err(|e| self.io_error(e))?.unwrap_or(0);
+        Ok(())
     }
 }
 
@@ -289,7 +318,8 @@ impl<T> IdempotentFileSink<T> {
 /// Writes `bytes` to `dir/name` atomically: a temporary file, fsynced, renamed over the name,
 /// and the directory fsynced.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A temporary name of this write's own: two tasks may write the same id at once.
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -373,6 +403,37 @@ mod tests {
         assert!(line.is_empty(), "a line too long is not kept");
         assert_eq!(read_line(&mut reader, &mut line).expect("reads"), Some(3));
         assert_eq!(line, b"ok");
+    }
+
+    #[test]
+    fn a_seek_goes_to_the_first_line_at_or_after_the_offset() -> Result<(), TaskError> {
+        let path = std::env::temp_dir().join(format!("tempest-src-{:016x}", rand::random::<u64>()));
+        // Lines start at 0, 14 and 28; the file ends at 42.
+        std::fs::write(
+            &path,
+            "{\"text\":\"aa\"}\n{\"text\":\"bb\"}\n{\"text\":\"cc\"}\n",
+        )
+        .map_err(|e| TaskError::new(e.to_string()))?;
+        let mut source = JsonLinesSource::<Line>::new(&path);
+        for (from, next) in [
+            (0, 0),
+            (14, 14),
+            (15, 28),
+            (27, 28),
+            (28, 28),
+            (29, 42),
+            (99, 98),
+        ] {
+            source.seek(MsgId(from))?;
+            assert_eq!(source.offset, next, "seek({from})");
+        }
+        source.seek(MsgId(15))?;
+        let mut line = Vec::new();
+        let reader = source.reader.as_mut().expect("open");
+        read_line(reader, &mut line).map_err(|e| TaskError::new(e.to_string()))?;
+        assert_eq!(line, b"{\"text\":\"cc\"}");
+        let _ = std::fs::remove_file(&path);
+        Ok(())
     }
 
     #[test]

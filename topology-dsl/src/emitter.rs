@@ -120,15 +120,17 @@ impl Tracking {
                 TupleId::derive(self.current_id.0, self.salt, k)
             }
             Anchor::Tuples(anchors) => {
-                // A join: from every anchor's id (order does not matter), numbered by the
-                // first anchor's emits.
-                let parent = anchors.iter().fold(0u64, |acc, a| acc ^ a.raw_id().0);
-                match anchors.first() {
-                    Some(first) if parent != 0 => {
-                        TupleId::derive(parent, self.salt, first.next_begot())
-                    }
-                    _ => TupleId(0),
+                // A join: from the first anchor's id and its emits so far, mixed with the
+                // other anchors' ids (so [a, b] and [b, a] differ, and [a, a] has an id).
+                let Some((first, rest)) = anchors.split_first() else {
+                    return TupleId(0);
+                };
+                if first.raw_id().0 == 0 {
+                    return TupleId(0);
                 }
+                let own = TupleId::derive(first.raw_id().0, self.salt, first.next_begot());
+                let others = rest.iter().fold(0u64, |acc, a| acc ^ a.raw_id().0);
+                TupleId((own.0 ^ others.rotate_left(1)).max(1))
             }
             Anchor::Root(_) => self.root_id,
         }
@@ -467,6 +469,8 @@ impl<T: Record> Emitter<T> {
     pub(crate) fn end_input(&mut self, ok: bool) {
         if let Some(track) = self.track.as_deref_mut() {
             let ids = std::mem::take(&mut track.current);
+            // Emits outside an input (tick, finish) derive no id from it.
+            track.current_id = TupleId(0);
             for &(root, edge) in ids.pairs() {
                 if ok {
                     push_folded(&mut track.acks, root, edge.0 ^ track.current_xor);

@@ -200,10 +200,21 @@ fn exactly_once_bolts(ir: &TopologyIr, errors: &mut Vec<TopologyError>) {
                  windows do not run under exactly-once yet)",
             )
         } else if let Some(state) = c.stateful {
-            (state.replicas < 3 && !checkpointed).then_some(
-                "its state replicated (.replicas(3) or more) or checkpointed \
-                 (TopologyConfig::checkpoint_interval), so that what it applied survives a failure",
-            )
+            let scattered = c.parallelism > 1
+                && c.inputs
+                    .iter()
+                    .any(|i| matches!(i.grouping, Grouping::Shuffle | Grouping::LocalOrShuffle));
+            if scattered {
+                Some(
+                    "inputs routed by key (fields, key_by, global, all or direct), not shuffled: \
+                     each task remembers what it applied, and a shuffled replay can reach another task",
+                )
+            } else {
+                (state.replicas < 3 && !checkpointed).then_some(
+                    "its state replicated (.replicas(3) or more) or checkpointed \
+                     (TopologyConfig::checkpoint_interval), so that what it applied survives a failure",
+                )
+            }
         } else {
             (!subscribed.contains(c.name.as_str()) && !c.idempotent).then_some(
                 "an idempotent sink (Bolt::IDEMPOTENT, keyed by Tuple::id): a replay runs it again",

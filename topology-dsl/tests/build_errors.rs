@@ -296,6 +296,32 @@ fn exactly_once_needs_idempotent_sinks_surviving_state_and_no_window() {
 }
 
 #[test]
+fn exactly_once_wants_a_shuffled_stateful_bolt_routed_by_key() {
+    let build = |shuffled: bool, parallelism: u32| {
+        let mut t = TopologyBuilder::new("test");
+        let lines = t.add(spout("lines", Replayable));
+        let words = t.add(bolt("split", Split).shuffle(&lines));
+        let count = stateful("count", CountWords).parallelism(parallelism);
+        let count = if shuffled {
+            count.shuffle(&words)
+        } else {
+            count.fields(&words, ["word"])
+        };
+        t.add(count);
+        errors(t.guarantee(Guarantee::ExactlyOnce))
+    };
+    let errors = build(true, 2);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].to_string().contains("routed by key"),
+        "{}",
+        errors[0]
+    );
+    assert!(build(false, 2).is_empty());
+    assert!(build(true, 1).is_empty(), "one task gets every replay");
+}
+
+#[test]
 fn at_least_once_with_a_plain_spout_warns() {
     let (mut t, lines) = with_spout("lines");
     t.add(bolt("echo", LineEcho).shuffle(&lines));

@@ -246,12 +246,8 @@ pub enum ManagerCommand {
     },
     /// Seekable spout tasks' committed positions moved on (they only grow).
     Committed {
-        /// The topology.
-        name: String,
-        /// The run's seed.
-        seed: u64,
-        /// (task, position).
-        positions: Vec<(TaskId, u64)>,
+        /// (topology, run seed, task, position).
+        positions: Vec<(String, u64, TaskId, u64)>,
     },
     /// Stop a topology.
     Kill {
@@ -636,17 +632,12 @@ impl ManagerState {
                 t.failed_rollbacks = 0;
                 ManagerReply::Done
             }
-            ManagerCommand::Committed {
-                name,
-                seed,
-                positions,
-            } => {
-                let Some(t) = self.running(&name, seed) else {
-                    return ManagerReply::Done;
-                };
-                for (task, position) in positions {
-                    let p = t.positions.entry(task).or_insert(position);
-                    *p = (*p).max(position);
+            ManagerCommand::Committed { positions } => {
+                for (name, seed, task, position) in positions {
+                    if let Some(t) = self.running(&name, seed) {
+                        let p = t.positions.entry(task).or_insert(position);
+                        *p = (*p).max(position);
+                    }
                 }
                 ManagerReply::Done
             }

@@ -688,30 +688,20 @@ impl Shared {
                     break;
                 }
             }
-            // Committed positions that moved on, one run per beat.
-            let mut moved: BTreeMap<(String, u64), Vec<(TaskId, u64)>> = BTreeMap::new();
-            for (name, seed, task, position) in hb.positions {
-                let ahead = state.topologies.get(&name).is_some_and(|t| {
-                    t.seed == seed
-                        && t.status == TopologyStatus::Running
-                        && t.positions.get(&task).is_none_or(|p| *p < position)
-                });
-                if ahead {
-                    moved
-                        .entry((name, seed))
-                        .or_default()
-                        .push((task, position));
-                }
-            }
-            if let Some(((name, seed), positions)) = moved.into_iter().next() {
-                self.propose_about(
-                    hb.node,
-                    ManagerCommand::Committed {
-                        name,
-                        seed,
-                        positions,
-                    },
-                );
+            // Committed positions that moved on, of every run, in one command.
+            let moved: Vec<(String, u64, TaskId, u64)> = hb
+                .positions
+                .into_iter()
+                .filter(|(name, seed, task, position)| {
+                    state.topologies.get(name).is_some_and(|t| {
+                        t.seed == *seed
+                            && t.status == TopologyStatus::Running
+                            && t.positions.get(task).is_none_or(|p| p < position)
+                    })
+                })
+                .collect();
+            if !moved.is_empty() {
+                self.propose_about(hb.node, ManagerCommand::Committed { positions: moved });
             }
             // Checkpointed runs whose task failed: they roll back.
             for (name, seed, generation) in hb.failed {

@@ -29,10 +29,11 @@ impl Committed {
         self.next = self.next.max(msg.0.saturating_add(1));
     }
 
-    /// A message's tree completed (or it was complete at emit).
+    /// A message's tree completed. (One complete at emit is `emitted`, then `completed`.) An
+    /// ack of a message it never saw emitted (a tree of an earlier instance of the spout)
+    /// moves nothing.
     pub(crate) fn completed(&mut self, msg: MsgId) {
         self.open.remove(&msg.0);
-        self.next = self.next.max(msg.0.saturating_add(1));
     }
 
     /// The spout sought `from`: it emits again from there.
@@ -70,7 +71,11 @@ mod tests {
         c.completed(MsgId(12));
         assert_eq!(c.position(), MsgId(14));
         // A message complete at emit moves it along too.
+        c.emitted(MsgId(20));
         c.completed(MsgId(20));
+        assert_eq!(c.position(), MsgId(21));
+        // A late ack of a message this instance never emitted moves nothing.
+        c.completed(MsgId(90));
         assert_eq!(c.position(), MsgId(21));
         c.sought(MsgId(5));
         assert_eq!(c.position(), MsgId(5));

@@ -39,6 +39,7 @@ impl<S: Spout> SpoutTaskImpl<S> {
         let mut acks = std::mem::take(acks);
         for msg in acks.drain(..) {
             if let Some(c) = &mut self.committed {
+                c.emitted(msg);
                 c.completed(msg);
             }
             self.spout.ack(msg);
