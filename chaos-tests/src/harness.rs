@@ -884,20 +884,15 @@ fn run_step(
                 format!("SIGKILL n{} (runs a source task)", v + 1)
             })
         }
-        Fault::KillSink => {
+        Fault::KillSink | Fault::CutSink => {
             let found = poll("a sink task", Duration::from_secs(5), || {
                 Ok(pick(&sink_nodes(c, output)))
             });
             found.ok().map(|v| {
-                restart.push(v);
-                format!("SIGKILL n{} (runs a sink task)", v + 1)
-            })
-        }
-        Fault::CutSink => {
-            let found = poll("a sink task", Duration::from_secs(5), || {
-                Ok(pick(&sink_nodes(c, output)))
-            });
-            found.ok().map(|v| {
+                if step.fault == Fault::KillSink {
+                    restart.push(v);
+                    return format!("SIGKILL n{} (runs a sink task)", v + 1);
+                }
                 let cut = LinkFaults {
                     refuse: true,
                     ..LinkFaults::HEALTHY

@@ -105,16 +105,19 @@ fn topology(
             .fields(&keyed, ["key"]),
     );
     t.add(bolt("sink", sink).shuffle(&counts));
-    let topology = t
-        .guarantee(guarantee)
+    let topology = build(t, guarantee).expect("valid");
+    (topology, rx)
+}
+
+/// Builds with a short message timeout and small batches, so that replays come quickly.
+fn build(t: TopologyBuilder, guarantee: Guarantee) -> Result<Topology, BuildErrors> {
+    t.guarantee(guarantee)
         .config(TopologyConfig {
             message_timeout: Duration::from_millis(500),
             batch_size: 32,
             ..TopologyConfig::default()
         })
         .build()
-        .expect("valid");
-    (topology, rx)
 }
 
 /// For each key, the counts seen, sorted.
@@ -246,14 +249,7 @@ fn failing_sink_run(guarantee: Guarantee) -> anyhow::Result<(tempest_runtime::Ru
         )
         .shuffle(&counts),
     );
-    let topology = t
-        .guarantee(guarantee)
-        .config(TopologyConfig {
-            message_timeout: Duration::from_millis(500),
-            batch_size: 32,
-            ..TopologyConfig::default()
-        })
-        .build()?;
+    let topology = build(t, guarantee)?;
     let report = run(topology, 2)?;
     let written = std::mem::take(&mut *written.lock().expect("not poisoned"));
     Ok((report, written))
