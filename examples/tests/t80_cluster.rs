@@ -63,7 +63,7 @@ fn a_cluster_forms_and_answers_clients() -> anyhow::Result<()> {
     )?;
     refused(&again, "already running");
     let unknown = c.cli(1, &["submit", "nope"])?;
-    refused(&unknown, "registered: wordcount");
+    refused(&unknown, "registered: counter, wordcount");
     let bad_arg = c.cli(
         1,
         &[
