@@ -571,22 +571,23 @@ fn delivered(output: &Path) -> u64 {
     dir_lines(output)
 }
 
-/// The node indexes running a source task now: the running processes whose source history
-/// files have not ended.
-fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
+/// The node indexes running now whose process wrote a file `<prefix><pid>-...` in `dir` that
+/// `live` accepts.
+fn nodes_with_files(
+    c: &mut Cluster,
+    dir: &Path,
+    prefix: &str,
+    live: impl Fn(&Path) -> bool,
+) -> Vec<usize> {
     let mut pids = BTreeSet::new();
-    if let Ok(d) = std::fs::read_dir(history_dir) {
+    if let Ok(d) = std::fs::read_dir(dir) {
         for e in d.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix("source-")
+            let pid = name
+                .strip_prefix(prefix)
                 .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let ended = std::fs::read_to_string(e.path()).is_ok_and(|t| t.ends_with("d\n"));
-            if !ended {
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid.filter(|_| live(&e.path())) {
                 pids.insert(pid);
             }
         }
@@ -594,6 +595,20 @@ fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
     (0..c.procs.nodes.len())
         .filter(|i| c.procs.running(*i) && c.procs.pid(*i).is_some_and(|p| pids.contains(&p)))
         .collect()
+}
+
+/// The node indexes running a source task now: the running processes whose source history
+/// files have not ended.
+fn source_nodes(c: &mut Cluster, history_dir: &Path) -> Vec<usize> {
+    nodes_with_files(c, history_dir, "source-", |path| {
+        !std::fs::read_to_string(path).is_ok_and(|t| t.ends_with("d\n"))
+    })
+}
+
+/// The node indexes running a sink task now: the running processes that opened a sink file
+/// (a sink task moves only when its node dies, and a restarted node has a new pid).
+fn sink_nodes(c: &mut Cluster, output: &Path) -> Vec<usize> {
+    nodes_with_files(c, output, "sink-", |_| true)
 }
 
 /// What killing the submitting client did.
@@ -667,27 +682,6 @@ fn topology_running(c: &mut Cluster) -> anyhow::Result<bool> {
             _ => None,
         })
     })
-}
-
-/// The node indexes running a sink task now: the running processes that opened a sink file
-/// (a sink task moves only when its node dies, and a restarted node has a new pid).
-fn sink_nodes(c: &mut Cluster, output: &Path) -> Vec<usize> {
-    let mut pids = BTreeSet::new();
-    if let Ok(d) = std::fs::read_dir(output) {
-        for e in d.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name
-                .strip_prefix("sink-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            {
-                pids.insert(pid);
-            }
-        }
-    }
-    (0..c.procs.nodes.len())
-        .filter(|i| c.procs.running(*i) && c.procs.pid(*i).is_some_and(|p| pids.contains(&p)))
-        .collect()
 }
 
 /// What the steps measured.

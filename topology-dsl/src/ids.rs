@@ -29,6 +29,14 @@ pub struct RootId(pub u64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EdgeId(pub u64);
 
+/// SplitMix64's finalizer: spreads every bit of `z` over the result. Stable across processes,
+/// versions and machines (what replicas and replays derive from must be).
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A tuple's deterministic id under exactly-once: derived from its spout message (the spout
 /// component, its task and the [`MsgId`]) and its path (each bolt that emitted it on the way,
 /// and which of that bolt's emits for its input it was), so that a replay of a message gives
@@ -51,13 +59,12 @@ impl TupleId {
     /// input a bolt executes) by the component whose salt is `salt`. SplitMix64's finalizer
     /// over the mixed inputs: stable across processes, versions and machines.
     pub(crate) fn derive(parent: u64, salt: u64, k: u64) -> TupleId {
-        let mut z = parent
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(salt.rotate_left(29))
-            .wrapping_add(k.wrapping_mul(0xbf58_476d_1ce4_e5b9));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let z = mix64(
+            parent
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(salt.rotate_left(29))
+                .wrapping_add(k.wrapping_mul(0xbf58_476d_1ce4_e5b9)),
+        );
         // Zero means "no id".
         TupleId(z.max(1))
     }

@@ -9,7 +9,7 @@ use crate::engine::input::InputAdapter;
 use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
 };
-use crate::ids::{TaskId, TupleId};
+use crate::ids::TaskId;
 use crate::tuple::Tuple;
 use crate::window::{Channel, Valve};
 
@@ -62,34 +62,22 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
                 let result = self.bolt.execute(tuple, &mut self.out);
                 outcome.note(result);
             }
-        } else if !batch.origins.is_empty() {
-            // Exactly-once: each tuple carries its deterministic id.
-            let inputs = batch.values.into_iter().zip(batch.ids).zip(batch.origins);
-            for ((value, ids), id) in inputs {
-                if !B::MANUAL_ACK {
+        } else {
+            // Under exactly-once each tuple carries its deterministic id; otherwise none.
+            let mut origins = batch.origins.into_iter();
+            for (value, ids) in batch.values.into_iter().zip(batch.ids) {
+                let id = origins.next().unwrap_or_default();
+                if B::MANUAL_ACK {
+                    let tuple = Tuple::with_ids(value, source, input, ids).with_id(id);
+                    outcome.note(self.bolt.execute(tuple, &mut self.out));
+                } else {
+                    // The emitter acks for the bolt; the tuple's copy of its ids is for reading.
                     self.out.begin_input(ids.clone(), id);
-                }
-                let tuple = Tuple::with_ids(value, source, input, ids).with_id(id);
-                let result = self.bolt.execute(tuple, &mut self.out);
-                let ok = outcome.note(result);
-                if !B::MANUAL_ACK {
+                    let tuple = Tuple::with_ids(value, source, input, ids).with_id(id);
+                    let result = self.bolt.execute(tuple, &mut self.out);
+                    let ok = outcome.note(result);
                     self.out.end_input(ok);
                 }
-            }
-        } else if B::MANUAL_ACK {
-            for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                let tuple = Tuple::with_ids(value, source, input, ids);
-                let result = self.bolt.execute(tuple, &mut self.out);
-                outcome.note(result);
-            }
-        } else {
-            for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                // The emitter acks for the bolt; the tuple's copy of its ids is for reading.
-                self.out.begin_input(ids.clone(), TupleId(0));
-                let tuple = Tuple::with_ids(value, source, input, ids);
-                let result = self.bolt.execute(tuple, &mut self.out);
-                let ok = outcome.note(result);
-                self.out.end_input(ok);
             }
         }
         Ok(outcome)

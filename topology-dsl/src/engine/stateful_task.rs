@@ -149,13 +149,12 @@ pub(crate) struct StateCore<B: StatefulBolt> {
 /// A seed from an entry's index, an input's place in it and the task: the same on every
 /// replica (SplitMix64's finalizer over the mixed inputs).
 fn entry_seed(index: u64, position: usize, task_index: u32) -> u64 {
-    let mut z = index
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add((position as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
-        .wrapping_add(u64::from(task_index).rotate_left(40));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::ids::mix64(
+        index
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((position as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+            .wrapping_add(u64::from(task_index).rotate_left(40)),
+    )
 }
 
 impl<B: StatefulBolt> StateCore<B> {
