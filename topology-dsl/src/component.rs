@@ -70,6 +70,13 @@ pub trait Spout: Clone + Send + 'static {
     /// did not complete; every smaller one's did) and, when the task starts again elsewhere
     /// after its node died, seeks there: what follows is emitted again with the same tuple
     /// ids, and what was applied already is skipped.
+    ///
+    /// The position also bounds what stateful bolts remember under exactly-once: each tuple
+    /// carries its message and the committed position at its emit, and a stateful task
+    /// forgets the ids of the messages below the latest position it saw, and skips a tuple of
+    /// such a message as stale (its tree completed). So the ids must grow across instances
+    /// too: a spout started again continues from where it was sought, never with fresh
+    /// messages below ids it emitted before.
     const SEEKABLE: bool = false;
 
     /// Called once per task before the first `next`. An error stops the topology.

@@ -145,10 +145,13 @@ pub struct TopologyConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Exactly-once only: how long a stateful bolt remembers a tuple it applied (by its
     /// deterministic id, with the outputs it emitted for it), to skip a replay of it and emit
-    /// those outputs again. A replay that comes later than this after the first application
-    /// is applied again, so keep it well above `message_timeout` (a failed tree is replayed
-    /// within one timeout of its failure). Memory: the outputs of the inputs applied within
-    /// this time, per stateful task. Default 5 minutes; at least `message_timeout`.
+    /// those outputs again, when the tuple does not descend from one message of a seekable
+    /// spout ([`Spout::SEEKABLE`](crate::Spout::SEEKABLE); a tuple that does is remembered
+    /// until that spout's committed position passes its message, however long that takes). A
+    /// replay that comes later than this after the first application is applied again, so
+    /// keep it well above `message_timeout` (a failed tree is replayed within one timeout of
+    /// its failure). Memory: the outputs of the inputs applied within this time, per stateful
+    /// task. Default 5 minutes; at least `message_timeout`.
     pub dedup_retention: Duration,
 }
 

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::component::TaskError;
 use crate::engine::route::Route;
 use crate::engine::{AckOp, LinkId, Mark, Payload};
-use crate::ids::{EdgeId, MsgId, RootId, TupleId};
+use crate::ids::{EdgeId, MsgId, Origin, RootId, Source, TaskId, TupleId};
 use crate::record::Record;
 use crate::routing::{DirectOutOfRange, Pick};
 use crate::tuple::{Tuple, TupleIds};
@@ -84,11 +84,15 @@ struct Tracking {
     in_scope: bool,
     /// Under exactly-once, the salt of this component's deterministic tuple ids (0: none).
     salt: u64,
-    /// The deterministic id of the input being executed, and how many tuples it begot so far.
-    current_id: TupleId,
+    /// The identity of the input being executed, and how many tuples it begot so far.
+    current_origin: Origin,
     current_begot: u64,
-    /// The deterministic id of the spout message being emitted.
-    root_id: TupleId,
+    /// The identity of the spout message being emitted.
+    root_origin: Origin,
+    /// A seekable spout's task under exactly-once, and its committed position: the
+    /// [`Source`] of the messages it emits.
+    source_task: Option<TaskId>,
+    floor: u64,
 }
 
 impl Tracking {
@@ -102,37 +106,45 @@ impl Tracking {
         }
     }
 
-    /// The deterministic id of a tuple emitted with `anchor` (0 when ids are off or the
-    /// anchor has none): emit number `k` from its parent, with this component's salt. Out of
-    /// line, so that the emit path of the other guarantees stays small enough to inline.
+    /// The identity of a tuple emitted with `anchor` (id 0 when ids are off or the anchor has
+    /// none): emit number `k` from its parent, with this component's salt, and the parent's
+    /// source. Out of line, so that the emit path of the other guarantees stays small enough
+    /// to inline.
     #[inline(never)]
-    fn tuple_id<A>(&mut self, anchor: &Anchor<'_, A>) -> TupleId {
+    fn origin<A>(&mut self, anchor: &Anchor<'_, A>) -> Origin {
         match anchor {
-            Anchor::None => TupleId(0),
+            Anchor::None => Origin::default(),
             // Windows do not run under exactly-once (`build()` refuses them).
-            Anchor::Current if self.in_scope => TupleId(0),
+            Anchor::Current if self.in_scope => Origin::default(),
             Anchor::Current => {
-                if self.current_id.0 == 0 {
-                    return TupleId(0);
+                if self.current_origin.id.0 == 0 {
+                    return Origin::default();
                 }
                 let k = self.current_begot;
                 self.current_begot += 1;
-                TupleId::derive(self.current_id.0, self.salt, k)
+                Origin {
+                    id: TupleId::derive(self.current_origin.id.0, self.salt, k),
+                    source: self.current_origin.source,
+                }
             }
             Anchor::Tuples(anchors) => {
                 // A join: from the first anchor's id and its emits so far, mixed with the
                 // other anchors' ids (so [a, b] and [b, a] differ, and [a, a] has an id).
                 let Some((first, rest)) = anchors.split_first() else {
-                    return TupleId(0);
+                    return Origin::default();
                 };
-                if first.raw_id().0 == 0 {
-                    return TupleId(0);
+                let parent = first.origin().id;
+                if parent.0 == 0 {
+                    return Origin::default();
                 }
-                let own = TupleId::derive(first.raw_id().0, self.salt, first.next_begot());
-                let others = rest.iter().fold(0u64, |acc, a| acc ^ a.raw_id().0);
-                TupleId((own.0 ^ others.rotate_left(1)).max(1))
+                let own = TupleId::derive(parent.0, self.salt, first.next_begot());
+                let others = rest.iter().fold(0u64, |acc, a| acc ^ a.origin().id.0);
+                Origin {
+                    id: TupleId((own.0 ^ others.rotate_left(1)).max(1)),
+                    source: Source::joined(anchors.iter().map(|a| a.origin().source)),
+                }
             }
-            Anchor::Root(_) => self.root_id,
+            Anchor::Root(_) => self.root_origin,
         }
     }
 }
@@ -174,9 +186,11 @@ impl<T: Record> Emitter<T> {
                     scope_xors: Vec::new(),
                     in_scope: false,
                     salt: id_salt.unwrap_or(0),
-                    current_id: TupleId(0),
+                    current_origin: Origin::default(),
                     current_begot: 0,
-                    root_id: TupleId(0),
+                    root_origin: Origin::default(),
+                    source_task: None,
+                    floor: 0,
                 })
             }),
             clock: None,
@@ -392,8 +406,8 @@ impl<T: Record> Emitter<T> {
             clock.observe(&value);
         }
         let id = match track.as_deref_mut() {
-            Some(t) if t.salt != 0 => t.tuple_id(&anchor),
-            _ => TupleId(0),
+            Some(t) if t.salt != 0 => t.origin(&anchor),
+            _ => Origin::default(),
         };
         let ready_before = ready.len();
         let n = routes.len();
@@ -454,13 +468,13 @@ impl<T: Record> Emitter<T> {
         let _ = self.dispatch::<()>(stream, None, value, Anchor::Current);
     }
 
-    /// Starts executing an input with these ids (auto-ack bolts), and this deterministic id
-    /// (0 for none).
-    pub(crate) fn begin_input(&mut self, ids: TupleIds, id: TupleId) {
+    /// Starts executing an input with these ids (auto-ack bolts), and this identity under
+    /// exactly-once (id 0 for none).
+    pub(crate) fn begin_input(&mut self, ids: TupleIds, origin: Origin) {
         if let Some(track) = self.track.as_deref_mut() {
             track.current = ids;
             track.current_xor = 0;
-            track.current_id = id;
+            track.current_origin = origin;
             track.current_begot = 0;
         }
     }
@@ -470,7 +484,7 @@ impl<T: Record> Emitter<T> {
         if let Some(track) = self.track.as_deref_mut() {
             let ids = std::mem::take(&mut track.current);
             // Emits outside an input (tick, finish) derive no id from it.
-            track.current_id = TupleId(0);
+            track.current_origin = Origin::default();
             for &(root, edge) in ids.pairs() {
                 if ok {
                     push_folded(&mut track.acks, root, edge.0 ^ track.current_xor);
@@ -537,6 +551,15 @@ impl<T: Record> Emitter<T> {
         self.track.is_some()
     }
 
+    /// Under exactly-once, a seekable spout task: the messages it emits from now on carry it
+    /// as their [`Source`], with `floor`, its committed position.
+    pub(crate) fn set_source(&mut self, task: TaskId, floor: u64) {
+        if let Some(track) = self.track.as_deref_mut().filter(|t| t.salt != 0) {
+            track.source_task = Some(task);
+            track.floor = floor;
+        }
+    }
+
     /// Emits a tracked spout message: a new tree. Returns its root if the message reached any
     /// task (when it did not, its tree is trivially complete).
     fn emit_root(
@@ -550,7 +573,14 @@ impl<T: Record> Emitter<T> {
             Some(track) => {
                 track.root_xor = 0;
                 if track.salt != 0 {
-                    track.root_id = TupleId::derive(msg.0, track.salt, 0);
+                    track.root_origin = Origin {
+                        id: TupleId::derive(msg.0, track.salt, 0),
+                        source: track.source_task.map(|task| Source {
+                            task,
+                            msg: msg.0,
+                            floor: track.floor.min(msg.0),
+                        }),
+                    };
                 }
                 RootId(track.edge())
             }

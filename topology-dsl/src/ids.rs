@@ -54,6 +54,50 @@ impl std::fmt::Display for TupleId {
     }
 }
 
+/// Under exactly-once, the seekable spout message a tuple descends from: the spout task, the
+/// message, and that task's committed position when it emitted the message (every message
+/// below it had completed its tree then, and none is ever applied again).
+///
+/// A stateful task remembers the ids it applied until a later tuple of the same spout task
+/// shows the committed position past their message (the source acked past them), and skips as
+/// stale a tuple whose message is below a committed position it has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The spout task.
+    pub task: TaskId,
+    /// The message (a seekable spout's message ids grow in the order first emitted).
+    pub msg: u64,
+    /// The spout task's committed position when it emitted the message; at most `msg`.
+    pub floor: u64,
+}
+
+impl Source {
+    /// The source of a tuple anchored to tuples of these sources: their spout task's, with the
+    /// largest message and floor, when all have one and it is the same task (the tuple is then
+    /// complete once that message is); `None` otherwise.
+    pub(crate) fn joined(mut sources: impl Iterator<Item = Option<Source>>) -> Option<Source> {
+        let first = sources.next()??;
+        sources.try_fold(first, |acc, s| {
+            let s = s.filter(|s| s.task == acc.task)?;
+            Some(Source {
+                task: acc.task,
+                msg: acc.msg.max(s.msg),
+                floor: acc.floor.max(s.floor),
+            })
+        })
+    }
+}
+
+/// A tuple's identity under exactly-once: its deterministic [`TupleId`] and, when it descends
+/// from one message of one seekable spout task, that [`Source`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The deterministic id (0: none).
+    pub id: TupleId,
+    /// The spout message it descends from, when known.
+    pub source: Option<Source>,
+}
+
 impl TupleId {
     /// The id of emit number `k` (from 0) derived from `parent` (a spout message's id, or the
     /// input a bolt executes) by the component whose salt is `salt`. SplitMix64's finalizer
@@ -78,5 +122,33 @@ impl TupleId {
             h.write_bytes(&task.to_le_bytes());
         }
         h.finish() | 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(task: u32, msg: u64, floor: u64) -> Option<Source> {
+        Some(Source {
+            task: TaskId(task),
+            msg,
+            floor,
+        })
+    }
+
+    #[test]
+    fn a_tuple_anchored_to_one_spout_task_keeps_its_latest_message_and_position() {
+        let joined = |s: &[Option<Source>]| Source::joined(s.iter().copied());
+        assert_eq!(joined(&[src(1, 5, 2)]), src(1, 5, 2));
+        assert_eq!(joined(&[src(1, 5, 4), src(1, 9, 3)]), src(1, 9, 4));
+        assert_eq!(
+            joined(&[src(1, 5, 2), src(2, 9, 3)]),
+            None,
+            "two spout tasks"
+        );
+        assert_eq!(joined(&[src(1, 5, 2), None]), None, "one without a source");
+        assert_eq!(joined(&[None, src(1, 5, 2)]), None);
+        assert_eq!(joined(&[]), None);
     }
 }

@@ -108,7 +108,7 @@ pub use emitter::{Emitter, SpoutEmitter};
 pub use error::{BuildErrors, TopologyError};
 pub use event_time::EventTime;
 pub use grouping::Grouping;
-pub use ids::{EdgeId, MsgId, RootId, TaskId, TupleId};
+pub use ids::{EdgeId, MsgId, Origin, RootId, Source, TaskId, TupleId};
 pub use key_hasher::KeyHasher;
 pub use record::{Field, FieldKind, FieldType, Record, Timestamp, stable_hash_of};
 pub use stateful::{KeyedState, StateEmitter, StateStorage, StatefulBolt};

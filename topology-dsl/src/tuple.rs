@@ -6,7 +6,7 @@ use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EdgeId, RootId, TaskId, TupleId};
+use crate::ids::{EdgeId, Origin, RootId, TaskId, TupleId};
 
 /// One input of a bolt: a record plus its envelope. It dereferences to the record.
 ///
@@ -33,8 +33,9 @@ pub struct Tuple<T> {
     /// XOR of the edge ids of every tuple emitted anchored to this one since it arrived; folded
     /// into its ack (Storm's `ackVal`). Only manual-ack bolts use it.
     ack_val: Cell<u64>,
-    /// Its deterministic id under exactly-once (0: none).
-    id: TupleId,
+    /// Its deterministic id under exactly-once (0: none), and the spout message it descends
+    /// from.
+    origin: Origin,
     /// Tuples emitted anchored to it so far (manual-ack bolts under exactly-once: the ids of
     /// what it begets are numbered by it).
     begot: Cell<u64>,
@@ -54,7 +55,10 @@ impl<T> Tuple<T> {
             input,
             ids,
             ack_val: Cell::new(0),
-            id: TupleId(0),
+            origin: Origin {
+                id: TupleId(0),
+                source: None,
+            },
             begot: Cell::new(0),
         }
     }
@@ -62,7 +66,13 @@ impl<T> Tuple<T> {
     /// The same tuple with deterministic id `id` (as the runtime delivers it under
     /// exactly-once; for tests of a sink that keys its writes by [`Tuple::id`]).
     pub fn with_id(mut self, id: TupleId) -> Self {
-        self.id = id;
+        self.origin.id = id;
+        self
+    }
+
+    /// The same tuple with this identity (its id and the spout message it descends from).
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
         self
     }
 
@@ -78,7 +88,7 @@ impl<T> Tuple<T> {
     /// assert_eq!(t.with_id(TupleId(42)).id(), Some(TupleId(42)));
     /// ```
     pub fn id(&self) -> Option<TupleId> {
-        (self.id.0 != 0).then_some(self.id)
+        (self.origin.id.0 != 0).then_some(self.origin.id)
     }
 
     /// The number of the next tuple emitted anchored to this one (manual-ack bolts).
@@ -88,9 +98,9 @@ impl<T> Tuple<T> {
         k
     }
 
-    /// Its deterministic id, 0 for none.
-    pub(crate) fn raw_id(&self) -> TupleId {
-        self.id
+    /// Its identity under exactly-once (id 0 for none).
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// The record.

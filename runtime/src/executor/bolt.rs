@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
@@ -222,6 +223,9 @@ impl BoltActor {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
                 TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
+                if let Some(n) = outcome.remembered {
+                    self.core.metrics.remembered.store(n, Ordering::Relaxed);
+                }
                 if let Some(err) = outcome.first_error {
                     if outcome.executed == 0 {
                         // Not committed: leadership moved, or the group lost its quorum.
@@ -395,6 +399,9 @@ impl BoltActor {
                 TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
                 TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
                 TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
+                if let Some(n) = outcome.remembered {
+                    self.core.metrics.remembered.store(n, Ordering::Relaxed);
+                }
                 self.core
                     .histograms
                     .execute

@@ -30,6 +30,7 @@ pub(crate) fn log_component(topology: &str, component: &str, m: &MetricsSnapshot
         late = m.late,
         open_windows = m.open_windows,
         deduplicated = m.deduplicated,
+        remembered = m.remembered,
         time_skew_ms = m.time_skew_ms,
         "metrics"
     );

@@ -126,12 +126,12 @@ impl fmt::Display for RunReport {
         for c in self
             .components
             .iter()
-            .filter(|c| c.metrics.deduplicated > 0)
+            .filter(|c| c.metrics.deduplicated > 0 || c.metrics.remembered > 0)
         {
             writeln!(
                 f,
-                "  exactly-once `{}`: {} replays skipped (applied before)",
-                c.name, c.metrics.deduplicated,
+                "  exactly-once `{}`: {} replays skipped (applied before), {} ids remembered",
+                c.name, c.metrics.deduplicated, c.metrics.remembered,
             )?;
         }
         for c in self.components.iter().filter(|c| c.time_skew.count() > 0) {

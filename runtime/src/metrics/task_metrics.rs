@@ -42,6 +42,9 @@ pub struct TaskMetrics {
     /// Replayed records a stateful task skipped under exactly-once (applied before: their
     /// stored outputs were emitted again).
     pub deduplicated: AtomicU64,
+    /// Under exactly-once, the input ids a stateful task remembers to skip their replays (a
+    /// gauge: those of a seekable source are forgotten once it commits past them).
+    pub remembered: AtomicU64,
     /// A seekable spout's committed position under exactly-once, plus one (0: none).
     pub committed: AtomicU64,
 }
@@ -126,6 +129,7 @@ impl TaskMetrics {
             time_skew_future: self.time_skew_future.load(Ordering::Relaxed),
             open_windows: self.open_windows.load(Ordering::Relaxed),
             deduplicated: self.deduplicated.load(Ordering::Relaxed),
+            remembered: self.remembered.load(Ordering::Relaxed),
         }
     }
 }
@@ -167,6 +171,8 @@ pub struct MetricsSnapshot {
     pub open_windows: u64,
     /// Replays skipped by stateful tasks (exactly-once).
     pub deduplicated: u64,
+    /// Input ids stateful tasks remember now (exactly-once).
+    pub remembered: u64,
 }
 
 impl MetricsSnapshot {
@@ -184,6 +190,7 @@ impl MetricsSnapshot {
         self.pending_max = self.pending_max.max(other.pending_max);
         self.window_fires += other.window_fires;
         self.deduplicated += other.deduplicated;
+        self.remembered += other.remembered;
         self.late += other.late;
         self.time_skew_ms = self.time_skew_ms.max(other.time_skew_ms);
         self.time_skew_max_ms = self.time_skew_max_ms.max(other.time_skew_max_ms);

@@ -4,7 +4,7 @@ use std::any::{Any, type_name};
 use std::marker::PhantomData;
 
 use crate::engine::EngineError;
-use crate::ids::TupleId;
+use crate::ids::Origin;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 
@@ -17,8 +17,9 @@ pub struct TypedBatch<T> {
     pub values: Vec<T>,
     /// The ack-tree ids of each record, or empty when untracked.
     pub ids: Vec<TupleIds>,
-    /// The deterministic id of each record under exactly-once, or empty.
-    pub origins: Vec<TupleId>,
+    /// The identity of each record under exactly-once (its deterministic id and source), or
+    /// empty.
+    pub origins: Vec<Origin>,
 }
 
 impl<T> Default for TypedBatch<T> {
@@ -159,7 +160,7 @@ impl<T: Record> PayloadCodec for TypedCodec<T> {
             action: "decode",
             why,
         };
-        let (values, ids, origins): (Vec<T>, Vec<TupleIds>, Vec<TupleId>) =
+        let (values, ids, origins): (Vec<T>, Vec<TupleIds>, Vec<Origin>) =
             rmp_serde::from_slice(bytes).map_err(|e| codec_error(e.to_string()))?;
         if !ids.is_empty() && ids.len() != values.len() {
             return Err(codec_error(format!(
@@ -186,7 +187,18 @@ impl<T: Record> PayloadCodec for TypedCodec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{EdgeId, RootId};
+    use crate::ids::{EdgeId, RootId, Source, TaskId, TupleId};
+
+    fn origin(id: u64, source: Option<(u32, u64, u64)>) -> Origin {
+        Origin {
+            id: TupleId(id),
+            source: source.map(|(task, msg, floor)| Source {
+                task: TaskId(task),
+                msg,
+                floor,
+            }),
+        }
+    }
 
     #[test]
     fn a_batch_round_trips_and_bad_bytes_are_errors() {
@@ -194,7 +206,11 @@ mod tests {
         let batch = TypedBatch {
             values: vec![(), (), ()],
             ids: vec![TupleIds::One((RootId(7), EdgeId(9))); 3],
-            origins: vec![TupleId(5), TupleId(6), TupleId(7)],
+            origins: vec![
+                origin(5, None),
+                origin(6, Some((2, 40, 31))),
+                origin(7, None),
+            ],
         };
         let bytes = codec.encode(&Payload::local(batch)).expect("encodes");
         let back = codec
@@ -204,7 +220,14 @@ mod tests {
             .expect("unit records");
         assert_eq!(back.values.len(), 3);
         assert_eq!(back.ids[2], TupleIds::One((RootId(7), EdgeId(9))));
-        assert_eq!(back.origins, [TupleId(5), TupleId(6), TupleId(7)]);
+        assert_eq!(
+            back.origins,
+            [
+                origin(5, None),
+                origin(6, Some((2, 40, 31))),
+                origin(7, None)
+            ]
+        );
 
         let wrong = codec.encode(&Payload::local(TypedBatch::<String>::default()));
         assert!(matches!(wrong, Err(EngineError::PayloadType { .. })));
@@ -212,13 +235,14 @@ mod tests {
         let uneven = rmp_serde::to_vec(&(
             vec![(), ()],
             vec![TupleIds::Untracked],
-            Vec::<TupleId>::new(),
+            Vec::<Origin>::new(),
         ))
         .expect("encodes");
         let err = codec.decode(&uneven).expect_err("uneven ids");
         assert!(err.to_string().contains("2 records but 1"), "{err}");
-        let uneven = rmp_serde::to_vec(&(vec![()], Vec::<TupleIds>::new(), vec![TupleId(1); 2]))
-            .expect("encodes");
+        let uneven =
+            rmp_serde::to_vec(&(vec![()], Vec::<TupleIds>::new(), vec![origin(1, None); 2]))
+                .expect("encodes");
         let err = codec.decode(&uneven).expect_err("uneven tuple ids");
         assert!(
             err.to_string().contains("1 records but 2 tuple ids"),

@@ -68,12 +68,12 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
                 let id = origins.next().unwrap_or_default();
                 if B::MANUAL_ACK {
-                    let tuple = Tuple::with_ids(value, source, input, ids).with_id(id);
+                    let tuple = Tuple::with_ids(value, source, input, ids).with_origin(id);
                     outcome.note(self.bolt.execute(tuple, &mut self.out));
                 } else {
                     // The emitter acks for the bolt; the tuple's copy of its ids is for reading.
                     self.out.begin_input(ids.clone(), id);
-                    let tuple = Tuple::with_ids(value, source, input, ids).with_id(id);
+                    let tuple = Tuple::with_ids(value, source, input, ids).with_origin(id);
                     let result = self.bolt.execute(tuple, &mut self.out);
                     let ok = outcome.note(result);
                     self.out.end_input(ok);

@@ -296,6 +296,8 @@ pub struct BatchOutcome {
     /// Records a stateful task skipped as replays of records it applied before
     /// (exactly-once), their stored outputs emitted again.
     pub skipped: u64,
+    /// Under exactly-once, how many input ids a stateful task remembers after the batch.
+    pub remembered: Option<u64>,
 }
 
 impl BatchOutcome {

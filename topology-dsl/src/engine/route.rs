@@ -5,7 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::engine::{LinkId, Payload, TypedBatch};
-use crate::ids::TupleId;
+use crate::ids::Origin;
 use crate::key_hasher::KeyHasher;
 use crate::record::Record;
 use crate::routing::Router;
@@ -95,7 +95,7 @@ impl<T> Route<T> {
         target: u32,
         value: T,
         ids: TupleIds,
-        origin: TupleId,
+        origin: Origin,
         batch_size: usize,
         ready: &mut Vec<(LinkId, Payload)>,
     ) where

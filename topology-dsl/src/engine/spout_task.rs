@@ -55,6 +55,11 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
     }
 
     fn next_batch(&mut self, budget: usize) -> Result<SpoutStatus, TaskError> {
+        if let Some(c) = &self.committed {
+            // Every message emitted in this batch is at or past the committed position.
+            let task = self.context.task_id();
+            self.out.inner_mut().set_source(task, c.position().0);
+        }
         let start = self.out.inner().emitted();
         let budget = budget.max(1) as u64;
         let mut calls = 0u64;

@@ -23,7 +23,7 @@ use crate::engine::input::InputAdapter;
 use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
 };
-use crate::ids::{TaskId, TupleId};
+use crate::ids::{Origin, Source, TaskId, TupleId};
 use crate::stateful::{StateEmitter, StatefulBolt};
 use crate::tuple::{Tuple, TupleIds};
 use crate::window::{Channel, Valve};
@@ -63,14 +63,16 @@ struct Command<In> {
     source: TaskId,
     input: u16,
     values: Vec<In>,
-    /// Under exactly-once, each input's deterministic id; otherwise empty.
+    /// Under exactly-once, each input's identity (deterministic id and source); otherwise
+    /// empty.
     #[serde(default)]
-    ids: Vec<TupleId>,
+    origins: Vec<Origin>,
 }
 
 /// What executing one batch did: per input, whether it succeeded and how many records it
-/// emitted; then every emitted record (stream, record), in order; and how many inputs were
-/// replays of inputs applied before (skipped, their stored outputs emitted again).
+/// emitted; then every emitted record (stream, record), in order; how many inputs were
+/// replays of inputs applied before (skipped, their stored outputs emitted again); and under
+/// exactly-once how many input ids the task remembers after it.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct BatchResults<Out> {
     ok: Vec<bool>,
@@ -78,18 +80,30 @@ struct BatchResults<Out> {
     outs: Vec<(u16, Out)>,
     #[serde(default)]
     skipped: u32,
+    #[serde(default)]
+    remembered: Option<u64>,
 }
 
 /// Under exactly-once, what a stateful task remembers of the inputs it applied: per
 /// deterministic tuple id, the outputs it emitted for it, to emit them again for a replay
 /// instead of applying the input twice. Part of the state (replicated, snapshotted,
-/// checkpointed with it); an id is forgotten `retention_ms` of entry time after it was applied.
+/// checkpointed with it).
+///
+/// An input that descends from a seekable spout's message ([`Source`]) is remembered until a
+/// later input of that spout task shows its committed position past the message: the source
+/// acked past it, so it never comes again (a copy still in flight from an earlier attempt is
+/// stale, and skipped). Any other input is remembered `retention_ms` of entry time.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "Out: Serialize", deserialize = "Out: Deserialize<'de>"))]
 struct Applied<Out> {
     outputs: BTreeMap<TupleId, Vec<(u16, Out)>>,
-    /// The ids in the order applied, with the entry time of their application.
+    /// The ids without a source, in the order applied, with the entry time of their
+    /// application.
     order: VecDeque<(i64, TupleId)>,
+    /// The ids with a source, by spout task and message.
+    by_source: BTreeMap<(TaskId, u64), Vec<TupleId>>,
+    /// Per spout task, the highest committed position its inputs showed.
+    floors: BTreeMap<TaskId, u64>,
 }
 
 impl<Out> Default for Applied<Out> {
@@ -97,12 +111,14 @@ impl<Out> Default for Applied<Out> {
         Applied {
             outputs: BTreeMap::new(),
             order: VecDeque::new(),
+            by_source: BTreeMap::new(),
+            floors: BTreeMap::new(),
         }
     }
 }
 
 impl<Out> Applied<Out> {
-    /// Forgets the ids applied before `before` (entry time).
+    /// Forgets the ids without a source applied before `before` (entry time).
     fn forget_before(&mut self, before: i64) {
         while let Some(&(at, id)) = self.order.front() {
             if at >= before {
@@ -110,6 +126,43 @@ impl<Out> Applied<Out> {
             }
             self.order.pop_front();
             self.outputs.remove(&id);
+        }
+    }
+
+    /// Takes in the committed position `source` shows for its spout task: forgets the ids of
+    /// that task's messages below it.
+    fn raise_floor(&mut self, source: Source) {
+        let floor = self.floors.entry(source.task).or_insert(0);
+        if source.floor <= *floor {
+            return;
+        }
+        *floor = source.floor;
+        let below = (source.task, 0)..(source.task, source.floor);
+        while let Some(key) = self.by_source.range(below.clone()).next().map(|(k, _)| *k) {
+            for id in self.by_source.remove(&key).unwrap_or_default() {
+                self.outputs.remove(&id);
+            }
+        }
+    }
+
+    /// Whether an input of `source` is stale: its message is below a committed position of
+    /// its spout task, so its tree completed, with this input applied (or another attempt's).
+    fn is_stale(&self, source: Source) -> bool {
+        self.floors
+            .get(&source.task)
+            .is_some_and(|&floor| source.msg < floor)
+    }
+
+    /// Remembers an input applied at entry time `at`, with the outputs it emitted.
+    fn remember(&mut self, origin: Origin, at: i64, outputs: Vec<(u16, Out)>) {
+        self.outputs.insert(origin.id, outputs);
+        match origin.source {
+            Some(s) => self
+                .by_source
+                .entry((s.task, s.msg))
+                .or_default()
+                .push(origin.id),
+            None => self.order.push_back((at, origin.id)),
         }
     }
 }
@@ -177,14 +230,15 @@ impl<B: StatefulBolt> StateCore<B> {
 
     /// Executes every input of one batch (entry `index`) against the state. Under
     /// exactly-once an input whose id was applied before is skipped, and the outputs stored
-    /// for it are emitted again (so downstream gets them, whichever attempt reached it).
+    /// for it are emitted again (so downstream gets them, whichever attempt reached it); a
+    /// stale one (its spout's committed position passed its message) is skipped with none.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         source: TaskId,
         input: u16,
         values: Vec<B::In>,
-        ids: &[TupleId],
+        origins: &[Origin],
         time_ms: i64,
         index: u64,
         keep: bool,
@@ -193,7 +247,7 @@ impl<B: StatefulBolt> StateCore<B> {
         let mut emitted = Vec::with_capacity(values.len());
         let mut skipped = 0;
         // Every replica stores the outputs of what it applies: it must keep them to emit.
-        let dedup = self.dedup.as_mut().filter(|_| !ids.is_empty());
+        let dedup = self.dedup.as_mut().filter(|_| !origins.is_empty());
         let mut out =
             StateEmitter::new(Arc::clone(&self.streams), time_ms, keep || dedup.is_some());
         let mut applied = dedup.map(|(applied, retention)| {
@@ -201,21 +255,29 @@ impl<B: StatefulBolt> StateCore<B> {
             applied
         });
         for (position, value) in values.into_iter().enumerate() {
-            let id = ids.get(position).copied().unwrap_or_default();
-            if let Some(stored) = applied
-                .as_deref_mut()
-                .filter(|_| id.0 != 0)
-                .and_then(|a| a.outputs.get(&id))
-            {
-                out.replay(stored);
-                ok.push(true);
-                emitted.push(stored.len() as u32);
-                skipped += 1;
-                continue;
+            let origin = origins.get(position).copied().unwrap_or_default();
+            let id = origin.id;
+            if let Some(a) = applied.as_deref_mut().filter(|_| id.0 != 0) {
+                if let Some(s) = origin.source {
+                    a.raise_floor(s);
+                    if a.is_stale(s) {
+                        ok.push(true);
+                        emitted.push(0);
+                        skipped += 1;
+                        continue;
+                    }
+                }
+                if let Some(stored) = a.outputs.get(&id) {
+                    out.replay(stored);
+                    ok.push(true);
+                    emitted.push(stored.len() as u32);
+                    skipped += 1;
+                    continue;
+                }
             }
             out.next_input(entry_seed(index, position, self.task_index));
             let before = out.emitted();
-            let tuple = Tuple::new_untracked(value, source, input).with_id(id);
+            let tuple = Tuple::new_untracked(value, source, input).with_origin(origin);
             let (bolt, state) = (&self.bolt, &mut self.state);
             // A panic is that input's failure, the same on every replica; the state keeps
             // what `execute` changed before it.
@@ -227,8 +289,7 @@ impl<B: StatefulBolt> StateCore<B> {
             emitted.push((out.emitted() - before) as u32);
             // Only a success counts as applied: a failed input is executed again on replay.
             if let Some(a) = applied.as_deref_mut().filter(|_| done && id.0 != 0) {
-                a.outputs.insert(id, out.kept_since(before).to_vec());
-                a.order.push_back((time_ms, id));
+                a.remember(origin, time_ms, out.kept_since(before).to_vec());
             }
         }
         BatchResults {
@@ -236,6 +297,7 @@ impl<B: StatefulBolt> StateCore<B> {
             emitted,
             outs: out.into_outs(),
             skipped,
+            remembered: applied.map(|a| a.outputs.len() as u64),
         }
     }
 }
@@ -256,7 +318,7 @@ impl<B: StatefulBolt> StateMachine for StateCore<B> {
             cmd.source,
             cmd.input,
             cmd.values,
-            &cmd.ids,
+            &cmd.origins,
             cmd.time_ms,
             index,
             answer,
@@ -314,7 +376,7 @@ enum Mode<B: StatefulBolt> {
     Replicated {
         next_seq: u64,
         proposals: Vec<Proposal>,
-        pending: BTreeMap<u64, (Vec<TupleIds>, Vec<TupleId>)>,
+        pending: BTreeMap<u64, (Vec<TupleIds>, Vec<Origin>)>,
     },
 }
 
@@ -375,7 +437,7 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
     fn emit_results(
         &mut self,
         ids: Vec<TupleIds>,
-        origins: &[TupleId],
+        origins: &[Origin],
         results: BatchResults<B::Out>,
         outcome: &mut BatchOutcome,
     ) {
@@ -384,6 +446,7 @@ impl<B: StatefulBolt> StatefulTaskImpl<B> {
         let mut origins = origins.iter().copied();
         let mut outs = results.outs.into_iter();
         outcome.skipped += u64::from(results.skipped);
+        outcome.remembered = results.remembered.or(outcome.remembered);
         for (ok, n) in results.ok.into_iter().zip(results.emitted) {
             if tracked {
                 let origin = origins.next().unwrap_or_default();
@@ -478,7 +541,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
                     source,
                     input,
                     values: batch.values,
-                    ids: batch.origins.clone(),
+                    origins: batch.origins.clone(),
                 })
                 .map_err(|e| codec_error(std::any::type_name::<B::In>(), "encode", e))?;
                 *next_seq += 1;
@@ -663,7 +726,41 @@ mod tests {
                     word: s.to_string(),
                 })
                 .collect::<Vec<_>>(),
-            ids: ids.iter().map(|&i| TupleId(i)).collect(),
+            origins: ids
+                .iter()
+                .map(|&i| Origin {
+                    id: TupleId(i),
+                    source: None,
+                })
+                .collect(),
+        };
+        rmp_serde::to_vec(&cmd).expect("encodes")
+    }
+
+    /// A command whose inputs descend from seekable spout messages: (word, id, spout task,
+    /// message, committed position).
+    fn command_from(time_ms: i64, inputs: &[(&str, u64, u32, u64, u64)]) -> Vec<u8> {
+        let cmd = Command {
+            time_ms,
+            source: TaskId(1),
+            input: 0,
+            values: inputs
+                .iter()
+                .map(|(w, ..)| Word {
+                    word: w.to_string(),
+                })
+                .collect::<Vec<_>>(),
+            origins: inputs
+                .iter()
+                .map(|&(_, id, task, msg, floor)| Origin {
+                    id: TupleId(id),
+                    source: Some(Source {
+                        task: TaskId(task),
+                        msg,
+                        floor,
+                    }),
+                })
+                .collect(),
         };
         rmp_serde::to_vec(&cmd).expect("encodes")
     }
@@ -752,6 +849,74 @@ mod tests {
         let state: KeyedState<String, u64> = rmp_serde::from_slice(&exported).expect("the state");
         assert_eq!(state.get("a"), Some(&3));
         assert!(exported_state(b"\xc1", true).is_err());
+    }
+
+    #[test]
+    fn ids_of_a_seekable_source_are_forgotten_once_its_committed_position_passes_them() {
+        let exact = || StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0, Some(1000));
+        let (mut leader, mut follower) = (exact(), exact());
+        let mut apply = |cmd: &[u8], index: u64| {
+            assert!(
+                follower
+                    .apply(cmd, index, false)
+                    .expect("applies")
+                    .is_empty()
+            );
+            let r = results(&leader.apply(cmd, index, true).expect("applies"));
+            (r, leader.state.get("a").copied())
+        };
+        // Messages 10 and 11 of spout task 0, whose committed position was 10.
+        let (r, _) = apply(
+            &command_from(10, &[("a", 1, 0, 10, 10), ("b", 2, 0, 11, 10)]),
+            1,
+        );
+        assert_eq!(
+            (r.outs, r.remembered),
+            (vec![wc("a", 1), wc("b", 1)], Some(2))
+        );
+        // A replay of 10 is skipped and its output emitted again.
+        let (r, _) = apply(&command_from(20, &[("a", 1, 0, 10, 10)]), 2);
+        assert_eq!((r.skipped, r.outs), (1, vec![wc("a", 1)]));
+        // Message 12 shows the position at 12: 10 and 11 are forgotten. Spout task 1's
+        // messages are its own.
+        let (r, _) = apply(
+            &command_from(30, &[("a", 3, 0, 12, 12), ("c", 4, 1, 5, 0)]),
+            3,
+        );
+        assert_eq!(
+            (r.outs, r.remembered),
+            (vec![wc("a", 2), wc("c", 1)], Some(2))
+        );
+        // A copy of message 10 still in flight (from an earlier attempt) is stale: skipped,
+        // with nothing emitted and nothing applied.
+        let (r, a) = apply(
+            &command_from(40, &[("a", 1, 0, 10, 10), ("b", 2, 0, 11, 10)]),
+            4,
+        );
+        assert_eq!(
+            (r.ok, r.emitted, r.skipped),
+            (vec![true, true], vec![0, 0], 2)
+        );
+        assert!(r.outs.is_empty());
+        assert_eq!(a, Some(2));
+        // Ids with a source do not expire with time: message 12 is still known long after.
+        let (r, _) = apply(&command_from(1_000_000, &[("a", 3, 0, 12, 12)]), 5);
+        assert_eq!((r.skipped, r.outs), (1, vec![wc("a", 2)]));
+        assert_eq!(
+            leader.snapshot().expect("snapshots"),
+            follower.snapshot().expect("snapshots")
+        );
+        // The positions survive a snapshot: a restored copy still finds 11 stale.
+        let mut copy = exact();
+        copy.restore(&leader.snapshot().expect("snapshots"))
+            .expect("restores");
+        let r = results(
+            &copy
+                .apply(&command_from(50, &[("b", 2, 0, 11, 10)]), 6, true)
+                .expect("applies"),
+        );
+        assert_eq!((r.skipped, r.outs.len(), r.remembered), (1, 0, Some(2)));
+        assert_eq!(copy.state.get("b"), Some(&1));
     }
 
     #[test]
