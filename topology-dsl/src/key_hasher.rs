@@ -21,6 +21,9 @@
 #[derive(Clone, Debug)]
 pub struct KeyHasher {
     state: u64,
+    /// When recording ([`KeyHasher::recording`]): every part written, exactly (what windows
+    /// key by, so that two keys whose hashes collide still differ).
+    exact: Option<Vec<u8>>,
 }
 
 /// The initial state: the first 64 bits of the fractional part of pi.
@@ -31,23 +34,56 @@ const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 impl KeyHasher {
     /// An empty hasher.
     pub const fn new() -> Self {
-        KeyHasher { state: INITIAL }
+        KeyHasher {
+            state: INITIAL,
+            exact: None,
+        }
+    }
+
+    /// A hasher that also records the parts written, exactly, into `buf` (cleared first):
+    /// a word as a tag byte and its 8 bytes, a byte string as a tag byte, its length and its
+    /// bytes. Two keys record the same bytes exactly when they write the same parts.
+    pub(crate) fn recording(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        KeyHasher {
+            state: INITIAL,
+            exact: Some(buf),
+        }
+    }
+
+    /// What a recording hasher recorded (empty for one that does not record).
+    pub(crate) fn take_recorded(&mut self) -> Vec<u8> {
+        self.exact.take().unwrap_or_default()
+    }
+
+    #[inline]
+    fn mix(&mut self, value: u64) {
+        self.state = (self.state ^ value)
+            .wrapping_mul(MULTIPLIER)
+            .rotate_left(29);
     }
 
     /// Mixes in one 64-bit word.
     #[inline]
     pub fn write_u64(&mut self, value: u64) {
-        self.state = (self.state ^ value)
-            .wrapping_mul(MULTIPLIER)
-            .rotate_left(29);
+        self.mix(value);
+        if let Some(exact) = &mut self.exact {
+            exact.push(1);
+            exact.extend_from_slice(&value.to_le_bytes());
+        }
     }
 
     /// Mixes in a byte string (its XXH3 hash, then its length, so `"ab","c"` differs from
     /// `"a","bc"`).
     #[inline]
     pub fn write_bytes(&mut self, bytes: &[u8]) {
-        self.write_u64(xxhash_rust::xxh3::xxh3_64(bytes));
-        self.write_u64(bytes.len() as u64);
+        self.mix(xxhash_rust::xxh3::xxh3_64(bytes));
+        self.mix(bytes.len() as u64);
+        if let Some(exact) = &mut self.exact {
+            exact.push(2);
+            exact.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            exact.extend_from_slice(bytes);
+        }
     }
 
     /// The hash of everything written so far (MurmurHash3's 64-bit finaliser over the state).
@@ -75,6 +111,33 @@ mod tests {
     use crate::record::{FieldKind, stable_hash_of};
 
     const GOLDEN_42: u64 = 17_505_847_787_152_258_368;
+
+    #[test]
+    fn recording_keeps_the_parts_exactly_and_hashes_alike() {
+        let record = |parts: &[&str]| {
+            let mut h = KeyHasher::recording(vec![9, 9]);
+            for p in parts {
+                FieldKind::stable_hash(*p, &mut h);
+            }
+            let hash = h.finish();
+            (hash, h.take_recorded())
+        };
+        let (hash, exact) = record(&["ab", "c"]);
+        let mut plain = KeyHasher::new();
+        "ab".stable_hash(&mut plain);
+        "c".stable_hash(&mut plain);
+        assert_eq!(hash, plain.finish(), "recording does not change the hash");
+        assert_eq!(exact, record(&["ab", "c"]).1);
+        assert_ne!(exact, record(&["a", "bc"]).1);
+        assert_eq!(exact[0], 2, "the buffer was cleared first");
+        // A word and a byte string of the same bytes differ.
+        let mut w = KeyHasher::recording(Vec::new());
+        w.write_u64(u64::from_le_bytes(*b"abcdefgh"));
+        let mut b = KeyHasher::recording(Vec::new());
+        b.write_bytes(b"abcdefgh");
+        assert_ne!(w.take_recorded(), b.take_recorded());
+        assert!(KeyHasher::new().take_recorded().is_empty());
+    }
 
     #[test]
     fn golden_values_never_change() {

@@ -117,6 +117,21 @@ impl FieldType {
         !matches!(self, FieldType::Opaque)
     }
 
+    /// Whether a value of this field hashes as one 64-bit word ([`KeyHasher::write_u64`]), so
+    /// that distinct values hash apart.
+    pub const fn is_word(self) -> bool {
+        matches!(
+            self,
+            FieldType::Bool
+                | FieldType::Int
+                | FieldType::UInt
+                | FieldType::Float
+                | FieldType::Char
+                | FieldType::Timestamp
+                | FieldType::Unit
+        )
+    }
+
     /// Whether this field can carry event time (an integer of milliseconds or a [`Timestamp`]).
     pub const fn is_timestamp(self) -> bool {
         matches!(

@@ -269,3 +269,117 @@ fn a_replicated_task_proposes_emits_what_its_group_answers_and_holds_marks_only_
     let snapshot = machine.snapshot().expect("encodes");
     assert_eq!(rmp_serde::from_slice::<i64>(&snapshot).ok(), Some(20));
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+struct Pair {
+    a: u64,
+    b: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Record)]
+struct PairCount {
+    a: u64,
+    b: u64,
+    count: u64,
+}
+
+#[derive(Clone)]
+struct CountPairs;
+impl WindowAggregate for CountPairs {
+    type In = Pair;
+    type Acc = (u64, u64, u64);
+    type Out = PairCount;
+    fn add(&mut self, acc: &mut (u64, u64, u64), p: &Pair) {
+        *acc = (p.a, p.b, acc.2 + 1);
+    }
+    fn merge(&mut self, acc: &mut (u64, u64, u64), other: (u64, u64, u64)) {
+        acc.2 += other.2;
+    }
+    fn emit(
+        &mut self,
+        acc: &(u64, u64, u64),
+        _w: &WindowInfo,
+        out: &mut Emitter<PairCount>,
+    ) -> Result<(), TaskError> {
+        out.emit(PairCount {
+            a: acc.0,
+            b: acc.1,
+            count: acc.2,
+        });
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct PairSrc;
+impl Spout for PairSrc {
+    type Out = Pair;
+    fn next(&mut self, _out: &mut SpoutEmitter<Pair>) -> Result<SpoutStatus, TaskError> {
+        Ok(SpoutStatus::Done)
+    }
+}
+
+#[derive(Clone)]
+struct PairSink;
+impl Bolt for PairSink {
+    type In = PairCount;
+    type Out = ();
+    fn execute(&mut self, _t: Tuple<PairCount>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// The grouping hash of a key of two integers: (a, b).
+fn pair_hash(a: u64, b: u64) -> u64 {
+    let mut h = KeyHasher::new();
+    h.write_u64(a);
+    h.write_u64(b);
+    h.finish()
+}
+
+#[test]
+fn two_keys_whose_hashes_collide_get_windows_of_their_own() {
+    // The hash of two words is not one to one: for any `a2`, some `b2` makes (a2, b2) hash
+    // like (a1, b1). Mirror the hasher's mixing step to find it.
+    let step = |s: u64, v: u64| (s ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    let first = |a: u64| step(0x243F_6A88_85A3_08D3, a);
+    let (a1, b1, a2) = (1u64, 2u64, 3u64);
+    let b2 = first(a1) ^ b1 ^ first(a2);
+    assert_eq!(pair_hash(a1, b1), pair_hash(a2, b2), "a collision");
+
+    let mut t = TopologyBuilder::new("collide");
+    let src = t.add(spout("src", PairSrc));
+    let w = t.add(
+        aggregated(
+            "win",
+            CountPairs,
+            Window::tumbling(std::time::Duration::from_millis(100)),
+        )
+        .fields(&src, ["a", "b"]),
+    );
+    t.add(bolt("sink", PairSink).shuffle(&w.output));
+    let topology = t.build().expect("valid");
+    let mut task = middle_task(&topology);
+    let pairs = [(a1, b1), (a2, b2), (a1, b1), (a2, b2), (a1, b1)];
+    let batch = Payload::local(TypedBatch {
+        values: pairs.iter().map(|&(a, b)| Pair { a, b }).collect(),
+        ..TypedBatch::default()
+    });
+    task.execute_batch(0, TaskId(0), batch, 1_000)
+        .expect("executes");
+    task.tick(false, 1_100).expect("ticks");
+    task.flush();
+    let mut ready = Vec::new();
+    task.take_ready(&mut ready);
+    let mut counts: Vec<(u64, u64, u64)> = ready
+        .into_iter()
+        .flat_map(|(_, p)| p.downcast::<PairCount>().expect("counts").values)
+        .map(|c| (c.a, c.b, c.count))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        [(a1, b1, 3), (a2, b2, 2)],
+        "each key counted in a window of its own"
+    );
+}

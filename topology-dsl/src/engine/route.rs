@@ -49,6 +49,33 @@ impl<T: Record> KeyExtract<T> {
             KeyExtract::Func(f) => (f.0)(value),
         }
     }
+
+    /// Whether distinct keys always hash apart: no key, or one field that hashes as one word
+    /// (an integer, a bool, a char, a float, a timestamp), which the hash maps one to one.
+    pub(crate) fn is_injective(&self) -> bool {
+        match self {
+            KeyExtract::None => true,
+            KeyExtract::Fields(fields) => match **fields {
+                [f] => T::FIELDS.get(f).is_some_and(|field| field.ty.is_word()),
+                _ => false,
+            },
+            KeyExtract::Func(_) => false,
+        }
+    }
+
+    /// Writes the key into `hasher` (a recording one keeps its parts exactly); the hash is
+    /// then [`KeyExtract::hash`]'s.
+    pub(crate) fn write(&self, value: &T, hasher: &mut KeyHasher) {
+        match self {
+            KeyExtract::None => {}
+            KeyExtract::Fields(fields) => {
+                for &f in fields.iter() {
+                    value.hash_field(f, hasher);
+                }
+            }
+            KeyExtract::Func(f) => hasher.write_u64((f.0)(value)),
+        }
+    }
 }
 
 /// One subscription of one stream, as seen by one sending task.

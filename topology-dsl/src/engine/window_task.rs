@@ -11,7 +11,7 @@ use std::collections::{VecDeque, hash_map};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::component::{TaskContext, TaskError};
 use crate::emitter::Emitter;
@@ -21,10 +21,11 @@ use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput, WindowStats,
 };
 use crate::ids::TaskId;
+use crate::key_hasher::KeyHasher;
 use crate::record::Record;
 use crate::tuple::TupleIds;
 use crate::window::{
-    Bounds, Channel, Valve, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo,
+    Bounds, Channel, ExactKeys, Valve, Window, WindowAggregate, WindowCore, WindowHost, WindowInfo,
     WindowView, WindowedBolt,
 };
 
@@ -32,6 +33,9 @@ use crate::window::{
 pub(crate) struct WindowInput<In> {
     /// The key (the fields of a fields grouping); `None` for unkeyed windows, all in key 0.
     key: KeyExtract<In>,
+    /// Unless the key's hash tells keys apart by itself: the window key of each exact key,
+    /// and a buffer to record a key in.
+    exact: Option<(ExactKeys, Vec<u8>)>,
     /// The event-time field, for event-time windows.
     time_field: Option<usize>,
     /// The watermark of the input channels.
@@ -53,6 +57,7 @@ impl<In: Record> WindowInput<In> {
         max_open_windows: usize,
     ) -> Self {
         WindowInput {
+            exact: (!key.is_injective()).then(|| (ExactKeys::default(), Vec::new())),
             key,
             time_field,
             valve: Valve::new(channels),
@@ -60,6 +65,20 @@ impl<In: Record> WindowInput<In> {
             max_open_windows,
             _in: PhantomData,
         }
+    }
+
+    /// The window key of the element's key: its hash, unless another key with the same hash
+    /// has windows (see [`ExactKeys`]).
+    #[inline]
+    fn window_key(&mut self, value: &In) -> u64 {
+        let Some((keys, buf)) = &mut self.exact else {
+            return self.key.hash(value);
+        };
+        let mut hasher = KeyHasher::recording(std::mem::take(buf));
+        self.key.write(value, &mut hasher);
+        let hash = hasher.finish();
+        *buf = hasher.take_recorded();
+        keys.key(hash, buf)
     }
 
     /// The element's event time (`Ok(0)` for processing-time and count windows).
@@ -282,6 +301,9 @@ pub(crate) trait WindowMode: Clone + Send + 'static {
 
     /// Keeps at most `cap` keys' previous firings (whole windows).
     fn limit_previous(&mut self, _cap: usize) {}
+
+    /// Adds the keys whose previous firing is kept to `live`.
+    fn previous_keys(&self, _live: &mut FxHashSet<u64>) {}
 }
 
 /// The task behind a windowed bolt of either mode.
@@ -318,6 +340,16 @@ impl<M: WindowMode> WindowedTask<M> {
             seen_ts: i64::MIN,
             ended: false,
         }
+    }
+
+    /// Forgets the exact keys that no longer have windows, when enough were added.
+    fn sweep_keys(&mut self) {
+        let Some((keys, _)) = self.input.exact.as_mut().filter(|(k, _)| k.sweep_due()) else {
+            return;
+        };
+        let mut live: FxHashSet<u64> = self.core.keys().copied().collect();
+        self.mode.previous_keys(&mut live);
+        keys.sweep(&live);
     }
 
     /// Brings the core's clocks forward: event time to the input watermark, processing time to
@@ -412,13 +444,14 @@ impl<M: WindowMode> BoltTask for WindowedTask<M> {
             if event_time {
                 self.seen_ts = self.seen_ts.max(ts);
             }
-            let key = self.input.key.hash(&value);
+            let key = self.input.window_key(&value);
             // Taken (or, if late, acked at once): either way it no longer needs to hold its
             // spout's watermark.
             self.io.out.park_ids(&tuple_ids);
             self.mode
                 .ingest(&mut self.io, &mut self.core, key, ts, value, tuple_ids);
         }
+        self.sweep_keys();
         Ok(self.take_outcome())
     }
 
@@ -746,6 +779,10 @@ impl<B: WindowedBolt> WindowMode for Whole<B> {
 
     fn limit_previous(&mut self, cap: usize) {
         self.prev.cap = cap;
+    }
+
+    fn previous_keys(&self, live: &mut FxHashSet<u64>) {
+        live.extend(self.prev.by_key.keys());
     }
 
     /// Forgets previous firings no later window of their key can follow.

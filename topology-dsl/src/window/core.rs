@@ -190,6 +190,15 @@ impl<K: Hash + Eq + Clone, C: Default> WindowCore<K, C> {
         self.open
     }
 
+    /// The keys that have a window (a key may come more than once).
+    pub fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.aligned
+            .keys()
+            .map(|(k, _)| k)
+            .chain(self.sessions.keys())
+            .chain(self.counts.keys())
+    }
+
     /// Whether windows run on event time.
     pub fn is_event_time(&self) -> bool {
         self.event_time

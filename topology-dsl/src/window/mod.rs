@@ -53,6 +53,7 @@
 mod assign;
 mod core;
 mod event_clock;
+mod keys;
 mod spec;
 mod valve;
 mod view;
@@ -60,6 +61,7 @@ mod view;
 pub use assign::{Bounds, sliding, tumbling, window_start};
 pub use core::{InvalidWindow, WindowCore, WindowHost};
 pub use event_clock::EventClock;
+pub(crate) use keys::ExactKeys;
 pub use spec::{MAX_WINDOWS_PER_ELEMENT, Size, TimeDomain, Window, WindowKind};
 pub use valve::{Channel, Mark, Valve};
 pub use view::{WindowAggregate, WindowInfo, WindowView, WindowedBolt};
