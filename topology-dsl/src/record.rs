@@ -174,7 +174,9 @@ pub struct Timestamp(pub i64);
 /// Implemented for the standard scalar, string and collection types. A field of any other type
 /// needs `#[record(opaque)]` on it, or an implementation of this trait.
 pub trait FieldKind {
-    /// The field type `build()` sees.
+    /// The field type `build()` sees. A type that declares one of the one-word types
+    /// ([`FieldType::is_word`]) must hash as exactly one [`KeyHasher::write_u64`] of a value
+    /// that tells its values apart: windows then key by that hash alone.
     const TYPE: FieldType;
 
     /// Feeds the value into `hasher` in a way that is the same on every machine and every run.

@@ -63,8 +63,9 @@ impl<T: Record> KeyExtract<T> {
         }
     }
 
-    /// Writes the key into `hasher` (a recording one keeps its parts exactly); the hash is
-    /// then [`KeyExtract::hash`]'s.
+    /// Writes the key's fields into `hasher` (a recording one keeps them exactly): the hash
+    /// is then [`KeyExtract::hash`]'s. A `key_by` key is written as its hash (windows key by
+    /// fields only).
     pub(crate) fn write(&self, value: &T, hasher: &mut KeyHasher) {
         match self {
             KeyExtract::None => {}

@@ -96,6 +96,9 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         if let Some(clock) = self.out.inner_mut().clock_mut() {
             clock.failed(root, msg);
         }
+        if let Some(c) = &mut self.committed {
+            c.failed(msg);
+        }
         self.spout.fail(msg);
     }
 
@@ -142,6 +145,9 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         self.spout
             .restore(&crate::SpoutSnapshot::from_bytes(position.to_vec()))?;
         for msg in in_flight {
+            if let Some(c) = &mut self.committed {
+                c.failed(*msg);
+            }
             self.spout.fail(*msg);
         }
         Ok(())

@@ -101,8 +101,10 @@ struct Applied<Out> {
     /// application.
     order: VecDeque<(i64, TupleId)>,
     /// The ids with a source, by spout task and message.
+    #[serde(default)]
     by_source: BTreeMap<(TaskId, u64), Vec<TupleId>>,
     /// Per spout task, the highest committed position its inputs showed.
+    #[serde(default)]
     floors: BTreeMap<TaskId, u64>,
 }
 

@@ -89,9 +89,8 @@ impl<'a, T> WindowView<'a, T> {
 /// A bolt that sees whole windows. Its emits in `on_window` are anchored to every tuple of the
 /// window, and those tuples are acked once no window holds them any more.
 ///
-/// Windows are per key of the bolt's fields grouping (by the key's 64-bit seedless hash, so two
-/// distinct keys colliding would share windows; the odds are about n²/2⁶⁵ for n keys), or per
-/// task without one. Under at-least-once, a tuple replayed after its window fired is late, as
+/// Windows are per key of the bolt's fields grouping (by the key itself: two distinct keys whose
+/// 64-bit hashes collide still get windows of their own), or per task without one. Under at-least-once, a tuple replayed after its window fired is late, as
 /// in Storm: send late tuples to the late stream to see them.
 pub trait WindowedBolt: Clone + Send + 'static {
     /// The record type of the windowed stream.
