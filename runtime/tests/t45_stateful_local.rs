@@ -220,7 +220,6 @@ impl Bolt for IdSink {
 }
 
 fn failing_sink_run(guarantee: Guarantee) -> anyhow::Result<(tempest_runtime::RunReport, Written)> {
-    let written = std::sync::Arc::new(std::sync::Mutex::new(Written::default()));
     let mut t = TopologyBuilder::new("exactly-once");
     let numbers = t.add(spout("numbers", Numbers::new(2_000)).parallelism(2));
     let keyed = t.add(
@@ -234,10 +233,20 @@ fn failing_sink_run(guarantee: Guarantee) -> anyhow::Result<(tempest_runtime::Ru
         .parallelism(2)
         .shuffle(&numbers),
     );
+    count_into_a_failing_sink(t, &keyed, guarantee)
+}
+
+/// Adds `count` (3 tasks, by key) after `keyed` and an [`IdSink`] after it, and runs `t`.
+fn count_into_a_failing_sink(
+    mut t: TopologyBuilder,
+    keyed: &Handle<Keyed>,
+    guarantee: Guarantee,
+) -> anyhow::Result<(tempest_runtime::RunReport, Written)> {
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Written::default()));
     let counts = t.add(
         stateful("count", CountPerKey { panic_on: None })
             .parallelism(3)
-            .fields(&keyed, ["key"]),
+            .fields(keyed, ["key"]),
     );
     t.add(
         bolt(
@@ -249,8 +258,7 @@ fn failing_sink_run(guarantee: Guarantee) -> anyhow::Result<(tempest_runtime::Ru
         )
         .shuffle(&counts),
     );
-    let topology = build(t, guarantee)?;
-    let report = run(topology, 2)?;
+    let report = run(build(t, guarantee)?, 2)?;
     let written = std::mem::take(&mut *written.lock().expect("not poisoned"));
     Ok((report, written))
 }
@@ -300,28 +308,12 @@ fn exactly_once_ids_are_forgotten_once_the_source_commits_past_them() -> anyhow:
     }
     file.into_inner()?.sync_all()?;
 
-    let written = std::sync::Arc::new(std::sync::Mutex::new(Written::default()));
     let mut t = TopologyBuilder::new("forgets");
     let keyed = t.add(spout(
         "input",
         tempest_dsl::connectors::JsonLinesSource::<Keyed>::new(&input),
     ));
-    let counts = t.add(
-        stateful("count", CountPerKey { panic_on: None })
-            .parallelism(3)
-            .fields(&keyed, ["key"]),
-    );
-    t.add(
-        bolt(
-            "sink",
-            IdSink {
-                written: std::sync::Arc::clone(&written),
-                failed: Default::default(),
-            },
-        )
-        .shuffle(&counts),
-    );
-    let report = run(build(t, Guarantee::ExactlyOnce)?, 2)?;
+    let (report, written) = count_into_a_failing_sink(t, &keyed, Guarantee::ExactlyOnce)?;
     let count = report.component("count").expect("count");
     assert!(
         count.metrics.deduplicated > 0,
@@ -332,7 +324,6 @@ fn exactly_once_ids_are_forgotten_once_the_source_commits_past_them() -> anyhow:
         remembered > 0 && remembered < 1_000,
         "the counter remembers {remembered} of 5000 ids: {report}"
     );
-    let written = std::mem::take(&mut *written.lock().expect("not poisoned"));
     assert_eq!(written.conflicts, 0, "a replay wrote a different value");
     let by = counts_by_key(written.by_id.into_values().collect());
     assert_eq!(by.len(), 10);
