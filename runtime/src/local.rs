@@ -375,6 +375,7 @@ fn start_tasks(
         .guarantee
         .is_tracked()
         .then_some((config.message_timeout, config.max_spout_pending));
+    let align = crate::executor::align::groups(ir);
     for task in &plan.tasks {
         let component = &ir.components[task.component];
         let setup = plan.task_setup(task.id, rng.random());
@@ -407,8 +408,13 @@ fn start_tasks(
                     }) => Some((position.clone(), in_flight.clone())),
                     _ => None,
                 };
+                let group = align.get(&task.component).cloned();
+                let slot = task.index as usize;
                 let addr = SpoutActor::start_in_arbiter(&arbiter, move |_| {
-                    let actor = SpoutActor::new(core, spout, batch_size, credit, tracking);
+                    let mut actor = SpoutActor::new(core, spout, batch_size, credit, tracking);
+                    if let Some(group) = group {
+                        actor = actor.aligned(group, slot);
+                    }
                     if checkpointing {
                         actor.checkpointed(position)
                     } else {

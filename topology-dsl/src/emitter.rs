@@ -221,6 +221,14 @@ impl<T: Record> Emitter<T> {
             .map(|c| c.clock.unparked())
     }
 
+    /// The output's watermark generator, when its records have event time.
+    pub(crate) fn clock(&self) -> Option<&EventClock> {
+        self.clock
+            .as_deref()
+            .filter(|c| c.field.is_some())
+            .map(|c| &c.clock)
+    }
+
     /// The output's watermark generator, if it has one.
     pub(crate) fn clock_mut(&mut self) -> Option<&mut EventClock> {
         self.clock.as_deref_mut().map(|c| &mut c.clock)

@@ -20,13 +20,26 @@
 //! cost: a failed tree holds its spout's watermark until its replay is emitted, and a tuple
 //! held long by a bolt that acks late (a manual-ack bolt that batches) holds it as long.
 //!
+//! **Source alignment** (Flink's watermark alignment of sources): with `.max_drift(d)`, a spout
+//! task whose watermark is more than `d` ahead of the slowest task of its component stops
+//! emitting until that one catches up, so a fast task cannot fill the windows downstream with
+//! event time the slow one has not reached (behind a bolt that mixes the tasks' tuples, the
+//! windows cannot tell them apart to hold the fast one back themselves). Tasks that are idle or
+//! done do not hold the others. A window's `.event_time(..)` that `build()` moves up to the
+//! spouts brings alignment with it, with a drift of [`ALIGN_STEPS`] of the window's step (the
+//! first window's, when several windows' declarations reach one spout).
+//!
 //! ```
 //! use std::time::Duration;
 //! use tempest_dsl::EventTime;
 //!
-//! let et = EventTime::field("ts").lag(Duration::from_millis(100)).idle_timeout(Duration::from_secs(2));
+//! let et = EventTime::field("ts")
+//!     .lag(Duration::from_millis(100))
+//!     .idle_timeout(Duration::from_secs(2))
+//!     .max_drift(Duration::from_secs(30));
 //! assert_eq!(et.lag_ms, 100);
 //! assert_eq!(et.idle_timeout_ms, Some(2000));
+//! assert_eq!(et.max_drift_ms, Some(30_000));
 //! ```
 
 use std::collections::HashMap;
@@ -51,7 +64,15 @@ pub struct EventTime {
     pub idle_timeout_ms: Option<i64>,
     /// The window whose `.event_time(..)` `build()` moved here, if it was not declared here.
     pub derived_from: Option<String>,
+    /// Source alignment (spouts): how far a task's watermark may run ahead of the slowest
+    /// task of its component before it stops emitting; `None`: no alignment.
+    #[serde(default)]
+    pub max_drift_ms: Option<i64>,
 }
+
+/// How many of a window's steps (its size, or its slide) ahead of the slowest spout task a
+/// spout task may run when `build()` moves the window's `.event_time(..)` up to the spouts.
+pub const ALIGN_STEPS: i64 = 8;
 
 impl EventTime {
     /// Timestamps from field `name`, with no lag and no idle timeout.
@@ -61,6 +82,7 @@ impl EventTime {
             lag_ms: 0,
             idle_timeout_ms: None,
             derived_from: None,
+            max_drift_ms: None,
         }
     }
 
@@ -77,6 +99,14 @@ impl EventTime {
         self
     }
 
+    /// Source alignment: a spout task whose watermark is more than `drift` ahead of the
+    /// slowest task of its component stops emitting until that one catches up (see the
+    /// [module docs](self)). Only spouts align.
+    pub fn max_drift(mut self, drift: Duration) -> EventTime {
+        self.max_drift_ms = Some(i64::try_from(drift.as_millis()).unwrap_or(i64::MAX));
+        self
+    }
+
     /// Every problem with this declaration, as sentences (empty when valid).
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -88,6 +118,9 @@ impl EventTime {
         }
         if self.idle_timeout_ms.is_some_and(|t| t <= 0) {
             errors.push("the idle timeout must be above zero".to_owned());
+        }
+        if self.max_drift_ms.is_some_and(|d| d <= 0) {
+            errors.push("the maximum drift must be above zero".to_owned());
         }
         errors
     }
@@ -203,6 +236,7 @@ fn place_for_window(
         lag_ms: spec.lag_ms.unwrap_or(0),
         idle_timeout_ms: spec.idle_timeout_ms,
         derived_from: Some(window.name.clone()),
+        max_drift_ms: spec.step_ms().map(|step| step.saturating_mul(ALIGN_STEPS)),
     };
     let own_strategy = spec.lag_ms.is_some() || spec.idle_timeout_ms.is_some();
     // A field the records lack, or that is no timestamp, is reported by the window checks.

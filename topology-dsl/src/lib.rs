@@ -106,7 +106,7 @@ pub use component::{Bolt, Spout, SpoutStatus, TaskContext, TaskError};
 pub use config::{ConfigError, Guarantee, TopologyConfig, UnknownGuarantee, limits};
 pub use emitter::{Emitter, SpoutEmitter};
 pub use error::{BuildErrors, TopologyError};
-pub use event_time::EventTime;
+pub use event_time::{ALIGN_STEPS, EventTime};
 pub use grouping::Grouping;
 pub use ids::{EdgeId, MsgId, Origin, RootId, Source, TaskId, TupleId};
 pub use key_hasher::KeyHasher;

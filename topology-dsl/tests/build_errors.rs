@@ -772,8 +772,9 @@ fn a_window_event_time_moves_up_to_the_spouts_through_bolts_that_keep_the_type()
             lag_ms: 100,
             idle_timeout_ms: Some(3000),
             derived_from: Some("win".into()),
+            max_drift_ms: Some(1000 * ALIGN_STEPS),
         }),
-        "the spout tasks generate the watermarks"
+        "the spout tasks generate the watermarks, aligned to within 8 windows"
     );
     assert_eq!(ir.components[1].event_time, None, "`pass` forwards them");
 }

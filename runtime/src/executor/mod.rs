@@ -10,6 +10,7 @@
 //! ```
 
 mod acker;
+pub(crate) mod align;
 mod bolt;
 mod messages;
 pub(crate) mod outbox;

@@ -1,5 +1,6 @@
 //! [`SpoutActor`]: runs one spout task.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
 use crate::checkpoint::TaskSnapshot;
+use crate::executor::align::{AlignGroup, Wake};
 use crate::executor::outbox::Outbox;
 use crate::executor::{
     CheckpointDone, Credit, Drain, Start, Supervisor, TaskCore, TaskEvent, TriggerCheckpoint,
@@ -150,6 +152,10 @@ pub(crate) struct SpoutActor {
     /// Where a seekable spout starts (its committed position, recorded in the cluster), when
     /// it is not restored from a checkpoint.
     seek_to: Option<MsgId>,
+    /// Source alignment: its component's group and its place there, and whether it waits for
+    /// a [`Wake`].
+    align: Option<(Arc<AlignGroup>, usize)>,
+    align_waiting: bool,
 }
 
 impl SpoutActor {
@@ -162,6 +168,47 @@ impl SpoutActor {
             ..Checkpointing::default()
         });
         self
+    }
+
+    /// Takes part in source alignment as task `slot` of `group`.
+    pub(crate) fn aligned(mut self, group: Arc<AlignGroup>, slot: usize) -> Self {
+        self.align = Some((group, slot));
+        self
+    }
+
+    /// Publishes the task's watermark to its alignment group (`i64::MAX`: it holds nobody
+    /// back any more).
+    fn publish_watermark(&self, ended: bool) {
+        if let Some((group, slot)) = &self.align {
+            let wm = if ended {
+                i64::MAX
+            } else {
+                self.task.aligned_watermark().unwrap_or(i64::MAX)
+            };
+            group.publish(*slot, wm);
+        }
+    }
+
+    /// Source alignment: whether the task must wait for the slower tasks of its component
+    /// (it then waits for a [`Wake`]); otherwise it may emit up to the group's limit.
+    fn held_by_alignment(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some((group, _)) = &self.align else {
+            return false;
+        };
+        let wm = self.task.aligned_watermark().unwrap_or(i64::MAX);
+        if group.holds(wm) {
+            if !self.align_waiting {
+                self.align_waiting = true;
+                group.wait(ctx.address().recipient());
+            }
+            // A rise published before the registration woke nobody: look again.
+            if group.holds(wm) {
+                return true;
+            }
+        }
+        let limit = group.limit();
+        self.task.set_watermark_limit(Some(limit));
+        false
     }
 
     /// Starts the spout at `from`, its committed position as the cluster recorded it (a
@@ -354,6 +401,8 @@ impl SpoutActor {
             supervisor: None,
             checkpoints: None,
             seek_to: None,
+            align: None,
+            align_waiting: false,
         }
     }
 
@@ -407,6 +456,12 @@ impl SpoutActor {
             self.core.flush(self.task.as_mut());
             return;
         }
+        self.publish_watermark(false);
+        if self.held_by_alignment(ctx) {
+            // Waiting for the slower tasks: send what is held back meanwhile.
+            self.core.flush(self.task.as_mut());
+            return;
+        }
         let task = &mut self.task;
         let result = guarded(|| task.next_batch(budget));
         let status = match result {
@@ -431,6 +486,7 @@ impl SpoutActor {
         };
         self.core.ship(self.task.as_mut());
         self.track_new_trees();
+        self.publish_watermark(false);
         match status {
             SpoutStatus::Active => {
                 self.core.maybe_flush(self.task.as_mut(), false);
@@ -448,6 +504,7 @@ impl SpoutActor {
     /// end of time once no tree holds it), and settle. The end-of-data marker waits until the
     /// trees have settled: replays may still come.
     fn stop_emitting(&mut self) {
+        self.publish_watermark(true);
         self.task.end_of_data(!self.draining);
         self.core.flush(self.task.as_mut());
         self.state = State::Settling;
@@ -577,6 +634,11 @@ impl SpoutActor {
 impl Actor for SpoutActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // A stopped task holds its component's other tasks back no more.
+        self.publish_watermark(true);
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(tracking) = &self.tracking {
             let every = tracking
@@ -584,6 +646,17 @@ impl Actor for SpoutActor {
                 .tick_interval()
                 .max(Duration::from_millis(1));
             ctx.run_interval(every, |act, ctx| act.expire(ctx));
+        }
+    }
+}
+
+impl Handler<Wake> for SpoutActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.align_waiting = false;
+        if self.state == State::Running {
+            self.yield_then_poll(ctx);
         }
     }
 }

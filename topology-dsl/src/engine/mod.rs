@@ -187,6 +187,15 @@ pub trait SpoutTask: TaskOutput {
     fn seek(&mut self, _from: MsgId) -> Result<(), TaskError> {
         Err(TaskError::new("this spout cannot seek"))
     }
+    /// Source alignment: the watermark by which the task's progress is compared with its
+    /// component's other tasks (`i64::MAX` while it is idle or done: it holds nobody back).
+    /// `None` for a spout without event time.
+    fn aligned_watermark(&self) -> Option<i64> {
+        None
+    }
+    /// Source alignment: the following `next_batch` calls stop once the watermark passes
+    /// `limit` (`None`: no limit).
+    fn set_watermark_limit(&mut self, _limit: Option<i64>) {}
 }
 
 /// A bolt task as the runtime drives it.

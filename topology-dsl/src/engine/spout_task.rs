@@ -13,6 +13,8 @@ pub(crate) struct SpoutTaskImpl<S: Spout> {
     out: SpoutEmitter<S::Out>,
     /// Under exactly-once, a seekable spout's committed position.
     committed: Option<Committed>,
+    /// Source alignment: the watermark past which `next_batch` stops.
+    limit: Option<i64>,
 }
 
 impl<S: Spout> SpoutTaskImpl<S> {
@@ -27,7 +29,19 @@ impl<S: Spout> SpoutTaskImpl<S> {
             context,
             out,
             committed: (exact && S::SEEKABLE).then(Committed::default),
+            limit: None,
         }
+    }
+
+    /// Whether source alignment stops this round: the watermark passed the limit.
+    fn past_limit(&mut self) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        self.out
+            .inner_mut()
+            .clock_mut()
+            .is_some_and(|c| c.current() > limit)
     }
 
     /// Acks the messages that completed at emit time.
@@ -70,6 +84,9 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
                     // Bounded by calls too, so a spout that is Active but emits nothing still
                     // yields to the runtime.
                     if self.out.inner().emitted() - start >= budget || calls >= budget {
+                        break Ok(SpoutStatus::Active);
+                    }
+                    if self.past_limit() {
                         break Ok(SpoutStatus::Active);
                     }
                 }
@@ -131,6 +148,19 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
 
     fn committed(&self) -> Option<MsgId> {
         self.committed.as_ref().map(Committed::position)
+    }
+
+    fn aligned_watermark(&self) -> Option<i64> {
+        let clock = self.out.inner().clock()?;
+        Some(if clock.is_idle_or_done() {
+            i64::MAX
+        } else {
+            clock.current()
+        })
+    }
+
+    fn set_watermark_limit(&mut self, limit: Option<i64>) {
+        self.limit = limit;
     }
 
     fn seek(&mut self, from: MsgId) -> Result<(), TaskError> {

@@ -157,6 +157,11 @@ impl EventClock {
         self.quiet = quiet;
     }
 
+    /// Whether the task is idle (it emitted nothing for the idle timeout) or done.
+    pub fn is_idle_or_done(&self) -> bool {
+        self.idle || self.done
+    }
+
     /// Trees in flight that no window has taken yet.
     pub fn unparked(&self) -> usize {
         self.trees.len()

@@ -93,6 +93,8 @@ pub(crate) struct RunShared {
     spouts_ended: std::sync::atomic::AtomicBool,
     /// Frames that did not decode or named tasks that do not exist.
     pub(crate) rejected: AtomicU64,
+    /// Source alignment of the spout tasks here, by component.
+    align: rustc_hash::FxHashMap<usize, Arc<crate::executor::align::AlignGroup>>,
 }
 
 impl RunShared {
@@ -741,6 +743,7 @@ impl TopologyRun {
                     .collect()
             })
             .collect();
+        let align = crate::executor::align::groups(topology.ir());
         let shared = Arc::new(RunShared {
             run,
             me,
@@ -763,6 +766,7 @@ impl TopologyRun {
             failed: std::sync::atomic::AtomicBool::new(false),
             spouts_ended: std::sync::atomic::AtomicBool::new(false),
             rejected: AtomicU64::new(0),
+            align,
         });
         let groups = Arc::default();
         let events = RunEvents {
@@ -1065,9 +1069,16 @@ impl TopologyRun {
                         .get(&id)
                         .filter(|_| !checkpointing)
                         .map(|p| tempest_dsl::MsgId(*p));
+                    let align = shared
+                        .align
+                        .get(&task.component)
+                        .map(|g| (Arc::clone(g), task.index as usize));
                     let addr = SpoutActor::start_in_arbiter(arbiter, move |_| {
                         let mut actor = SpoutActor::new(core, spout, batch_size, credit, tracking)
                             .seek_to(seek_to);
+                        if let Some((group, slot)) = align {
+                            actor = actor.aligned(group, slot);
+                        }
                         if checkpointing {
                             actor = actor.checkpointed(position);
                         }
