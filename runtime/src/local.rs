@@ -401,13 +401,7 @@ fn start_tasks(
         match instance {
             Task::Spout(spout) => {
                 let batch_size = config.batch_size;
-                let position = match saved(task.id) {
-                    Some(TaskSnapshot::Spout {
-                        position,
-                        in_flight,
-                    }) => Some((position.clone(), in_flight.clone())),
-                    _ => None,
-                };
+                let position = saved(task.id).and_then(TaskSnapshot::spout_restore);
                 let group = align.get(&task.component).cloned();
                 let slot = task.index as usize;
                 let addr = SpoutActor::start_in_arbiter(&arbiter, move |_| {

@@ -186,6 +186,7 @@ fn a_crashed_run_resumes_from_its_last_checkpoint_with_the_state_of_a_clean_run(
         if let TaskSnapshot::Spout {
             position,
             in_flight,
+            ..
         } = s
         {
             let (next, replay): (u64, Vec<u64>) = SpoutSnapshot::from_bytes(position.clone())

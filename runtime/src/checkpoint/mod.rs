@@ -69,9 +69,41 @@ pub enum TaskSnapshot {
         position: Vec<u8>,
         /// Messages in flight at the barrier whose trees failed.
         in_flight: Vec<MsgId>,
+        /// Under exactly-once, messages that had failed before the barrier and whose replay
+        /// was not emitted yet (the spout's position holds them): they stay open in its
+        /// committed position after a restore.
+        #[serde(default)]
+        owed: Vec<MsgId>,
     },
     /// A stateful task's state, encoded.
     State(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// What a spout restored from a checkpoint goes back to: its position, the messages in flight
+/// at the barrier whose trees failed (replayed), and those it owed replays of then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SpoutRestore {
+    pub(crate) position: Vec<u8>,
+    pub(crate) in_flight: Vec<MsgId>,
+    pub(crate) owed: Vec<MsgId>,
+}
+
+impl TaskSnapshot {
+    /// A spout's part, as what its task restores (`None` for a stateful task's).
+    pub(crate) fn spout_restore(&self) -> Option<SpoutRestore> {
+        match self {
+            TaskSnapshot::Spout {
+                position,
+                in_flight,
+                owed,
+            } => Some(SpoutRestore {
+                position: position.clone(),
+                in_flight: in_flight.clone(),
+                owed: owed.clone(),
+            }),
+            TaskSnapshot::State(_) => None,
+        }
+    }
 }
 
 /// A completed checkpoint of a run.
@@ -97,7 +129,8 @@ impl Checkpoint {
                 TaskSnapshot::Spout {
                     position,
                     in_flight,
-                } => position.len() + in_flight.len() * 8,
+                    owed,
+                } => position.len() + (in_flight.len() + owed.len()) * 8,
                 TaskSnapshot::State(b) => b.len(),
             })
             .sum()

@@ -229,6 +229,7 @@ mod tests {
                     TaskSnapshot::Spout {
                         position: vec![id as u8],
                         in_flight: vec![MsgId(7)],
+                        owed: vec![MsgId(3)],
                     },
                 ),
                 (TaskId(1), TaskSnapshot::State(vec![1, 2, 3])),

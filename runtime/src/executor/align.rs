@@ -57,13 +57,19 @@ impl AlignGroup {
         watermark != i64::MAX && watermark > self.limit()
     }
 
-    /// Task `slot`'s watermark is now `watermark`; wakes the waiting tasks when it rose.
+    /// Task `slot`'s watermark is now `watermark`; wakes the waiting tasks when that raised
+    /// the slowest task's. (Of concurrent publishes that raise it together, the last one to
+    /// swap sees the rise.)
     pub(crate) fn publish(&self, slot: usize, watermark: i64) {
         let Some(mark) = self.marks.get(slot) else {
             return;
         };
+        if mark.load(Ordering::SeqCst) == watermark {
+            return;
+        }
+        let min_before = self.min();
         let before = mark.swap(watermark, Ordering::SeqCst);
-        if watermark > before {
+        if watermark > before && self.min() > min_before {
             let waiting = match self.waiting.lock() {
                 Ok(mut w) => std::mem::take(&mut *w),
                 Err(_) => return,
@@ -119,7 +125,43 @@ mod tests {
         );
         assert!(g.holds(500));
         assert!(!g.holds(50), "the slowest task goes on");
+        // Task 0 waits; a rise of the slowest task wakes it, a rise of another does not.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let system = actix::System::new();
+        let waiter = system.block_on(async move {
+            struct W(std::sync::mpsc::Sender<()>);
+            impl actix::Actor for W {
+                type Context = actix::Context<Self>;
+            }
+            impl actix::Handler<Wake> for W {
+                type Result = ();
+                fn handle(&mut self, _: Wake, _: &mut actix::Context<Self>) {
+                    let _ = self.0.send(());
+                }
+            }
+            actix::Actor::start(W(tx)).recipient()
+        });
+        // Runs the actor for up to `ms`, or until it was woken.
+        let woken = |ms: u64| {
+            system.block_on(async {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                while std::time::Instant::now() < deadline {
+                    if rx.try_recv().is_ok() {
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                false
+            })
+        };
+        g.wait(waiter.clone());
+        g.publish(0, 600);
         g.publish(1, 450);
+        assert!(woken(5_000), "the slowest task's rise woke it");
+        g.wait(waiter);
+        g.publish(0, 700);
+        assert!(!woken(50), "task 0's own rise did not");
+        g.publish(0, 500);
         assert!(!g.holds(500));
         // An idle or done task holds nobody back.
         g.publish(1, i64::MAX);

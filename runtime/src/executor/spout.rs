@@ -9,7 +9,7 @@ use tempest_dsl::engine::{AckOp, Mark, SpoutTask};
 use tempest_dsl::{MsgId, RootId, SpoutStatus};
 
 use crate::ack::{PendingTrees, Settled, TreeOutcome};
-use crate::checkpoint::TaskSnapshot;
+use crate::checkpoint::{SpoutRestore, TaskSnapshot};
 use crate::executor::align::{AlignGroup, Wake};
 use crate::executor::outbox::Outbox;
 use crate::executor::{
@@ -40,7 +40,7 @@ enum State {
 struct Checkpointing {
     /// The position (and messages in flight) to go back to when it opens: the run is
     /// restored from a checkpoint.
-    restore: Option<(Vec<u8>, Vec<MsgId>)>,
+    restore: Option<SpoutRestore>,
     /// The first checkpoint triggered while it was done and settled: once that completes it
     /// may end.
     settled_at: Option<u64>,
@@ -71,6 +71,8 @@ struct Awaiting {
     waiting: rustc_hash::FxHashMap<RootId, MsgId>,
     /// The messages a restore replays.
     replay: Vec<MsgId>,
+    /// The replays the spout owed at the barrier (exactly-once: see [`TaskSnapshot::Spout`]).
+    owed: Vec<MsgId>,
 }
 
 impl Awaiting {
@@ -90,6 +92,7 @@ impl Awaiting {
         TaskSnapshot::Spout {
             position: self.position,
             in_flight: self.replay,
+            owed: self.owed,
         }
     }
 
@@ -162,7 +165,7 @@ impl SpoutActor {
     /// Takes part in checkpoints: saves its position at each barrier, and once its source is
     /// done ends only after a checkpoint that holds its end completed. With `restore`, it
     /// goes back to that position (and replays those messages) when it opens.
-    pub(crate) fn checkpointed(mut self, restore: Option<(Vec<u8>, Vec<MsgId>)>) -> Self {
+    pub(crate) fn checkpointed(mut self, restore: Option<SpoutRestore>) -> Self {
         self.checkpoints = Some(Checkpointing {
             restore,
             ..Checkpointing::default()
@@ -248,6 +251,7 @@ impl SpoutActor {
                             position,
                             waiting: rustc_hash::FxHashMap::default(),
                             replay: Vec::new(),
+                            owed: self.task.owed_replays(),
                         };
                         let in_flight = self
                             .tracking
@@ -449,6 +453,9 @@ impl SpoutActor {
         if self.state != State::Running || self.core.has_reported() {
             return;
         }
+        // Also while blocked: the watermark may have moved (trees parked or acked), and the
+        // tasks held behind this one must hear of it.
+        self.publish_watermark(false);
         let budget = self.budget();
         if self.core.outbox.is_blocked() || budget == 0 {
             // Waiting: send what is held back (the trees in flight may be in a partial batch),
@@ -456,7 +463,6 @@ impl SpoutActor {
             self.core.flush(self.task.as_mut());
             return;
         }
-        self.publish_watermark(false);
         if self.held_by_alignment(ctx) {
             // Waiting for the slower tasks: send what is held back meanwhile.
             self.core.flush(self.task.as_mut());
@@ -685,15 +691,13 @@ impl Handler<Start> for SpoutActor {
         }
         self.opened = true;
         tracing::info!(parent: &self.core.span, "spout opened");
-        if let Some((position, in_flight)) =
-            self.checkpoints.as_mut().and_then(|c| c.restore.take())
-        {
+        if let Some(restore) = self.checkpoints.as_mut().and_then(|c| c.restore.take()) {
             let task = &mut self.task;
-            match guarded(|| task.restore(&position, &in_flight)) {
+            match guarded(|| task.restore(&restore.position, &restore.in_flight, &restore.owed)) {
                 Err(panic) => return self.core.fail(format!("restore panicked: {panic}")),
                 Ok(Err(err)) => return self.core.fail(format!("restore failed: {err}")),
                 Ok(Ok(())) => {
-                    tracing::info!(parent: &self.core.span, replays = in_flight.len(), "spout restored from a checkpoint");
+                    tracing::info!(parent: &self.core.span, replays = restore.in_flight.len(), "spout restored from a checkpoint");
                 }
             }
         } else if let Some(from) = self.seek_to.take() {
@@ -817,6 +821,7 @@ mod tests {
                 .map(|(root, msg)| (RootId(*root), MsgId(*msg)))
                 .collect(),
             replay: Vec::new(),
+            owed: Vec::new(),
         }
     }
 

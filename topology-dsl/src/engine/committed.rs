@@ -60,9 +60,16 @@ impl Committed {
         self.next = from.0;
     }
 
-    /// The first message not complete: every smaller id's tree completed.
+    /// The first message not complete: every smaller id's tree completed. (A failed message
+    /// of an earlier instance can be open past the messages read so far: those not read
+    /// again yet are not complete either.)
     pub(crate) fn position(&self) -> MsgId {
-        MsgId(self.open.first().copied().unwrap_or(self.next))
+        MsgId(self.open.first().map_or(self.next, |&o| o.min(self.next)))
+    }
+
+    /// The failed messages whose replay was not emitted yet.
+    pub(crate) fn owed_replays(&self) -> Vec<MsgId> {
+        self.replays.iter().map(|&m| MsgId(m)).collect()
     }
 }
 
@@ -110,7 +117,17 @@ mod tests {
         c.emitted(MsgId(100));
         c.emitted(MsgId(101));
         c.failed(MsgId(300));
+        assert_eq!(c.position(), MsgId(100));
+        c.completed(MsgId(100));
+        c.completed(MsgId(101));
+        assert_eq!(
+            c.position(),
+            MsgId(102),
+            "300 is open, but 102 was not read again yet"
+        );
+        assert_eq!(c.owed_replays(), [MsgId(300)]);
         c.emitted(MsgId(300));
+        assert!(c.owed_replays().is_empty());
         for m in [100, 101, 300] {
             c.completed(MsgId(m));
         }

@@ -171,9 +171,20 @@ pub trait SpoutTask: TaskOutput {
         None
     }
     /// Calls `Spout::restore` with a position `snapshot` recorded, then `Spout::fail` for
-    /// each message that was in flight then, so it replays them.
-    fn restore(&mut self, _position: &[u8], _in_flight: &[MsgId]) -> Result<(), TaskError> {
+    /// each message that was in flight then, so it replays them. `owed` are the replays it
+    /// owed at that snapshot ([`SpoutTask::owed_replays`]; its position holds them).
+    fn restore(
+        &mut self,
+        _position: &[u8],
+        _in_flight: &[MsgId],
+        _owed: &[MsgId],
+    ) -> Result<(), TaskError> {
         Err(TaskError::new("this spout cannot be rewound"))
+    }
+    /// Under exactly-once, for a seekable spout: the messages that failed and whose replay it
+    /// has not emitted yet (a checkpoint saves them beside its position).
+    fn owed_replays(&self) -> Vec<MsgId> {
+        Vec::new()
     }
     /// Calls `Spout::close`.
     fn close(&mut self);

@@ -159,6 +159,13 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         })
     }
 
+    fn owed_replays(&self) -> Vec<MsgId> {
+        self.committed
+            .as_ref()
+            .map(Committed::owed_replays)
+            .unwrap_or_default()
+    }
+
     fn set_watermark_limit(&mut self, limit: Option<i64>) {
         self.limit = limit;
     }
@@ -171,9 +178,20 @@ impl<S: Spout> SpoutTask for SpoutTaskImpl<S> {
         Ok(())
     }
 
-    fn restore(&mut self, position: &[u8], in_flight: &[MsgId]) -> Result<(), TaskError> {
+    fn restore(
+        &mut self,
+        position: &[u8],
+        in_flight: &[MsgId],
+        owed: &[MsgId],
+    ) -> Result<(), TaskError> {
         self.spout
             .restore(&crate::SpoutSnapshot::from_bytes(position.to_vec()))?;
+        if let Some(c) = &mut self.committed {
+            // Its position holds these replays: they stay open until they complete.
+            for msg in owed {
+                c.failed(*msg);
+            }
+        }
         for msg in in_flight {
             if let Some(c) = &mut self.committed {
                 c.failed(*msg);

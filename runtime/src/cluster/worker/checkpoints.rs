@@ -309,6 +309,7 @@ mod tests {
         TaskSnapshot::Spout {
             position: vec![1],
             in_flight: Vec::new(),
+            owed: Vec::new(),
         }
     }
 

@@ -1055,13 +1055,7 @@ impl TopologyRun {
                     // would start its source over, behind the checkpoints' backs): its failure
                     // rolls the run back.
                     let supervisor = (!checkpointing).then(|| self.spout_supervisor(id, seed));
-                    let position = match saved {
-                        Some(TaskSnapshot::Spout {
-                            position,
-                            in_flight,
-                        }) => Some((position.clone(), in_flight.clone())),
-                        _ => None,
-                    };
+                    let position = saved.and_then(TaskSnapshot::spout_restore);
                     let batch_size = config.batch_size;
                     // A seekable spout starts again where the cluster recorded it (a
                     // checkpointed run rewinds to its checkpoint instead).
