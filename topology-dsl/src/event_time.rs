@@ -24,8 +24,9 @@
 //! task whose watermark is more than `d` ahead of the slowest task of its component stops
 //! emitting until that one catches up, so a fast task cannot fill the windows downstream with
 //! event time the slow one has not reached (behind a bolt that mixes the tasks' tuples, the
-//! windows cannot tell them apart to hold the fast one back themselves). Tasks that are idle or
-//! done do not hold the others. A window's `.event_time(..)` that `build()` moves up to the
+//! windows cannot tell them apart to hold the fast one back themselves). Tasks that are idle
+//! (which needs an idle timeout) or done do not hold the others; a task that has emitted
+//! nothing yet holds them at the beginning of time, as in Flink. A window's `.event_time(..)` that `build()` moves up to the
 //! spouts brings alignment with it, with a drift of [`ALIGN_STEPS`] of the window's step (the
 //! first window's, when several windows' declarations reach one spout).
 //!
@@ -70,7 +71,7 @@ pub struct EventTime {
     pub max_drift_ms: Option<i64>,
 }
 
-/// How many of a window's steps (its size, or its slide) ahead of the slowest spout task a
+/// How many of a window's steps (its size, its slide, or a session's gap) ahead of the slowest spout task a
 /// spout task may run when `build()` moves the window's `.event_time(..)` up to the spouts.
 pub const ALIGN_STEPS: i64 = 8;
 
@@ -101,7 +102,7 @@ impl EventTime {
 
     /// Source alignment: a spout task whose watermark is more than `drift` ahead of the
     /// slowest task of its component stops emitting until that one catches up (see the
-    /// [module docs](self)). Only spouts align.
+    /// [module docs](self)). Only spouts align: `build()` refuses it on a bolt.
     pub fn max_drift(mut self, drift: Duration) -> EventTime {
         self.max_drift_ms = Some(i64::try_from(drift.as_millis()).unwrap_or(i64::MAX));
         self
@@ -171,6 +172,11 @@ fn check_declaration(c: &ComponentIr, et: &EventTime, errors: &mut Vec<TopologyE
         reason,
     };
     errors.extend(et.check().into_iter().map(bad));
+    if et.max_drift_ms.is_some() && c.kind != ComponentKind::Spout {
+        errors.push(bad(
+            "`max_drift` aligns spouts only: a bolt cannot hold its upstream back".to_owned(),
+        ));
+    }
     let Some(record) = c.streams.first().map(|s| &s.record) else {
         return;
     };

@@ -850,6 +850,25 @@ fn event_time_declarations_are_checked() {
 }
 
 #[test]
+fn only_spouts_align_their_event_time() {
+    let mut t = TopologyBuilder::new("test");
+    let words = t.add(spout("words", Words));
+    t.add(
+        bolt("pass", WordSink)
+            .event_time(EventTime::field("ts").max_drift(Duration::from_secs(1)))
+            .shuffle(&words),
+    );
+    let errs = errors(t);
+    assert!(
+        errs.iter().any(
+            |e| matches!(e, TopologyError::BadEventTime { component, reason }
+            if component == "pass" && reason.contains("aligns spouts only"))
+        ),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn a_window_must_read_the_field_its_watermarks_come_from() {
     #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Record)]
     struct Two {

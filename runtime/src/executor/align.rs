@@ -1,11 +1,14 @@
 //! Source alignment (Flink's watermark alignment of sources): the spout tasks of one component
 //! publish their watermarks to an [`AlignGroup`], and a task whose watermark is more than the
 //! component's maximum drift ahead of the group's slowest stops emitting until that one
-//! catches up. A task that waits registers for a [`Wake`], sent when a task's watermark rises.
+//! catches up. A task that waits registers for a [`Wake`], sent when the slowest watermark
+//! rises.
 //!
-//! A slot holds `i64::MAX` for a task that holds nobody back: idle, done, stopped, not started
-//! yet, or (in a cluster) running on another node (each node aligns the tasks it runs). The
-//! slowest task is never held, so the group always moves on.
+//! A slot holds `i64::MAX` for a task that holds nobody back: idle (past its idle timeout),
+//! done, stopped, not polled yet, or (in a cluster) running on another node (each node aligns
+//! the tasks it runs). A task that has polled but emitted nothing holds the others at the
+//! beginning of time, as in Flink. The slowest task is never held, so the group always moves
+//! on.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
