@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
@@ -220,12 +219,7 @@ impl BoltActor {
             Err(panic) => self.task_failed(format!("committing panicked: {panic}"), false),
             Ok(Err(err)) => self.task_failed(err.to_string(), false),
             Ok(Ok(outcome)) => {
-                TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
-                TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
-                TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
-                if let Some(n) = outcome.remembered {
-                    self.core.metrics.remembered.store(n, Ordering::Relaxed);
-                }
+                self.core.metrics.note_outcome(&outcome);
                 if let Some(err) = outcome.first_error {
                     if outcome.executed == 0 {
                         // Not committed: leadership moved, or the group lost its quorum.
@@ -396,12 +390,7 @@ impl BoltActor {
             Err(panic) => return self.task_failed(format!("execute panicked: {panic}"), true),
             Ok(Err(err)) => return self.task_failed(err.to_string(), true),
             Ok(Ok(outcome)) => {
-                TaskMetrics::add(&self.core.metrics.executed, outcome.executed);
-                TaskMetrics::add(&self.core.metrics.failed, outcome.failed);
-                TaskMetrics::add(&self.core.metrics.deduplicated, outcome.skipped);
-                if let Some(n) = outcome.remembered {
-                    self.core.metrics.remembered.store(n, Ordering::Relaxed);
-                }
+                self.core.metrics.note_outcome(&outcome);
                 self.core
                     .histograms
                     .execute

@@ -70,6 +70,16 @@ impl TaskMetrics {
         self.queued.load(Ordering::Relaxed) <= 0
     }
 
+    /// Counts what executing (or committing) one batch did.
+    pub fn note_outcome(&self, outcome: &tempest_dsl::engine::BatchOutcome) {
+        TaskMetrics::add(&self.executed, outcome.executed);
+        TaskMetrics::add(&self.failed, outcome.failed);
+        TaskMetrics::add(&self.deduplicated, outcome.skipped);
+        if let Some(n) = outcome.remembered {
+            self.remembered.store(n, Ordering::Relaxed);
+        }
+    }
+
     /// Adds `n` to a counter.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
