@@ -18,12 +18,19 @@
 /// h.write_bytes(b"word");
 /// assert_eq!(a, h.finish()); // no seed: the same key always hashes alike
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct KeyHasher {
     state: u64,
-    /// When recording ([`KeyHasher::recording`]): every part written, exactly (what windows
-    /// key by, so that two keys whose hashes collide still differ).
-    exact: Option<Vec<u8>>,
+    /// Whether every part written is also recorded, exactly, in this thread's [`RECORDED`]
+    /// ([`KeyHasher::recording`]): what windows key by, so that two keys whose hashes collide
+    /// still differ. A flag rather than a buffer of its own keeps the plain hasher (routing, on
+    /// every tuple) a word with no drop, which the compiler folds into its callers.
+    recording: bool,
+}
+
+thread_local! {
+    /// What the recording hasher of this thread recorded last.
+    static RECORDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The initial state: the first 64 bits of the fractional part of pi.
@@ -36,24 +43,25 @@ impl KeyHasher {
     pub const fn new() -> Self {
         KeyHasher {
             state: INITIAL,
-            exact: None,
+            recording: false,
         }
     }
 
-    /// A hasher that also records the parts written, exactly, into `buf` (cleared first):
-    /// a word as a tag byte and its 8 bytes, a byte string as a tag byte, its length and its
-    /// bytes. Two keys record the same bytes exactly when they write the same parts.
-    pub(crate) fn recording(mut buf: Vec<u8>) -> Self {
-        buf.clear();
+    /// A hasher that also records the parts written, exactly (the record of this thread's
+    /// last recording hasher is cleared first): a word as a tag byte and its 8 bytes, a byte
+    /// string as a tag byte, its length and its bytes. Two keys record the same bytes exactly
+    /// when they write the same parts. Read them with [`KeyHasher::with_recorded`].
+    pub(crate) fn recording() -> Self {
+        RECORDED.with_borrow_mut(Vec::clear);
         KeyHasher {
             state: INITIAL,
-            exact: Some(buf),
+            recording: true,
         }
     }
 
-    /// What a recording hasher recorded (empty for one that does not record).
-    pub(crate) fn take_recorded(&mut self) -> Vec<u8> {
-        self.exact.take().unwrap_or_default()
+    /// Calls `f` with what this thread's last recording hasher recorded.
+    pub(crate) fn with_recorded<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+        RECORDED.with_borrow(|bytes| f(bytes))
     }
 
     #[inline]
@@ -67,9 +75,8 @@ impl KeyHasher {
     #[inline]
     pub fn write_u64(&mut self, value: u64) {
         self.mix(value);
-        if let Some(exact) = &mut self.exact {
-            exact.push(1);
-            exact.extend_from_slice(&value.to_le_bytes());
+        if self.recording {
+            record(1, &value.to_le_bytes(), &[]);
         }
     }
 
@@ -79,10 +86,8 @@ impl KeyHasher {
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         self.mix(xxhash_rust::xxh3::xxh3_64(bytes));
         self.mix(bytes.len() as u64);
-        if let Some(exact) = &mut self.exact {
-            exact.push(2);
-            exact.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            exact.extend_from_slice(bytes);
+        if self.recording {
+            record(2, &(bytes.len() as u64).to_le_bytes(), bytes);
         }
     }
 
@@ -97,6 +102,17 @@ impl KeyHasher {
         h ^= h >> 33;
         h
     }
+}
+
+/// Appends a tag byte, a word and a byte string to this thread's record. Out of line, so that
+/// the plain hasher's writes stay small.
+#[inline(never)]
+fn record(tag: u8, word: &[u8; 8], bytes: &[u8]) {
+    RECORDED.with_borrow_mut(|exact| {
+        exact.push(tag);
+        exact.extend_from_slice(word);
+        exact.extend_from_slice(bytes);
+    });
 }
 
 impl Default for KeyHasher {
@@ -115,28 +131,37 @@ mod tests {
     #[test]
     fn recording_keeps_the_parts_exactly_and_hashes_alike() {
         let record = |parts: &[&str]| {
-            let mut h = KeyHasher::recording(vec![9, 9]);
+            let mut h = KeyHasher::recording();
             for p in parts {
                 FieldKind::stable_hash(*p, &mut h);
             }
-            let hash = h.finish();
-            (hash, h.take_recorded())
+            (h.finish(), KeyHasher::with_recorded(<[u8]>::to_vec))
         };
         let (hash, exact) = record(&["ab", "c"]);
         let mut plain = KeyHasher::new();
         "ab".stable_hash(&mut plain);
         "c".stable_hash(&mut plain);
         assert_eq!(hash, plain.finish(), "recording does not change the hash");
-        assert_eq!(exact, record(&["ab", "c"]).1);
+        assert_eq!(
+            KeyHasher::with_recorded(<[u8]>::to_vec),
+            exact,
+            "a plain hasher records nothing"
+        );
+        assert_eq!(
+            exact,
+            record(&["ab", "c"]).1,
+            "the record was cleared first"
+        );
+        assert_eq!(exact[0], 2);
         assert_ne!(exact, record(&["a", "bc"]).1);
-        assert_eq!(exact[0], 2, "the buffer was cleared first");
         // A word and a byte string of the same bytes differ.
-        let mut w = KeyHasher::recording(Vec::new());
+        let mut w = KeyHasher::recording();
         w.write_u64(u64::from_le_bytes(*b"abcdefgh"));
-        let mut b = KeyHasher::recording(Vec::new());
+        let word = KeyHasher::with_recorded(<[u8]>::to_vec);
+        let mut b = KeyHasher::recording();
         b.write_bytes(b"abcdefgh");
-        assert_ne!(w.take_recorded(), b.take_recorded());
-        assert!(KeyHasher::new().take_recorded().is_empty());
+        assert_ne!(word, KeyHasher::with_recorded(<[u8]>::to_vec));
+        assert_eq!(word.len(), 9);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::engine::input::InputAdapter;
 use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
 };
-use crate::ids::TaskId;
-use crate::tuple::Tuple;
+use crate::ids::{Origin, TaskId};
+use crate::tuple::{Tuple, TupleIds};
 use crate::window::{Channel, Valve};
 
 pub(crate) struct BoltTaskImpl<B: Bolt> {
@@ -41,6 +41,30 @@ impl<B: Bolt> BoltTaskImpl<B> {
     }
 }
 
+impl<B: Bolt> BoltTaskImpl<B> {
+    /// Executes one tracked input: the emitter acks it for the bolt, unless the bolt acks by
+    /// hand.
+    #[inline(always)]
+    fn execute_tracked(
+        &mut self,
+        (value, ids, origin): (B::In, TupleIds, Origin),
+        source: TaskId,
+        input: u16,
+        outcome: &mut BatchOutcome,
+    ) {
+        if B::MANUAL_ACK {
+            let tuple = Tuple::with_ids(value, source, input, ids).with_origin(origin);
+            outcome.note(self.bolt.execute(tuple, &mut self.out));
+            return;
+        }
+        // The tuple's copy of its ids is for reading.
+        self.out.begin_input(ids.clone(), origin);
+        let tuple = Tuple::with_ids(value, source, input, ids).with_origin(origin);
+        let ok = outcome.note(self.bolt.execute(tuple, &mut self.out));
+        self.out.end_input(ok);
+    }
+}
+
 impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
     fn prepare(&mut self) -> Result<(), TaskError> {
         self.bolt.prepare(&self.context)
@@ -62,22 +86,18 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
                 let result = self.bolt.execute(tuple, &mut self.out);
                 outcome.note(result);
             }
-        } else {
-            // Under exactly-once each tuple carries its deterministic id; otherwise none.
-            let mut origins = batch.origins.into_iter();
+        } else if batch.origins.is_empty() {
+            // At-least-once: no deterministic ids. A loop of its own, so that this path (W1)
+            // does not step through an empty iterator of origins per tuple.
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                let id = origins.next().unwrap_or_default();
-                if B::MANUAL_ACK {
-                    let tuple = Tuple::with_ids(value, source, input, ids).with_origin(id);
-                    outcome.note(self.bolt.execute(tuple, &mut self.out));
-                } else {
-                    // The emitter acks for the bolt; the tuple's copy of its ids is for reading.
-                    self.out.begin_input(ids.clone(), id);
-                    let tuple = Tuple::with_ids(value, source, input, ids).with_origin(id);
-                    let result = self.bolt.execute(tuple, &mut self.out);
-                    let ok = outcome.note(result);
-                    self.out.end_input(ok);
-                }
+                let tracked = (value, ids, Origin::default());
+                self.execute_tracked(tracked, source, input, &mut outcome);
+            }
+        } else {
+            // Exactly-once: each tuple carries its deterministic id.
+            let inputs = batch.values.into_iter().zip(batch.ids).zip(batch.origins);
+            for ((value, ids), origin) in inputs {
+                self.execute_tracked((value, ids, origin), source, input, &mut outcome);
             }
         }
         Ok(outcome)

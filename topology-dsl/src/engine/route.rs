@@ -35,7 +35,7 @@ pub(crate) enum KeyExtract<T> {
 }
 
 impl<T: Record> KeyExtract<T> {
-    #[inline]
+    #[inline(always)] // On every routed tuple: W2 lost 2% when it was left out of line.
     pub(crate) fn hash(&self, value: &T) -> u64 {
         match self {
             KeyExtract::None => 0,

@@ -35,7 +35,7 @@ pub(crate) struct WindowInput<In> {
     key: KeyExtract<In>,
     /// Unless the key's hash tells keys apart by itself: the window key of each exact key,
     /// and a buffer to record a key in.
-    exact: Option<(ExactKeys, Vec<u8>)>,
+    exact: Option<ExactKeys>,
     /// The event-time field, for event-time windows.
     time_field: Option<usize>,
     /// The watermark of the input channels.
@@ -57,7 +57,7 @@ impl<In: Record> WindowInput<In> {
         max_open_windows: usize,
     ) -> Self {
         WindowInput {
-            exact: (!key.is_injective()).then(|| (ExactKeys::default(), Vec::new())),
+            exact: (!key.is_injective()).then(ExactKeys::default),
             key,
             time_field,
             valve: Valve::new(channels),
@@ -71,14 +71,13 @@ impl<In: Record> WindowInput<In> {
     /// has windows (see [`ExactKeys`]).
     #[inline]
     fn window_key(&mut self, value: &In) -> u64 {
-        let Some((keys, buf)) = &mut self.exact else {
+        let Some(keys) = &mut self.exact else {
             return self.key.hash(value);
         };
-        let mut hasher = KeyHasher::recording(std::mem::take(buf));
+        let mut hasher = KeyHasher::recording();
         self.key.write(value, &mut hasher);
         let hash = hasher.finish();
-        *buf = hasher.take_recorded();
-        keys.key(hash, buf)
+        KeyHasher::with_recorded(|exact| keys.key(hash, exact))
     }
 
     /// The element's event time (`Ok(0)` for processing-time and count windows).
@@ -344,7 +343,7 @@ impl<M: WindowMode> WindowedTask<M> {
 
     /// Forgets the exact keys that no longer have windows, when enough were added.
     fn sweep_keys(&mut self) {
-        let Some((keys, _)) = self.input.exact.as_mut().filter(|(k, _)| k.sweep_due()) else {
+        let Some(keys) = self.input.exact.as_mut().filter(|k| k.sweep_due()) else {
             return;
         };
         let mut live: FxHashSet<u64> = self.core.keys().copied().collect();
