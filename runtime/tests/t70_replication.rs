@@ -39,7 +39,9 @@ impl ReplicatedState for Journal {
     }
 }
 
-struct Rpc(Arc<RaftGroups>);
+/// The test's transport handler: Raft RPCs to the groups, closed connections to the groups'
+/// early elections.
+struct Rpc(Arc<RaftGroups>, Arc<std::sync::OnceLock<Transport>>);
 
 impl Handler for Rpc {
     fn request(
@@ -54,11 +56,17 @@ impl Handler for Rpc {
         }
     }
     fn oneway(&self, _: &PeerRole, _: Service, _: Vec<u8>) {}
+    fn closed(&self, from: &PeerRole) {
+        if let Some(t) = self.1.get() {
+            self.0.on_closed(t, from);
+        }
+    }
 }
 
 struct Member {
     replica: Replica<Journal>,
     transport: Transport,
+    groups: Arc<RaftGroups>,
 }
 
 async fn member(
@@ -75,6 +83,16 @@ async fn member_as(
     dir: Option<&std::path::Path>,
     campaign: bool,
 ) -> anyhow::Result<Member> {
+    member_timed(me, listener, dir, campaign, RaftTimings::default()).await
+}
+
+async fn member_timed(
+    me: MemberId,
+    listener: TcpListener,
+    dir: Option<&std::path::Path>,
+    campaign: bool,
+    timings: RaftTimings,
+) -> anyhow::Result<Member> {
     let id = me.node().0;
     let addr = listener.local_addr()?.to_string();
     let groups = Arc::new(RaftGroups::default());
@@ -87,7 +105,13 @@ async fn member_as(
         NodeId(id),
         secret,
     );
-    let transport = Transport::serve(listener, config, Arc::new(Rpc(groups.clone())));
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let transport = Transport::serve(
+        listener,
+        config,
+        Arc::new(Rpc(groups.clone(), Arc::clone(&cell))),
+    );
+    let _ = cell.set(transport.clone());
     let (log, state) = match dir {
         Some(d) => (
             LogStore::open(d)?,
@@ -101,15 +125,19 @@ async fn member_as(
     let replica = Replica::start(
         me,
         GroupId(7),
-        RaftTimings::default(),
+        timings,
         log,
         state,
         transport.clone(),
-        groups,
+        groups.clone(),
         campaign,
     )
     .await?;
-    Ok(Member { replica, transport })
+    Ok(Member {
+        replica,
+        transport,
+        groups,
+    })
 }
 
 /// Binds `addr` again once the transport that held it let it go (its accept loop ends in the
@@ -134,6 +162,14 @@ async fn founded_group(
     dirs: Option<&[tempfile::TempDir]>,
     spares: usize,
 ) -> anyhow::Result<(Vec<Option<Member>>, Vec<String>, Vec<TcpListener>)> {
+    founded_group_timed(dirs, spares, RaftTimings::default()).await
+}
+
+async fn founded_group_timed(
+    dirs: Option<&[tempfile::TempDir]>,
+    spares: usize,
+    timings: RaftTimings,
+) -> anyhow::Result<(Vec<Option<Member>>, Vec<String>, Vec<TcpListener>)> {
     let mut listeners = Vec::new();
     for _ in 0..3 + spares {
         listeners.push(TcpListener::bind("127.0.0.1:0").await?);
@@ -146,7 +182,8 @@ async fn founded_group(
     let mut members = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let dir = dirs.map(|d| d[i].path());
-        members.push(Some(member(i as u64 + 1, l, dir).await?));
+        let me = MemberId::founding(NodeId(i as u64 + 1));
+        members.push(Some(member_timed(me, l, dir, true, timings).await?));
     }
     let founding: BTreeMap<NodeId, String> = (0..3)
         .map(|i| (NodeId(i as u64 + 1), addrs[i].clone()))
@@ -213,6 +250,55 @@ async fn applied_everywhere(
     }
 }
 
+/// A leader whose process is gone (its connections close and its port refuses) is replaced
+/// after one election timeout, without the followers waiting out its lease first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_lease()
+-> anyhow::Result<()> {
+    // Waiting out the lease (the election maximum, 1100 ms, from the leader's last message,
+    // at most one 100 ms heartbeat before the stop) and then an election timeout (at least
+    // 1000 ms) takes at least 2000 ms. Both survivors campaign at once and split the vote
+    // (or one wins it, if the other had not started yet); the first election timeout after
+    // that (at most 1100 ms, plus a 150 ms tick) elects.
+    let timings = RaftTimings {
+        heartbeat_ms: 100,
+        election_min_ms: 1000,
+        election_max_ms: 1100,
+    };
+    let (mut members, _, _) = founded_group_timed(None, 0, timings).await?;
+    for i in 0..5u8 {
+        write(&members, &[i]).await?;
+    }
+    applied_everywhere(&members, 5).await?;
+    let old = leader_of(&members, Duration::from_secs(10)).await?;
+    let old_term = old.replica.status().term;
+    let old_id = members
+        .iter()
+        .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
+        .expect("a member");
+    let stopped = members[old_id].take().expect("the leader");
+    stopped.replica.shutdown().await;
+    stopped.transport.shutdown();
+    let stopped_at = Instant::now();
+    let new = leader_of(&members, Duration::from_secs(10)).await?;
+    let failover = stopped_at.elapsed();
+    assert!(new.replica.status().term > old_term, "a new term");
+    let early: u64 = members
+        .iter()
+        .flatten()
+        .map(|m| m.groups.early_elections())
+        .sum();
+    assert!(early >= 1, "no survivor campaigned early");
+    assert!(
+        failover < Duration::from_millis(1700),
+        "failover took {failover:?}: the survivors waited out the lease"
+    );
+    tracing::info!(?failover, early, "failed over early");
+    write(&members, &[9]).await?;
+    applied_everywhere(&members, 6).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Result<()> {
     let dirs: Vec<_> = (0..3)
@@ -229,6 +315,14 @@ async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Resul
         journals.windows(2).all(|w| w[0] == w[1]),
         "replicas disagree"
     );
+    for m in members.iter().flatten() {
+        // Every replica, followers too, knows the commit index of what it applied.
+        let st = m.replica.status();
+        assert!(
+            st.applied.is_some() && st.committed >= st.applied && st.committed <= st.last_log,
+            "commit index out of place: {st:?}"
+        );
+    }
 
     tracing::info!("--- the leader stops: another takes over in a higher term");
     let old = leader_of(&members, Duration::from_secs(5)).await?;

@@ -164,6 +164,12 @@ impl Handler for NodeHandler {
             _ => tracing::debug!(?service, bytes = body.len(), "one-way message ignored"),
         }
     }
+
+    fn closed(&self, from: &PeerRole) {
+        if let Some(transport) = self.0.transport.get() {
+            self.0.groups.on_closed(transport, from);
+        }
+    }
 }
 
 impl Node {

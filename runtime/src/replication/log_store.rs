@@ -264,6 +264,12 @@ impl LogStore {
         last.or(inner.last_purged).map(|l| l.index)
     }
 
+    /// The index of the last entry this replica knows committed (what openraft last saved
+    /// through [`RaftLogStorage::save_committed`]): on a follower, what the leader told it.
+    pub fn committed(&self) -> Option<u64> {
+        self.lock().committed.map(|l| l.index)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the maps consistent (each change is one
         // insert or split), so a poisoned lock is still usable.

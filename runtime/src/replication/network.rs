@@ -2,12 +2,13 @@
 //! server side ([`RaftGroups`], which hands an RPC to its group's Raft). Every RPC travels on
 //! the control lane, tagged with its group, so heartbeats never wait behind tuples.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,13 +17,14 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, ServerState};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{GroupId, MemberId, NodeId};
 use crate::replication::membership::{self, Admission, JoinRequest};
 use crate::replication::type_config::{Raft, TypeConfig};
-use crate::transport::{Lane, Service, Transport, TransportError, frame};
+use crate::transport::{Lane, PeerRole, Service, Transport, TransportError, frame};
 
 #[derive(Serialize, Deserialize)]
 enum RaftRpc {
@@ -47,27 +49,118 @@ struct Addressed {
 pub struct RaftGroups {
     /// Each group's Raft here, with the registration's number: a replica that stops removes
     /// only its own registration, not a newer replica's of the same group.
-    groups: DashMap<GroupId, (u64, Raft)>,
+    groups: DashMap<GroupId, Registered>,
     registrations: std::sync::atomic::AtomicU64,
+    /// Elections started because the leader's process was seen gone ([`RaftGroups::leader_gone`]).
+    early_elections: AtomicU64,
+    /// The term each group last campaigned early in.
+    early: DashMap<GroupId, u64>,
     /// The nodes each group's replicas are assigned to, as this node last learned from the
     /// manager: a leader here admits members by it.
     assigned: DashMap<GroupId, std::collections::BTreeSet<NodeId>>,
 }
 
+/// One replica registered with [`RaftGroups`].
+struct Registered {
+    registration: u64,
+    raft: Raft,
+}
+
 impl RaftGroups {
     /// Registers `raft` as this process's replica of `group`; returns the registration.
     pub(crate) fn insert(&self, group: GroupId, raft: Raft) -> u64 {
-        let n = self
-            .registrations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.groups.insert(group, (n, raft));
-        n
+        let registration = self.registrations.fetch_add(1, Ordering::Relaxed);
+        self.groups.insert(group, Registered { registration, raft });
+        registration
     }
 
     /// Removes registration `registration` of `group`, if it is still the current one.
     pub(crate) fn remove(&self, group: GroupId, registration: u64) {
         self.groups
-            .remove_if(&group, |_, (n, _)| *n == registration);
+            .remove_if(&group, |_, r| r.registration == registration);
+    }
+
+    /// The followers here whose leader is on `node`, with the term they follow it in.
+    fn led_from(&self, node: NodeId) -> Vec<(GroupId, Raft, u64)> {
+        self.groups
+            .iter()
+            .filter_map(|r| {
+                let m = r.raft.metrics();
+                let m = m.borrow();
+                let led = m.state != ServerState::Leader
+                    && m.current_leader.is_some_and(|l| MemberId(l).node() == node);
+                led.then(|| (*r.key(), r.raft.clone(), m.current_term))
+            })
+            .collect()
+    }
+
+    /// Whether a replica here follows a leader on `node`.
+    pub fn follows(&self, node: NodeId) -> bool {
+        !self.led_from(node).is_empty()
+    }
+
+    /// The process of `node` is gone (its connection closed and its port refuses): every
+    /// replica here that follows a leader there campaigns now, rather than after the
+    /// leader's lease and an election timeout. Returns how many started.
+    ///
+    /// A voter inside its lease of the old leader refuses any vote, so this pays when every
+    /// survivor sees the process go, as they do when it dies: they all campaign, which ends
+    /// their leases, and split the vote; the first election timeout after that (openraft's
+    /// own timer, 100-200 ms by default) elects, the replica with the longer log first. The
+    /// failover then takes about one election timeout instead of the lease plus one. Once
+    /// per group and term (a node's lanes close one by one, and each reports), and no
+    /// quicker retries: a replica with a shorter log would keep raising the term against the
+    /// one that can win.
+    ///
+    /// A replica that rejoined and does not campaign yet (`Replica::campaign`) campaigns
+    /// here too: that wait protects a leader that is alive, and this one is gone. A leader
+    /// that only lost a connection is never deposed by this: its port answers.
+    pub fn leader_gone(&self, node: NodeId) -> usize {
+        let mut started = 0;
+        for (group, raft, term) in self.led_from(node) {
+            let fresh = match self.early.entry(group) {
+                dashmap::Entry::Occupied(e) if *e.get() >= term => false,
+                e => {
+                    e.insert(term);
+                    true
+                }
+            };
+            if !fresh {
+                continue;
+            }
+            started += 1;
+            tracing::info!(%group, %node, term, "the leader's process is gone: campaigning now");
+            tokio::spawn(async move {
+                let _ = raft.trigger().elect().await;
+            });
+        }
+        self.early_elections
+            .fetch_add(started as u64, Ordering::Relaxed);
+        started
+    }
+
+    /// Elections started by [`RaftGroups::leader_gone`] so far.
+    pub fn early_elections(&self) -> u64 {
+        self.early_elections.load(Ordering::Relaxed)
+    }
+
+    /// What the transport reports of a closed connection ([`crate::transport::Handler::closed`]):
+    /// when it came from a node whose replica leads one of the groups here, dial that node
+    /// and, if its port refuses, start elections ([`RaftGroups::leader_gone`]).
+    pub fn on_closed(self: &Arc<Self>, transport: &Transport, from: &PeerRole) {
+        let PeerRole::Node { id, addr } = from else {
+            return;
+        };
+        if !self.follows(*id) {
+            return;
+        }
+        let (groups, transport, node, addr) =
+            (Arc::clone(self), transport.clone(), *id, addr.clone());
+        tokio::spawn(async move {
+            if transport.refuses(&addr).await {
+                groups.leader_gone(node);
+            }
+        });
     }
 
     /// Records the nodes `group`'s replicas are assigned to (the manager's word, as this node
@@ -87,7 +180,7 @@ impl RaftGroups {
         group: GroupId,
         body: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let Some(raft) = self.groups.get(&group).map(|r| r.1.clone()) else {
+        let Some(raft) = self.groups.get(&group).map(|r| r.raft.clone()) else {
             return futures_util::future::ready(Err(format!("no replica of group {group} here")))
                 .boxed();
         };

@@ -106,6 +106,9 @@ pub struct ReplicaStatus {
     pub leader: Option<NodeId>,
     /// The last log index it has.
     pub last_log: Option<u64>,
+    /// The last index it knows committed.
+    #[serde(default)]
+    pub committed: Option<u64>,
     /// The last index it applied.
     pub applied: Option<u64>,
     /// The term of the leader that wrote the last entry it applied: a new leader's first
@@ -114,7 +117,7 @@ pub struct ReplicaStatus {
     pub applied_term: Option<u64>,
 }
 
-fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
+fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>, log: &LogStore) -> ReplicaStatus {
     ReplicaStatus {
         role: match m.state {
             ServerState::Leader => Role::Leader,
@@ -126,6 +129,7 @@ fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
         term: m.current_term,
         leader: m.current_leader.map(|id| MemberId(id).node()),
         last_log: m.last_log_index,
+        committed: log.committed(),
         applied: m.last_applied.map(|l| l.index),
         applied_term: m.last_applied.map(|l| l.leader_id.term),
     }
@@ -134,13 +138,14 @@ fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>) -> ReplicaStatus {
 /// A replica's status as it changes ([`Replica::watch`]).
 pub struct StatusWatch {
     rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    log: LogStore,
 }
 
 impl StatusWatch {
     /// Waits for the next change and returns the status then; `None` once the replica stopped.
     pub async fn changed(&mut self) -> Option<ReplicaStatus> {
         self.rx.changed().await.ok()?;
-        Some(status_of(&self.rx.borrow_and_update()))
+        Some(status_of(&self.rx.borrow_and_update(), &self.log))
     }
 }
 
@@ -149,6 +154,8 @@ pub struct Replica<S> {
     member: MemberId,
     group: GroupId,
     raft: Raft,
+    /// Its log, shared with openraft (for the commit index, which openraft's metrics lack).
+    log: LogStore,
     state: StateMachineStore<S>,
     groups: Arc<RaftGroups>,
     registration: u64,
@@ -183,17 +190,24 @@ impl<S: ReplicatedState> Replica<S> {
             why: e.to_string(),
         })?;
         let network = Network { transport, group };
-        let raft = Raft::new(member.0, Arc::new(config), network, log, state.clone())
-            .await
-            .map_err(|e| ReplicationError::Failed {
-                group,
-                why: e.to_string(),
-            })?;
+        let raft = Raft::new(
+            member.0,
+            Arc::new(config),
+            network,
+            log.clone(),
+            state.clone(),
+        )
+        .await
+        .map_err(|e| ReplicationError::Failed {
+            group,
+            why: e.to_string(),
+        })?;
         let registration = groups.insert(group, raft.clone());
         Ok(Replica {
             member,
             group,
             raft,
+            log,
             state,
             groups,
             registration,
@@ -258,13 +272,14 @@ impl<S: ReplicatedState> Replica<S> {
 
     /// What this replica knows now.
     pub fn status(&self) -> ReplicaStatus {
-        status_of(&self.raft.metrics().borrow())
+        status_of(&self.raft.metrics().borrow(), &self.log)
     }
 
     /// Follows this replica's status as it changes.
     pub fn watch(&self) -> StatusWatch {
         StatusWatch {
             rx: self.raft.metrics(),
+            log: self.log.clone(),
         }
     }
 

@@ -96,6 +96,9 @@ pub trait Handler: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<u8>, String>>;
     /// Takes a message that needs no answer.
     fn oneway(&self, from: &PeerRole, service: Service, body: Vec<u8>);
+    /// An authenticated inbound connection from `from` closed (not by this transport's
+    /// shutdown). Nothing by default; [`Transport::refuses`] tells whether its process is gone.
+    fn closed(&self, _from: &PeerRole) {}
 }
 
 /// Counters of a transport, for metrics and tests.
@@ -219,6 +222,36 @@ impl Transport {
     /// The transport's counters.
     pub fn stats(&self) -> &TransportStats {
         &self.inner.stats
+    }
+
+    /// Whether the peer at `addr` (through its route, if it has one) refuses connections:
+    /// its process is gone, or never started. Dials a few times a short while apart and
+    /// answers yes at the first refusal: a process in the middle of dying may still complete
+    /// a dial (its listening socket closes after some of its connections), so a dial that
+    /// connects proves nothing on its own, and one that neither connects nor is refused (a
+    /// lost host, a cut link) proves nothing either. Each dial that connects is closed at
+    /// once, which a live peer logs as a failed handshake.
+    pub async fn refuses(&self, addr: &str) -> bool {
+        const DIALS: u32 = 4;
+        const GAP: Duration = Duration::from_millis(15);
+        const DIAL_TIMEOUT: Duration = Duration::from_millis(100);
+        let to = self
+            .inner
+            .config
+            .routes
+            .get(addr)
+            .map_or(addr, String::as_str);
+        for i in 0..DIALS {
+            if i > 0 {
+                tokio::time::sleep(GAP).await;
+            }
+            if let Ok(Err(e)) = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(to)).await {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Stops accepting, closes every connection and fails every request in flight.
@@ -440,7 +473,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 let end = run_connection(
                     &inner,
                     framed,
-                    role,
+                    role.clone(),
                     &mut none,
                     Arc::default(),
                     &inner.cancel,
@@ -448,6 +481,9 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 .await;
                 if let Err(e) = end {
                     tracing::warn!(%remote, error = %e, "connection closed");
+                }
+                if !inner.cancel.is_cancelled() {
+                    inner.handler.closed(&role);
                 }
             }
             .instrument(tracing::Span::current()),
