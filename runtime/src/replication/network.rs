@@ -55,9 +55,21 @@ pub struct RaftGroups {
     early_elections: AtomicU64,
     /// The term each group last campaigned early in.
     early: DashMap<GroupId, u64>,
+    /// The nodes being dialed to see whether their process is gone.
+    probing: DashMap<NodeId, ()>,
     /// The nodes each group's replicas are assigned to, as this node last learned from the
     /// manager: a leader here admits members by it.
     assigned: DashMap<GroupId, std::collections::BTreeSet<NodeId>>,
+}
+
+/// A voter that follows a leader: what [`RaftGroups::leader_gone`] campaigns in.
+struct Following {
+    group: GroupId,
+    raft: Raft,
+    /// The leader it follows (a member id).
+    leader: u64,
+    /// The term it follows it in.
+    term: u64,
 }
 
 /// One replica registered with [`RaftGroups`].
@@ -76,59 +88,88 @@ impl RaftGroups {
 
     /// Removes registration `registration` of `group`, if it is still the current one.
     pub(crate) fn remove(&self, group: GroupId, registration: u64) {
-        self.groups
-            .remove_if(&group, |_, r| r.registration == registration);
+        if self
+            .groups
+            .remove_if(&group, |_, r| r.registration == registration)
+            .is_some()
+        {
+            // A replica registered later under this group starts its terms afresh.
+            self.early.remove(&group);
+        }
     }
 
-    /// The followers here whose leader is on `node`, with the term they follow it in.
-    fn led_from(&self, node: NodeId) -> Vec<(GroupId, Raft, u64)> {
+    /// The voters here that follow a leader on `node` (at `addr`, if given: a node restarted
+    /// at a new address is a new process): each with the leader and the term they follow it
+    /// in.
+    fn led_from(&self, node: NodeId, addr: Option<&str>) -> Vec<Following> {
         self.groups
             .iter()
             .filter_map(|r| {
                 let m = r.raft.metrics();
                 let m = m.borrow();
-                let led = m.state != ServerState::Leader
-                    && m.current_leader.is_some_and(|l| MemberId(l).node() == node);
-                led.then(|| (*r.key(), r.raft.clone(), m.current_term))
+                let leader = m.current_leader.filter(|l| MemberId(*l).node() == node)?;
+                let membership = m.membership_config.membership();
+                if let Some(addr) = addr {
+                    membership.get_node(&leader).filter(|n| n.addr == addr)?;
+                }
+                let voter = membership.voter_ids().any(|v| v == m.id);
+                (voter && m.state != ServerState::Leader).then(|| Following {
+                    group: *r.key(),
+                    raft: r.raft.clone(),
+                    leader,
+                    term: m.current_term,
+                })
             })
             .collect()
     }
 
-    /// Whether a replica here follows a leader on `node`.
+    /// Whether a voter here follows a leader on `node`.
     pub fn follows(&self, node: NodeId) -> bool {
-        !self.led_from(node).is_empty()
+        !self.led_from(node, None).is_empty()
     }
 
     /// The process of `node` is gone (its connection closed and its port refuses): every
-    /// replica here that follows a leader there campaigns now, rather than after the
-    /// leader's lease and an election timeout. Returns how many started.
+    /// voter here that follows a leader there campaigns now, rather than after the leader's
+    /// lease and an election timeout. Returns how many started. Call it within a tokio
+    /// runtime.
     ///
     /// A voter inside its lease of the old leader refuses any vote, so this pays when every
     /// survivor sees the process go, as they do when it dies: they all campaign, which ends
     /// their leases, and split the vote; the first election timeout after that (openraft's
-    /// own timer, 100-200 ms by default) elects, the replica with the longer log first. The
-    /// failover then takes about one election timeout instead of the lease plus one. Once
-    /// per group and term (a node's lanes close one by one, and each reports), and no
-    /// quicker retries: a replica with a shorter log would keep raising the term against the
-    /// one that can win.
+    /// own timer: 100-200 ms in a replicated task's group) elects, the replica with the
+    /// longer log first. The failover then takes about one election timeout instead of the
+    /// lease plus one. Once per group and term (a node's lanes close one by one, and each
+    /// reports), and no quicker retries: a replica with a shorter log would keep raising the
+    /// term against the one that can win.
     ///
     /// A replica that rejoined and does not campaign yet (`Replica::campaign`) campaigns
-    /// here too: that wait protects a leader that is alive, and this one is gone. A leader
-    /// that only lost a connection is never deposed by this: its port answers.
+    /// here too: that wait protects a leader that is alive, and this one is gone.
     pub fn leader_gone(&self, node: NodeId) -> usize {
+        self.campaign_early(node, self.led_from(node, None))
+    }
+
+    /// Starts an election for each of `following` that still follows the same leader in
+    /// the same term (the leader may have changed while its node was dialed).
+    fn campaign_early(&self, node: NodeId, following: Vec<Following>) -> usize {
         let mut started = 0;
-        for (group, raft, term) in self.led_from(node) {
-            let fresh = match self.early.entry(group) {
-                dashmap::Entry::Occupied(e) if *e.get() >= term => false,
+        for f in following {
+            let unchanged = {
+                let m = f.raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(f.leader) && m.current_term == f.term
+            };
+            let fresh = match self.early.entry(f.group) {
+                dashmap::Entry::Occupied(e) if *e.get() >= f.term => false,
                 e => {
-                    e.insert(term);
+                    e.insert(f.term);
                     true
                 }
             };
-            if !fresh {
+            if !unchanged || !fresh {
                 continue;
             }
             started += 1;
+            let (group, term, raft) = (f.group, f.term, f.raft);
             tracing::info!(%group, %node, term, "the leader's process is gone: campaigning now");
             tokio::spawn(async move {
                 let _ = raft.trigger().elect().await;
@@ -146,19 +187,24 @@ impl RaftGroups {
 
     /// What the transport reports of a closed connection ([`crate::transport::Handler::closed`]):
     /// when it came from a node whose replica leads one of the groups here, dial that node
-    /// and, if its port refuses, start elections ([`RaftGroups::leader_gone`]).
+    /// and, if its port refuses, start elections in the groups that still follow the same
+    /// leader in the same term ([`RaftGroups::leader_gone`]). One dialing per node at a time
+    /// (each of a node's lanes reports its close). Call it within a tokio runtime.
     pub fn on_closed(self: &Arc<Self>, transport: &Transport, from: &PeerRole) {
         let PeerRole::Node { id, addr } = from else {
             return;
         };
-        if !self.follows(*id) {
+        let node = *id;
+        let following = self.led_from(node, Some(addr));
+        if following.is_empty() || self.probing.insert(node, ()).is_some() {
             return;
         }
-        let (groups, transport, node, addr) =
-            (Arc::clone(self), transport.clone(), *id, addr.clone());
+        let (groups, transport, addr) = (Arc::clone(self), transport.clone(), addr.clone());
         tokio::spawn(async move {
-            if transport.refuses(&addr).await {
-                groups.leader_gone(node);
+            let gone = transport.refuses(&addr).await;
+            groups.probing.remove(&node);
+            if gone {
+                groups.campaign_early(node, following);
             }
         });
     }

@@ -129,7 +129,9 @@ fn status_of(m: &openraft::RaftMetrics<u64, BasicNode>, log: &LogStore) -> Repli
         term: m.current_term,
         leader: m.current_leader.map(|id| MemberId(id).node()),
         last_log: m.last_log_index,
-        committed: log.committed(),
+        // openraft saves the commit index only when it commits; after installing a snapshot
+        // what it applied is committed too.
+        committed: log.committed().max(m.last_applied.map(|l| l.index)),
         applied: m.last_applied.map(|l| l.index),
         applied_term: m.last_applied.map(|l| l.leader_id.term),
     }
