@@ -212,6 +212,21 @@ async fn leader_of(members: &[Option<Member>], deadline: Duration) -> anyhow::Re
     }
 }
 
+/// Stops the leader (its replica, then its transport: connections close, its port refuses)
+/// and takes it out of `members`; returns its position and its term.
+async fn stop_leader(members: &mut [Option<Member>]) -> anyhow::Result<(usize, u64)> {
+    let old = leader_of(members, Duration::from_secs(10)).await?;
+    let term = old.replica.status().term;
+    let at = members
+        .iter()
+        .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
+        .expect("a member");
+    let stopped = members[at].take().expect("the leader");
+    stopped.replica.shutdown().await;
+    stopped.transport.shutdown();
+    Ok((at, term))
+}
+
 async fn write(members: &[Option<Member>], cmd: &[u8]) -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -270,15 +285,7 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_leas
         write(&members, &[i]).await?;
     }
     applied_everywhere(&members, 5).await?;
-    let old = leader_of(&members, Duration::from_secs(10)).await?;
-    let old_term = old.replica.status().term;
-    let old_id = members
-        .iter()
-        .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
-        .expect("a member");
-    let stopped = members[old_id].take().expect("the leader");
-    stopped.replica.shutdown().await;
-    stopped.transport.shutdown();
+    let (_, old_term) = stop_leader(&mut members).await?;
     let stopped_at = Instant::now();
     let campaigned = loop {
         let highest = members
@@ -336,17 +343,7 @@ async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Resul
     }
 
     tracing::info!("--- the leader stops: another takes over in a higher term");
-    let old = leader_of(&members, Duration::from_secs(5)).await?;
-    let (old_id, old_term) = (
-        members
-            .iter()
-            .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
-            .expect("a member"),
-        old.replica.status().term,
-    );
-    let stopped = members[old_id].take().expect("the leader");
-    stopped.replica.shutdown().await;
-    stopped.transport.shutdown();
+    let (old_id, old_term) = stop_leader(&mut members).await?;
     let killed_at = Instant::now();
     let new = leader_of(&members, Duration::from_secs(5)).await?;
     let failover = killed_at.elapsed();
@@ -530,15 +527,7 @@ async fn a_replica_without_its_log_rejoins_under_a_new_identity_and_a_lost_one_i
     );
 
     tracing::info!("--- the group fails over with its new members: its leader stops");
-    let old = leader_of(&members, Duration::from_secs(5)).await?;
-    let old_term = old.replica.status().term;
-    let at = members
-        .iter()
-        .position(|m| m.as_ref().is_some_and(|m| std::ptr::eq(m, old)))
-        .expect("a member");
-    let stopped = members[at].take().expect("the leader");
-    stopped.replica.shutdown().await;
-    stopped.transport.shutdown();
+    let (_, old_term) = stop_leader(&mut members).await?;
     let new = leader_of(&members, Duration::from_secs(5)).await?;
     assert!(new.replica.status().term > old_term, "a new term");
     for i in 80..85u8 {
