@@ -1,6 +1,8 @@
 //! Raft RPCs over the [`Transport`]: the client side (openraft's network factory) and the
 //! server side ([`RaftGroups`], which hands an RPC to its group's Raft). Every RPC travels on
-//! the control lane, tagged with its group, so heartbeats never wait behind tuples.
+//! the control lane, tagged with its group, so heartbeats never wait behind tuples. Also the
+//! early elections of followers whose leader's process is seen gone
+//! ([`RaftGroups::on_closed`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +52,7 @@ pub struct RaftGroups {
     /// Each group's Raft here, with the registration's number: a replica that stops removes
     /// only its own registration, not a newer replica's of the same group.
     groups: DashMap<GroupId, Registered>,
-    registrations: std::sync::atomic::AtomicU64,
+    registrations: AtomicU64,
     /// Elections started because the leader's process was seen gone ([`RaftGroups::leader_gone`]).
     early_elections: AtomicU64,
     /// The term each group last campaigned early in.
