@@ -26,9 +26,10 @@
 //! event time the slow one has not reached (behind a bolt that mixes the tasks' tuples, the
 //! windows cannot tell them apart to hold the fast one back themselves). Tasks that are idle
 //! (which needs an idle timeout) or done do not hold the others; a task that has emitted
-//! nothing yet holds them at the beginning of time, as in Flink. A window's `.event_time(..)` that `build()` moves up to the
-//! spouts brings alignment with it, with a drift of [`ALIGN_STEPS`] of the window's step (the
-//! first window's, when several windows' declarations reach one spout).
+//! nothing yet holds them at the beginning of time, as in Flink. A window's `.event_time(..)`
+//! that `build()` moves up to the spouts brings alignment with it, with a drift of
+//! [`ALIGN_STEPS`] of the window's step (the first window's, when several windows'
+//! declarations reach one spout).
 //!
 //! ```
 //! use std::time::Duration;
@@ -71,8 +72,9 @@ pub struct EventTime {
     pub max_drift_ms: Option<i64>,
 }
 
-/// How many of a window's steps (its size, its slide, or a session's gap) ahead of the slowest spout task a
-/// spout task may run when `build()` moves the window's `.event_time(..)` up to the spouts.
+/// How many of a window's steps (its size, its slide, or a session's gap) ahead of the slowest
+/// spout task a spout task may run when `build()` moves the window's `.event_time(..)` up to
+/// the spouts.
 pub const ALIGN_STEPS: i64 = 8;
 
 impl EventTime {

@@ -125,11 +125,6 @@ impl RaftGroups {
             .collect()
     }
 
-    /// Whether a voter here follows a leader on `node`.
-    pub fn follows(&self, node: NodeId) -> bool {
-        !self.led_from(node, None).is_empty()
-    }
-
     /// The process of `node` is gone (its connection closed and its port refuses): every
     /// voter here that follows a leader there campaigns now, rather than after the leader's
     /// lease and an election timeout. Returns how many started. Call it within a tokio
@@ -160,15 +155,14 @@ impl RaftGroups {
                 let m = m.borrow();
                 m.current_leader == Some(f.leader) && m.current_term == f.term
             };
-            let fresh = match self.early.entry(f.group) {
-                dashmap::Entry::Occupied(e) if *e.get() >= f.term => false,
+            if !unchanged {
+                continue;
+            }
+            match self.early.entry(f.group) {
+                dashmap::Entry::Occupied(e) if *e.get() >= f.term => continue,
                 e => {
                     e.insert(f.term);
-                    true
                 }
-            };
-            if !unchanged || !fresh {
-                continue;
             }
             started += 1;
             let (group, term, raft) = (f.group, f.term, f.raft);

@@ -10,7 +10,7 @@ use crate::engine::{
     AckOp, BatchOutcome, BoltTask, EngineError, LinkId, Mark, Payload, TaskOutput,
 };
 use crate::ids::{Origin, TaskId};
-use crate::tuple::{Tuple, TupleIds};
+use crate::tuple::Tuple;
 use crate::window::{Channel, Valve};
 
 pub(crate) struct BoltTaskImpl<B: Bolt> {
@@ -45,21 +45,14 @@ impl<B: Bolt> BoltTaskImpl<B> {
     /// Executes one tracked input: the emitter acks it for the bolt, unless the bolt acks by
     /// hand.
     #[inline(always)]
-    fn execute_tracked(
-        &mut self,
-        (value, ids, origin): (B::In, TupleIds, Origin),
-        source: TaskId,
-        input: u16,
-        outcome: &mut BatchOutcome,
-    ) {
+    fn execute_tracked(&mut self, tuple: Tuple<B::In>, origin: Origin, outcome: &mut BatchOutcome) {
+        let tuple = tuple.with_origin(origin);
         if B::MANUAL_ACK {
-            let tuple = Tuple::with_ids(value, source, input, ids).with_origin(origin);
             outcome.note(self.bolt.execute(tuple, &mut self.out));
             return;
         }
         // The tuple's copy of its ids is for reading.
-        self.out.begin_input(ids.clone(), origin);
-        let tuple = Tuple::with_ids(value, source, input, ids).with_origin(origin);
+        self.out.begin_input(tuple.ids().clone(), origin);
         let ok = outcome.note(self.bolt.execute(tuple, &mut self.out));
         self.out.end_input(ok);
     }
@@ -90,14 +83,15 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
             // At-least-once: no deterministic ids. A loop of its own, so that this path (W1)
             // does not step through an empty iterator of origins per tuple.
             for (value, ids) in batch.values.into_iter().zip(batch.ids) {
-                let tracked = (value, ids, Origin::default());
-                self.execute_tracked(tracked, source, input, &mut outcome);
+                let tuple = Tuple::with_ids(value, source, input, ids);
+                self.execute_tracked(tuple, Origin::default(), &mut outcome);
             }
         } else {
             // Exactly-once: each tuple carries its deterministic id.
             let inputs = batch.values.into_iter().zip(batch.ids).zip(batch.origins);
             for ((value, ids), origin) in inputs {
-                self.execute_tracked((value, ids, origin), source, input, &mut outcome);
+                let tuple = Tuple::with_ids(value, source, input, ids);
+                self.execute_tracked(tuple, origin, &mut outcome);
             }
         }
         Ok(outcome)

@@ -33,8 +33,7 @@ use crate::window::{
 pub(crate) struct WindowInput<In> {
     /// The key (the fields of a fields grouping); `None` for unkeyed windows, all in key 0.
     key: KeyExtract<In>,
-    /// Unless the key's hash tells keys apart by itself: the window key of each exact key,
-    /// and a buffer to record a key in.
+    /// Unless the key's hash tells keys apart by itself: the window key of each exact key.
     exact: Option<ExactKeys>,
     /// The event-time field, for event-time windows.
     time_field: Option<usize>,
