@@ -184,13 +184,17 @@ impl SinkLog {
         })
     }
 
-    /// Records a delivery, with its tuple id when it has one, and writes it through (before
-    /// the record is acked).
+    /// Records a delivery, with its tuple id when it has one; [`SinkLog::flush`] writes it
+    /// through (before the record is acked).
     pub fn delivered(&mut self, id: u64, part: u8, tuple: Option<u64>) -> std::io::Result<()> {
         match tuple {
-            Some(t) => writeln!(self.file, "{id} {part} {t:x}")?,
-            None => writeln!(self.file, "{id} {part}")?,
+            Some(t) => writeln!(self.file, "{id} {part} {t:x}"),
+            None => writeln!(self.file, "{id} {part}"),
         }
+    }
+
+    /// Writes the deliveries recorded so far through.
+    pub fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
 }
@@ -212,6 +216,7 @@ mod tests {
         let mut k = SinkLog::create(&out)?;
         k.delivered(11, 0, None)?;
         k.delivered(11, 1, Some(0xab))?;
+        k.flush()?;
         std::fs::write(
             out.join("sink-1-cut.log"),
             "12 0\n12 1 zz\n12 1 0\n12 1 5 6\n12",

@@ -215,6 +215,41 @@ pub trait Bolt: Clone + Send + 'static {
         Ok(())
     }
 
+    /// Called after every input batch, before the acks of the batch's inputs leave the task:
+    /// a bolt that buffers writes (a sink) makes them durable here, once per batch instead of
+    /// once per input (Flink's `SinkWriter::flush`). `Err` fails every input the batch acked
+    /// (their trees replay); the task goes on.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use serde::{Deserialize, Serialize};
+    /// use tempest_dsl::{Bolt, Emitter, Record, TaskError, Tuple};
+    ///
+    /// #[derive(Clone, Debug, Serialize, Deserialize, Record)]
+    /// struct Line { text: String }
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Lines { buffer: Vec<u8> }
+    ///
+    /// impl Bolt for Lines {
+    ///     type In = Line;
+    ///     type Out = ();
+    ///     fn execute(&mut self, line: Tuple<Line>, _out: &mut Emitter<()>) -> Result<(), TaskError> {
+    ///         self.buffer.extend_from_slice(line.text.as_bytes());
+    ///         self.buffer.push(b'\n');
+    ///         Ok(())
+    ///     }
+    ///     fn flush(&mut self) -> Result<(), TaskError> {
+    ///         std::io::stdout().write_all(&self.buffer)?; // one write per batch
+    ///         self.buffer.clear();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn flush(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     /// Called once when every input stream has ended (a finite run, or a drain) and, under a
     /// tracked guarantee, every tree has completed; before the task's own output ends. Emits
     /// here are unanchored unless anchored explicitly, and come after the end-of-data marker:

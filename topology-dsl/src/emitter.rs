@@ -627,6 +627,38 @@ impl<T: Record> Emitter<T> {
         out.append(&mut self.ready);
     }
 
+    /// Where the ack-tree operations of the batch about to run start, for
+    /// [`Emitter::fail_since`].
+    pub(crate) fn ack_mark(&self) -> AckMark {
+        self.track
+            .as_deref()
+            .map_or(AckMark::default(), |t| AckMark {
+                len: t.acks.len(),
+                last: t.acks.last().copied(),
+            })
+    }
+
+    /// Turns every ack recorded since `mark` into a failure of its tree: the batch's effects
+    /// were not made durable ([`Bolt::flush`](crate::Bolt::flush) failed).
+    pub(crate) fn fail_since(&mut self, mark: AckMark) {
+        let Some(track) = self.track.as_deref_mut() else {
+            return;
+        };
+        let fail = |op: &mut AckOp| {
+            if let AckOp::Ack { root, .. } = *op {
+                *op = AckOp::Fail { root };
+            }
+        };
+        // The batch's first ack may have been folded into the last one before it (the same
+        // tree): that tree fails too.
+        if let Some(before) = mark.len.checked_sub(1).and_then(|i| track.acks.get_mut(i)) {
+            if Some(*before) != mark.last {
+                fail(before);
+            }
+        }
+        track.acks.iter_mut().skip(mark.len).for_each(fail);
+    }
+
     /// Hands the ack-tree operations recorded so far to the runtime.
     pub(crate) fn take_acks(&mut self, out: &mut Vec<AckOp>) {
         if let Some(track) = self.track.as_deref_mut() {
@@ -667,6 +699,13 @@ fn mark_filled(clock: Option<&OutClock>, forwarded: i64, batches: &mut [(LinkId,
             payload.set_mark(Mark::Time(wm));
         }
     }
+}
+
+/// Where a batch's ack-tree operations start ([`Emitter::ack_mark`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AckMark {
+    len: usize,
+    last: Option<AckOp>,
 }
 
 /// Records an ack, XOR-ing it into the previous one when that is an ack of the same tree. The

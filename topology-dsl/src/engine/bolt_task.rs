@@ -73,6 +73,7 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
         let batch = crate::engine::input::adapt(&self.inputs, input, payload)?;
         self.valve.data((source, input));
         let mut outcome = BatchOutcome::default();
+        let mark = self.out.ack_mark();
         if batch.ids.is_empty() || !self.out.is_tracking() {
             for value in batch.values {
                 let tuple = Tuple::new_untracked(value, source, input);
@@ -93,6 +94,12 @@ impl<B: Bolt> BoltTask for BoltTaskImpl<B> {
                 let tuple = Tuple::with_ids(value, source, input, ids);
                 self.execute_tracked(tuple, origin, &mut outcome);
             }
+        }
+        if let Err(err) = self.bolt.flush() {
+            // Nothing of the batch is durable: every input it acked fails and replays.
+            self.out.fail_since(mark);
+            outcome.failed = outcome.executed;
+            outcome.first_error = Some(err);
         }
         Ok(outcome)
     }
