@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -40,8 +41,18 @@ impl ReplicatedState for Journal {
 }
 
 /// The test's transport handler: Raft RPCs to the groups, closed connections to the groups'
-/// early elections.
-struct Rpc(Arc<RaftGroups>, Arc<std::sync::OnceLock<Transport>>);
+/// early elections. While `deaf` is set it refuses the RPCs larger than [`DEAF_ABOVE`] bytes:
+/// appends that carry entries of [`BIG`] commands, not votes or heartbeats.
+struct Rpc(
+    Arc<RaftGroups>,
+    Arc<std::sync::OnceLock<Transport>>,
+    Arc<AtomicBool>,
+);
+
+/// A command size whose appends a deaf member refuses.
+const BIG: usize = 2048;
+/// The RPC size above which a deaf member refuses.
+const DEAF_ABOVE: usize = 1024;
 
 impl Handler for Rpc {
     fn request(
@@ -51,6 +62,9 @@ impl Handler for Rpc {
         body: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         match service {
+            Service::Raft(_) if self.2.load(Ordering::Relaxed) && body.len() > DEAF_ABOVE => {
+                futures_util::future::ready(Err("deaf to entries".to_owned())).boxed()
+            }
             Service::Raft(g) => self.0.handle(g, body),
             _ => futures_util::future::ready(Err("not served".to_owned())).boxed(),
         }
@@ -67,6 +81,8 @@ struct Member {
     replica: Replica<Journal>,
     transport: Transport,
     groups: Arc<RaftGroups>,
+    /// Refuses appends of entries while set ([`Rpc`]).
+    deaf: Arc<AtomicBool>,
 }
 
 async fn member(
@@ -106,10 +122,11 @@ async fn member_timed(
         secret,
     );
     let cell = Arc::new(std::sync::OnceLock::new());
+    let deaf = Arc::new(AtomicBool::new(false));
     let transport = Transport::serve(
         listener,
         config,
-        Arc::new(Rpc(groups.clone(), Arc::clone(&cell))),
+        Arc::new(Rpc(groups.clone(), Arc::clone(&cell), Arc::clone(&deaf))),
     );
     let _ = cell.set(transport.clone());
     let (log, state) = match dir {
@@ -137,6 +154,7 @@ async fn member_timed(
         replica,
         transport,
         groups,
+        deaf,
     })
 }
 
@@ -273,8 +291,8 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_leas
     // Waiting out the lease (the election maximum, 1100 ms, from the leader's last message,
     // at most one 100 ms heartbeat before the stop) and then an election timeout (at least
     // 1000 ms), no survivor campaigns in the first 1900 ms: a higher term within 700 ms can
-    // only come from the early campaign. (Which survivor then wins, and when, is openraft's
-    // timer's business: a split vote waits an election timeout.)
+    // only come from the early campaign. (A split vote among the survivors is the next
+    // test's.)
     let timings = RaftTimings {
         heartbeat_ms: 100,
         election_min_ms: 1000,
@@ -314,6 +332,96 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_leas
     tracing::info!(?campaigned, failover = ?stopped_at.elapsed(), early, "failed over early");
     write(&members, &[9]).await?;
     applied_everywhere(&members, 6).await?;
+    Ok(())
+}
+
+/// The survivors of a leader whose process is gone campaign together, in one term. When the
+/// one openraft prefers (the higher id) has the shorter log, the other refuses it and their
+/// votes split; that one campaigns again at once, in the next term, and wins, rather than
+/// both waiting for an election timeout (here at least 1000 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_vote_after_the_leader_is_gone_is_settled_without_an_election_timeout()
+-> anyhow::Result<()> {
+    let timings = RaftTimings {
+        heartbeat_ms: 100,
+        election_min_ms: 1000,
+        election_max_ms: 1100,
+    };
+    let (mut members, _, _) = founded_group_timed(None, 0, timings).await?;
+    for i in 0..3u8 {
+        write(&members, &[i]).await?;
+    }
+    applied_everywhere(&members, 3).await?;
+    let leader = leader_of(&members, Duration::from_secs(10))
+        .await?
+        .replica
+        .member();
+    let followers: Vec<usize> = (0..members.len())
+        .filter(|&i| {
+            members[i]
+                .as_ref()
+                .is_some_and(|m| m.replica.member() != leader)
+        })
+        .collect();
+    let id = |i: usize| members[i].as_ref().map_or(0, |m| m.replica.member().0);
+    let (high, low) = match followers[..] {
+        [a, b] if id(a) > id(b) => (a, b),
+        [a, b] => (b, a),
+        _ => anyhow::bail!("two followers expected: {followers:?}"),
+    };
+
+    tracing::info!("--- the follower with the higher id misses the last entries");
+    let deaf = members[high].as_ref().map(|m| Arc::clone(&m.deaf));
+    let deaf = deaf.ok_or_else(|| anyhow::anyhow!("a member"))?;
+    deaf.store(true, Ordering::Relaxed);
+    for i in 3..6u8 {
+        write(&members, &[i; BIG]).await?;
+    }
+    let lengths = |members: &[Option<Member>]| {
+        let len = |i: usize| members[i].as_ref().map(|m| m.replica.read(|j| j.0.len()));
+        (len(high), len(low))
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while lengths(&members) != (Some(3), Some(6)) {
+        anyhow::ensure!(Instant::now() < end, "logs: {:?}", lengths(&members));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let following = |i: usize| members[i].as_ref().and_then(|m| m.replica.status().leader);
+    assert_eq!(
+        following(high),
+        Some(leader.node()),
+        "still follows the leader"
+    );
+
+    tracing::info!("--- the leader stops: the survivors split, the longer log wins at once");
+    let (_, old_term) = stop_leader(&mut members).await?;
+    let stopped_at = Instant::now();
+    // Still deaf: an append the old leader sent before it stopped must not land now.
+    let winner = loop {
+        if let Some(m) = members
+            .iter()
+            .flatten()
+            .find(|m| m.replica.status().role == Role::Leader)
+        {
+            break m;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_millis(700),
+            "no leader within 700 ms: the split vote waited for an election timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let status = winner.replica.status();
+    tracing::info!(failover = ?stopped_at.elapsed(), term = status.term, "split settled");
+    deaf.store(false, Ordering::Relaxed);
+    assert_eq!(
+        Some(winner.replica.member()),
+        members[low].as_ref().map(|m| m.replica.member()),
+        "the longer log wins"
+    );
+    assert!(status.term >= old_term + 2, "a second campaign: {status:?}");
+    write(&members, &[9]).await?;
+    applied_everywhere(&members, 7).await?;
     Ok(())
 }
 

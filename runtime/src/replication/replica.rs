@@ -9,7 +9,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 
 use crate::ids::{GroupId, MemberId, NodeId};
-use crate::replication::network::{Network, RaftGroups};
+use crate::replication::network::{Ballots, Network, RaftGroups};
 use crate::replication::type_config::{Command, Raft};
 use crate::replication::{LogStore, ReplicatedState, StateMachineStore};
 use crate::transport::Transport;
@@ -191,7 +191,12 @@ impl<S: ReplicatedState> Replica<S> {
             timings,
             why: e.to_string(),
         })?;
-        let network = Network { transport, group };
+        let ballots = Arc::new(Ballots::default());
+        let network = Network {
+            transport,
+            group,
+            ballots: Arc::clone(&ballots),
+        };
         let raft = Raft::new(
             member.0,
             Arc::new(config),
@@ -204,7 +209,7 @@ impl<S: ReplicatedState> Replica<S> {
             group,
             why: e.to_string(),
         })?;
-        let registration = groups.insert(group, raft.clone());
+        let registration = groups.insert(group, raft.clone(), ballots);
         Ok(Replica {
             member,
             group,
