@@ -37,8 +37,11 @@ pub struct FailoverBench {
 pub struct FailoverRun {
     /// Per kill: SIGKILL to the new leader's first commit, in ms.
     pub failover_ms: Vec<f64>,
-    /// Per kill: the longest pause in the sink's output from the kill to 10 s after, in ms.
+    /// Per kill: the longest pause in the sink's output from the kill to the next kill (at
+    /// most 10 s after), in ms.
     pub gap_ms: Vec<f64>,
+    /// Per kill: when that pause started, in ms after the kill.
+    pub gap_start_ms: Vec<f64>,
     /// Words counted less often than they occur (0 under at-least-once).
     pub lost: usize,
     /// Words counted more often (replays).
@@ -204,14 +207,27 @@ pub fn run_once(bin: &Path, bench: &FailoverBench) -> anyhow::Result<FailoverRun
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
     let pauses = pauses.lock().map(|p| p.clone()).unwrap_or_default();
-    for kill in &kill_instants {
-        let window = *kill + Duration::from_secs(10);
-        let gap = pauses
+    for (k, kill) in kill_instants.iter().enumerate() {
+        // Up to the next kill (each pause counts for the kill it followed), at most 10 s.
+        let window = kill_instants
+            .get(k + 1)
+            .copied()
+            .unwrap_or(*kill + Duration::from_secs(10));
+        let longest = pauses
             .iter()
-            .filter(|(from, to)| *to >= *kill && *from <= window)
-            .map(|(from, to)| (*to - *from).as_secs_f64() * 1000.0)
-            .fold(0.0, f64::max);
+            .filter(|(from, to)| *to >= *kill && *from < window)
+            .max_by_key(|(from, to)| *to - *from);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (gap, starts) = longest.map_or((0.0, 0.0), |(from, to)| {
+            let starts = if from >= kill {
+                ms(*from - *kill)
+            } else {
+                -ms(*kill - *from)
+            };
+            (ms(*to - *from), starts)
+        });
         run.gap_ms.push(gap);
+        run.gap_start_ms.push(starts);
     }
     let check = check_output(&out, sentences)?;
     run.lost = check.below;

@@ -847,6 +847,7 @@ fn bench_failover(args: &BenchFailover) -> Result<(), Failure> {
     let f = &r.failover_ms;
     eprintln!("failover_ms per kill: {f:.0?}");
     eprintln!("gap_ms per kill: {:.0?}", r.gap_ms);
+    eprintln!("gap started, ms after its kill: {:.0?}", r.gap_start_ms);
     let max = f.iter().copied().fold(0.0, f64::max);
     let gap_max = r.gap_ms.iter().copied().fold(0.0, f64::max);
     let ok = r.lost == 0 && f.len() == args.kills as usize;

@@ -138,6 +138,22 @@ impl PendingTrees {
         }
     }
 
+    /// Takes out every tree in flight started before `at` (a task they went through was lost:
+    /// they cannot complete) into `failed`, with their messages. Trees that timed out already
+    /// are left to `tick`.
+    pub fn fail_started_before(&mut self, at: Instant, failed: &mut Vec<(RootId, MsgId)>) {
+        for bucket in &mut self.buckets {
+            bucket.retain(|root, p| {
+                let lost = p.started < at;
+                if lost {
+                    failed.push((*root, p.msg));
+                }
+                !lost
+            });
+        }
+        self.len = self.buckets.iter().map(|b| b.len()).sum();
+    }
+
     /// Rotates the buckets as time has passed; the trees that timed out go to `expired`, with
     /// their messages.
     pub fn tick(&mut self, now: Instant, expired: &mut Vec<(RootId, MsgId)>) {
@@ -222,6 +238,27 @@ mod tests {
         assert!(p.is_empty());
         // A verdict after the timeout is ignored.
         assert_eq!(p.settle(RootId(2), TreeOutcome::Acked, t0 + T * 2), None);
+    }
+
+    #[test]
+    fn trees_started_before_a_loss_fail_at_once_and_later_ones_stay() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = PendingTrees::new(T, t0);
+        // Across buckets: 1 and 2 before the loss, 3 after it.
+        p.insert(RootId(1), MsgId(1), t0);
+        p.insert(RootId(2), MsgId(2), t0 + T / 2);
+        p.insert(RootId(3), MsgId(3), t0 + T / 2 + ms(10));
+        let mut failed = Vec::new();
+        p.fail_started_before(t0 + T / 2 + ms(5), &mut failed);
+        failed.sort_unstable_by_key(|(root, _)| root.0);
+        assert_eq!(failed, [(RootId(1), MsgId(1)), (RootId(2), MsgId(2))]);
+        assert_eq!(p.len(), 1);
+        assert!(p.contains(RootId(3)) && !p.contains(RootId(1)));
+        // A late verdict for a failed tree is ignored; the one left still completes.
+        assert_eq!(p.settle(RootId(1), TreeOutcome::Acked, t0 + T), None);
+        assert!(p.settle(RootId(3), TreeOutcome::Acked, t0 + T).is_some());
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -107,6 +107,14 @@ pub(crate) enum TaskEvent {
 #[rtype(result = "()")]
 pub(crate) struct TriggerCheckpoint(pub(crate) u64);
 
+/// A task that trees of this run went through was lost at this instant (its node died, or a
+/// replicated task's leader changed): a spout fails at once every tree it started before,
+/// instead of waiting out the message timeout, so it replays them and its window of pending
+/// trees frees up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TreesLost(pub(crate) std::time::Instant);
+
 /// Checkpoint `id` completed (`ok`) or failed: a spout whose source is done and settled may
 /// end once a checkpoint taken after that completed (a restore then never rewinds it), or
 /// after a few such checkpoints failed (it does not wait for ever).

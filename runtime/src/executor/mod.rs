@@ -29,7 +29,7 @@ pub(crate) use acker::AckerActor;
 pub(crate) use bolt::BoltActor;
 pub(crate) use messages::{
     AckBatch, CheckpointDone, Committed, Credit, Deliver, Delivery, Drain, Propose, Refill, Start,
-    TaskEvent, TriggerCheckpoint, Verdicts, Wire,
+    TaskEvent, TreesLost, TriggerCheckpoint, Verdicts, Wire,
 };
 pub(crate) use spout::SpoutActor;
 pub(crate) use supervisor::Supervisor;

@@ -13,8 +13,8 @@ use crate::checkpoint::{SpoutRestore, TaskSnapshot};
 use crate::executor::align::{AlignGroup, Wake};
 use crate::executor::outbox::Outbox;
 use crate::executor::{
-    CheckpointDone, Credit, Drain, Start, Supervisor, TaskCore, TaskEvent, TriggerCheckpoint,
-    Verdicts, Wire, guarded, setup,
+    CheckpointDone, Credit, Drain, Start, Supervisor, TaskCore, TaskEvent, TreesLost,
+    TriggerCheckpoint, Verdicts, Wire, guarded, setup,
 };
 use crate::metrics::TaskMetrics;
 
@@ -791,6 +791,31 @@ impl Handler<Verdicts> for SpoutActor {
             // No more polls: the watermark the settled trees held goes out now.
             State::Settling => self.core.flush(self.task.as_mut()),
             State::Waiting | State::Ending => {}
+        }
+        self.end_if_settled();
+    }
+}
+
+impl Handler<TreesLost> for SpoutActor {
+    type Result = ();
+
+    fn handle(&mut self, TreesLost(at): TreesLost, ctx: &mut Context<Self>) {
+        let Some(tracking) = &mut self.tracking else {
+            return;
+        };
+        let mut lost = Vec::new();
+        tracking.pending.fail_started_before(at, &mut lost);
+        if lost.is_empty() {
+            return;
+        }
+        tracing::info!(parent: &self.core.span, trees = lost.len(), "trees in flight through a lost task: failed now, not at their timeout");
+        TaskMetrics::add(&self.core.metrics.tree_failed, lost.len() as u64);
+        for (root, msg) in lost {
+            self.on_failed(root, msg, ctx);
+        }
+        self.publish_pending();
+        if self.state == State::Settling {
+            self.core.flush(self.task.as_mut());
         }
         self.end_if_settled();
     }

@@ -25,7 +25,7 @@ use crate::executor::Supervisor;
 use crate::executor::outbox::Outbox;
 use crate::executor::{
     AckBatch, AckerActor, BoltActor, CheckpointDone, Credit, Deliver, Delivery, LocalLink,
-    SpoutActor, Start, TaskCore, TaskEvent, TriggerCheckpoint, Verdicts, Wire,
+    SpoutActor, Start, TaskCore, TaskEvent, TreesLost, TriggerCheckpoint, Verdicts, Wire,
 };
 use crate::ids::NodeId;
 use crate::metrics::TaskMetrics;
@@ -85,6 +85,9 @@ pub(crate) struct RunShared {
     checkpoint_interval: Option<std::time::Duration>,
     /// The spouts here, told to take checkpoints and of their completion.
     spout_controls: DashMap<TaskId, (Recipient<TriggerCheckpoint>, Recipient<CheckpointDone>)>,
+    /// The spouts here, told when trees in flight were lost with a task (runs without
+    /// checkpoints: a checkpointed run rolls back instead).
+    spout_losses: DashMap<TaskId, Recipient<TreesLost>>,
     /// The last checkpoint the coordinator here completed on two nodes (`u64::MAX`: none).
     completed_checkpoint: AtomicU64,
     /// A task of this checkpointed run failed here: the run must roll back.
@@ -190,6 +193,21 @@ impl RunShared {
     fn coordinator(&self) -> Place {
         self.first_spout()
             .map_or(Place::Nowhere, |spout| self.place(spout))
+    }
+
+    /// Tells this node's spouts that trees in flight now may have been lost with a task (what
+    /// went to it is gone): they fail them at once and replay, rather than stall their window
+    /// of pending trees until the message timeout. Trees that were not lost complete as well
+    /// and count twice (at-least-once; exactly-once deduplicates them).
+    fn trees_lost(&self, why: &str) {
+        if self.spout_losses.is_empty() {
+            return;
+        }
+        tracing::debug!(topology = %self.run.name, why, "trees in flight may be lost: the spouts here replay them");
+        let at = std::time::Instant::now();
+        for s in self.spout_losses.iter() {
+            s.value().do_send(TreesLost(at));
+        }
     }
 
     /// Tells this node's spouts about a checkpoint.
@@ -301,6 +319,9 @@ impl LeaderSink for RunShared {
         // sent to the new one.
         if let Some(relay) = self.relay_addrs.get(&task) {
             relay.do_send(Retarget);
+        }
+        if before.is_some() {
+            self.trees_lost("a replicated task's leader changed");
         }
     }
 
@@ -763,6 +784,7 @@ impl TopologyRun {
             outbound,
             checkpoint_interval,
             spout_controls: DashMap::new(),
+            spout_losses: DashMap::new(),
             completed_checkpoint: AtomicU64::new(u64::MAX),
             failed: std::sync::atomic::AtomicBool::new(false),
             spouts_ended: std::sync::atomic::AtomicBool::new(false),
@@ -921,6 +943,9 @@ impl TopologyRun {
 
     /// Relays of tasks that moved settle what went to their old place.
     pub(crate) fn retarget(&self, moved: &[TaskId]) {
+        if !moved.is_empty() {
+            self.shared.trees_lost("tasks moved");
+        }
         if let Ok(relays) = self.relays.lock() {
             for t in moved {
                 if let Some(r) = relays.get(t) {
@@ -1086,6 +1111,8 @@ impl TopologyRun {
                         shared
                             .spout_controls
                             .insert(id, (addr.clone().recipient(), addr.clone().recipient()));
+                    } else {
+                        shared.spout_losses.insert(id, addr.clone().recipient());
                     }
                     spouts.push(addr.clone().recipient::<Start>());
                     wires.push((id, addr.clone().recipient()));
