@@ -281,6 +281,8 @@ pub struct ClusterWordCount {
     pub output: PathBuf,
     /// How long a tree may take before it is replayed.
     pub message_timeout: Duration,
+    /// Trees a spout task may have in flight (none: the runtime's default).
+    pub max_spout_pending: Option<usize>,
     /// Sentences a second per spout task (0: as fast as it goes).
     pub rate: u64,
     /// A split task panics on this sentence, once per process (to show supervision).
@@ -299,7 +301,7 @@ pub struct ClusterWordCount {
 impl ClusterWordCount {
     /// Reads the options from submission arguments: `output` (required), `sentences`
     /// (100000), `parallelism` (2), `guarantee` (at-least-once), `message_timeout_ms` (30000),
-    /// `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
+    /// `max_spout_pending` (the runtime's default, 1000, unless given), `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
     /// split task panics once per process on that sentence; none by default),
     /// `spout_panic_after` (a spout task panics once per process after that many sentences),
     /// `replicas` (count in a stateful bolt replicated that many ways through Raft; a plain
@@ -316,6 +318,11 @@ impl ClusterWordCount {
             guarantee: args.parse_or("guarantee", Guarantee::AtLeastOnce)?,
             output: PathBuf::from(output),
             message_timeout: Duration::from_millis(args.parse_or("message_timeout_ms", 30_000u64)?),
+            max_spout_pending: optional(args, "max_spout_pending")?
+                .map(|n| {
+                    usize::try_from(n).map_err(|_| format!("max_spout_pending = {n}: too many"))
+                })
+                .transpose()?,
             rate: args.parse_or("rate", 0u64)?,
             panic_at: optional(args, "panic_at")?,
             spout_panic_after: optional(args, "spout_panic_after")?,
@@ -359,10 +366,12 @@ impl ClusterWordCount {
                 .parallelism(p)
                 .shuffle(&counts),
         );
+        let defaults = TopologyConfig::default();
         let config = TopologyConfig {
             message_timeout: self.message_timeout,
             checkpoint_interval: self.checkpoint_interval,
-            ..TopologyConfig::default()
+            max_spout_pending: self.max_spout_pending.or(defaults.max_spout_pending),
+            ..defaults
         };
         t.guarantee(self.guarantee).config(config).build()
     }

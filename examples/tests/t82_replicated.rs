@@ -97,6 +97,10 @@ fn replicas_of_every_group_hold_identical_state_after_a_run() -> anyhow::Result<
     Ok(())
 }
 
+/// The message timeout of the kill test: far longer than its failover, its reassignment and
+/// the rest of its input (about 13 s at the kill), so a tree that waits for it shows.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[test]
 fn a_group_leader_killed_mid_stream_fails_over_and_loses_no_word() -> anyhow::Result<()> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,8 +119,12 @@ fn a_group_leader_killed_mid_stream_fails_over_and_loses_no_word() -> anyhow::Re
             &format!("sentences={sentences}"),
             "--arg",
             "rate=1000",
+            // A long timeout and a small window: the trees in flight at the kill fill the
+            // window, so the output resumes soon only if the spouts fail them at once.
             "--arg",
-            "message_timeout_ms=3000",
+            &format!("message_timeout_ms={}", MESSAGE_TIMEOUT.as_millis()),
+            "--arg",
+            "max_spout_pending=64",
         ],
     )?;
     poll("words in the sink", Duration::from_secs(60), || {
@@ -146,15 +154,25 @@ fn a_group_leader_killed_mid_stream_fails_over_and_loses_no_word() -> anyhow::Re
         "new leader n{new_leader} in term {new_term} seen {:?} after the kill",
         killed.elapsed()
     );
+    let at_new_leader = lines(&out);
+    let resumed = poll("the output to resume", MESSAGE_TIMEOUT / 2, || {
+        Ok((lines(&out) > at_new_leader + 2_000).then(|| killed.elapsed()))
+    })?;
+    eprintln!("output resumed {resumed:?} after the kill (message timeout {MESSAGE_TIMEOUT:?})");
     let via = if victim == manager {
         survivors[0] as usize - 1
     } else {
         via
     };
     let status = finished(&c, via, Duration::from_secs(240))?;
-    eprintln!(
-        "killed after {lines_before} lines; finished {:?} after the kill: {status}",
-        killed.elapsed()
+    let took = killed.elapsed();
+    eprintln!("killed after {lines_before} lines; finished {took:?} after the kill: {status}");
+    // Every tree the kill broke was failed and replayed at once (the spouts fail what was in
+    // flight when a task moved or a leader changed; a batch or ack operations for a task not
+    // started yet fail or wait for it): none waited out the message timeout.
+    assert!(
+        took < MESSAGE_TIMEOUT * 2 / 3,
+        "finished {took:?} after the kill: a tree waited for the {MESSAGE_TIMEOUT:?} timeout"
     );
     let check = check_output(&out, sentences)?;
     eprintln!("{check:?}");

@@ -4,7 +4,7 @@ use std::any::{Any, type_name};
 use std::marker::PhantomData;
 
 use crate::engine::EngineError;
-use crate::ids::Origin;
+use crate::ids::{Origin, RootId};
 use crate::record::Record;
 use crate::tuple::TupleIds;
 
@@ -131,6 +131,9 @@ pub trait PayloadCodec: Send + Sync {
     fn encode(&self, payload: &Payload) -> Result<Vec<u8>, EngineError>;
     /// Decodes a batch; bad bytes are an error, never a panic.
     fn decode(&self, bytes: &[u8]) -> Result<Payload, EngineError>;
+    /// The ack trees a batch's records belong to, each once (none when untracked): what
+    /// fails when the batch is lost.
+    fn roots(&self, payload: &Payload) -> Result<Vec<RootId>, EngineError>;
 }
 
 /// The codec of batches of `T`.
@@ -181,6 +184,18 @@ impl<T: Record> PayloadCodec for TypedCodec<T> {
             ids,
             origins,
         }))
+    }
+
+    fn roots(&self, payload: &Payload) -> Result<Vec<RootId>, EngineError> {
+        let batch = payload.downcast_ref::<T>()?;
+        let mut roots: Vec<RootId> = batch
+            .ids
+            .iter()
+            .flat_map(|ids| ids.pairs().iter().map(|(root, _)| *root))
+            .collect();
+        roots.sort_unstable_by_key(|r| r.0);
+        roots.dedup();
+        Ok(roots)
     }
 }
 
@@ -248,5 +263,25 @@ mod tests {
             err.to_string().contains("1 records but 2 tuple ids"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_batch_names_each_of_its_trees_once() {
+        let codec = TypedCodec::<()>::new();
+        let batch = TypedBatch {
+            values: vec![(), (), ()],
+            ids: vec![
+                TupleIds::One((RootId(7), EdgeId(1))),
+                TupleIds::Many(Box::new([(RootId(3), EdgeId(2)), (RootId(7), EdgeId(3))])),
+                TupleIds::Untracked,
+            ],
+            origins: Vec::new(),
+        };
+        let roots = codec.roots(&Payload::local(batch)).expect("unit records");
+        assert_eq!(roots, [RootId(3), RootId(7)]);
+        let untracked = codec.roots(&Payload::local(TypedBatch::<()>::default()));
+        assert_eq!(untracked.expect("unit records"), []);
+        let wrong = codec.roots(&Payload::local(TypedBatch::<String>::default()));
+        assert!(matches!(wrong, Err(EngineError::PayloadType { .. })));
     }
 }

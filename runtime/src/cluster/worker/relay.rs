@@ -7,7 +7,8 @@
 //! When its task moves to another node (its node died), the relay gives the local senders
 //! back the credits of the batches lost with it and sends the new task what it must not miss:
 //! the latest watermark of every channel and the end markers already sent. Lost batches are
-//! replayed by their spouts (at-least-once). Batches that go unanswered for the message timeout
+//! replayed by their spouts (at-least-once); a batch for a task that runs nowhere has its trees
+//! failed at once. Batches that go unanswered for the message timeout
 //! (lost with a broken connection) are counted lost the same way.
 
 use std::sync::Arc;
@@ -157,7 +158,14 @@ impl RelayActor {
                 self.shared.send(&addr, &msg);
             }
             Place::Nowhere => {
-                if let Delivery::Batch { from, link, .. } = delivery {
+                if let Delivery::Batch {
+                    from,
+                    link,
+                    input,
+                    payload,
+                } = delivery
+                {
+                    self.shared.fail_lost_batch(to, input, &payload);
                     self.shared.credit_local(from, link.0, 1);
                 }
             }

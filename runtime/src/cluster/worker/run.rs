@@ -12,9 +12,10 @@ use dashmap::DashMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
-use tempest_dsl::engine::{BoltTask, LinkId, PayloadCodec, SpoutTask, Task};
+use tempest_dsl::engine::{BoltTask, LinkId, Payload, PayloadCodec, SpoutTask, Task};
 use tempest_dsl::{TaskId, Topology};
 
+use crate::ack::{AckKind, AckMsg, acker_for};
 use crate::checkpoint::{Checkpoint, TaskSnapshot, Tracker};
 use crate::cluster::worker::checkpoints::{Action, Coordinator};
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
@@ -37,6 +38,10 @@ pub(crate) const RUN_THREADS: usize = 2;
 
 /// The most marks and end markers kept for one task not started here yet.
 const MAX_STASHED: usize = 4096;
+
+/// The most ack operations kept for an acker not started here yet (about a second of a busy
+/// run's trees); beyond, they are dropped and their trees time out.
+const MAX_STASHED_ACKS: usize = 1 << 20;
 
 /// The addresses of a task running on this node.
 #[derive(Clone)]
@@ -88,6 +93,9 @@ pub(crate) struct RunShared {
     /// The spouts here, told when trees in flight were lost with a task (runs without
     /// checkpoints: a checkpointed run rolls back instead).
     spout_losses: DashMap<TaskId, Recipient<TreesLost>>,
+    /// The run's ackers, as this node's tasks reach them (local, or through relays), once
+    /// tasks started here: where the trees of a lost batch are failed.
+    ackers: RwLock<Option<Arc<[Recipient<AckBatch>]>>>,
     /// The last checkpoint the coordinator here completed on two nodes (`u64::MAX`: none).
     completed_checkpoint: AtomicU64,
     /// A task of this checkpointed run failed here: the run must roll back.
@@ -207,6 +215,40 @@ impl RunShared {
         let at = std::time::Instant::now();
         for s in self.spout_losses.iter() {
             s.value().do_send(TreesLost(at));
+        }
+    }
+
+    /// Fails the trees of a batch for `to` (input `input`) that is dropped: its task is not
+    /// here (moved, or not started yet) or nowhere. Their spouts replay them at once instead
+    /// of at the message timeout. Nothing to do for an untracked batch, or before any task
+    /// of the run started here (no acker is known yet: the trees time out).
+    pub(crate) fn fail_lost_batch(&self, to: TaskId, input: u16, payload: &Payload) {
+        let Some(ackers) = self.ackers.read().ok().and_then(|a| a.clone()) else {
+            return;
+        };
+        let roots = match self.input_codec(to, input).map(|c| c.roots(payload)) {
+            Ok(Ok(roots)) => roots,
+            Ok(Err(e)) => {
+                return tracing::debug!(task = to.0, error = %e, "no trees of a lost batch");
+            }
+            Err(why) => return tracing::debug!(task = to.0, %why, "no trees of a lost batch"),
+        };
+        if roots.is_empty() || ackers.is_empty() {
+            return;
+        }
+        let mut by_acker: Vec<Vec<AckMsg>> = vec![Vec::new(); ackers.len()];
+        for root in roots {
+            let a = acker_for(root, ackers.len() as u32) as usize;
+            by_acker[a].push(AckMsg {
+                root,
+                kind: AckKind::Fail,
+            });
+        }
+        tracing::debug!(topology = %self.run.name, task = to.0, "a batch was lost: its trees fail now");
+        for (acker, msgs) in ackers.iter().zip(by_acker) {
+            if !msgs.is_empty() {
+                acker.do_send(AckBatch(msgs));
+            }
         }
     }
 
@@ -690,6 +732,10 @@ pub(crate) struct TopologyRun {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Marks and end markers for tasks not started here yet.
     stash: Mutex<FxHashMap<TaskId, Vec<Delivery>>>,
+    /// Ack operations for ackers not started here yet (a sender learned of an acker's move
+    /// before this node started it): without them their trees could only time out. Taken
+    /// under `stash`'s lock.
+    ack_stash: Mutex<FxHashMap<TaskId, Vec<AckMsg>>>,
     /// The state version whose assignment the tasks here match (`u64::MAX`: none yet, or some
     /// did not start).
     applied: AtomicU64,
@@ -785,6 +831,7 @@ impl TopologyRun {
             checkpoint_interval,
             spout_controls: DashMap::new(),
             spout_losses: DashMap::new(),
+            ackers: RwLock::new(None),
             completed_checkpoint: AtomicU64::new(u64::MAX),
             failed: std::sync::atomic::AtomicBool::new(false),
             spouts_ended: std::sync::atomic::AtomicBool::new(false),
@@ -817,6 +864,7 @@ impl TopologyRun {
             arbiters,
             thread: Mutex::new(Some(thread)),
             stash: Mutex::default(),
+            ack_stash: Mutex::default(),
             waiting: Mutex::default(),
             active: std::sync::atomic::AtomicBool::new(false),
             applied: AtomicU64::new(u64::MAX),
@@ -1217,6 +1265,9 @@ impl TopologyRun {
             }
         }
         let ackers: Arc<[Recipient<AckBatch>]> = ackers.into();
+        if let Ok(mut a) = self.shared.ackers.write() {
+            *a = Some(Arc::clone(&ackers));
+        }
         for (id, wire) in wires {
             let task = &plan.tasks[id.0 as usize];
             let mut links = Vec::with_capacity(task.links.len());
@@ -1260,6 +1311,7 @@ impl TopologyRun {
         }
         for (id, local) in fresh {
             let deliver = local.deliver.clone();
+            let acks = local.acks.clone();
             // Registered and its stash emptied under the stash's lock, so a control message
             // either finds the task or lands in the stash before it is emptied, in order.
             let Ok(mut stash) = self.stash.lock() else {
@@ -1267,6 +1319,17 @@ impl TopologyRun {
                 continue;
             };
             shared.locals.insert(id, local);
+            if let Some(acks) = acks {
+                let early = self
+                    .ack_stash
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&id))
+                    .unwrap_or_default();
+                if !early.is_empty() {
+                    acks.do_send(AckBatch(early));
+                }
+            }
             let stashed = stash.remove(&id).unwrap_or_default();
             let Some(deliver) = deliver else { continue };
             // End markers of upstream tasks that already finished.
@@ -1381,7 +1444,14 @@ impl TopologyRun {
                     shared.redirect(to, sender);
                 }
                 let bounce = || {
-                    // Not here (moved, or not started yet): give the sender its credit back.
+                    // Not here (moved, or not started yet): give the sender its credit back,
+                    // and fail the batch's trees.
+                    if let Ok(payload) = shared
+                        .input_codec(to, input)
+                        .and_then(|c| c.decode(&records).map_err(|e| e.to_string()))
+                    {
+                        shared.fail_lost_batch(to, input, &payload);
+                    }
                     shared.send(
                         sender,
                         &DataMessage::Credit {
@@ -1455,11 +1525,7 @@ impl TopologyRun {
                     Err(e) => tracing::warn!(error = %e, "credit dropped"),
                 }
             }
-            DataMessage::Acks { to, ops, .. } => {
-                if let Some(a) = shared.locals.get(&to).and_then(|l| l.acks.clone()) {
-                    a.do_send(AckBatch(ops));
-                }
-            }
+            DataMessage::Acks { to, ops, .. } => self.deliver_acks(to, ops),
             DataMessage::Verdicts { to, verdicts, .. } => {
                 if let Some(v) = shared.locals.get(&to).and_then(|l| l.verdicts.clone()) {
                     v.do_send(Verdicts(verdicts));
@@ -1483,6 +1549,32 @@ impl TopologyRun {
                     }
                     other => self.events.do_send(FromNode(other)),
                 }
+            }
+        }
+    }
+
+    /// Delivers ack operations to an acker here, or keeps them for one that has not started
+    /// here yet.
+    fn deliver_acks(&self, to: TaskId, ops: Vec<AckMsg>) {
+        let local = || self.shared.locals.get(&to).and_then(|l| l.acks.clone());
+        // Without the lock while the acker is here (the ledger takes operations in any
+        // order, so these may pass stashed ones).
+        if let Some(a) = local() {
+            return a.do_send(AckBatch(ops));
+        }
+        if !self.shared.plan.ackers.iter().any(|(a, _)| *a == to) {
+            return;
+        }
+        let Ok(_order) = self.stash.lock() else {
+            return;
+        };
+        if let Some(a) = local() {
+            return a.do_send(AckBatch(ops));
+        }
+        if let Ok(mut stash) = self.ack_stash.lock() {
+            let kept = stash.entry(to).or_default();
+            if kept.len() + ops.len() <= MAX_STASHED_ACKS {
+                kept.extend(ops);
             }
         }
     }
