@@ -95,6 +95,9 @@ struct Shared {
     worker: OnceLock<Worker>,
     /// This process's incarnation: the manager tells a restart from a node that stayed up.
     incarnation: u64,
+    /// Wakes the heartbeat loop before its interval: the manager's leader changed the
+    /// placements ([`Shared::announce`]).
+    wake: tokio::sync::Notify,
 }
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -161,6 +164,8 @@ impl Handler for NodeHandler {
                     w.on_data(addr, &body);
                 }
             }
+            // The manager's leader: the placements changed, heartbeat now.
+            (Service::Heartbeat, PeerRole::Node { .. }) => self.0.wake.notify_one(),
             _ => tracing::debug!(?service, bytes = body.len(), "one-way message ignored"),
         }
     }
@@ -194,6 +199,7 @@ impl Node {
             tasks_version: AtomicU64::new(0),
             worker: OnceLock::new(),
             incarnation: rand::random::<u64>() | 1,
+            wake: tokio::sync::Notify::new(),
         });
         let c = &shared.config;
         let role = PeerRole::Node {
@@ -244,6 +250,9 @@ impl Node {
             ));
             loops.push(tokio::spawn(
                 Arc::clone(&shared).monitor().instrument(span.clone()),
+            ));
+            loops.push(tokio::spawn(
+                Arc::clone(&shared).announce().instrument(span.clone()),
             ));
         }
         loops.push(tokio::spawn(
@@ -353,7 +362,10 @@ impl Shared {
     async fn heartbeat(self: Arc<Self>) {
         let mut next_seed = 0usize;
         loop {
-            tokio::time::sleep(self.config.heartbeat).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.heartbeat) => {}
+                () = self.wake.notified() => {}
+            }
             let hb = Heartbeat {
                 node: self.config.id,
                 addr: self.config.advertise.clone(),
@@ -423,6 +435,41 @@ impl Shared {
                     }
                 }
                 HeartbeatReply::NotLeader(hint) => self.set_hint(hint),
+            }
+        }
+    }
+
+    /// The manager's leader: when the placements change (a submission, a node down, tasks
+    /// moved), tells every node to heartbeat now (a one-way [`Service::Heartbeat`]) rather
+    /// than at its next interval, so tasks start, move and activate in round trips, not
+    /// heartbeat intervals.
+    async fn announce(self: Arc<Self>) {
+        let Some(m) = self.manager.get() else { return };
+        let mut changes = m.watch();
+        let mut announced = None;
+        while changes.changed().await.is_some() {
+            if !m.is_leader() {
+                announced = None;
+                continue;
+            }
+            let (placements, addrs) = m.read(|s| (s.placements(), s.addrs()));
+            if announced.as_ref() == Some(&placements) {
+                continue;
+            }
+            announced = Some(placements);
+            self.wake.notify_one();
+            let Some(transport) = self.transport.get() else {
+                continue;
+            };
+            for (node, addr) in addrs {
+                if node != self.config.id {
+                    let sent = transport
+                        .send(&addr, Lane::Control, Service::Heartbeat, Vec::new())
+                        .await;
+                    if let Err(e) = sent {
+                        tracing::debug!(%node, error = %e, "no wake for a node");
+                    }
+                }
             }
         }
     }

@@ -30,7 +30,8 @@ pub enum Service {
     Raft(GroupId),
     /// A command of a client or another node to the manager (submit, status, kill, nodes).
     Admin,
-    /// A node's liveness report to the manager's leader.
+    /// A node's liveness report to the manager's leader (a request); one-way from the
+    /// manager's leader, a wake: the placements changed, report now.
     Heartbeat,
     /// Tuple batches, watermarks, credits and acks between tasks.
     Data,

@@ -334,6 +334,7 @@ impl Handler<Retarget> for RelayActor {
                 batches = lost,
                 "task moved: batches in flight to it are lost (their trees replay)"
             );
+            self.shared.batches_lost();
         }
         self.heard.clear();
         for ((from, link), n) in self.in_flight.drain() {

@@ -252,6 +252,18 @@ impl RunShared {
         }
     }
 
+    /// Batches sent to a task were lost (it moved): they held trees of spouts anywhere, so
+    /// the spouts here and on every other node of the run fail their trees in flight.
+    pub(crate) fn batches_lost(&self) {
+        self.trees_lost("batches lost with a task that moved");
+        let msg = DataMessage::TreesLost {
+            run: self.run.clone(),
+        };
+        for (_, addr) in self.other_nodes() {
+            self.send(&addr, &msg);
+        }
+    }
+
     /// Tells this node's spouts about a checkpoint.
     fn tell_spouts(&self, message: &CheckpointMessage) {
         for s in self.spout_controls.iter() {
@@ -1531,6 +1543,7 @@ impl TopologyRun {
                     v.do_send(Verdicts(verdicts));
                 }
             }
+            DataMessage::TreesLost { .. } => shared.trees_lost("a peer lost batches"),
             DataMessage::Leader {
                 task, node, term, ..
             } => {

@@ -114,6 +114,9 @@ pub(crate) enum DataMessage {
         run: RunId,
         message: CheckpointMessage,
     },
+    /// The sender lost batches with a task that moved: trees of any spout may have gone with
+    /// them, so the spouts here fail their trees in flight now.
+    TreesLost { run: RunId },
 }
 
 impl DataMessage {
@@ -128,7 +131,8 @@ impl DataMessage {
             | DataMessage::Acks { run, .. }
             | DataMessage::Verdicts { run, .. }
             | DataMessage::Leader { run, .. }
-            | DataMessage::Checkpoint { run, .. } => run,
+            | DataMessage::Checkpoint { run, .. }
+            | DataMessage::TreesLost { run } => run,
         }
     }
 }
