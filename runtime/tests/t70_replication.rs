@@ -283,6 +283,14 @@ async fn applied_everywhere(
     }
 }
 
+/// Elections no sooner than 1000 ms after the leader's lease (1100 ms): what the early
+/// campaigns do shows before any timer could.
+const SLOW_ELECTIONS: RaftTimings = RaftTimings {
+    heartbeat_ms: 100,
+    election_min_ms: 1000,
+    election_max_ms: 1100,
+};
+
 /// A leader whose process is gone (its connections close and its port refuses) is replaced
 /// after one election timeout, without the followers waiting out its lease first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,12 +301,7 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_leas
     // 1000 ms), no survivor campaigns in the first 1900 ms: a higher term within 700 ms can
     // only come from the early campaign. (A split vote among the survivors is the next
     // test's.)
-    let timings = RaftTimings {
-        heartbeat_ms: 100,
-        election_min_ms: 1000,
-        election_max_ms: 1100,
-    };
-    let (mut members, _, _) = founded_group_timed(None, 0, timings).await?;
+    let (mut members, _, _) = founded_group_timed(None, 0, SLOW_ELECTIONS).await?;
     for i in 0..5u8 {
         write(&members, &[i]).await?;
     }
@@ -342,12 +345,7 @@ async fn a_leader_whose_process_is_gone_is_replaced_without_waiting_out_its_leas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_vote_after_the_leader_is_gone_is_settled_without_an_election_timeout()
 -> anyhow::Result<()> {
-    let timings = RaftTimings {
-        heartbeat_ms: 100,
-        election_min_ms: 1000,
-        election_max_ms: 1100,
-    };
-    let (mut members, _, _) = founded_group_timed(None, 0, timings).await?;
+    let (mut members, _, _) = founded_group_timed(None, 0, SLOW_ELECTIONS).await?;
     for i in 0..3u8 {
         write(&members, &[i]).await?;
     }

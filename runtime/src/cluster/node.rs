@@ -452,7 +452,13 @@ impl Shared {
                 announced = None;
                 continue;
             }
-            let (placements, addrs) = m.read(|s| (s.placements(), s.addrs()));
+            // Only what moves tasks: the committed positions change with every heartbeat of
+            // an exactly-once run, and a wake for them would make heartbeats wake themselves.
+            let (placements, addrs) = m.read(|s| {
+                let mut p = s.placements();
+                p.iter_mut().for_each(|p| p.positions.clear());
+                (p, s.addrs())
+            });
             if announced.as_ref() == Some(&placements) {
                 continue;
             }

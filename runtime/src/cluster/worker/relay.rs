@@ -7,9 +7,9 @@
 //! When its task moves to another node (its node died), the relay gives the local senders
 //! back the credits of the batches lost with it and sends the new task what it must not miss:
 //! the latest watermark of every channel and the end markers already sent. Lost batches are
-//! replayed by their spouts (at-least-once); a batch for a task that runs nowhere has its trees
-//! failed at once. Batches that go unanswered for the message timeout
-//! (lost with a broken connection) are counted lost the same way.
+//! replayed by their spouts at once (at-least-once): a relay that lost batches tells the
+//! spouts of every node of the run to fail their trees in flight. Batches that go unanswered for the message timeout
+//! (lost with a broken connection) have their credits given back; their trees time out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,14 +158,9 @@ impl RelayActor {
                 self.shared.send(&addr, &msg);
             }
             Place::Nowhere => {
-                if let Delivery::Batch {
-                    from,
-                    link,
-                    input,
-                    payload,
-                } = delivery
-                {
-                    self.shared.fail_lost_batch(to, input, &payload);
+                // Its trees fail when the task gets a place (`Retarget`'s `TreesLost`), not
+                // here: a replay would only come back here while it has none.
+                if let Delivery::Batch { from, link, .. } = delivery {
                     self.shared.credit_local(from, link.0, 1);
                 }
             }
@@ -294,14 +289,34 @@ impl Handler<CreditBack> for RelayActor {
 impl Handler<AckBatch> for RelayActor {
     type Result = ();
 
-    /// Ack operations for the acker this relay stands for (lost if it is nowhere: the trees
-    /// time out at their spouts and are replayed).
-    fn handle(&mut self, AckBatch(ops): AckBatch, _: &mut Context<Self>) {
+    /// Ack operations for the acker this relay stands for. While it is nowhere (its node
+    /// is down and it has no new place yet, or it is about to start here) they are tried
+    /// again every 20 ms for a second, then dropped (their trees time out).
+    fn handle(&mut self, AckBatch(ops): AckBatch, ctx: &mut Context<Self>) {
+        self.deliver_acks(ops, ACK_RETRIES, ctx);
+    }
+}
+
+/// How often ack operations for an acker that is nowhere are tried again, 20 ms apart.
+const ACK_RETRIES: u32 = 50;
+
+impl RelayActor {
+    fn deliver_acks(
+        &mut self,
+        ops: Vec<crate::ack::AckMsg>,
+        retries: u32,
+        ctx: &mut Context<Self>,
+    ) {
         match self.shared.place(self.target) {
             Place::Local(task) => {
                 if let Some(a) = &task.acks {
                     a.do_send(AckBatch(ops));
                 }
+            }
+            Place::Nowhere if retries > 0 => {
+                ctx.run_later(Duration::from_millis(20), move |act, ctx| {
+                    act.deliver_acks(ops, retries - 1, ctx);
+                });
             }
             place => self.send_remote(place, |run, to| DataMessage::Acks { run, to, ops }),
         }

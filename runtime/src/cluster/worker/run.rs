@@ -374,8 +374,8 @@ impl LeaderSink for RunShared {
         if let Some(relay) = self.relay_addrs.get(&task) {
             relay.do_send(Retarget);
         }
-        if before.is_some() {
-            self.trees_lost("a replicated task's leader changed");
+        if before.is_some_and(|(_, n)| n != leader) {
+            self.trees_lost("a replicated task's leader moved");
         }
     }
 
