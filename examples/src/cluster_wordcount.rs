@@ -301,7 +301,8 @@ pub struct ClusterWordCount {
 impl ClusterWordCount {
     /// Reads the options from submission arguments: `output` (required), `sentences`
     /// (100000), `parallelism` (2), `guarantee` (at-least-once), `message_timeout_ms` (30000),
-    /// `max_spout_pending` (the runtime's default, 1000, unless given), `rate` (sentences a second per spout task; 0, the default, for no limit), `panic_at` (a
+    /// `max_spout_pending` (the runtime's default, 1000, unless given), `rate` (sentences a
+    /// second per spout task; 0, the default, for no limit), `panic_at` (a
     /// split task panics once per process on that sentence; none by default),
     /// `spout_panic_after` (a spout task panics once per process after that many sentences),
     /// `replicas` (count in a stateful bolt replicated that many ways through Raft; a plain

@@ -8,8 +8,9 @@
 //! back the credits of the batches lost with it and sends the new task what it must not miss:
 //! the latest watermark of every channel and the end markers already sent. Lost batches are
 //! replayed by their spouts at once (at-least-once): a relay that lost batches tells the
-//! spouts of every node of the run to fail their trees in flight. Batches that go unanswered for the message timeout
-//! (lost with a broken connection) have their credits given back; their trees time out.
+//! spouts of every node of the run to fail their trees in flight. Batches that go unanswered
+//! for the message timeout (lost with a broken connection) have their credits given back;
+//! their trees time out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

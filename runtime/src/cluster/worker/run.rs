@@ -12,10 +12,10 @@ use dashmap::DashMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
-use tempest_dsl::engine::{BoltTask, LinkId, Payload, PayloadCodec, SpoutTask, Task};
+use tempest_dsl::engine::{AckOp, BoltTask, LinkId, Payload, PayloadCodec, SpoutTask, Task};
 use tempest_dsl::{TaskId, Topology};
 
-use crate::ack::{AckKind, AckMsg, acker_for};
+use crate::ack::{AckFolder, AckMsg};
 use crate::checkpoint::{Checkpoint, TaskSnapshot, Tracker};
 use crate::cluster::worker::checkpoints::{Action, Coordinator};
 use crate::cluster::worker::relay::{CreditBack, RelayActor, Retarget};
@@ -218,38 +218,24 @@ impl RunShared {
         }
     }
 
-    /// Fails the trees of a batch for `to` (input `input`) that is dropped: its task is not
-    /// here (moved, or not started yet) or nowhere. Their spouts replay them at once instead
-    /// of at the message timeout. Nothing to do for an untracked batch, or before any task
-    /// of the run started here (no acker is known yet: the trees time out).
-    pub(crate) fn fail_lost_batch(&self, to: TaskId, input: u16, payload: &Payload) {
+    /// Fails the trees of a batch for `to` that is dropped because its task is not here
+    /// (moved, or not started yet), decoded by `codec`: their spouts replay them at once
+    /// instead of at the message timeout. Nothing to do for an untracked batch, or before any
+    /// task of the run started here (no acker is known yet: the trees time out).
+    fn fail_lost_batch(&self, to: TaskId, codec: &dyn PayloadCodec, payload: &Payload) {
         let Some(ackers) = self.ackers.read().ok().and_then(|a| a.clone()) else {
             return;
         };
-        let roots = match self.input_codec(to, input).map(|c| c.roots(payload)) {
-            Ok(Ok(roots)) => roots,
-            Ok(Err(e)) => {
-                return tracing::debug!(task = to.0, error = %e, "no trees of a lost batch");
-            }
-            Err(why) => return tracing::debug!(task = to.0, %why, "no trees of a lost batch"),
+        let roots = match codec.roots(payload) {
+            Ok(roots) => roots,
+            Err(e) => return tracing::debug!(task = to.0, error = %e, "no trees of a lost batch"),
         };
-        if roots.is_empty() || ackers.is_empty() {
-            return;
-        }
-        let mut by_acker: Vec<Vec<AckMsg>> = vec![Vec::new(); ackers.len()];
+        tracing::debug!(topology = %self.run.name, task = to.0, trees = roots.len(), "a batch was lost: its trees fail now");
+        let mut folder = AckFolder::new(ackers.len() as u32);
         for root in roots {
-            let a = acker_for(root, ackers.len() as u32) as usize;
-            by_acker[a].push(AckMsg {
-                root,
-                kind: AckKind::Fail,
-            });
+            folder.add(to, AckOp::Fail { root });
         }
-        tracing::debug!(topology = %self.run.name, task = to.0, "a batch was lost: its trees fail now");
-        for (acker, msgs) in ackers.iter().zip(by_acker) {
-            if !msgs.is_empty() {
-                acker.do_send(AckBatch(msgs));
-            }
-        }
+        folder.drain(|a, list| ackers[a as usize].do_send(AckBatch(list)));
     }
 
     /// Batches sent to a task were lost (it moved): they held trees of spouts anywhere, so
@@ -1458,11 +1444,10 @@ impl TopologyRun {
                 let bounce = || {
                     // Not here (moved, or not started yet): give the sender its credit back,
                     // and fail the batch's trees.
-                    if let Ok(payload) = shared
-                        .input_codec(to, input)
-                        .and_then(|c| c.decode(&records).map_err(|e| e.to_string()))
-                    {
-                        shared.fail_lost_batch(to, input, &payload);
+                    if let Ok(codec) = shared.input_codec(to, input) {
+                        if let Ok(payload) = codec.decode(&records) {
+                            shared.fail_lost_batch(to, codec, &payload);
+                        }
                     }
                     shared.send(
                         sender,
