@@ -140,11 +140,11 @@ pub struct ReplicatedCount;
 impl StatefulBolt for ReplicatedCount {
     type In = Word;
     type Out = CountedWord;
-    type State = KeyedState<CompactString, u64>;
+    type State = HashedState<CompactString, u64>;
 
     fn execute(
         &self,
-        counts: &mut KeyedState<CompactString, u64>,
+        counts: &mut HashedState<CompactString, u64>,
         t: Tuple<Word>,
         out: &mut StateEmitter<CountedWord>,
     ) -> Result<(), TaskError> {

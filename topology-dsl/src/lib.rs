@@ -111,7 +111,7 @@ pub use grouping::Grouping;
 pub use ids::{EdgeId, MsgId, Origin, RootId, Source, TaskId, TupleId};
 pub use key_hasher::KeyHasher;
 pub use record::{Field, FieldKind, FieldType, Record, Timestamp, stable_hash_of};
-pub use stateful::{KeyedState, StateEmitter, StateStorage, StatefulBolt};
+pub use stateful::{HashedMap, HashedState, KeyedState, StateEmitter, StateStorage, StatefulBolt};
 pub use tempest_dsl_derive::Record;
 pub use topology::{
     ComponentIr, ComponentKind, DEFAULT_STREAM, FieldIr, InputIr, RecordIr, StatefulIr, StreamIr,

@@ -1,6 +1,6 @@
 //! Stateful bolts: [`StatefulBolt`], whose state the runtime owns and (in a cluster) replicates
 //! through Raft, with the helpers its determinism contract needs ([`KeyedState`],
-//! [`StateEmitter::entry_time_ms`], [`StateEmitter::entry_seed`]).
+//! [`HashedState`], [`StateEmitter::entry_time_ms`], [`StateEmitter::entry_seed`]).
 //!
 //! # The determinism contract
 //!
@@ -13,8 +13,9 @@
 //! - read a clock: use [`StateEmitter::entry_time_ms`], the leader's time written into the entry;
 //! - draw unseeded randomness: seed a generator with [`StateEmitter::entry_seed`];
 //! - iterate a randomly seeded hash map (`std::collections::HashMap` with its default hasher)
-//!   where the order reaches the state or the output: use [`KeyedState`] (ordered), a `BTreeMap`,
-//!   or a hasher with a fixed seed;
+//!   where the order reaches the state or the output: use [`KeyedState`] (ordered by key),
+//!   [`HashedState`] (constant-time lookups, ordered by first insertion), a `BTreeMap`, or a
+//!   hasher with a fixed seed;
 //! - read files, the network, the environment or anything else outside its state and input;
 //! - keep anything that matters in the bolt value itself: `execute` takes `&self`, and only the
 //!   state is replicated, snapshotted and restored.
@@ -24,9 +25,11 @@
 //! replica.
 
 use std::collections::BTreeMap;
+use std::hash::Hash;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +125,8 @@ impl std::str::FromStr for StateStorage {
 }
 
 /// A keyed map state with a fixed iteration order (by key), so iterating it is deterministic
-/// on every replica. It is a `BTreeMap` (and dereferences to one), serialized as a map.
+/// on every replica. It is a `BTreeMap` (and dereferences to one), serialized as a map. For
+/// a state looked up by key on every input, [`HashedState`] is faster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 #[serde(bound(
@@ -153,6 +157,72 @@ impl<K, V> DerefMut for KeyedState<K, V> {
 impl<K, V> KeyedState<K, V> {
     /// The map, by value.
     pub fn into_inner(self) -> BTreeMap<K, V> {
+        self.0
+    }
+}
+
+/// The map inside a [`HashedState`]: an [`IndexMap`] with a fixed (unseeded) hasher.
+pub type HashedMap<K, V> = IndexMap<K, V, rustc_hash::FxBuildHasher>;
+
+/// A keyed map state with constant-time lookups, for a state read and written by key on every
+/// input (a count per word): a hash map with a fixed hasher that iterates in the order its
+/// keys were first inserted ([`IndexMap`]). That order depends only on the inputs applied, so
+/// it is the same on every replica, and snapshots keep it (the map is serialized in order).
+/// It dereferences to a [`HashedMap`]. Removing a key: `swap_remove` (constant time, moves the
+/// last key into its place) or `shift_remove` (keeps the order, linear); both are
+/// deterministic. [`KeyedState`] iterates by key instead, at the cost of a tree search per
+/// lookup.
+///
+/// ```
+/// use tempest_dsl::HashedState;
+///
+/// let mut counts: HashedState<String, u64> = HashedState::default();
+/// for word in ["b", "a", "b"] {
+///     *counts.entry(word.to_owned()).or_default() += 1;
+/// }
+/// let order: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+/// assert_eq!(order, [("b", 2), ("a", 1)]);
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+#[serde(bound(
+    serialize = "K: Hash + Eq + Serialize, V: Serialize",
+    deserialize = "K: Hash + Eq + Deserialize<'de>, V: Deserialize<'de>"
+))]
+pub struct HashedState<K, V>(HashedMap<K, V>);
+
+impl<K, V> Default for HashedState<K, V> {
+    fn default() -> Self {
+        HashedState(IndexMap::default())
+    }
+}
+
+/// Equal when they hold the same entries in the same order (the order is part of the state:
+/// it is what iterating it gives).
+impl<K: Hash + Eq, V: PartialEq> PartialEq for HashedState<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().eq(other.0.iter())
+    }
+}
+
+impl<K: Hash + Eq, V: Eq> Eq for HashedState<K, V> {}
+
+impl<K, V> Deref for HashedState<K, V> {
+    type Target = HashedMap<K, V>;
+    fn deref(&self) -> &HashedMap<K, V> {
+        &self.0
+    }
+}
+
+impl<K, V> DerefMut for HashedState<K, V> {
+    fn deref_mut(&mut self) -> &mut HashedMap<K, V> {
+        &mut self.0
+    }
+}
+
+impl<K, V> HashedState<K, V> {
+    /// The map, by value.
+    pub fn into_inner(self) -> HashedMap<K, V> {
         self.0
     }
 }
@@ -246,5 +316,46 @@ impl<T> StateEmitter<T> {
         if self.keep {
             self.outs.extend_from_slice(stored);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_state_keeps_its_insertion_order_through_a_snapshot() {
+        let mut a: HashedState<String, u64> = HashedState::default();
+        for (i, w) in ["kiwi", "apple", "fig", "banana", "apple"]
+            .iter()
+            .enumerate()
+        {
+            *a.entry((*w).to_owned()).or_default() += i as u64;
+        }
+        a.swap_remove("kiwi");
+        let order = |s: &HashedState<String, u64>| -> Vec<String> { s.keys().cloned().collect() };
+        assert_eq!(
+            order(&a),
+            ["banana", "apple", "fig"],
+            "the last key took kiwi's place"
+        );
+        let bytes = rmp_serde::to_vec(&a).expect("encodes");
+        let b: HashedState<String, u64> = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(order(&b), order(&a));
+        assert_eq!(a, b);
+        assert_eq!(
+            rmp_serde::to_vec(&b).expect("encodes"),
+            bytes,
+            "the same bytes again"
+        );
+        // The same entries in another order are another state: iterating them differs.
+        let mut c: HashedState<String, u64> = HashedState::default();
+        for (k, v) in a.iter().rev() {
+            c.insert(k.clone(), *v);
+        }
+        assert_ne!(a, c);
+        // A keyed state reads the same bytes back as a map (both serialize as maps).
+        let keyed: KeyedState<String, u64> = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(keyed.get("apple"), Some(&5));
     }
 }
