@@ -140,6 +140,9 @@ struct BenchReplicated {
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
+    /// Trees in flight per spout task (the runtime's default, 1000, unless given).
+    #[arg(long)]
+    max_spout_pending: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -778,10 +781,16 @@ fn bench_replicated(args: &BenchReplicated) -> Result<(), Failure> {
         sentences: args.sentences,
         parallelism: args.parallelism,
         guarantee: Guarantee::AtLeastOnce,
-        extra: vec![
+        extra: [
             ("replicas".into(), "3".into()),
             ("state".into(), args.state.to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            args.max_spout_pending
+                .map(|n| ("max_spout_pending".into(), n.to_string())),
+        )
+        .collect(),
     };
     let bin = std::env::current_exe().map_err(|e| Failure::Run(e.into()))?;
     let words = (bench.sentences * wordcount::WORDS_PER_SENTENCE) as f64;

@@ -27,9 +27,11 @@ use tokio::net::TcpListener;
 struct Journal(Vec<(u64, Vec<u8>)>);
 
 impl ReplicatedState for Journal {
-    fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8> {
+    /// The journal's length after the command.
+    type Answer = u64;
+    fn apply(&mut self, command: &[u8], at: EntryContext) -> u64 {
         self.0.push((at.index, command.to_vec()));
-        (self.0.len() as u64).to_be_bytes().to_vec()
+        self.0.len() as u64
     }
     fn snapshot(&self) -> Result<Vec<u8>, String> {
         rmp_serde::to_vec(&self.0).map_err(|e| e.to_string())

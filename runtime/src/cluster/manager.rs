@@ -713,13 +713,13 @@ fn component_of(components: &[(String, u32)], task: TaskId) -> String {
 }
 
 impl ReplicatedState for ManagerState {
-    fn apply(&mut self, command: &[u8], _at: EntryContext) -> Vec<u8> {
-        let reply = match rmp_serde::from_slice::<ManagerCommand>(command) {
+    type Answer = ManagerReply;
+    fn apply(&mut self, command: &[u8], _at: EntryContext) -> ManagerReply {
+        match rmp_serde::from_slice::<ManagerCommand>(command) {
             Ok(cmd) => self.execute(cmd),
             // Every replica refuses the same bytes the same way.
             Err(e) => ManagerReply::Refused(format!("an undecodable command: {e}")),
-        };
-        rmp_serde::to_vec(&reply).unwrap_or_default()
+        }
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {

@@ -96,8 +96,9 @@ struct Shared {
     /// This process's incarnation: the manager tells a restart from a node that stayed up.
     incarnation: u64,
     /// Wakes the heartbeat loop before its interval: the manager's leader changed the
-    /// placements ([`Shared::announce`]).
-    wake: tokio::sync::Notify,
+    /// placements ([`Shared::announce`]), this node started the tasks of a new placement, or
+    /// a task here finished.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -199,7 +200,7 @@ impl Node {
             tasks_version: AtomicU64::new(0),
             worker: OnceLock::new(),
             incarnation: rand::random::<u64>() | 1,
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         });
         let c = &shared.config;
         let role = PeerRole::Node {
@@ -222,6 +223,7 @@ impl Node {
                 data_dir: c.data_dir.clone(),
                 timings: c.group_raft,
                 export_dir: c.state_export_dir.clone(),
+                report_now: Arc::clone(&shared.wake),
             },
         ));
         if c.is_manager() {
@@ -428,7 +430,11 @@ impl Shared {
                             .worker
                             .get()
                             .is_none_or(|w| w.apply(&placements, &nodes, version));
-                        if !complete {
+                        if complete {
+                            // Report the tasks started at once: the manager activates a
+                            // run when every node of it has.
+                            self.wake.notify_one();
+                        } else {
                             // Try again at the next heartbeat.
                             self.tasks_version.store(0, Ordering::Relaxed);
                         }
@@ -848,9 +854,7 @@ impl Shared {
                 let bytes = bytes.clone();
                 async move {
                     match m.write(bytes).await {
-                        Ok(r) => frame::decode::<ManagerReply>(&r)
-                            .map(AdminReply::Applied)
-                            .map_err(|e| AdminError::Internal(e.to_string())),
+                        Ok(r) => Ok(AdminReply::Applied(r)),
                         Err(ReplicationError::NotLeader { leader, .. }) => {
                             Err(AdminError::NotLeader(leader.map(|(_, a)| a)))
                         }

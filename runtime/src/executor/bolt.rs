@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use rustc_hash::FxHashMap;
-use tempest_dsl::engine::{BoltTask, LinkId, Mark, Payload};
+use tempest_dsl::engine::{Answer, BoltTask, LinkId, Mark, Payload};
 use tempest_dsl::{TaskError, TaskId};
 
 use crate::checkpoint::{Aligner, TaskSnapshot};
@@ -213,7 +213,7 @@ impl BoltActor {
     }
 
     /// A proposal's answer: emit its outputs and ack its inputs, or fail them.
-    fn committed(&mut self, seq: u64, result: Result<Vec<u8>, String>) {
+    fn committed(&mut self, seq: u64, result: Result<Answer, String>) {
         let task = &mut self.task;
         match guarded(|| task.committed(seq, result)) {
             Err(panic) => self.task_failed(format!("committing panicked: {panic}"), false),

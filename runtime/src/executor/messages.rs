@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix::{Message, Recipient};
-use tempest_dsl::engine::{LinkId, Mark, Payload};
+use tempest_dsl::engine::{Answer, LinkId, Mark, Payload};
 use tempest_dsl::{RootId, TaskId};
 
 use crate::ack::{AckMsg, TreeOutcome};
@@ -131,13 +131,13 @@ pub(crate) struct CheckpointDone {
 #[rtype(result = "()")]
 pub(crate) struct Committed {
     pub(crate) seq: u64,
-    pub(crate) result: Result<Vec<u8>, String>,
+    pub(crate) result: Result<Answer, String>,
 }
 
 /// Proposes a replicated task's command to its Raft group and resolves once it is committed
 /// and applied (with what applying it returned), or refused.
 pub(crate) type Propose = Arc<
-    dyn Fn(Vec<u8>) -> futures_util::future::BoxFuture<'static, Result<Vec<u8>, String>>
+    dyn Fn(Vec<u8>) -> futures_util::future::BoxFuture<'static, Result<Answer, String>>
         + Send
         + Sync,
 >;

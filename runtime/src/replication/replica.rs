@@ -249,11 +249,14 @@ impl<S: ReplicatedState> Replica<S> {
         }
     }
 
-    /// Proposes `command` and returns what applying it returned, once committed and applied
+    /// Proposes `command` and returns what applying it answered, once committed and applied
     /// here. Fails at once on a follower, naming the leader.
-    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, ReplicationError> {
+    pub async fn write(&self, command: Vec<u8>) -> Result<S::Answer, ReplicationError> {
         match self.raft.client_write(Command(command)).await {
-            Ok(r) => Ok(r.data.0),
+            Ok(r) => r.data.take().ok_or_else(|| ReplicationError::Failed {
+                group: self.group,
+                why: "the entry answered nothing".into(),
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ReplicationError::NotLeader {
                     group: self.group,

@@ -30,8 +30,11 @@ pub struct EntryContext {
 /// order, so `apply` must be deterministic: no clock, no unseeded randomness, no iteration over
 /// a randomly seeded hash map. What it needs of time or chance comes in the command.
 pub trait ReplicatedState: Send + 'static {
+    /// What applying a command answers the replica that proposed it (a value in its process:
+    /// see [`Applied`]).
+    type Answer: Send + 'static;
     /// Applies one committed command; the answer goes back to whoever proposed it.
-    fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8>;
+    fn apply(&mut self, command: &[u8], at: EntryContext) -> Self::Answer;
     /// The whole state, encoded (an error keeps the previous snapshot).
     fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Replaces the state with a snapshot's.
@@ -268,7 +271,9 @@ impl<S: ReplicatedState> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             };
             match entry.payload {
                 EntryPayload::Blank => out.push(Applied::default()),
-                EntryPayload::Normal(cmd) => out.push(Applied(inner.state.apply(&cmd.0, at))),
+                EntryPayload::Normal(cmd) => {
+                    out.push(Applied::new(inner.state.apply(&cmd.0, at)));
+                }
                 EntryPayload::Membership(m) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
                     out.push(Applied::default());

@@ -7,9 +7,10 @@ use openraft::testing::{StoreBuilder, Suite};
 struct Count(u64);
 
 impl ReplicatedState for Count {
-    fn apply(&mut self, _command: &[u8], _at: EntryContext) -> Vec<u8> {
+    type Answer = u64;
+    fn apply(&mut self, _command: &[u8], _at: EntryContext) -> u64 {
         self.0 += 1;
-        Vec::new()
+        self.0
     }
     fn snapshot(&self) -> Result<Vec<u8>, String> {
         Ok(self.0.to_be_bytes().to_vec())

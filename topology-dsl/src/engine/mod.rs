@@ -34,7 +34,7 @@ pub(crate) mod window_task;
 
 pub use crate::window::{Channel, Mark};
 pub use batch::{Payload, PayloadCodec, TypedBatch};
-pub use stateful_task::{Proposal, StateMachine, exported_state};
+pub use stateful_task::{Answer, Proposal, StateMachine, exported_state};
 
 use crate::component::{SpoutStatus, TaskError};
 use crate::ids::{MsgId, RootId, TaskId};
@@ -275,7 +275,7 @@ pub trait BoltTask: TaskOutput {
     fn committed(
         &mut self,
         _seq: u64,
-        _applied: Result<Vec<u8>, String>,
+        _applied: Result<Answer, String>,
     ) -> Result<BatchOutcome, EngineError> {
         Err(EngineError::Setup("the task proposes nothing".into()))
     }

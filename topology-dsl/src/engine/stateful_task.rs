@@ -37,13 +37,18 @@ pub struct Proposal {
     pub command: Vec<u8>,
 }
 
+/// What a replicated task's state machine answers the replica that proposed a command: its
+/// outputs, as a value (the answer never leaves the proposer's process), for
+/// [`BoltTask::committed`] to take back.
+pub type Answer = Box<dyn std::any::Any + Send>;
+
 /// A replicated task's state as its Raft group applies it: the same on every replica, given
 /// the same commands in the same order. Bad bytes are an error, never a panic.
 pub trait StateMachine: Send {
     /// Applies one committed command (entry `index` of the log) and returns the outputs, for
     /// the proposer; `answer` is false on a replica that did not propose it (nobody reads its
-    /// answer, so it is not encoded: the result is then empty).
-    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Vec<u8>, EngineError>;
+    /// answer, so it keeps no outputs: the answer is then `()`).
+    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Answer, EngineError>;
     /// The whole state, encoded.
     fn snapshot(&self) -> Result<Vec<u8>, EngineError>;
     /// The user's state alone, encoded: what a run exports as the task's final state (under
@@ -73,14 +78,12 @@ struct Command<In> {
 /// emitted; then every emitted record (stream, record), in order; how many inputs were
 /// replays of inputs applied before (skipped, their stored outputs emitted again); and under
 /// exactly-once how many input ids the task remembers after it.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq)]
 struct BatchResults<Out> {
     ok: Vec<bool>,
     emitted: Vec<u32>,
     outs: Vec<(u16, Out)>,
-    #[serde(default)]
     skipped: u32,
-    #[serde(default)]
     remembered: Option<u64>,
 }
 
@@ -313,7 +316,7 @@ fn codec_error(record: &'static str, action: &'static str, why: impl ToString) -
 }
 
 impl<B: StatefulBolt> StateMachine for StateCore<B> {
-    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Vec<u8>, EngineError> {
+    fn apply(&mut self, command: &[u8], index: u64, answer: bool) -> Result<Answer, EngineError> {
         let cmd: Command<B::In> = rmp_serde::from_slice(command)
             .map_err(|e| codec_error(std::any::type_name::<B::In>(), "decode", e))?;
         let results = self.run(
@@ -326,10 +329,9 @@ impl<B: StatefulBolt> StateMachine for StateCore<B> {
             answer,
         );
         if !answer {
-            return Ok(Vec::new());
+            return Ok(Box::new(()));
         }
-        rmp_serde::to_vec(&results)
-            .map_err(|e| codec_error(std::any::type_name::<B::Out>(), "encode", e))
+        Ok(Box::new(results))
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, EngineError> {
@@ -589,7 +591,7 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
     fn committed(
         &mut self,
         seq: u64,
-        applied: Result<Vec<u8>, String>,
+        applied: Result<Answer, String>,
     ) -> Result<BatchOutcome, EngineError> {
         let Mode::Replicated { pending, .. } = &mut self.mode else {
             return Err(EngineError::Setup(
@@ -600,8 +602,11 @@ impl<B: StatefulBolt> BoltTask for StatefulTaskImpl<B> {
             return Ok(BatchOutcome::default());
         };
         let mut outcome = BatchOutcome::default();
-        let results = applied.and_then(|bytes| {
-            rmp_serde::from_slice::<BatchResults<B::Out>>(&bytes).map_err(|e| e.to_string())
+        let results = applied.and_then(|answer| {
+            answer
+                .downcast::<BatchResults<B::Out>>()
+                .map(|r| *r)
+                .map_err(|_| "the state machine answered something else".to_owned())
         });
         match results {
             Ok(results) => self.emit_results(ids, &origins, results, &mut outcome),
@@ -767,8 +772,15 @@ mod tests {
         rmp_serde::to_vec(&cmd).expect("encodes")
     }
 
-    fn results(bytes: &[u8]) -> BatchResults<WordCount> {
-        rmp_serde::from_slice(bytes).expect("decodes")
+    fn results(answer: Answer) -> BatchResults<WordCount> {
+        *answer
+            .downcast::<BatchResults<WordCount>>()
+            .expect("the outputs")
+    }
+
+    /// Whether `answer` is the empty answer of a replica that did not propose.
+    fn is_empty(answer: Answer) -> bool {
+        answer.downcast::<()>().is_ok()
     }
 
     fn wc(word: &str, count: u64) -> (u16, WordCount) {
@@ -786,19 +798,14 @@ mod tests {
         let exact = || StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0, Some(1000));
         let (mut leader, mut follower) = (exact(), exact());
         let first = command_at(10, &["a", "b", "boom"], &[1, 2, 3]);
-        let r = results(&leader.apply(&first, 1, true).expect("applies"));
-        assert!(
-            follower
-                .apply(&first, 1, false)
-                .expect("applies")
-                .is_empty()
-        );
+        let r = results(leader.apply(&first, 1, true).expect("applies"));
+        assert!(is_empty(follower.apply(&first, 1, false).expect("applies")));
         assert_eq!(r.outs, [wc("a", 1), wc("b", 1)]);
         assert_eq!((r.ok.as_slice(), r.skipped), (&[true, true, false][..], 0));
 
         // A replay of 1 and 3 (3 failed, so it runs again), beside a new input 4.
         let replay = command_at(20, &["a", "boom", "a"], &[1, 3, 4]);
-        let r = results(&leader.apply(&replay, 2, true).expect("applies"));
+        let r = results(leader.apply(&replay, 2, true).expect("applies"));
         assert_eq!(
             r.outs,
             [wc("a", 1), wc("a", 2)],
@@ -806,12 +813,9 @@ mod tests {
         );
         assert_eq!(r.emitted, [1, 0, 1]);
         assert_eq!(r.skipped, 1);
-        assert!(
-            follower
-                .apply(&replay, 2, false)
-                .expect("applies")
-                .is_empty()
-        );
+        assert!(is_empty(
+            follower.apply(&replay, 2, false).expect("applies")
+        ));
         assert_eq!(leader.state.get("a"), Some(&2), "1 was not applied twice");
         assert_eq!(
             leader.snapshot().expect("snapshots"),
@@ -824,22 +828,21 @@ mod tests {
         copy.restore(&leader.snapshot().expect("snapshots"))
             .expect("restores");
         let r = results(
-            &copy
-                .apply(&command_at(30, &["a", "a"], &[4, 1]), 3, true)
+            copy.apply(&command_at(30, &["a", "a"], &[4, 1]), 3, true)
                 .expect("applies"),
         );
         assert_eq!((r.skipped, r.outs), (2, vec![wc("a", 2), wc("a", 1)]));
 
         // Past the retention (1000 ms of entry time) an id is forgotten and applies again.
         let late = command_at(1015, &["a"], &[4]);
-        let r = results(&copy.apply(&late, 4, true).expect("applies"));
+        let r = results(copy.apply(&late, 4, true).expect("applies"));
         assert_eq!(
             (r.skipped, r.outs),
             (1, vec![wc("a", 2)]),
             "applied at 20: kept until 1020"
         );
         let later = command_at(1031, &["a"], &[1]);
-        let r = results(&copy.apply(&later, 5, true).expect("applies"));
+        let r = results(copy.apply(&later, 5, true).expect("applies"));
         assert_eq!(
             (r.skipped, r.outs),
             (0, vec![wc("a", 3)]),
@@ -858,13 +861,10 @@ mod tests {
         let exact = || StateCore::new(Count, Arc::from(vec![Arc::from("default")]), 0, Some(1000));
         let (mut leader, mut follower) = (exact(), exact());
         let mut apply = |cmd: &[u8], index: u64| {
-            assert!(
-                follower
-                    .apply(cmd, index, false)
-                    .expect("applies")
-                    .is_empty()
-            );
-            let r = results(&leader.apply(cmd, index, true).expect("applies"));
+            assert!(is_empty(
+                follower.apply(cmd, index, false).expect("applies")
+            ));
+            let r = results(leader.apply(cmd, index, true).expect("applies"));
             (r, leader.state.get("a").copied())
         };
         // Messages 10 and 11 of spout task 0, whose committed position was 10.
@@ -913,8 +913,7 @@ mod tests {
         copy.restore(&leader.snapshot().expect("snapshots"))
             .expect("restores");
         let r = results(
-            &copy
-                .apply(&command_from(50, &[("b", 2, 0, 11, 10)]), 6, true)
+            copy.apply(&command_from(50, &[("b", 2, 0, 11, 10)]), 6, true)
                 .expect("applies"),
         );
         assert_eq!((r.skipped, r.outs.len(), r.remembered), (1, 0, Some(2)));
@@ -930,12 +929,10 @@ mod tests {
         {
             let ra = a.apply(&command(words), i as u64, true).expect("applies");
             let rb = b.apply(&command(words), i as u64, true).expect("applies");
-            assert_eq!(ra, rb);
+            assert_eq!(results(ra), results(rb));
         }
         assert_eq!(a.snapshot().ok(), b.snapshot().ok());
-        let results: BatchResults<WordCount> =
-            rmp_serde::from_slice(&a.apply(&command(&["a", "boom"]), 9, true).expect("applies"))
-                .expect("decodes");
+        let results = results(a.apply(&command(&["a", "boom"]), 9, true).expect("applies"));
         let a4 = WordCount {
             word: "a".into(),
             count: 4,
@@ -944,9 +941,7 @@ mod tests {
         assert_eq!(results.emitted, [1, 0]);
         assert_eq!(results.outs, [(0, a4)]);
         assert!(
-            a.apply(&command(&["a"]), 10, false)
-                .expect("applies")
-                .is_empty(),
+            is_empty(a.apply(&command(&["a"]), 10, false).expect("applies")),
             "a replica that did not propose answers nothing"
         );
         let mut c = core();

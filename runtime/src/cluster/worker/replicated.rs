@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use sha2::Digest;
-use tempest_dsl::engine::StateMachine;
+use tempest_dsl::engine::{Answer, StateMachine};
 use tempest_dsl::{StateStorage, TaskId};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +47,9 @@ pub(crate) struct ReplicaHost {
     /// Where replicas write their final state when their run ends (node config
     /// `state_export_dir`).
     pub(crate) export_dir: Option<PathBuf>,
+    /// Wakes the node's heartbeat: what the manager waits for changed here (a task
+    /// finished), so it hears of it in a round trip rather than at the next interval.
+    pub(crate) report_now: Arc<tokio::sync::Notify>,
 }
 
 /// The group of task `task` of run `run`: the same number on every node, never the manager's.
@@ -66,19 +69,16 @@ struct TaskState {
 }
 
 impl ReplicatedState for TaskState {
-    fn apply(&mut self, command: &[u8], at: EntryContext) -> Vec<u8> {
-        match self
-            .machine
+    type Answer = Result<Answer, String>;
+    fn apply(&mut self, command: &[u8], at: EntryContext) -> Result<Answer, String> {
+        self.machine
             .apply(command, at.index, at.leader == self.me.0)
-        {
-            Ok(answer) => answer,
-            Err(e) => {
+            .map_err(|e| {
                 // The same bytes fail the same way on every replica; the proposer's inputs
-                // fail (an empty answer does not decode) and replay.
+                // fail and replay.
                 tracing::warn!(index = at.index, error = %e, "a command that does not apply");
-                Vec::new()
-            }
-        }
+                e.to_string()
+            })
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
@@ -361,7 +361,8 @@ impl ReplicatedTask {
                 // A leader cut off from its quorum never answers: its inputs fail and replay
                 // (to the new leader) instead of holding the task's proposal slots.
                 match tokio::time::timeout(PROPOSAL_TIMEOUT, replica.write(command)).await {
-                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Ok(Ok(answer))) => Ok(answer),
+                    Ok(Ok(Err(why))) => refuse(why),
                     Ok(Err(e)) => refuse(e.to_string()),
                     Err(_) => refuse(format!("no commit within {PROPOSAL_TIMEOUT:?}")),
                 }

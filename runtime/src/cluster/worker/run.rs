@@ -397,6 +397,8 @@ struct RunEvents {
     groups: Arc<Mutex<Vec<ReplicatedTask>>>,
     /// Set when the run takes checkpoints.
     checkpoints: Option<RunCheckpoints>,
+    /// The node's heartbeat, woken when a task finishes ([`ReplicaHost::report_now`]).
+    report_now: Arc<tokio::sync::Notify>,
 }
 
 /// A checkpointed run's checkpoints, as one node sees them.
@@ -684,6 +686,7 @@ impl Handler<TaskEvent> for RunEvents {
                 if let Ok(mut f) = self.finished.lock() {
                     f.insert(task);
                 }
+                self.report_now.notify_one();
                 self.for_coordinator(CheckpointMessage::Ended { task });
             }
             TaskEvent::Failed { task, error } => {
@@ -838,6 +841,7 @@ impl TopologyRun {
         });
         let groups = Arc::default();
         let events = RunEvents {
+            report_now: Arc::clone(&host.report_now),
             finished: Arc::clone(&finished),
             shared: Arc::clone(&shared),
             groups: Arc::clone(&groups),
