@@ -474,7 +474,15 @@ async fn a_group_fails_over_to_a_new_leader_and_keeps_its_log() -> anyhow::Resul
 
     tracing::info!("--- the old leader restarts from its disk and catches up");
     let listener = TcpListener::bind(&addrs[old_id]).await?;
-    members[old_id] = Some(member(old_id as u64 + 1, listener, Some(dirs[old_id].path())).await?);
+    let back = member(old_id as u64 + 1, listener, Some(dirs[old_id].path())).await?;
+    // From the moment it started it reports what it stored: its term and its group's voters.
+    let st = back.replica.status();
+    assert!(
+        st.term >= old_term && back.replica.voters().len() == 3,
+        "a restarted replica reports a blank state: {st:?}, voters {:?}",
+        back.replica.voters()
+    );
+    members[old_id] = Some(back);
     let journals = applied_everywhere(&members, 30).await?;
     assert!(
         journals.windows(2).all(|w| w[0] == w[1]),

@@ -2,7 +2,7 @@
 //! per replicated task later. The only home of openraft types: the rest of the runtime sees
 //! [`Replica`], [`ReplicatedState`] and [`RaftGroups`].
 //!
-//! - [`type_config`]: commands and responses are opaque bytes;
+//! - [`type_config`]: commands are opaque bytes; answers stay values in the proposer's process;
 //! - [`LogStore`]: the log and vote, in memory or in a checksummed file;
 //! - [`StateMachineStore`]: applies entries to a [`ReplicatedState`], keeps snapshots;
 //! - [`RaftGroups`] and the network: Raft RPCs over the transport, tagged with the group;

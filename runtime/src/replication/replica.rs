@@ -209,6 +209,17 @@ impl<S: ReplicatedState> Replica<S> {
             group,
             why: e.to_string(),
         })?;
+        // openraft publishes the stored vote, log and membership in its metrics once its core
+        // started, and answers requests only after that: wait for it, so that what this
+        // replica reports from the start (term, role, voters) is its stored state and not a
+        // blank one (a restarted replica that read itself as no voter enabled its elections
+        // before the leader reached it, and deposed the leader).
+        raft.with_raft_state(|_| ())
+            .await
+            .map_err(|e| ReplicationError::Failed {
+                group,
+                why: e.to_string(),
+            })?;
         let registration = groups.insert(group, raft.clone(), ballots);
         Ok(Replica {
             member,

@@ -48,7 +48,8 @@ pub(crate) struct ReplicaHost {
     /// `state_export_dir`).
     pub(crate) export_dir: Option<PathBuf>,
     /// Wakes the node's heartbeat: what the manager waits for changed here (a task
-    /// finished), so it hears of it in a round trip rather than at the next interval.
+    /// finished, a run became ready), so it hears of it in a round trip rather than at the
+    /// next interval.
     pub(crate) report_now: Arc<tokio::sync::Notify>,
 }
 

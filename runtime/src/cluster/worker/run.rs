@@ -73,6 +73,9 @@ pub(crate) struct RunShared {
     replicated: rustc_hash::FxHashSet<TaskId>,
     /// The leader of each replicated task's group, as last learned: (term, node).
     leaders: DashMap<TaskId, (u64, NodeId)>,
+    /// The node's heartbeat ([`ReplicaHost::report_now`]): woken when a task finishes here or
+    /// a group's first leader becomes known (the run may be ready).
+    report_now: Arc<tokio::sync::Notify>,
     /// This node's relays, to retarget when a group's leader moves.
     relay_addrs: DashMap<TaskId, Addr<RelayActor>>,
     /// Where each remote task's batches last came from: credits go back there (the routing
@@ -349,6 +352,10 @@ impl LeaderSink for RunShared {
             return;
         }
         self.leaders.insert(task, (term, leader));
+        if before.is_none() {
+            // Readiness waits for it (`TopologyRun::applied`).
+            self.report_now.notify_one();
+        }
         if leader == self.me && before.is_some_and(|(_, n)| n != self.me) {
             if let Some(r) = self.refills.get(&task) {
                 r.do_send(crate::executor::Refill);
@@ -397,8 +404,6 @@ struct RunEvents {
     groups: Arc<Mutex<Vec<ReplicatedTask>>>,
     /// Set when the run takes checkpoints.
     checkpoints: Option<RunCheckpoints>,
-    /// The node's heartbeat, woken when a task finishes ([`ReplicaHost::report_now`]).
-    report_now: Arc<tokio::sync::Notify>,
 }
 
 /// A checkpointed run's checkpoints, as one node sees them.
@@ -686,7 +691,7 @@ impl Handler<TaskEvent> for RunEvents {
                 if let Ok(mut f) = self.finished.lock() {
                     f.insert(task);
                 }
-                self.report_now.notify_one();
+                self.shared.report_now.notify_one();
                 self.for_coordinator(CheckpointMessage::Ended { task });
             }
             TaskEvent::Failed { task, error } => {
@@ -838,10 +843,10 @@ impl TopologyRun {
             spouts_ended: std::sync::atomic::AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             align,
+            report_now: Arc::clone(&host.report_now),
         });
         let groups = Arc::default();
         let events = RunEvents {
-            report_now: Arc::clone(&host.report_now),
             finished: Arc::clone(&finished),
             shared: Arc::clone(&shared),
             groups: Arc::clone(&groups),
@@ -881,10 +886,16 @@ impl TopologyRun {
     }
 
     /// The state version whose assignment this node's tasks of the run match, if they all
-    /// started.
+    /// started and the leader of every replicated task is known here: a spout that started
+    /// before a group elected sent its first batches to no leader, and replayed them.
     pub(crate) fn applied(&self) -> Option<u64> {
         let v = self.applied.load(Ordering::SeqCst);
-        (v != u64::MAX).then_some(v)
+        let shared = &self.shared;
+        let led = shared
+            .replicated
+            .iter()
+            .all(|t| shared.leaders.contains_key(t));
+        (v != u64::MAX && led).then_some(v)
     }
 
     /// Lets the spouts run (every node of the run started its tasks); spouts started later
