@@ -140,9 +140,9 @@ struct BenchReplicated {
     /// Runs; the RESULT line gives medians, and each run prints a RUN line.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     runs: u32,
-    /// Trees in flight per spout task (the runtime's default, 1000, unless given).
-    #[arg(long)]
-    max_spout_pending: Option<usize>,
+    /// Trees in flight per spout task, at least 1 (the runtime's default, 1000, unless given).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_spout_pending: Option<u64>,
 }
 
 #[derive(Args, Debug)]

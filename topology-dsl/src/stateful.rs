@@ -161,17 +161,19 @@ impl<K, V> KeyedState<K, V> {
     }
 }
 
-/// The map inside a [`HashedState`]: an [`IndexMap`] with a fixed (unseeded) hasher.
+/// The map inside a [`HashedState`]: an [`IndexMap`] (indexmap 2) hashed with rustc-hash 2's
+/// `FxBuildHasher`. Its own `==` ignores the order; [`HashedState`]'s does not.
 pub type HashedMap<K, V> = IndexMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// A keyed map state with constant-time lookups, for a state read and written by key on every
-/// input (a count per word): a hash map with a fixed hasher that iterates in the order its
-/// keys were first inserted ([`IndexMap`]). That order depends only on the inputs applied, so
-/// it is the same on every replica, and snapshots keep it (the map is serialized in order).
-/// It dereferences to a [`HashedMap`]. Removing a key: `swap_remove` (constant time, moves the
-/// last key into its place) or `shift_remove` (keeps the order, linear); both are
-/// deterministic. [`KeyedState`] iterates by key instead, at the cost of a tree search per
-/// lookup.
+/// input (a count per word): a hash map that iterates in the order its keys were first
+/// inserted ([`IndexMap`]), whatever the hasher. That order depends only on the inputs
+/// applied, so it is the same on every replica, and snapshots keep it (the map is serialized
+/// in order). It dereferences to a [`HashedMap`]. Removing a key: `swap_remove` (constant
+/// time, moves the last key into its place) or `shift_remove` (keeps the order, linear); both
+/// are deterministic. The hasher (Fx, unseeded) is there for speed: keys chosen to collide
+/// (by whoever feeds the source) make lookups slow, never wrong. [`KeyedState`] iterates by
+/// key instead and hashes nothing, at the cost of a tree search per lookup.
 ///
 /// ```
 /// use tempest_dsl::HashedState;

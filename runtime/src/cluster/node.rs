@@ -96,8 +96,8 @@ struct Shared {
     /// This process's incarnation: the manager tells a restart from a node that stayed up.
     incarnation: u64,
     /// Wakes the heartbeat loop before its interval: the manager's leader changed the
-    /// placements ([`Shared::announce`]), this node started the tasks of a new placement, or
-    /// a task here finished.
+    /// placements ([`Shared::announce`]), a run here became ready (its tasks started, or its
+    /// last replicated task's leader became known), or a task here finished.
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -426,17 +426,23 @@ impl Shared {
                         );
                         // A run restarting from a checkpoint needs its file here first.
                         self.fetch_checkpoints(&placements, &nodes).await;
-                        let complete = self
-                            .worker
-                            .get()
-                            .is_none_or(|w| w.apply(&placements, &nodes, version));
-                        if complete {
-                            // Report the tasks started at once: the manager activates a
-                            // run when every node of it has.
-                            self.wake.notify_one();
-                        } else {
+                        let worker = self.worker.get();
+                        // The runs ready here, whatever state version they started.
+                        let ready_runs = || -> BTreeSet<(String, u64, u32)> {
+                            let ready = worker.map(Worker::ready).unwrap_or_default();
+                            ready.into_iter().map(|(n, s, g, _)| (n, s, g)).collect()
+                        };
+                        let before = ready_runs();
+                        let complete = worker.is_none_or(|w| w.apply(&placements, &nodes, version));
+                        if !complete {
                             // Try again at the next heartbeat.
                             self.tasks_version.store(0, Ordering::Relaxed);
+                        } else if !ready_runs().is_subset(&before) {
+                            // A run became ready here: report it at once (the manager
+                            // activates a run when every node of it is). Only then: versions
+                            // also move with every exactly-once position committed, and a wake
+                            // for those would make heartbeats wake themselves.
+                            self.wake.notify_one();
                         }
                     }
                 }

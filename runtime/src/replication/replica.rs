@@ -266,7 +266,7 @@ impl<S: ReplicatedState> Replica<S> {
         match self.raft.client_write(Command(command)).await {
             Ok(r) => r.data.take().ok_or_else(|| ReplicationError::Failed {
                 group: self.group,
-                why: "the entry answered nothing".into(),
+                why: "the entry gave no answer of the state's type".into(),
             }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ReplicationError::NotLeader {

@@ -745,6 +745,8 @@ pub(crate) struct TopologyRun {
     /// The state version whose assignment the tasks here match (`u64::MAX`: none yet, or some
     /// did not start).
     applied: AtomicU64,
+    /// Whether this node logged that the run waits for its groups' leaders.
+    leaderless_logged: std::sync::atomic::AtomicBool,
     /// Spouts wired but not started: they start once the run is active.
     waiting: Mutex<Vec<Recipient<Start>>>,
     active: std::sync::atomic::AtomicBool,
@@ -875,6 +877,7 @@ impl TopologyRun {
             waiting: Mutex::default(),
             active: std::sync::atomic::AtomicBool::new(false),
             applied: AtomicU64::new(u64::MAX),
+            leaderless_logged: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -891,11 +894,20 @@ impl TopologyRun {
     pub(crate) fn applied(&self) -> Option<u64> {
         let v = self.applied.load(Ordering::SeqCst);
         let shared = &self.shared;
-        let led = shared
+        let leaderless: Vec<u32> = shared
             .replicated
             .iter()
-            .all(|t| shared.leaders.contains_key(t));
-        (v != u64::MAX && led).then_some(v)
+            .filter(|t| !shared.leaders.contains_key(t))
+            .map(|t| t.0)
+            .collect();
+        if v != u64::MAX
+            && !leaderless.is_empty()
+            && !self.leaderless_logged.swap(true, Ordering::Relaxed)
+        {
+            // Once: a group that cannot elect (most of its replicas down) holds the run here.
+            tracing::info!(topology = %shared.run.name, tasks = ?leaderless, "tasks started here: the run waits for these replicated tasks' leaders before its spouts start");
+        }
+        (v != u64::MAX && leaderless.is_empty()).then_some(v)
     }
 
     /// Lets the spouts run (every node of the run started its tasks); spouts started later
