@@ -893,21 +893,25 @@ impl TopologyRun {
     /// before a group elected sent its first batches to no leader, and replayed them.
     pub(crate) fn applied(&self) -> Option<u64> {
         let v = self.applied.load(Ordering::SeqCst);
-        let shared = &self.shared;
-        let leaderless: Vec<u32> = shared
-            .replicated
-            .iter()
-            .filter(|t| !shared.leaders.contains_key(t))
-            .map(|t| t.0)
-            .collect();
-        if v != u64::MAX
-            && !leaderless.is_empty()
-            && !self.leaderless_logged.swap(true, Ordering::Relaxed)
-        {
-            // Once: a group that cannot elect (most of its replicas down) holds the run here.
-            tracing::info!(topology = %shared.run.name, tasks = ?leaderless, "tasks started here: the run waits for these replicated tasks' leaders before its spouts start");
+        if v == u64::MAX {
+            return None;
         }
-        (v != u64::MAX && leaderless.is_empty()).then_some(v)
+        let shared = &self.shared;
+        let leaderless = |t: &&TaskId| !shared.leaders.contains_key(t);
+        if !shared.replicated.iter().any(|t| leaderless(&t)) {
+            return Some(v);
+        }
+        if !self.leaderless_logged.swap(true, Ordering::Relaxed) {
+            // Once: a group that cannot elect (most of its replicas down) holds the run here.
+            let tasks: Vec<u32> = shared
+                .replicated
+                .iter()
+                .filter(leaderless)
+                .map(|t| t.0)
+                .collect();
+            tracing::info!(topology = %shared.run.name, ?tasks, "tasks started here: the run waits for these replicated tasks' leaders before its spouts start");
+        }
+        None
     }
 
     /// Lets the spouts run (every node of the run started its tasks); spouts started later
